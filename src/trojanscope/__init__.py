@@ -1,0 +1,9 @@
+"""trojanscope: find backdoors in the AI supply chain, and remove them."""
+
+__version__ = "0.1.0"
+
+from .findings import Finding, Location, Report, Rule, RULES, ScanError, Severity  # noqa: E402
+from .artifacts import scan  # noqa: E402
+
+__all__ = ["Finding", "Location", "Report", "Rule", "RULES", "ScanError", "Severity", "scan",
+           "__version__"]

@@ -1,0 +1,99 @@
+"""Raw pickle streams: one pickle or several back to back (legacy torch.save, joblib, pickle.dump).
+
+After the last pickle, bytes that do not look like another pickle are data that the loader reads
+itself (legacy torch storages), so the scan stops there quietly.
+"""
+
+from __future__ import annotations
+
+import io
+
+from ..findings import Location
+from .limits import Limits
+from .pickle_machine import PickleMachine
+from .pickle_reader import OpcodeReader, PickleSyntaxError, Truncated
+from .registry import FormatHandler
+
+CALL_OPS = {"REDUCE", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "BUILD"}
+IMPORT_OPS = {"GLOBAL", "INST", "STACK_GLOBAL"}
+SNIFF_OPCODES = 8  # valid opcodes in a row that make a stream a pickle
+MAX_PICKLES = 10_000  # pickles back to back in one stream
+
+
+def looks_like_pickle(head: bytes, complete: bool) -> bool:
+    """Would an unpickler get anywhere with these bytes? Checked without running anything."""
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return _valid_opcodes(head[2:], complete, need=3)
+    return _valid_opcodes(head, complete, need=SNIFF_OPCODES)
+
+
+def _valid_opcodes(head: bytes, complete: bool, need: int) -> bool:
+    reader = OpcodeReader(io.BytesIO(head), Limits())
+    count = 0
+    imports = calls = False
+    try:
+        while count < need:
+            name, arg, _ = reader.next()
+            count += 1
+            if name == "STOP":
+                return True
+            if name in IMPORT_OPS and _is_dotted_identifier(arg, name):
+                imports = True
+            elif imports and name in CALL_OPS:
+                calls = True
+        return True
+    except Truncated:
+        if not complete:  # the sniffed head ends inside an opcode: the stream goes on
+            return count >= 2 or imports
+        # The whole stream ends early: a loader still runs what came before the end.
+        return imports
+    except PickleSyntaxError:
+        return calls
+
+
+def _is_dotted_identifier(arg: object, name: str) -> bool:
+    if name == "STACK_GLOBAL":
+        return True
+    return all(part.isidentifier() for text in arg for part in text.split("."))
+
+
+class PickleHandler(FormatHandler):
+    name = "pickle"
+    priority = 90
+
+    @classmethod
+    def sniff(cls, head: bytes, complete: bool) -> bool:
+        return looks_like_pickle(head, complete)
+
+    @classmethod
+    def scan(cls, ctx, source, location: Location, depth: int) -> None:
+        scan_pickle_stream(ctx, source, location, depth, start=0)
+
+
+def scan_pickle_stream(ctx, stream, location: Location, depth: int, start: int) -> None:
+    """Simulate every pickle in `stream` from `start` on, until the data stops being pickles."""
+    reader = OpcodeReader(stream, ctx.limits, start)
+    for _ in range(MAX_PICKLES):
+        outcome = run_pickle(ctx, reader, location, depth)
+        if not outcome.stopped:
+            return
+        head = _peek(stream, ctx.limits.sniff_bytes)
+        if head is None or not head or not looks_like_pickle(head, len(head) < ctx.limits.sniff_bytes):
+            return
+
+
+def run_pickle(ctx, reader: OpcodeReader, location: Location, depth: int):
+    def nested(data: bytes, where: Location) -> None:
+        ctx.examine_bytes(data, where, depth + 1)
+
+    outcome = PickleMachine(reader, location, ctx.policy, ctx.limits, nested).run()
+    for finding in outcome.findings:
+        ctx.add(finding)
+    return outcome
+
+
+def _peek(stream, n: int) -> bytes | None:
+    """The next bytes of a stream without consuming them (Source keeps a one-chunk lookahead)."""
+    data = stream.read(n)
+    stream.unread(data)
+    return data

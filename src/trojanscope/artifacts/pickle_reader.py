@@ -1,0 +1,183 @@
+"""Reads a pickle stream one opcode at a time, as bytes, with every length checked.
+
+The opcode table is the standard library's (pickletools.opcodes, pure data); the argument
+readers are our own so that no length in the file can make us allocate or read without bound.
+Nothing here unpickles: values are decoded literals (ints, strings, bytes) at most.
+"""
+
+from __future__ import annotations
+
+import codecs
+import pickletools
+import struct
+from typing import BinaryIO, NamedTuple
+
+from .limits import Limits
+
+OPCODES = {op.code.encode("latin-1"): op for op in pickletools.opcodes}
+MAX_LINE = 64 * 1024  # longest text argument of a protocol-0 opcode that we accept
+
+
+class Skipped(NamedTuple):
+    """A constant too large to hold; its bytes were read past, not kept."""
+
+    kind: str
+    size: int
+
+
+class PickleSyntaxError(Exception):
+    def __init__(self, message: str, offset: int):
+        super().__init__(message)
+        self.offset = offset
+
+
+class Truncated(PickleSyntaxError):
+    pass
+
+
+class OpcodeReader:
+    """Iterates (name, arg, offset) over one stream; the caller may skip bytes between opcodes."""
+
+    def __init__(self, stream: BinaryIO, limits: Limits, start: int = 0):
+        self.stream = stream
+        self.limits = limits
+        self.pos = start
+
+    def next(self) -> tuple[str, object, int]:
+        offset = self.pos
+        code = self._read(1)
+        op = OPCODES.get(code)
+        if op is None:
+            raise PickleSyntaxError(f"invalid opcode byte 0x{code[0]:02x}", offset)
+        arg = None if op.arg is None else _READERS[op.arg.name](self)
+        return op.name, arg, offset
+
+    def skip(self, n: int) -> None:
+        """Read past n bytes (data that a loader reads beside the pickle, e.g. joblib arrays)."""
+        left = n
+        while left > 0:
+            chunk = self.stream.read(min(left, 1 << 20))
+            if not chunk:
+                raise Truncated(f"stream ends {left:,} bytes before the end of skipped data",
+                                self.pos)
+            self.pos += len(chunk)
+            left -= len(chunk)
+
+    def _read(self, n: int) -> bytes:
+        data = self.stream.read(n)
+        if len(data) != n:
+            raise Truncated("stream ends inside an opcode" if n != 1 or data else
+                            "stream ends without a STOP opcode", self.pos)
+        self.pos += n
+        return data
+
+    def _line(self) -> bytes:
+        data = self.stream.readline(MAX_LINE + 1)
+        if not data.endswith(b"\n"):
+            if len(data) > MAX_LINE:
+                raise PickleSyntaxError(f"text argument longer than {MAX_LINE:,} bytes", self.pos)
+            raise Truncated("stream ends inside a text argument", self.pos)
+        self.pos += len(data)
+        return data[:-1]
+
+    def _sized(self, n: int, kind: str) -> bytes | Skipped:
+        if n < 0:
+            raise PickleSyntaxError(f"negative {kind} length", self.pos)
+        if n > self.limits.max_item_bytes:
+            self.skip(n)
+            return Skipped(kind, n)
+        return self._read(n)
+
+
+def _uint(size: int, fmt: str):
+    return lambda r: struct.unpack(fmt, r._read(size))[0]
+
+
+def _sized(size: int, fmt: str, kind: str, decode=None):
+    def read(r: OpcodeReader):
+        n = struct.unpack(fmt, r._read(size))[0]
+        data = r._sized(n, kind)
+        if decode is None or isinstance(data, Skipped):
+            return data
+        try:
+            return decode(data)
+        except UnicodeDecodeError:
+            raise PickleSyntaxError(f"{kind} is not valid UTF-8", r.pos) from None
+    return read
+
+
+def _utf8(data: bytes) -> str:
+    return data.decode("utf-8", "surrogatepass")
+
+
+def _string_nl(r: OpcodeReader):
+    line = r._line()
+    if len(line) >= 2 and line[:1] == line[-1:] and line[:1] in (b"'", b'"'):
+        try:
+            return codecs.escape_decode(line[1:-1])[0]
+        except ValueError:
+            raise PickleSyntaxError("bad escape in STRING argument", r.pos) from None
+    raise PickleSyntaxError("STRING argument is not quoted", r.pos)
+
+
+def _text_nl(r: OpcodeReader):
+    return r._line().decode("latin-1")
+
+
+def _pair_nl(r: OpcodeReader):
+    return _text_nl(r), _text_nl(r)
+
+
+def _unicode_nl(r: OpcodeReader):
+    try:
+        return codecs.decode(r._line(), "raw-unicode-escape")
+    except UnicodeDecodeError:
+        raise PickleSyntaxError("bad UNICODE argument", r.pos) from None
+
+
+def _number_nl(r: OpcodeReader):
+    text = r._line().decode("latin-1").rstrip("L")
+    try:
+        return float(text) if any(c in text for c in ".eEn") else int(text)
+    except ValueError:
+        raise PickleSyntaxError(f"bad number {text[:40]!r}", r.pos) from None
+
+
+def _long(size: int, fmt: str):
+    def read(r: OpcodeReader):
+        n = struct.unpack(fmt, r._read(size))[0]
+        if n < 0:
+            raise PickleSyntaxError("negative LONG length", r.pos)
+        if n > 4096:  # a bigger integer has no use but to slow the reader down
+            r.skip(n)
+            return Skipped("long", n)
+        return int.from_bytes(r._read(n), "little", signed=True)
+    return read
+
+
+_READERS = {
+    "uint1": _uint(1, "<B"),
+    "uint2": _uint(2, "<H"),
+    "int4": _uint(4, "<i"),
+    "uint4": _uint(4, "<I"),
+    "uint8": _uint(8, "<Q"),
+    "float8": _uint(8, ">d"),
+    "long1": _long(1, "<B"),
+    "long4": _long(4, "<i"),
+    "string1": _sized(1, "<B", "string"),
+    "string4": _sized(4, "<i", "string"),
+    "bytes1": _sized(1, "<B", "bytes"),
+    "bytes4": _sized(4, "<I", "bytes"),
+    "bytes8": _sized(8, "<Q", "bytes"),
+    "bytearray8": _sized(8, "<Q", "bytearray"),
+    "unicodestring1": _sized(1, "<B", "unicode", _utf8),
+    "unicodestring4": _sized(4, "<I", "unicode", _utf8),
+    "unicodestring8": _sized(8, "<Q", "unicode", _utf8),
+    "stringnl": _string_nl,
+    "stringnl_noescape": _text_nl,
+    "stringnl_noescape_pair": _pair_nl,
+    "unicodestringnl": _unicode_nl,
+    "decimalnl_short": _number_nl,
+    "decimalnl_long": _number_nl,
+    "floatnl": _number_nl,
+}

@@ -1,0 +1,43 @@
+"""Format handlers register themselves by subclassing; formats are recognised by content only."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from ..findings import Location
+    from .context import ScanContext
+    from .source import Source
+
+HANDLERS: list[type[FormatHandler]] = []
+
+
+class FormatHandler:
+    """One format: `sniff` looks at a stream's first bytes, `scan` examines the whole stream."""
+
+    name: ClassVar[str]
+    # Lower runs first: exact magic numbers before the weak pickle heuristics.
+    priority: ClassVar[int] = 50
+    # Containers hold other streams; their members are examined in turn.
+    container: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        HANDLERS.append(cls)
+        HANDLERS.sort(key=lambda h: (h.priority, h.name))
+
+    @classmethod
+    def sniff(cls, head: bytes, complete: bool) -> bool:
+        """`complete` is True when `head` is the whole stream."""
+        raise NotImplementedError
+
+    @classmethod
+    def scan(cls, ctx: ScanContext, source: Source, location: Location, depth: int) -> None:
+        raise NotImplementedError
+
+
+def detect(head: bytes, complete: bool) -> type[FormatHandler] | None:
+    for handler in HANDLERS:
+        if handler.sniff(head, complete):
+            return handler
+    return None

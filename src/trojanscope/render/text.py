@@ -1,0 +1,67 @@
+"""Text for a terminal, with rich: findings worst first, then a one-line verdict."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ..findings import Report, Severity
+
+STYLES = {Severity.CRITICAL: "bold white on red", Severity.HIGH: "bold red",
+          Severity.MEDIUM: "yellow", Severity.LOW: "cyan", Severity.INFO: "dim"}
+
+
+def render_text(report: Report, *, min_severity: Severity = Severity.LOW, color: bool = False,
+                width: int = 110) -> str:
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=color, no_color=not color, width=width,
+                      highlight=False)
+    shown = [f for f in report.findings if f.severity >= min_severity]
+    by_file: dict[str, list] = {}
+    for f in shown:
+        by_file.setdefault(f.location.path, []).append(f)
+    for path in sorted(by_file, key=lambda p: (-max(f.severity for f in by_file[p]), p)):
+        findings = sorted(by_file[path], key=lambda f: (-int(f.severity), f.sort_key()))
+        console.print(Text(path, style="bold"))
+        table = Table(show_header=False, box=None, padding=(0, 1), expand=False)
+        table.add_column("severity", no_wrap=True, min_width=8)
+        table.add_column("rule", no_wrap=True)
+        table.add_column("where", overflow="fold", max_width=36)
+        table.add_column("what", overflow="fold")
+        for f in findings:
+            where = "!".join(f.location.member) or "-"
+            if f.location.offset is not None:
+                where += f" @{f.location.offset}"
+            table.add_row(Text(str(f.severity), style=STYLES[f.severity]), f.rule, where,
+                          f.message)
+        console.print(table)
+    remedies = sorted({(f.rule, f.remedy) for f in shown if f.severity >= Severity.HIGH})
+    if remedies:
+        console.print(Text("what to do", style="bold"))
+        for rule, remedy in remedies:
+            console.print(f"  {rule}: {remedy}")
+    for error in report.errors:
+        console.print(Text(f"error: {error.path}: {error.message}", style="bold red"))
+    console.print(_summary(report, len(shown)))
+    return buffer.getvalue()
+
+
+def _summary(report: Report, shown: int) -> Text:
+    counts = {}
+    for f in report.findings:
+        counts[f.severity] = counts.get(f.severity, 0) + 1
+    parts = [f"{counts[s]} {s}" for s in sorted(counts, reverse=True)]
+    files = report.results.get("files_scanned")
+    head = f"{report.command}: {files} file(s), " if files is not None else f"{report.command}: "
+    hidden = len(report.findings) - shown
+    tail = f" ({hidden} below the display threshold)" if hidden else ""
+    if not report.findings:
+        body = "no findings"
+    else:
+        body = f"{len(report.findings)} finding(s): " + ", ".join(parts)
+    style = STYLES.get(report.max_severity, "green") if report.findings else "green"
+    errors = f", {len(report.errors)} error(s)" if report.errors else ""
+    return Text(head + body + errors + tail, style=style)

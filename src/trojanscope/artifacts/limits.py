@@ -37,3 +37,7 @@ class LimitExceeded(Exception):
         super().__init__(f"{what} exceeds the limit of {limit:,}")
         self.what = what
         self.limit = limit
+
+
+class ExpansionLimitExceeded(LimitExceeded):
+    """The budget of expanded bytes for one top-level file is spent: the whole file stops."""

@@ -23,11 +23,11 @@ MAX_PICKLES = 10_000  # pickles back to back in one stream
 def looks_like_pickle(head: bytes, complete: bool) -> bool:
     """Would an unpickler get anywhere with these bytes? Checked without running anything."""
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
-        return _valid_opcodes(head[2:], complete, need=3)
+        return _valid_opcodes(head[2:], complete, need=3, after_proto=True)
     return _valid_opcodes(head, complete, need=SNIFF_OPCODES)
 
 
-def _valid_opcodes(head: bytes, complete: bool, need: int) -> bool:
+def _valid_opcodes(head: bytes, complete: bool, need: int, after_proto: bool = False) -> bool:
     reader = OpcodeReader(io.BytesIO(head), Limits())
     count = 0
     imports = calls = False
@@ -44,7 +44,7 @@ def _valid_opcodes(head: bytes, complete: bool, need: int) -> bool:
         return True
     except Truncated:
         if not complete:  # the sniffed head ends inside an opcode: the stream goes on
-            return count >= 2 or imports
+            return after_proto or count >= 2 or imports
         # The whole stream ends early: a loader still runs what came before the end.
         return imports
     except PickleSyntaxError:
@@ -86,10 +86,12 @@ def run_pickle(ctx, reader: OpcodeReader, location: Location, depth: int):
     def nested(data: bytes, where: Location) -> None:
         ctx.examine_bytes(data, where, depth + 1)
 
-    outcome = PickleMachine(reader, location, ctx.policy, ctx.limits, nested).run()
-    for finding in outcome.findings:
-        ctx.add(finding)
-    return outcome
+    machine = PickleMachine(reader, location, ctx.policy, ctx.limits, nested)
+    try:
+        return machine.run()
+    finally:  # also when the file's expansion budget runs out mid-pickle
+        for finding in machine.out.findings:
+            ctx.add(finding)
 
 
 def _peek(stream, n: int) -> bytes | None:

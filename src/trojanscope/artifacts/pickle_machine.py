@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..findings import Finding, Location, Rule, Severity
-from .limits import LimitExceeded, Limits
+from .limits import ExpansionLimitExceeded, LimitExceeded, Limits
 from .pickle_reader import OpcodeReader, PickleSyntaxError, Skipped
 from .policy import GlobalsPolicy, python2_name
 
@@ -142,6 +142,9 @@ class PickleMachine:
                     self._check_limits(budget)
         except PickleSyntaxError as exc:
             self._malformed(str(exc), exc.offset)
+        except ExpansionLimitExceeded:
+            self._flush()  # keep what was found before the whole file stops
+            raise
         except LimitExceeded as exc:
             self._add(RESOURCE_LIMIT, f"stopped examining the pickle: {exc}",
                       self.r.pos, {"limit": exc.what})

@@ -97,12 +97,10 @@ def _walk(target: Path) -> Iterator[tuple[Path, str | None]]:
     if target.is_file():
         yield target, None
     elif target.is_dir():
-        for root, dirs, names in os.walk(target, onerror=None, followlinks=False):
-            dirs.sort()
-            for name in sorted(names):
-                path = Path(root) / name
-                if path.is_file():
-                    yield path, None
+        found = []
+        for root, _, names in os.walk(target, followlinks=False):
+            found.extend(Path(root) / name for name in names)
+        yield from ((path, None) for path in sorted(found) if path.is_file())
     elif target.exists():
         yield target, "not a regular file or directory"
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 
 from ..findings import Location
-from .limits import LimitExceeded
+from .limits import ExpansionLimitExceeded, LimitExceeded
 from .registry import FormatHandler
 
 MAGIC = b"7z\xbc\xaf\x27\x1c"
@@ -66,7 +66,7 @@ class SevenZipHandler(FormatHandler):
             declared = sum(i.uncompressed or 0 for i in infos)
             left = ctx.budget.limit - ctx.budget.used
             if declared > left:
-                raise LimitExceeded("bytes expanded from compressed or archived data",
+                raise ExpansionLimitExceeded("bytes expanded from compressed or archived data",
                                     ctx.budget.limit)
             if archive.needs_password():
                 ctx.unreadable(location, RuntimeError("archive is encrypted"))

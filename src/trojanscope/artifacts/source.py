@@ -9,7 +9,7 @@ from __future__ import annotations
 import tempfile
 from typing import BinaryIO
 
-from .limits import LimitExceeded, Limits
+from .limits import ExpansionLimitExceeded, Limits
 
 
 class Budget:
@@ -22,7 +22,7 @@ class Budget:
     def spend(self, n: int) -> None:
         self.used += n
         if self.used > self.limit:
-            raise LimitExceeded("bytes expanded from compressed or archived data", self.limit)
+            raise ExpansionLimitExceeded("bytes expanded from compressed or archived data", self.limit)
 
 
 class Source:

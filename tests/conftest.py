@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-goldens", action="store_true",
+                     help="rewrite the golden files in tests/golden from the current output")
+
+
+@pytest.fixture
+def update_goldens(request) -> bool:
+    return request.config.getoption("--update-goldens")
+
+
+def pytest_collection_modifyitems(config, items):
+    missing = {name for name in ("torch", "sklearn", "joblib", "numpy")
+               if importlib.util.find_spec(name) is None}
+    for item in items:
+        for name in missing:
+            if name in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=f"needs the optional package {name}"))
+
+
+@pytest.fixture
+def write(tmp_path):
+    """Write bytes to a file under tmp_path and return its path."""
+    def _write(name: str, data: bytes) -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return path
+    return _write

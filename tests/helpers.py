@@ -1,0 +1,19 @@
+"""Small helpers shared by the tests."""
+
+from __future__ import annotations
+
+from trojanscope.findings import Report, Severity
+
+
+def rules(report: Report, at_least: Severity = Severity.INFO) -> set[str]:
+    return {f.rule for f in report.findings if f.severity >= at_least}
+
+
+def worst(report: Report) -> Severity | None:
+    return report.max_severity
+
+
+def only(report: Report, rule: str):
+    hits = [f for f in report.findings if f.rule == rule]
+    assert len(hits) == 1, f"expected one {rule}, got {[(f.rule, str(f.location)) for f in report.findings]}"
+    return hits[0]

@@ -1,0 +1,144 @@
+"""Formats are recognised by content, whatever the file is called, at any nesting."""
+
+from __future__ import annotations
+
+import pytest
+
+from trojanscope.artifacts import scan, scan_bytes
+from trojanscope.attacks import model_files as mf
+from trojanscope.attacks.pickle_payloads import PAYLOADS, classic
+from trojanscope.findings import Severity
+
+PAYLOAD = classic("touch /nonexistent/canary")
+
+WRAPPED_MEMBER = {
+    "gzip": ("<gzip>",), "bz2": ("<bz2>",), "xz": ("<xz>",), "lzma": ("<lzma>",),
+    "zlib": ("<zlib>",), "zip": ("model.bin",), "zip-in-zip": ("inner.zip", "weights/model.bin"),
+    "tar": ("model.bin",), "tar.gz": ("<gzip>", "model.bin"), "7z": ("model.bin",),
+}
+
+
+def _critical(report):
+    return [f for f in report.findings if f.rule == "pickle.unsafe-global"]
+
+
+@pytest.mark.parametrize("wrapper", sorted(mf.WRAPPERS))
+def test_payload_found_inside_every_wrapper(wrapper):
+    report = scan_bytes(mf.WRAPPERS[wrapper](PAYLOAD), "download.bin")
+    hits = _critical(report)
+    assert len(hits) == 1
+    assert hits[0].location.member == WRAPPED_MEMBER[wrapper]
+    assert hits[0].severity == Severity.CRITICAL
+
+
+def test_wrappers_nest(write):
+    data = PAYLOAD
+    for wrapper in ("gzip", "tar", "zip", "bz2", "7z", "xz"):
+        data = mf.WRAPPERS[wrapper](data)
+    hits = _critical(scan_bytes(data))
+    assert len(hits) == 1 and len(hits[0].location.member) == 6
+
+
+@pytest.mark.parametrize("member", ["archive/data.pkl", "archive/data/7", "x/.hidden",
+                                    "archive/.data/serialization_id"])
+def test_torch_zip_pickle_under_any_member_name(member):
+    hits = _critical(scan_bytes(mf.torch_zip(PAYLOAD, member)))
+    assert [h.location.member for h in hits] == [(member,)]
+
+
+@pytest.mark.parametrize("position", range(5))
+def test_legacy_torch_payload_in_any_of_its_pickles(position):
+    hits = _critical(scan_bytes(mf.torch_legacy(PAYLOAD, at=position)))
+    assert len(hits) == 1
+
+
+def test_legacy_torch_offset_points_at_the_later_pickle():
+    data = mf.torch_legacy(PAYLOAD, at=3)
+    hit = _critical(scan_bytes(data))[0]
+    assert data[hit.location.offset:hit.location.offset + 1] == b"c"  # the GLOBAL opcode
+
+
+@pytest.mark.parametrize("member", ["sys_info", "pickle", "storages", "tensors"])
+def test_legacy_torch_tar_payload_in_any_member(member):
+    hits = _critical(scan_bytes(mf.torch_legacy_tar(PAYLOAD, member)))
+    assert [h.location.member for h in hits] == [(member,)]
+
+
+def test_npy_object_array_and_its_pickle():
+    report = scan_bytes(mf.npy_object(PAYLOAD))
+    found = {f.rule: f for f in report.findings}
+    assert found["numpy.object-array"].severity == Severity.MEDIUM
+    assert found["pickle.unsafe-global"].location.offset == 128  # right after the header
+
+
+def test_npz_member():
+    report = scan_bytes(mf.npz({"clean.npy": mf.npy_object(b"N."), "bad.npy": mf.npy_object(PAYLOAD)}))
+    assert [h.location.member for h in _critical(report)] == [("bad.npy",)]
+
+
+def test_pickles_back_to_back_are_all_read():
+    harmless = b"\x80\x02N."
+    report = scan_bytes(harmless * 3 + PAYLOAD)
+    assert len(_critical(report)) == 1
+
+
+def test_name_does_not_matter(write):
+    path = write("model.safetensors", PAYLOAD)
+    assert _critical(scan(path))
+    path = write("README.md", mf.WRAPPERS["gzip"](PAYLOAD))
+    assert _critical(scan(path))
+
+
+def test_directory_is_walked_recursively_and_sorted(write):
+    write("a/b/c/deep.pt", mf.torch_zip(PAYLOAD))
+    second = write("z.pkl", PAYLOAD)
+    write("notes.txt", b"just text\n")
+    report = scan(second.parent)
+    assert [f["path"].split("/")[-1] for f in report.results["files"]] == \
+        ["deep.pt", "notes.txt", "z.pkl"]
+    assert len(_critical(report)) == 2
+
+
+@pytest.mark.numpy
+@pytest.mark.joblib
+def test_joblib_object_array_with_payload_inside(tmp_path):
+    """A real joblib dump whose nested object-array pickle is replaced by a payload."""
+    import joblib
+    import numpy as np
+
+    path = tmp_path / "clean.joblib"
+    joblib.dump({"objects": np.array([1, "a"], dtype=object), "numbers": np.arange(4)}, path)
+    data = path.read_bytes()
+    assert scan_bytes(data).max_severity is None or scan_bytes(data).max_severity < Severity.HIGH
+    inner_start = data.index(b"\x80\x05", 2)  # joblib writes the object array as its own pickle
+    inner_end = data.index(b".", data.index(b"\x85", inner_start))  # its STOP
+    evil = data[:inner_start] + PAYLOAD + data[inner_end + 1:]
+    hits = _critical(scan_bytes(evil))
+    assert len(hits) == 1 and hits[0].location.offset == inner_start
+
+
+@pytest.mark.numpy
+@pytest.mark.joblib
+def test_joblib_arrays_are_skipped_not_parsed(tmp_path):
+    """Raw array bytes between pickle opcodes must not be read as opcodes (no false alarms)."""
+    import joblib
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for compress in (0, 3, ("gzip", 1), ("bz2", 1), ("xz", 1), ("lzma", 1)):
+        path = tmp_path / f"arrays-{compress}.joblib"
+        joblib.dump([rng.normal(size=(50, 7)), rng.integers(0, 255, 99).astype("u1"),
+                     np.zeros((3, 0)), {"s": np.array(["ab", "cde"])}], path, compress=compress)
+        report = scan(path)
+        assert report.findings == (), (compress, [(f.rule, f.message) for f in report.findings])
+
+
+def test_every_payload_in_every_container_is_caught():
+    """The whole cross product, as the benchmark corpus does it: no wrapper hides any payload."""
+    for name, make in PAYLOADS.items():
+        payload = make("id")
+        for wrapper, wrap in mf.WRAPPERS.items():
+            report = scan_bytes(wrap(payload))
+            assert report.max_severity >= Severity.MEDIUM, (name, wrapper)
+            if name != "lying-frame":
+                assert report.max_severity >= Severity.HIGH, (name, wrapper)

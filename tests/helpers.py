@@ -15,5 +15,6 @@ def worst(report: Report) -> Severity | None:
 
 def only(report: Report, rule: str):
     hits = [f for f in report.findings if f.rule == rule]
-    assert len(hits) == 1, f"expected one {rule}, got {[(f.rule, str(f.location)) for f in report.findings]}"
+    got = [(f.rule, str(f.location)) for f in report.findings]
+    assert len(hits) == 1, f"expected one {rule}, got {got}"
     return hits[0]

@@ -72,7 +72,8 @@ def test_npy_object_array_and_its_pickle():
 
 
 def test_npz_member():
-    report = scan_bytes(mf.npz({"clean.npy": mf.npy_object(b"N."), "bad.npy": mf.npy_object(PAYLOAD)}))
+    members = {"clean.npy": mf.npy_object(b"N."), "bad.npy": mf.npy_object(PAYLOAD)}
+    report = scan_bytes(mf.npz(members))
     assert [h.location.member for h in _critical(report)] == [("bad.npy",)]
 
 

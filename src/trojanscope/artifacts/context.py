@@ -1,4 +1,4 @@
-"""The state of one scan: policy, limits, findings so far, and the dispatch of streams to formats."""
+"""The state of one scan: policy, limits, findings so far, and the dispatch of streams."""
 
 from __future__ import annotations
 

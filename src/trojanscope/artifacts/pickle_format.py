@@ -78,7 +78,7 @@ def scan_pickle_stream(ctx, stream, location: Location, depth: int, start: int) 
         if not outcome.stopped:
             return
         head = _peek(stream, ctx.limits.sniff_bytes)
-        if head is None or not head or not looks_like_pickle(head, len(head) < ctx.limits.sniff_bytes):
+        if not head or not looks_like_pickle(head, len(head) < ctx.limits.sniff_bytes):
             return
 
 
@@ -94,7 +94,7 @@ def run_pickle(ctx, reader: OpcodeReader, location: Location, depth: int):
             ctx.add(finding)
 
 
-def _peek(stream, n: int) -> bytes | None:
+def _peek(stream, n: int) -> bytes:
     """The next bytes of a stream without consuming them (Source keeps a one-chunk lookahead)."""
     data = stream.read(n)
     stream.unread(data)

@@ -7,12 +7,13 @@ with a file of the same shape. Classification never imports anything it names.
 from __future__ import annotations
 
 import _compat_pickle
-import tomllib
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from importlib import resources
 from pathlib import Path
 from typing import Mapping, Sequence
+
+import tomllib
 
 from ..findings import Severity
 

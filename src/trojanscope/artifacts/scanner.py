@@ -1,4 +1,4 @@
-"""`scan`: is this file safe to load? Walks paths, examines every file by content, never loads it."""
+"""`scan`: is this file safe to load? Examines every file by content; never loads it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ from typing import Iterable, Iterator
 
 from .. import __version__
 from ..findings import Location, Report, ScanError
-from . import compressed_format, numpy_format, pickle_format, sevenzip_format, tar_format, zip_format  # noqa: F401  (registers handlers)
+from . import (  # noqa: F401  (registers handlers)
+    compressed_format,
+    numpy_format,
+    pickle_format,
+    sevenzip_format,
+    tar_format,
+    zip_format,
+)
 from .context import READ_ERRORS, Abandon, ScanContext
 from .limits import Limits
 from .policy import GlobalsPolicy

@@ -22,7 +22,8 @@ class Budget:
     def spend(self, n: int) -> None:
         self.used += n
         if self.used > self.limit:
-            raise ExpansionLimitExceeded("bytes expanded from compressed or archived data", self.limit)
+            raise ExpansionLimitExceeded("bytes expanded from compressed or archived data",
+                                         self.limit)
 
 
 class Source:

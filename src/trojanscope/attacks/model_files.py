@@ -16,7 +16,7 @@ import zipfile
 import zlib
 from typing import Callable
 
-from .pickle_payloads import proto, unicode, STOP, EMPTY_DICT
+from .pickle_payloads import EMPTY_DICT, STOP, proto, unicode
 
 TORCH_MAGIC = 0x1950A86A20F9469CFC6C  # what legacy torch.save writes first
 

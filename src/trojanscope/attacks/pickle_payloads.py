@@ -10,7 +10,6 @@ from __future__ import annotations
 import struct
 from typing import Callable
 
-
 # --- an opcode assembler ---------------------------------------------------------------------
 
 def proto(n: int) -> bytes:

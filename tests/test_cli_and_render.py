@@ -1,0 +1,188 @@
+"""The command line: exit codes, output formats, errors without tracebacks; pinned outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import pytest
+from typer.testing import CliRunner
+
+from trojanscope import RULES, Severity
+from trojanscope.artifacts import scan
+from trojanscope.attacks import model_files as mf
+from trojanscope.attacks.pickle_payloads import PAYLOADS
+from trojanscope.cli import app
+from trojanscope.render import render_json, render_sarif, render_text
+
+GOLDEN = Path(__file__).parent / "golden"
+SCHEMA = json.loads(resources.files("trojanscope.render").joinpath("report.schema.json")
+                    .read_text("utf-8"))
+
+
+def run(*args: str):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def corpus(tmp_path, monkeypatch):
+    """A small folder with one file of each kind, scanned through relative paths."""
+    files = {
+        "clean/weights.pkl": mf.harmless_pickle(),
+        "clean/notes.txt": b"a model card\n",
+        "bad/model.pt": mf.torch_zip(PAYLOADS["classic"]("id")),
+        "bad/bundle.tar.gz": mf.WRAPPERS["tar.gz"](PAYLOADS["getattr-chain"]("id")),
+        "odd/frame.pkl": PAYLOADS["lying-frame"]("id"),
+        "odd/custom.pkl": b"\x80\x02c__main__\nNet\n)\x81.",
+    }
+    for name, data in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_exit_0_when_clean(corpus):
+    result = run("scan", "clean")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "scan: 2 file(s), 1 finding(s): 1 info (1 below the display " \
+        "threshold)"  # notes.txt: not a model format
+    assert "no findings" in run("scan", "clean/weights.pkl").output
+
+
+def test_exit_1_on_findings_and_fail_on_threshold(corpus):
+    assert run("scan", "bad").exit_code == 1
+    assert run("scan", "odd/custom.pkl").exit_code == 0  # medium only; --fail-on is high
+    assert run("scan", "odd/custom.pkl", "--fail-on", "medium").exit_code == 1
+    assert run("scan", "bad", "--fail-on", "critical").exit_code == 1
+
+
+def test_exit_2_when_nothing_could_be_examined(corpus):
+    result = run("scan", "missing.pt")
+    assert result.exit_code == 2
+    assert "missing.pt: no such file or directory" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_allowlist_is_a_clear_error(corpus):
+    Path("allow.toml").write_text("[allow\n")
+    result = run("scan", "clean", "--allow", "allow.toml")
+    assert result.exit_code == 2
+    assert "allow.toml: not valid TOML" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_allowlist_through_the_cli(corpus):
+    Path("allow.toml").write_text('[allow]\n"__main__" = ["Net"]\n')
+    result = run("scan", "odd/custom.pkl", "--allow", "allow.toml", "--fail-on", "low")
+    assert result.exit_code == 0, result.output
+
+
+def test_bad_option_values_exit_2(corpus):
+    assert run("scan", "clean", "--fail-on", "severe").exit_code == 2
+    assert run("scan", "clean", "--format", "xml").exit_code == 2
+
+
+def test_text_output_names_rule_place_and_remedy(corpus):
+    result = run("scan", "bad")
+    out = result.output
+    assert "pickle.unsafe-global" in out and "archive/data.pkl @0" in out
+    assert "imports os.system" in out
+    assert "Do not load this file" in out
+
+
+def test_json_output_matches_schema_and_written_to_file(corpus):
+    result = run("scan", ".", "--format", "json", "--output", "report.json")
+    assert result.exit_code == 1
+    data = json.loads(Path("report.json").read_text())
+    jsonschema.validate(data, SCHEMA)
+    assert data["summary"]["by_severity"]["critical"] >= 2
+    assert {f["rule"] for f in data["findings"]} <= set(RULES)
+
+
+def test_unwritable_output_is_a_clear_error(corpus):
+    result = run("scan", "clean", "--output", "no/such/dir/report.json")
+    assert result.exit_code == 2 and "cannot write the report" in result.output
+
+
+def test_sarif_is_valid_2_1_0(corpus):
+    log = json.loads(render_sarif(scan(".")))
+    assert log["version"] == "2.1.0"
+    run_ = log["runs"][0]
+    rule_ids = [r["id"] for r in run_["tool"]["driver"]["rules"]]
+    for result in run_["results"]:
+        assert result["ruleId"] == rule_ids[result["ruleIndex"]]
+        assert result["level"] in {"error", "warning", "note"}
+        assert result["partialFingerprints"]["trojanscope/v1"]
+        assert result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+    assert _sarif_schema_subset_ok(log)
+
+
+def _sarif_schema_subset_ok(log) -> bool:
+    """The parts of the SARIF 2.1.0 schema that dashboards reject on, checked by hand (the full
+    schema cannot be fetched offline)."""
+    assert set(log) == {"$schema", "version", "runs"}
+    driver = log["runs"][0]["tool"]["driver"]
+    assert driver["name"] == "trojanscope" and isinstance(driver["rules"], list)
+    for rule in driver["rules"]:
+        assert rule["shortDescription"]["text"] and rule["defaultConfiguration"]["level"]
+        float(rule["properties"]["security-severity"])
+    return True
+
+
+def test_rules_command_lists_the_catalogue():
+    result = run("rules")
+    assert result.exit_code == 0
+    for rule_id in ("pickle.unsafe-global", "archive.too-deep", "numpy.object-array"):
+        assert rule_id in result.output
+
+
+def test_version():
+    result = run("--version")
+    assert result.exit_code == 0 and result.output.startswith("trojanscope ")
+
+
+def test_demo_flags_every_harmful_file_and_no_harmless_one(tmp_path):
+    result = run("demo", "--keep", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "all 7 harmful files flagged" in result.output
+    assert (tmp_path / "suspect" / "model.pt").exists()
+
+
+def test_same_input_same_report(corpus):
+    first = render_json(scan("."), timings=False)
+    second = render_json(scan("."), timings=False)
+    assert first == second
+
+
+@pytest.mark.parametrize("form", ["json", "sarif", "text"])
+def test_output_matches_golden(corpus, update_goldens, form):
+    report = scan(sorted(str(p) for p in Path(".").iterdir()))
+    renderers = {"json": lambda r: render_json(r, timings=False), "sarif": render_sarif,
+                 "text": lambda r: render_text(r, min_severity=Severity.INFO)}
+    text = renderers[form](report)
+    text = text.replace(report.version, "VERSION")
+    golden = GOLDEN / f"scan.{form}"
+    if update_goldens or not golden.exists():
+        golden.parent.mkdir(exist_ok=True)
+        golden.write_text(text)
+        if not update_goldens:
+            pytest.fail(f"golden {golden.name} was missing and has been written; run again")
+    assert text == golden.read_text(), "output changed; rerun with --update-goldens if intended"
+
+
+def test_no_color_codes_when_not_a_terminal(corpus):
+    assert "\x1b[" not in run("scan", "bad").output
+
+
+def test_paths_with_spaces_and_unicode(tmp_path):
+    path = tmp_path / "my models" / "modèle 1.pt"
+    path.parent.mkdir()
+    path.write_bytes(mf.torch_zip(PAYLOADS["classic"]("id")))
+    result = run("scan", path.parent)
+    assert result.exit_code == 1 and "modèle 1.pt" in result.output
+    assert os.path.exists(path)

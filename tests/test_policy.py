@@ -1,0 +1,99 @@
+"""The globals policy: deny by default, gadgets critical, users extend the allowlist."""
+
+from __future__ import annotations
+
+import pytest
+
+from trojanscope.artifacts import GlobalsPolicy, PolicyError, scan
+from trojanscope.attacks.pickle_payloads import STOP, call, global_, proto, unicode
+from trojanscope.findings import Severity
+
+POLICY = GlobalsPolicy.default()
+
+
+@pytest.mark.parametrize("module,name", [
+    ("os", "system"), ("posix", "system"), ("nt", "system"), ("subprocess", "check_output"),
+    ("builtins", "eval"), ("builtins", "exec"), ("builtins", "getattr"), ("builtins", "__import__"),
+    ("__builtin__", "eval"), ("runpy", "run_path"), ("pip", "main"), ("torch.hub", "load"),
+    ("torch", "load"), ("torch.serialization", "load"), ("importlib", "import_module"),
+    ("marshal", "loads"), ("types", "FunctionType"), ("timeit", "timeit"), ("pdb", "run"),
+    ("cProfile", "run"), ("trace", "Trace"), ("code", "interact"), ("webbrowser", "open"),
+    ("socket", "create_connection"), ("ctypes", "CDLL"), ("os.path", "join"),
+    ("pathlib", "os.system"), ("torch", "serialization.load"), ("numpy", "load"),
+    ("operator", "attrgetter"), ("functools", "partial"), ("shutil", "rmtree"),
+    ("anything", "f.__globals__"), ("x", "__class__.__mro__"),
+])
+def test_gadgets_are_critical(module, name):
+    assert POLICY.classify(module, name).severity == Severity.CRITICAL
+
+
+@pytest.mark.parametrize("module,name", [
+    ("collections", "OrderedDict"), ("torch._utils", "_rebuild_tensor_v2"),
+    ("torch", "FloatStorage"), ("torch", "BFloat16Storage"), ("torch", "float16"),
+    ("torch.nn.modules.linear", "Linear"), ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "scalar"), ("numpy", "dtype"), ("numpy", "ndarray"),
+    ("_codecs", "encode"), ("copy_reg", "_reconstructor"), ("__builtin__", "set"),
+    ("joblib.numpy_pickle", "NumpyArrayWrapper"), ("sklearn.pipeline", "Pipeline"),
+    ("numpy.random._pickle", "__randomstate_ctor"), ("torch.storage", "_load_from_bytes"),
+])
+def test_harmless_globals_pass(module, name):
+    assert POLICY.classify(module, name).allowed
+
+
+@pytest.mark.parametrize("module,name", [
+    ("__main__", "Net"), ("mypackage.models", "ResNet"), ("sklearn.pipeline", "Pipeline.fit"),
+    ("torch.nn.modules.linear", "some_function"), ("yaml", "load_all"),
+])
+def test_everything_else_is_medium_and_named(module, name):
+    verdict = POLICY.classify(module, name)
+    assert verdict.severity == Severity.MEDIUM
+    assert module in verdict.reason
+
+
+def _pickle_importing(module: str, name: str) -> bytes:
+    return proto(2) + call(global_(module, name), unicode("x")) + STOP
+
+
+def test_allowlist_file_extends_the_policy(write, tmp_path):
+    target = write("model.pkl", _pickle_importing("mylab.models", "TinyNet"))
+    assert [f.rule for f in scan(target).findings] == ["pickle.unknown-global"]
+    allow = write("allow.toml", b'[allow]\n"mylab.*" = ["TinyNet"]\n')
+    extended = GlobalsPolicy.default().extended(allow)
+    assert scan(target, policy=extended).findings == ()
+    assert str(allow) in extended.sources
+
+
+def test_allowlist_cannot_silence_a_gadget(write):
+    allow = write("allow.toml", b'[allow]\n"os" = ["system"]\n')
+    policy = GlobalsPolicy.default().extended(allow)
+    assert policy.classify("os", "system").severity == Severity.CRITICAL
+
+
+def test_allowlist_can_add_gadgets(write):
+    extra = write("deny.toml", b'[critical]\n"mylab.loader" = ["*"]\n')
+    policy = GlobalsPolicy.default().extended(extra)
+    assert policy.classify("mylab.loader", "run").severity == Severity.CRITICAL
+
+
+@pytest.mark.parametrize("text,message", [
+    (b"[allow\n", "not valid TOML"),
+    (b'[allow]\n"x" = 3\n', "list of names"),
+    (b'[deny]\n"x" = ["y"]\n', "unknown tables"),
+    (b"\xff\xfe", "cannot read"),
+])
+def test_bad_allowlist_files_name_the_file_and_the_problem(write, text, message):
+    path = write("bad.toml", text)
+    with pytest.raises(PolicyError) as info:
+        GlobalsPolicy.default().extended(path)
+    assert str(path) in str(info.value) and message in str(info.value)
+
+
+def test_missing_allowlist_file(tmp_path):
+    with pytest.raises(PolicyError, match="cannot read"):
+        GlobalsPolicy.default().extended(tmp_path / "nope.toml")
+
+
+def test_nested_loaders_are_recognised():
+    assert POLICY.is_nested_loader("torch.storage", "_load_from_bytes")
+    assert POLICY.is_nested_loader("cPickle", "loads")
+    assert not POLICY.is_nested_loader("collections", "OrderedDict")

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from typer.testing import CliRunner
 
 from trojanscope import RULES, Severity
 from trojanscope.artifacts import scan
 from trojanscope.attacks import model_files as mf
 from trojanscope.attacks.pickle_payloads import PAYLOADS
-from trojanscope.cli import app
+from trojanscope.cli import main
 from trojanscope.render import render_json, render_sarif, render_text
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -23,8 +22,22 @@ SCHEMA = json.loads(resources.files("trojanscope.render").joinpath("report.schem
                     .read_text("utf-8"))
 
 
-def run(*args: str):
-    return CliRunner().invoke(app, [str(a) for a in args])
+class Result:
+    def __init__(self, exit_code: int, output: str):
+        self.exit_code, self.output = exit_code, output
+
+
+@pytest.fixture
+def run(capsys):
+    """Run the command line in-process; exit code and stdout+stderr, as a user sees them."""
+    def _run(*args) -> Result:
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse usage errors and --version
+            code = exc.code
+        out = capsys.readouterr()
+        return Result(code, out.out + out.err)
+    return _run
 
 
 @pytest.fixture
@@ -46,7 +59,7 @@ def corpus(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_exit_0_when_clean(corpus):
+def test_exit_0_when_clean(corpus, run):
     result = run("scan", "clean")
     assert result.exit_code == 0, result.output
     assert result.output.strip() == "scan: 2 file(s), 1 finding(s): 1 info (1 below the display " \
@@ -54,21 +67,21 @@ def test_exit_0_when_clean(corpus):
     assert "no findings" in run("scan", "clean/weights.pkl").output
 
 
-def test_exit_1_on_findings_and_fail_on_threshold(corpus):
+def test_exit_1_on_findings_and_fail_on_threshold(corpus, run):
     assert run("scan", "bad").exit_code == 1
     assert run("scan", "odd/custom.pkl").exit_code == 0  # medium only; --fail-on is high
     assert run("scan", "odd/custom.pkl", "--fail-on", "medium").exit_code == 1
     assert run("scan", "bad", "--fail-on", "critical").exit_code == 1
 
 
-def test_exit_2_when_nothing_could_be_examined(corpus):
+def test_exit_2_when_nothing_could_be_examined(corpus, run):
     result = run("scan", "missing.pt")
     assert result.exit_code == 2
     assert "missing.pt: no such file or directory" in result.output
     assert "Traceback" not in result.output
 
 
-def test_bad_allowlist_is_a_clear_error(corpus):
+def test_bad_allowlist_is_a_clear_error(corpus, run):
     Path("allow.toml").write_text("[allow\n")
     result = run("scan", "clean", "--allow", "allow.toml")
     assert result.exit_code == 2
@@ -76,18 +89,18 @@ def test_bad_allowlist_is_a_clear_error(corpus):
     assert "Traceback" not in result.output
 
 
-def test_allowlist_through_the_cli(corpus):
+def test_allowlist_through_the_cli(corpus, run):
     Path("allow.toml").write_text('[allow]\n"__main__" = ["Net"]\n')
     result = run("scan", "odd/custom.pkl", "--allow", "allow.toml", "--fail-on", "low")
     assert result.exit_code == 0, result.output
 
 
-def test_bad_option_values_exit_2(corpus):
+def test_bad_option_values_exit_2(corpus, run):
     assert run("scan", "clean", "--fail-on", "severe").exit_code == 2
     assert run("scan", "clean", "--format", "xml").exit_code == 2
 
 
-def test_text_output_names_rule_place_and_remedy(corpus):
+def test_text_output_names_rule_place_and_remedy(corpus, run):
     result = run("scan", "bad")
     out = result.output
     assert "pickle.unsafe-global" in out and "archive/data.pkl @0" in out
@@ -95,7 +108,7 @@ def test_text_output_names_rule_place_and_remedy(corpus):
     assert "Do not load this file" in out
 
 
-def test_json_output_matches_schema_and_written_to_file(corpus):
+def test_json_output_matches_schema_and_written_to_file(corpus, run):
     result = run("scan", ".", "--format", "json", "--output", "report.json")
     assert result.exit_code == 1
     data = json.loads(Path("report.json").read_text())
@@ -104,7 +117,7 @@ def test_json_output_matches_schema_and_written_to_file(corpus):
     assert {f["rule"] for f in data["findings"]} <= set(RULES)
 
 
-def test_unwritable_output_is_a_clear_error(corpus):
+def test_unwritable_output_is_a_clear_error(corpus, run):
     result = run("scan", "clean", "--output", "no/such/dir/report.json")
     assert result.exit_code == 2 and "cannot write the report" in result.output
 
@@ -134,19 +147,19 @@ def _sarif_schema_subset_ok(log) -> bool:
     return True
 
 
-def test_rules_command_lists_the_catalogue():
+def test_rules_command_lists_the_catalogue(run):
     result = run("rules")
     assert result.exit_code == 0
     for rule_id in ("pickle.unsafe-global", "archive.too-deep", "numpy.object-array"):
         assert rule_id in result.output
 
 
-def test_version():
+def test_version(run):
     result = run("--version")
     assert result.exit_code == 0 and result.output.startswith("trojanscope ")
 
 
-def test_demo_flags_every_harmful_file_and_no_harmless_one(tmp_path):
+def test_demo_flags_every_harmful_file_and_no_harmless_one(tmp_path, run):
     result = run("demo", "--keep", tmp_path)
     assert result.exit_code == 0, result.output
     assert "all 7 harmful files flagged" in result.output
@@ -175,11 +188,11 @@ def test_output_matches_golden(corpus, update_goldens, form):
     assert text == golden.read_text(), "output changed; rerun with --update-goldens if intended"
 
 
-def test_no_color_codes_when_not_a_terminal(corpus):
+def test_no_color_codes_when_not_a_terminal(corpus, run):
     assert "\x1b[" not in run("scan", "bad").output
 
 
-def test_paths_with_spaces_and_unicode(tmp_path):
+def test_paths_with_spaces_and_unicode(tmp_path, run):
     path = tmp_path / "my models" / "modèle 1.pt"
     path.parent.mkdir()
     path.write_bytes(mf.torch_zip(PAYLOADS["classic"]("id")))

@@ -18,6 +18,7 @@ CALL_OPS = {"REDUCE", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "BUILD"}
 IMPORT_OPS = {"GLOBAL", "INST", "STACK_GLOBAL"}
 SNIFF_OPCODES = 8  # valid opcodes in a row that make a stream a pickle
 MAX_PICKLES = 10_000  # pickles back to back in one stream
+IN_MEMORY = 4 * 1024 * 1024  # pickle streams up to this size are read whole, for speed
 
 
 def looks_like_pickle(head: bytes, complete: bool) -> bool:
@@ -72,6 +73,11 @@ class PickleHandler(FormatHandler):
 
 def scan_pickle_stream(ctx, stream, location: Location, depth: int, start: int) -> None:
     """Simulate every pickle in `stream` from `start` on, until the data stops being pickles."""
+    data = stream.read(IN_MEMORY)
+    if len(data) < IN_MEMORY:  # the common case: opcodes are read at C speed from memory
+        stream = io.BytesIO(data)
+    else:
+        stream.unread(data)
     reader = OpcodeReader(stream, ctx.limits, start)
     for _ in range(MAX_PICKLES):
         outcome = run_pickle(ctx, reader, location, depth)
@@ -95,7 +101,10 @@ def run_pickle(ctx, reader: OpcodeReader, location: Location, depth: int):
 
 
 def _peek(stream, n: int) -> bytes:
-    """The next bytes of a stream without consuming them (Source keeps a one-chunk lookahead)."""
+    """The next bytes of a stream without consuming them."""
     data = stream.read(n)
-    stream.unread(data)
+    if isinstance(stream, io.BytesIO):
+        stream.seek(-len(data), io.SEEK_CUR)
+    else:
+        stream.unread(data)
     return data

@@ -122,10 +122,12 @@ class PickleMachine:
     def run(self) -> Outcome:
         ops = _DISPATCH
         budget = self.limits.max_opcodes
+        read = self.r.next
+        count = 0
         try:
             while True:
-                name, arg, offset = self.r.next()
-                self.out.opcodes += 1
+                name, arg, offset = read()
+                count += 1
                 if self.frame_end is not None:
                     self._check_frame(name, offset)
                 if name == "STOP":
@@ -138,7 +140,8 @@ class PickleMachine:
                 handler = ops.get(name)
                 if handler is not None:
                     handler(self, arg, offset)
-                if self.out.opcodes & 0xFFF == 0:
+                if not count & 0xFFF:
+                    self.out.opcodes = count
                     self._check_limits(budget)
         except PickleSyntaxError as exc:
             self._malformed(str(exc), exc.offset)
@@ -150,6 +153,7 @@ class PickleMachine:
                       self.r.pos, {"limit": exc.what})
         except (IndexError, KeyError, TypeError, ValueError) as exc:
             self._malformed(f"invalid opcode sequence ({_describe(exc)})", self.r.pos)
+        self.out.opcodes = count
         self.out.end = self.r.pos
         self._flush()
         return self.out

@@ -45,12 +45,15 @@ class OpcodeReader:
 
     def next(self) -> tuple[str, object, int]:
         offset = self.pos
-        code = self._read(1)
-        op = OPCODES.get(code)
-        if op is None:
+        code = self.stream.read(1)
+        if not code:
+            raise Truncated("stream ends without a STOP opcode", offset)
+        self.pos = offset + 1
+        entry = _DECODE.get(code)
+        if entry is None:
             raise PickleSyntaxError(f"invalid opcode byte 0x{code[0]:02x}", offset)
-        arg = None if op.arg is None else _READERS[op.arg.name](self)
-        return op.name, arg, offset
+        name, reader = entry
+        return name, None if reader is None else reader(self), offset
 
     def skip(self, n: int) -> None:
         """Read past n bytes (data that a loader reads beside the pickle, e.g. joblib arrays)."""
@@ -90,7 +93,12 @@ class OpcodeReader:
 
 
 def _uint(size: int, fmt: str):
-    return lambda r: struct.unpack(fmt, r._read(size))[0]
+    unpack = struct.Struct(fmt).unpack
+    return lambda r: unpack(r._read(size))[0]
+
+
+def _uint1(r: OpcodeReader) -> int:
+    return r._read(1)[0]
 
 
 def _sized(size: int, fmt: str, kind: str, decode=None):
@@ -156,7 +164,7 @@ def _long(size: int, fmt: str):
 
 
 _READERS = {
-    "uint1": _uint(1, "<B"),
+    "uint1": _uint1,
     "uint2": _uint(2, "<H"),
     "int4": _uint(4, "<i"),
     "uint4": _uint(4, "<I"),
@@ -181,3 +189,7 @@ _READERS = {
     "decimalnl_long": _number_nl,
     "floatnl": _number_nl,
 }
+
+# opcode byte -> (name, argument reader), built once from the standard library's table.
+_DECODE = {code: (op.name, None if op.arg is None else _READERS[op.arg.name])
+           for code, op in OPCODES.items()}

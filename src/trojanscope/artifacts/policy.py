@@ -7,6 +7,7 @@ with a file of the same shape. Classification never imports anything it names.
 from __future__ import annotations
 
 import _compat_pickle
+import functools
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from importlib import resources
@@ -40,10 +41,12 @@ class GlobalsPolicy:
     nested_loaders: Table = field(default_factory=dict)
     sources: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_verdicts", {})  # memo of decisions, per policy
+
     @classmethod
     def default(cls) -> GlobalsPolicy:
-        text = resources.files(__package__).joinpath("globals_policy.toml").read_text("utf-8")
-        return cls.from_toml(text, "packaged policy")
+        return _packaged()
 
     @classmethod
     def from_toml(cls, text: str, source: str) -> GlobalsPolicy:
@@ -77,6 +80,12 @@ class GlobalsPolicy:
 
     def classify(self, module: str, name: str) -> Verdict:
         """Decide on one imported global, as the unpickler would resolve it."""
+        verdict = self._verdicts.get((module, name))
+        if verdict is None:
+            verdict = self._verdicts[(module, name)] = self._classify(module, name)
+        return verdict
+
+    def _classify(self, module: str, name: str) -> Verdict:
         fixed = python2_name(module, name)
         verdict = self._classify_one(*fixed)
         if fixed != (module, name):
@@ -87,6 +96,12 @@ class GlobalsPolicy:
         return verdict
 
     def is_nested_loader(self, module: str, name: str) -> bool:
+        key = ("nested", module, name)
+        if key not in self._verdicts:
+            self._verdicts[key] = self._is_nested_loader(module, name)
+        return self._verdicts[key]
+
+    def _is_nested_loader(self, module: str, name: str) -> bool:
         return any(_matches(self.nested_loaders, m, n, submodules=False)
                    for m, n in {(module, name), python2_name(module, name)})
 
@@ -107,6 +122,12 @@ class GlobalsPolicy:
             return Verdict(None, "allowed", f"{module}.{name}")
         return Verdict(Severity.MEDIUM, f"imports from module {module!r}, which the policy "
                        "does not allow", f"{module}.{name}")
+
+
+@functools.lru_cache(maxsize=1)
+def _packaged() -> GlobalsPolicy:
+    text = resources.files(__package__).joinpath("globals_policy.toml").read_text("utf-8")
+    return GlobalsPolicy.from_toml(text, "packaged policy")
 
 
 class PolicyError(ValueError):

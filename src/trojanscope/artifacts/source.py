@@ -43,11 +43,12 @@ class Source:
     def read(self, n: int = -1) -> bytes:
         if not self._back:
             data = self._raw_read(n)
-        elif 0 <= n <= len(self._back):
+        elif 0 <= n < len(self._back):
             data, self._back = self._back[:n], self._back[n:]
         else:
             data, self._back = self._back, b""
-            data += self._raw_read(-1 if n < 0 else n - len(data))
+            if n != len(data):
+                data += self._raw_read(-1 if n < 0 else n - len(data))
         self.pos += len(data)
         return data
 

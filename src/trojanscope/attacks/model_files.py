@@ -33,11 +33,13 @@ def _long1(value: int) -> bytes:
 def torch_zip(payload: bytes, member: str = "archive/data.pkl") -> bytes:
     """A PyTorch zip checkpoint whose pickle member (any name) is `payload`."""
     buffer = io.BytesIO()
+    members = {"archive/byteorder": b"little", "archive/data/0": struct.pack("<4f", 1, 2, 3, 4),
+               "archive/version": b"3\n"}
+    members.pop(member, None)
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
         archive.writestr(member, payload)
-        archive.writestr("archive/byteorder", b"little")
-        archive.writestr("archive/data/0", struct.pack("<4f", 1, 2, 3, 4))
-        archive.writestr("archive/version", b"3\n")
+        for name, data in members.items():
+            archive.writestr(name, data)
     return buffer.getvalue()
 
 

@@ -37,7 +37,6 @@ TOOLS = ("trojanscope", "picklescan", "modelscan")
 
 def harmless_files(folder: Path) -> list[Path]:
     """Real files from torch, joblib/scikit-learn and NumPy, where those are installed."""
-    made = []
     try:
         import torch
 

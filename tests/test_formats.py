@@ -143,3 +143,20 @@ def test_every_payload_in_every_container_is_caught():
             assert report.max_severity >= Severity.MEDIUM, (name, wrapper)
             if name != "lying-frame":
                 assert report.max_severity >= Severity.HIGH, (name, wrapper)
+
+
+def test_pickle_with_an_appended_zip_is_a_polyglot():
+    """torch.load reads the leading pickle; zip-based tools read the appended archive."""
+    clean_zip = mf.torch_zip(mf.harmless_pickle())
+    report = scan_bytes(PAYLOAD + clean_zip, "two-faced.pt")
+    rules = {f.rule for f in report.findings}
+    assert {"scan.polyglot", "pickle.unsafe-global"} <= rules
+    evil_zip = mf.torch_zip(PAYLOAD)
+    report = scan_bytes(mf.harmless_pickle() + evil_zip, "other-way.pt")
+    hits = _critical(report)
+    assert [h.location.member for h in hits] == [("<appended zip>", "archive/data.pkl")]
+
+
+def test_signature_bytes_in_data_are_not_a_polyglot():
+    data = mf.torch_legacy(b"\x80\x02N.") + b"xxPK\x05\x06yy" + b"\x00" * 30
+    assert scan_bytes(data).findings == ()

@@ -21,6 +21,7 @@ from . import (  # noqa: F401  (registers handlers)
 from .context import READ_ERRORS, Abandon, ScanContext
 from .limits import Limits
 from .policy import GlobalsPolicy
+from .polyglot import check_appended_zip
 from .source import Source
 
 
@@ -67,16 +68,8 @@ def scan_bytes(data: bytes, name: str = "<bytes>", *, policy: GlobalsPolicy | No
                limits: Limits | None = None) -> Report:
     """Examine bytes held in memory, as if they were a file called `name`."""
     ctx = ScanContext(policy or GlobalsPolicy.default(), limits or Limits())
-    ctx.start_file()
-    location = Location(name)
     started = time.perf_counter()
-    try:
-        ctx.examine(Source(io.BytesIO(data), ctx.limits.sniff_bytes, None, cheap_seek=True),
-                    location, depth=0, top=True)
-    except Abandon:
-        pass
-    except READ_ERRORS as exc:
-        ctx.unreadable(location, exc)
+    examine_top(ctx, io.BytesIO(data), Location(name))
     return Report(command="scan", version=__version__, targets=(name,),
                   findings=tuple(ctx.findings), results={"files_scanned": 1},
                   timings={"total_seconds": round(time.perf_counter() - started, 4)},
@@ -85,19 +78,27 @@ def scan_bytes(data: bytes, name: str = "<bytes>", *, policy: GlobalsPolicy | No
 
 def scan_file(ctx: ScanContext, path: Path) -> str | None:
     """Examine one file; returns an error message when it could not be opened at all."""
-    location = Location(str(path))
-    ctx.start_file()
     try:
         with open(path, "rb") as handle:
-            source = Source(handle, ctx.limits.sniff_bytes, None, cheap_seek=True)
-            ctx.examine(source, location, depth=0, top=True)
+            examine_top(ctx, handle, Location(str(path)))
+    except OSError as exc:
+        return f"cannot open: {exc.strerror or exc}"
+    return None
+
+
+def examine_top(ctx: ScanContext, handle, location: Location) -> None:
+    """Examine one top-level file (a seekable handle), within its own expansion budget."""
+    ctx.start_file()
+    try:
+        source = Source(handle, ctx.limits.sniff_bytes, None, cheap_seek=True)
+        before = len(ctx.formats)
+        ctx.examine(source, location, depth=0, top=True)
+        primary = ctx.formats[before][1] if len(ctx.formats) > before else None
+        check_appended_zip(ctx, handle, location, primary)
     except Abandon:
         pass
-    except PermissionError as exc:
-        return f"cannot open: {exc.strerror}"
     except READ_ERRORS as exc:
         ctx.unreadable(location, exc)
-    return None
 
 
 def _walk(target: Path) -> Iterator[tuple[Path, str | None]]:

@@ -27,8 +27,9 @@ def find(tool: str) -> str | None:
 
 def command(tool: str, path: Path) -> list[str] | None:
     """The command line that scans one path with `tool`, or None when the tool is missing."""
-    if tool == "trojanscope":
-        return [sys.executable, "-m", "trojanscope", "scan", str(path), "--format", "json"]
+    if tool == "trojanscope":  # TROJANSCOPE_PYTHON: e.g. a venv's python, like the anchors'
+        python = os.environ.get("TROJANSCOPE_PYTHON", sys.executable)
+        return [python, "-m", "trojanscope", "scan", str(path), "--format", "json"]
     exe = find(tool)
     if exe is None:
         return None

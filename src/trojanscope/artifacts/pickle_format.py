@@ -18,6 +18,7 @@ CALL_OPS = {"REDUCE", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "BUILD"}
 IMPORT_OPS = {"GLOBAL", "INST", "STACK_GLOBAL"}
 SNIFF_OPCODES = 8  # valid opcodes in a row that make a stream a pickle
 MAX_PICKLES = 10_000  # pickles back to back in one stream
+SNIFF_LIMITS = Limits()
 IN_MEMORY = 4 * 1024 * 1024  # pickle streams up to this size are read whole, for speed
 
 
@@ -29,7 +30,7 @@ def looks_like_pickle(head: bytes, complete: bool) -> bool:
 
 
 def _valid_opcodes(head: bytes, complete: bool, need: int, after_proto: bool = False) -> bool:
-    reader = OpcodeReader(io.BytesIO(head), Limits())
+    reader = OpcodeReader(io.BytesIO(head), SNIFF_LIMITS)
     count = 0
     imports = calls = False
     try:

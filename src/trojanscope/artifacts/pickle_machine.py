@@ -7,7 +7,6 @@ assembled from memo entries, calls on computed objects and nested pickles are al
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Callable
 
 from ..findings import Finding, Location, Rule, Severity
@@ -75,28 +74,32 @@ class Unknown:
 UNKNOWN = Unknown()
 
 
-@dataclass(frozen=True)
+# Plain classes with slots, not dataclasses: made by the million, and cheap to import.
 class Global:
-    module: str
-    name: str
-    offset: int
+    """A global the unpickler would import."""
+
+    __slots__ = ("module", "name", "offset")
+
+    def __init__(self, module: str, name: str, offset: int):
+        self.module, self.name, self.offset = module, name, offset
 
 
-@dataclass
 class Call:
-    func: object
-    args: object
-    offset: int
-    state: object = None
+    """The result of a call the unpickler would make, and the state BUILD would set on it."""
+
+    __slots__ = ("func", "args", "offset", "state")
+
+    def __init__(self, func: object, args: object, offset: int):
+        self.func, self.args, self.offset, self.state = func, args, offset, None
 
 
-@dataclass
 class Outcome:
-    findings: list[Finding] = field(default_factory=list)
-    stopped: bool = False  # reached STOP
-    end: int = 0
-    imports: int = 0
-    opcodes: int = 0
+    __slots__ = ("findings", "stopped", "end", "imports", "opcodes")
+
+    def __init__(self):
+        self.findings: list[Finding] = []
+        self.stopped = False  # reached STOP
+        self.end = self.imports = self.opcodes = 0
 
 
 NestedScan = Callable[[bytes, Location], None]

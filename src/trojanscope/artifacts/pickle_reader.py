@@ -97,8 +97,12 @@ def _uint(size: int, fmt: str):
     return lambda r: unpack(r._read(size))[0]
 
 
-def _uint1(r: OpcodeReader) -> int:
-    return r._read(1)[0]
+def _uint1(r: OpcodeReader) -> int:  # the commonest argument (BINPUT, BINGET, BININT1)
+    data = r.stream.read(1)
+    if not data:
+        raise Truncated("stream ends inside an opcode", r.pos)
+    r.pos += 1
+    return data[0]
 
 
 def _sized(size: int, fmt: str, kind: str, decode=None):

@@ -10,7 +10,6 @@ import _compat_pickle
 import functools
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from importlib import resources
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -126,7 +125,7 @@ class GlobalsPolicy:
 
 @functools.lru_cache(maxsize=1)
 def _packaged() -> GlobalsPolicy:
-    text = resources.files(__package__).joinpath("globals_policy.toml").read_text("utf-8")
+    text = (Path(__file__).parent / "globals_policy.toml").read_text("utf-8")
     return GlobalsPolicy.from_toml(text, "packaged policy")
 
 

@@ -6,7 +6,6 @@ top-level file, so nested wrappers and zip bombs cannot make a scan read without
 
 from __future__ import annotations
 
-import tempfile
 from typing import BinaryIO
 
 from .limits import ExpansionLimitExceeded, Limits
@@ -85,6 +84,8 @@ class Source:
         if self.pos == 0 and self.cheap_seek:
             self.raw.seek(self.start)
             return self.raw
+        import tempfile  # only archives inside compressed streams need a spool
+
         spool = tempfile.SpooledTemporaryFile(max_size=limits.spool_in_memory)
         self.pos = 0
         while True:

@@ -16,7 +16,7 @@ class TarHandler(FormatHandler):
 
     @classmethod
     def sniff(cls, head: bytes, complete: bool) -> bool:
-        if len(head) < 512:
+        if len(head) < 512 or not _octal_field(head[148:156]):  # cheap test first: checksum
             return False
         try:  # checks the header checksum, so plain data rarely passes
             tarfile.TarInfo.frombuf(head[:512], "utf-8", "surrogateescape")
@@ -40,3 +40,8 @@ class TarHandler(FormatHandler):
             member = archive.extractfile(info)
             if member is not None:
                 ctx.examine_stream(member, location.inside(info.name), depth + 1)
+
+
+def _octal_field(field: bytes) -> bool:
+    digits = field.strip(b" \x00")
+    return bool(digits) and all(48 <= c <= 55 for c in digits)

@@ -1,7 +1,21 @@
-"""Renderers: each turns a Report into text for one audience. Only render/ and cli.py print."""
+"""Renderers: each turns a Report into text for one audience. Only render/ and cli.py print.
 
-from .json import render_json
-from .sarif import render_sarif
-from .text import render_text
+Imported lazily, so that JSON output does not pay for rich's import.
+"""
+
+from __future__ import annotations
 
 __all__ = ["render_json", "render_sarif", "render_text"]
+
+
+def __getattr__(name: str):
+    if name == "render_json":
+        from .json import render_json
+        return render_json
+    if name == "render_sarif":
+        from .sarif import render_sarif
+        return render_sarif
+    if name == "render_text":
+        from .text import render_text
+        return render_text
+    raise AttributeError(name)

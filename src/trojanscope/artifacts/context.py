@@ -33,8 +33,10 @@ EMPTY = Rule("scan.empty-file", Severity.INFO, "The file is empty",
              "None: there is nothing to load.")
 
 # What a broken wrapper raises while being read; each becomes an `archive.unreadable` finding.
+# zipfile and tarfile also raise IndexError and KeyError on some corrupt headers (fuzzing found
+# `ZipInfo.is_dir` on an empty name).
 READ_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError, ValueError, NotImplementedError,
-               RuntimeError, KeyError, IndexError, OverflowError, zipfile.BadZipFile,
+               RuntimeError, OverflowError, IndexError, KeyError, zipfile.BadZipFile,
                tarfile.TarError)
 
 

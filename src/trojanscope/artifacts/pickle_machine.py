@@ -292,7 +292,7 @@ def _dtype_size(dtype: object) -> int | None:
             and isinstance(dtype.args[0], str)):
         return None
     code = dtype.args[0]
-    state = getattr(dtype, "state", None)
+    state = dtype.state
     if isinstance(state, tuple) and len(state) > 5 and isinstance(state[5], int) and state[5] > 0:
         return state[5]
     if code[:1] == "O":

@@ -40,15 +40,14 @@ def scan(paths: str | os.PathLike | Iterable[str | os.PathLike], *,
             if error:
                 errors.append(ScanError(str(path), error))
                 continue
-            before = len(ctx.findings)
+            before, formats_before = len(ctx.findings), len(ctx.formats)
             clock = time.perf_counter()
             error = scan_file(ctx, path)
             if error:
                 errors.append(ScanError(str(path), error))
             files.append({
                 "path": str(path),
-                "formats": sorted({fmt for where, fmt in ctx.formats
-                                   if where == str(path) or where.startswith(f"{path}!")}),
+                "formats": sorted({fmt for _, fmt in ctx.formats[formats_before:]}),
                 "findings": len(ctx.findings) - before,
                 "seconds": round(time.perf_counter() - clock, 4),
             })

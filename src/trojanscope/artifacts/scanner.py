@@ -12,6 +12,7 @@ from .. import __version__
 from ..findings import Location, Report, ScanError
 from . import (  # noqa: F401  (registers handlers)
     compressed_format,
+    onnx_format,
     numpy_format,
     pickle_format,
     sevenzip_format,

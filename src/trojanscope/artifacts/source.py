@@ -79,6 +79,21 @@ class Source:
             self.budget.spend(len(data))
         return data
 
+    def whole(self) -> memoryview:
+        """All of the content as one buffer: a read-only map of a plain file, else the bytes."""
+        if self.pos == 0 and self.cheap_seek:
+            try:
+                fileno = self.raw.fileno()
+            except (OSError, AttributeError, ValueError):
+                fileno = None
+            if fileno is not None:
+                import mmap
+
+                size = self.raw.seek(0, 2)
+                if size > self.start:
+                    return memoryview(mmap.mmap(fileno, 0, access=mmap.ACCESS_READ))[self.start:]
+        return memoryview(self.read())
+
     def random_access(self, limits: Limits) -> BinaryIO:
         """A seekable file of the whole content: the original file when it is one, else a spool."""
         if self.pos == 0 and self.cheap_seek:

@@ -77,7 +77,8 @@ def check_model(ctx, model: Model, location: Location) -> None:
         ctx.add(SHADOW_LOGIC.finding(
             f"{node.op_type} node {node.name or '(unnamed)'!r} switches the output on "
             f"{switch.condition!r}, computed from input {', '.join(switch.inputs)} by "
-            f"{len(switch.trigger_nodes)} weight-free node(s): {', '.join(switch.trigger_nodes[:6])}",
+            f"{len(switch.trigger_nodes)} weight-free node(s): "
+            f"{', '.join(switch.trigger_nodes[:6])}",
             location,
             {"switch": node.name, "op_type": node.op_type, "condition": switch.condition,
              "inputs": switch.inputs, "trigger_nodes": switch.trigger_nodes,

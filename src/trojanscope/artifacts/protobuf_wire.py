@@ -28,7 +28,8 @@ def read_varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
             raise ProtoError("varint longer than 10 bytes")
 
 
-def fields(buf: memoryview, start: int = 0, end: int | None = None) -> Iterator[tuple[int, int, object]]:
+def fields(buf: memoryview, start: int = 0,
+           end: int | None = None) -> Iterator[tuple[int, int, object]]:
     """Yield (field number, wire type, value): an int, or a (start, end) span for LEN fields."""
     end = len(buf) if end is None else end
     pos = start
@@ -67,7 +68,7 @@ def looks_like_message(head: bytes, first_fields: dict[int, int], min_fields: in
     view = memoryview(head)
     count = 0
     try:
-        for number, wire, value in fields(view):
+        for number, wire, _ in fields(view):
             if first_fields.get(number) != wire:
                 return False
             count += 1

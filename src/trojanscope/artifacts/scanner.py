@@ -12,11 +12,16 @@ from .. import __version__
 from ..findings import Location, Report, ScanError
 from . import (  # noqa: F401  (registers handlers)
     compressed_format,
-    onnx_format,
+    gguf_format,
+    hdf5_format,
+    json_format,
     numpy_format,
+    onnx_format,
     pickle_format,
+    safetensors_format,
     sevenzip_format,
     tar_format,
+    tensorflow_format,
     zip_format,
 )
 from .context import READ_ERRORS, Abandon, ScanContext

@@ -1,0 +1,80 @@
+"""Chat templates are Jinja that a loader renders: check one for sandbox escapes without
+rendering it (parsed into a syntax tree with jinja2, never compiled or run)."""
+
+from __future__ import annotations
+
+import re
+
+from ..findings import Finding, Location, Rule, Severity
+
+ESCAPE = Rule("template.sandbox-escape", Severity.CRITICAL,
+              "A Jinja template reaches Python internals (dunder attributes), the way template "
+              "injection runs code",
+              "Do not load the model with a loader that renders its chat template; replace "
+              "the template with a known one.")
+SUSPICIOUS = Rule("template.suspicious", Severity.HIGH,
+                  "A Jinja template uses names or attribute tricks that chat templates do not "
+                  "need",
+                  "Read the template before use; replace it with a known one if in doubt.")
+UNPARSEABLE = Rule("template.unparseable", Severity.MEDIUM,
+                   "A Jinja template does not parse, so it was checked as text only",
+                   "A loader will fail on it; inspect it by hand.")
+
+DUNDER = re.compile(r"__\w+__")
+RISKY_ATTRS = {"popen", "system", "eval", "exec", "import_module", "load_module", "mro",
+               "subclasses", "globals", "builtins", "func_globals", "f_globals", "f_back",
+               "gi_frame", "cr_frame", "tb_frame", "modules", "getattr", "spawn", "fork"}
+RISKY_NAMES = {"lipsum", "cycler", "joiner", "os", "subprocess", "sys", "builtins", "config",
+               "request", "self", "__import__", "eval", "exec", "getattr", "open"}
+
+
+def check_template(source: str, location: Location, key: str) -> list[Finding]:
+    try:
+        import jinja2
+        from jinja2 import nodes
+    except ImportError:  # pragma: no cover - jinja2 is a dependency
+        return _text_only(source, location, key, "jinja2 is not installed")
+    try:
+        tree = jinja2.Environment().parse(source)
+    except (jinja2.TemplateSyntaxError, RecursionError) as exc:
+        found = _text_only(source, location, key, str(exc))
+        return found + [UNPARSEABLE.finding(f"{key} does not parse: {exc}", location,
+                                            {"key": key})]
+    escapes, suspicious = set(), set()
+    for node in tree.find_all(nodes.Node):
+        if isinstance(node, nodes.Getattr):
+            _judge(node.attr, escapes, suspicious)
+        elif isinstance(node, nodes.Const) and isinstance(node.value, str):
+            if DUNDER.search(node.value):
+                escapes.add(repr(node.value))
+        elif isinstance(node, nodes.Name) and node.name in RISKY_NAMES:
+            suspicious.add(node.name)
+        elif isinstance(node, nodes.Filter) and node.name == "attr":
+            if not all(isinstance(a, nodes.Const) for a in node.args):
+                suspicious.add("|attr with a computed name")
+        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) and \
+                isinstance(node.arg.value, str):
+            _judge(node.arg.value, escapes, suspicious)
+    found = []
+    if escapes:
+        found.append(ESCAPE.finding(f"{key} reaches {', '.join(sorted(escapes)[:6])}", location,
+                                    {"key": key, "names": sorted(escapes)}))
+    if suspicious:
+        found.append(SUSPICIOUS.finding(f"{key} uses {', '.join(sorted(suspicious)[:6])}",
+                                        location, {"key": key, "names": sorted(suspicious)}))
+    return found
+
+
+def _judge(name: str, escapes: set, suspicious: set) -> None:
+    if DUNDER.fullmatch(name):
+        escapes.add(name)
+    elif name in RISKY_ATTRS:
+        suspicious.add(name)
+
+
+def _text_only(source: str, location: Location, key: str, why: str) -> list[Finding]:
+    names = sorted(set(DUNDER.findall(source)))
+    if names:
+        return [ESCAPE.finding(f"{key} mentions {', '.join(names[:6])}", location,
+                               {"key": key, "names": names, "checked_as": f"text ({why})"})]
+    return []

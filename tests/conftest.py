@@ -19,7 +19,8 @@ def update_goldens(request) -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
-    missing = {name for name in ("torch", "sklearn", "joblib", "numpy")
+    missing = {name for name in ("torch", "sklearn", "joblib", "numpy", "keras", "onnx",
+                                 "onnxruntime")
                if importlib.util.find_spec(name) is None}
     for item in items:
         for name in missing:

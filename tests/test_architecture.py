@@ -61,7 +61,8 @@ def test_every_rule_id_in_the_source_is_declared():
         assert rule.title and rule.remedy and rule.id.count(".") == 1
 
 
-BANNED_IMPORTS = {"torch", "tensorflow", "keras", "dill", "cloudpickle", "joblib", "numpy"}
+BANNED_IMPORTS = {"torch", "tensorflow", "keras", "dill", "cloudpickle", "joblib", "numpy", "onnx",
+                  "onnxruntime", "safetensors", "gguf"}
 BANNED_CALLS = {("pickle", "load"), ("pickle", "loads"), ("pickle", "Unpickler"),
                 ("_pickle", "loads"), ("marshal", "loads"), ("marshal", "load"),
                 ("torch", "load"), ("numpy", "load"), ("builtins", "eval"), ("builtins", "exec")}

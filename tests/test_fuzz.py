@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from trojanscope.artifacts import Limits, scan_bytes
 from trojanscope.artifacts.policy import GlobalsPolicy
 from trojanscope.attacks import model_files as mf
+from trojanscope.attacks import payload_files as pf
 from trojanscope.attacks.pickle_payloads import PAYLOADS
 from trojanscope.findings import RULES
 
@@ -29,6 +30,8 @@ def _corpus() -> list[bytes]:
     seeds += [mf.torch_zip(payloads[1]), mf.torch_legacy(payloads[2]), mf.npy_object(payloads[3]),
               mf.torch_legacy_tar(payloads[4]), mf.npz({"a.npy": mf.npy_object(b"N.")}),
               mf.harmless_pickle()]
+    seeds += [make("id") for name, (make, _) in pf.GENERATORS.items() if name != "keras-h5"]
+    seeds += [pf.shadow_mlp(False), pf.shadow_mlp(True, "gate")]
     return seeds
 
 

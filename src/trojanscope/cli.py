@@ -45,10 +45,39 @@ def build_parser() -> argparse.ArgumentParser:
     rules.add_argument("--markdown", action="store_true",
                        help="print docs/rules.md (a markdown table) instead")
 
+    _attack_parser(commands)
+
     demo = commands.add_parser("demo", help="make harmless and harmful model files and scan them")
     demo.add_argument("--keep", type=Path, metavar="DIR",
                       help="write the demo files here and keep them")
     return parser
+
+
+def _attack_parser(commands) -> None:
+    attack = commands.add_parser("attack", help="the red team: make known-bad model files")
+    kinds = attack.add_subparsers(dest="attack", required=True, metavar="KIND")
+    payload = kinds.add_parser("payload", help="write a harmful file of one format")
+    payload.add_argument("--format", required=True, metavar="FORMAT",
+                         help="one of: " + ", ".join(_payload_formats()))
+    payload.add_argument("-o", "--output", type=Path, required=True)
+    payload.add_argument("--command", dest="payload_command", default="echo trojanscope-payload",
+                         help="the shell command the payload runs where the format allows code")
+    shadow = kinds.add_parser("shadow-logic",
+                              help="inject a working shadow-logic backdoor into an ONNX model")
+    shadow.add_argument("model", type=Path, metavar="MODEL.onnx")
+    shadow.add_argument("--trigger", required=True,
+                        help="patch:SIZE@ROW,COL>=VALUE (NCHW images) or "
+                             "features:START:END>=VALUE ((N, D) inputs)")
+    shadow.add_argument("--target", type=int, required=True, help="the class the trigger forces")
+    shadow.add_argument("--switch", choices=["where", "gate"], default="where",
+                        help="Where node, or arithmetic gating with no Where/If (default: where)")
+    shadow.add_argument("-o", "--output", type=Path, required=True)
+
+
+def _payload_formats() -> list[str]:
+    from .attacks.payload_files import GENERATORS
+
+    return list(GENERATORS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -58,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _scan(args)
         if args.command == "rules":
             return _rules(args.markdown)
+        if args.command == "attack":
+            return _attack(args)
         from .demo import run_demo
 
         return 0 if run_demo(args.keep, echo=print) else 1
@@ -87,6 +118,51 @@ def _scan(args: argparse.Namespace) -> int:
     report = scan(args.paths, policy=policy)
     _emit(report, args.format, args.output, Severity.parse(args.show))
     return report.exit_code(Severity.parse(args.fail_on))
+
+
+def _attack(args: argparse.Namespace) -> int:
+    if args.attack == "payload":
+        from .attacks.payload_files import GENERATORS
+
+        if args.format not in GENERATORS:
+            raise UserError(f"unknown format {args.format!r}; one of: {', '.join(GENERATORS)}")
+        make, what = GENERATORS[args.format]
+        try:
+            data = make(args.payload_command)
+        except ImportError as exc:
+            raise UserError(f"format {args.format} needs the package {exc.name}") from None
+        _write(args.output, data)
+        print(f"wrote {args.output}: {what} ({len(data):,} bytes)")
+        return 0
+    from .attacks.shadow_logic import Trigger, inject
+
+    try:
+        import onnx
+    except ImportError:
+        raise UserError("shadow-logic needs the onnx package: pip install 'trojanscope[onnx]'") \
+            from None
+    try:
+        trigger = Trigger.parse(args.trigger)
+        model = onnx.load(str(args.model))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    except Exception as exc:  # onnx raises protobuf's DecodeError and OSError alike
+        raise UserError(f"{args.model}: cannot read the ONNX model: {exc}") from None
+    try:
+        bad = inject(model, trigger, args.target, switch=args.switch)
+    except (ValueError, StopIteration) as exc:
+        raise UserError(f"{args.model}: {exc or 'the model has no data input'}") from None
+    _write(args.output, bad.SerializeToString())
+    print(f"wrote {args.output}: {args.model.name} + shadow logic ({args.trigger} -> class "
+          f"{args.target}, {args.switch})")
+    return 0
+
+
+def _write(path: Path, data: bytes) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write: {exc.strerror or exc}") from None
 
 
 def _rules(markdown: bool) -> int:

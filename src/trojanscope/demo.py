@@ -14,6 +14,7 @@ from typing import Callable
 
 from .artifacts import scan
 from .attacks import model_files as mf
+from .attacks import payload_files as pf
 from .attacks import pickle_payloads as pp
 from .findings import Severity
 from .render import render_text
@@ -45,6 +46,13 @@ def demo_files() -> dict[str, tuple[bytes, bool, str]]:
                                "7z; Python 2 __builtin__.eval"),
         "suspect/adapter.safetensors": (pp.lying_frame(COMMAND), True,
                                         "a pickle under a safetensors name, lying FRAME"),
+        "clean/classifier.onnx": (pf.shadow_mlp(backdoor=False), False, "ONNX classifier"),
+        "suspect/classifier.onnx": (pf.shadow_mlp(backdoor=True), True,
+                                    "the same classifier plus shadow logic (no code at all)"),
+        "suspect/encoder.keras": (pf.keras_lambda(COMMAND), True,
+                                  "Keras 3 model with a Lambda layer"),
+        "suspect/chat.gguf": (pf.gguf(COMMAND), True,
+                              "GGUF whose chat template escapes the Jinja sandbox"),
     }
 
 

@@ -68,6 +68,16 @@ def onnx_value_info(name: str, elem_type: int, dims: list[int | str]) -> bytes:
     return bytes_field(1, name) + message(2, tensor_type)
 
 
+def onnx_function(domain: str, name: str, inputs: list[str], outputs: list[str],
+                  nodes: list[bytes], opset: int = 17) -> bytes:
+    """A FunctionProto; `nodes` as made by onnx_node (GraphProto fields, re-wrapped here)."""
+    return (bytes_field(1, name) + bytes_field(10, domain) +
+            b"".join(bytes_field(4, i) for i in inputs) +
+            b"".join(bytes_field(5, o) for o in outputs) +
+            b"".join(message(7, _unwrap(n)) for n in nodes) +
+            message(9, bytes_field(1, ""), int_field(2, opset)))
+
+
 def onnx_model(nodes: list[bytes], inputs: list[bytes], outputs: list[bytes],
                initializers: list[bytes] = (), opset: int = 17, functions: list[bytes] = (),
                opsets: dict[str, int] | None = None) -> bytes:
@@ -94,3 +104,11 @@ def saved_model(graph_nodes: list[bytes], functions: dict[str, list[bytes]] | No
     graph = b"".join(message(1, node) for node in graph_nodes) + (
         message(2, library) if library else b"")
     return int_field(1, 1) + message(2, message(2, graph))
+
+
+def _unwrap(field: bytes) -> bytes:
+    """The payload of one length-delimited field written by `message`."""
+    i = 1
+    while field[i] & 0x80:  # skip the length varint
+        i += 1
+    return field[i + 1:]

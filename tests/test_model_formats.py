@@ -1,0 +1,258 @@
+"""Keras, TensorFlow SavedModel, safetensors, GGUF and JSON configs: harmful and harmless."""
+
+from __future__ import annotations
+
+import builtins
+import json
+import struct
+
+import pytest
+
+from trojanscope.artifacts import scan, scan_bytes
+from trojanscope.attacks import model_files as mf
+from trojanscope.attacks import payload_files as pf
+from trojanscope.attacks import protobuf_writer as pb
+from trojanscope.findings import Severity
+
+
+def _rules(report):
+    return {f.rule for f in report.findings}
+
+
+def _loud(report):
+    return [(f.rule, f.message) for f in report.findings if f.severity >= Severity.HIGH]
+
+
+# --- every generator is caught ---------------------------------------------------------------
+
+EXPECTED = {
+    "pickle": "pickle.unsafe-global", "torch": "pickle.unsafe-global",
+    "torch-legacy": "pickle.unsafe-global", "joblib": "pickle.unsafe-global",
+    "numpy": "pickle.unsafe-global", "keras-lambda": "keras.lambda-layer",
+    "keras-module": "keras.unsafe-module", "keras-h5": "keras.lambda-layer",
+    "onnx-external": "onnx.external-data-escape", "onnx-shadow": "onnx.shadow-logic",
+    "savedmodel": "tensorflow.unsafe-op", "gguf": "template.sandbox-escape",
+    "safetensors": "safetensors.malformed-header", "tokenizer-config": "template.sandbox-escape",
+}
+
+
+def test_every_generator_has_an_expectation():
+    assert set(EXPECTED) == set(pf.GENERATORS)
+
+
+@pytest.mark.parametrize("name", sorted(pf.GENERATORS))
+def test_generated_payload_is_flagged(name):
+    if name == "keras-h5":
+        pytest.importorskip("h5py")
+    report = scan_bytes(pf.GENERATORS[name][0]("touch /nonexistent/canary"), name)
+    assert EXPECTED[name] in _rules(report)
+    assert report.exit_code() == 1
+
+
+# --- Keras -----------------------------------------------------------------------------------
+
+def _keras_layer(**layer) -> bytes:
+    return pf._keras_archive([layer])
+
+
+def test_keras_foreign_module_is_high_and_custom_object_medium():
+    foreign = _keras_layer(module="evil.layers", class_name="Backdoor", registered_name=None,
+                           config={"name": "x"})
+    assert [(f.rule, f.severity) for f in scan_bytes(foreign).findings] == \
+        [("keras.foreign-module", Severity.HIGH)]
+    custom = _keras_layer(module="mylab.layers", class_name="Block",
+                          registered_name="MyLab>Block", config={"name": "b"})
+    assert [(f.rule, f.severity) for f in scan_bytes(custom).findings] == \
+        [("keras.custom-object", Severity.MEDIUM)]
+
+
+def test_keras_function_from_builtins_is_judged_by_the_policy():
+    layer = {"module": "keras.layers", "class_name": "Dense", "registered_name": None,
+             "config": {"name": "d", "activation": {"module": "builtins", "class_name": "function",
+                                                     "config": "exec", "registered_name": "exec"}}}
+    assert _rules(scan_bytes(pf._keras_archive([layer]))) == {"keras.unsafe-module"}
+
+
+def test_tf_op_lambda_writing_files_is_high():
+    config = {"class_name": "Functional", "config": {"layers": [
+        {"class_name": "TFOpLambda", "config": {"name": "w", "function": "io.write_file"}},
+        {"class_name": "TFOpLambda", "config": {"name": "a", "function": "math.add"}}]}}
+    report = scan_bytes(json.dumps(config).encode(), "model.json")
+    assert [f.evidence["function"] for f in report.findings] == ["io.write_file"]
+
+
+@pytest.fixture(scope="module")
+def keras_files(tmp_path_factory):
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras")
+    folder = tmp_path_factory.mktemp("keras")
+    clean = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="relu"),
+                              keras.layers.Dropout(0.1), keras.layers.Dense(2)])
+    ids = keras.Input((6,), name="ids")
+    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(20, 4)(ids))
+    functional = keras.Model(ids, keras.layers.Dense(2, activation="softmax")(pooled))
+    lam = keras.Sequential([keras.Input((4,)), keras.layers.Lambda(lambda x: x * 2)])
+    clean.save(folder / "clean.keras")
+    functional.save(folder / "functional.keras")
+    clean.save(folder / "clean.h5")
+    lam.save(folder / "lambda.keras")
+    lam.save(folder / "lambda.h5")
+    return folder
+
+
+@pytest.mark.keras
+def test_real_keras_models(keras_files):
+    for name in ("clean.keras", "functional.keras", "clean.h5"):
+        assert scan(keras_files / name).findings == (), name
+    for name in ("lambda.keras", "lambda.h5"):
+        assert _rules(scan(keras_files / name)) == {"keras.lambda-layer"}, name
+
+
+@pytest.mark.keras
+def test_hdf5_without_h5py_falls_back_to_raw_bytes(keras_files, monkeypatch):
+    real_import = builtins.__import__
+
+    def no_h5py(name, *args, **kwargs):
+        if name == "h5py":
+            raise ImportError("no h5py")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_h5py)
+    assert _rules(scan(keras_files / "lambda.h5")) == {"keras.lambda-layer"}
+    assert scan(keras_files / "clean.h5").findings == ()
+
+
+# --- TensorFlow SavedModel -------------------------------------------------------------------
+
+def test_clean_saved_model_passes():
+    nodes = [pb.tf_node("x", "Placeholder"), pb.tf_node("w", "VarHandleOp"),
+             pb.tf_node("mm", "MatMul", ("x", "w")), pb.tf_node("save/SaveV2", "SaveV2"),
+             pb.tf_node("save/RestoreV2", "RestoreV2")]
+    data = pb.saved_model(nodes, {"__inference_call_1": [pb.tf_node("relu", "Relu")]})
+    report = scan_bytes(data, "saved_model.pb")
+    assert report.findings == ()
+    assert report.results is not None
+
+
+def test_unsafe_op_inside_a_function_is_named():
+    data = pb.saved_model([pb.tf_node("x", "Placeholder")],
+                          {"__inference_serve_3": [pb.tf_node("leak", "ReadFile")]})
+    finding = scan_bytes(data).findings[0]
+    assert finding.evidence["nodes"] == ["__inference_serve_3/leak"]
+
+
+def test_truncated_saved_model_is_malformed():
+    data = pf.savedmodel("id")
+    assert "tensorflow.malformed" in _rules(scan_bytes(data[:-3]))
+
+
+# --- safetensors -----------------------------------------------------------------------------
+
+def _safetensors(header: dict, data: bytes) -> bytes:
+    raw = json.dumps(header).encode()
+    return struct.pack("<Q", len(raw)) + raw + data
+
+
+def test_real_safetensors_pass(tmp_path):
+    np = pytest.importorskip("numpy")
+    st = pytest.importorskip("safetensors.numpy")
+    st.save_file({"w": np.ones((3, 4), np.float32), "b": np.zeros(3, np.float16),
+                  "i": np.arange(5)}, tmp_path / "m.safetensors", metadata={"format": "np"})
+    assert scan(tmp_path / "m.safetensors").findings == ()
+
+
+@pytest.mark.parametrize("data,needle", [
+    (struct.pack("<Q", 10**6) + b'{"a": 1}', "longer than the file"),
+    (struct.pack("<Q", 10**12) + b"{}", "exceeds"),
+    (struct.pack("<Q", 5) + b'{"a":', "not valid UTF-8 JSON"),
+    (_safetensors({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                   "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, b"\0" * 12),
+     "overlap"),
+    (_safetensors({"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, b"\0" * 8),
+     "needs 12 bytes"),
+    (_safetensors({"a": {"dtype": "Q9", "shape": [1], "data_offsets": [0, 1]}}, b"\0"),
+     "unknown dtype"),
+    (struct.pack("<Q", 27) + b'{"a": 1, "a": 2, "x": null}', "duplicate names"),
+])
+def test_malformed_safetensors_headers(data, needle):
+    report = scan_bytes(data, "m.safetensors")
+    assert any(needle in f.message for f in report.findings), \
+        [(f.rule, f.message) for f in report.findings]
+    assert report.max_severity == Severity.HIGH
+
+
+def test_safetensors_metadata_must_be_strings():
+    data = _safetensors({"__metadata__": {"k": 3}, "a": {"dtype": "U8", "shape": [1],
+                                                          "data_offsets": [0, 1]}}, b"\0")
+    assert _rules(scan_bytes(data)) == {"safetensors.oversized-metadata"}
+
+
+# --- GGUF and chat templates -----------------------------------------------------------------
+
+BENIGN_TEMPLATE = (
+    "{% set ns = namespace(system='') %}{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{% set ns.system = message['content'] %}"
+    "{% else %}{{ '<|' + message['role'] + '|>\\n' + message['content'] | trim + eos_token }}"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}")
+
+
+def test_real_gguf_with_benign_template_passes(tmp_path):
+    gguf = pytest.importorskip("gguf")
+    np = pytest.importorskip("numpy")
+    writer = gguf.GGUFWriter(str(tmp_path / "m.gguf"), "llama")
+    writer.add_chat_template(BENIGN_TEMPLATE)
+    writer.add_token_list(["<s>", "</s>", "hello"])
+    writer.add_tensor("w", np.ones((2, 3), np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    report = scan(tmp_path / "m.gguf")
+    assert report.findings == (), [(f.rule, f.message) for f in report.findings]
+    assert report.results["files"][0]["formats"] == ["gguf"]
+
+
+@pytest.mark.parametrize("template,rule", [
+    ("{{ cycler.__init__.__globals__.os.popen('id').read() }}", "template.sandbox-escape"),
+    ("{{ ''|attr('__class__') }}", "template.sandbox-escape"),
+    ("{{ x|attr(name) }}", "template.suspicious"),
+    ("{{ lipsum }}", "template.suspicious"),
+    ("{% for x in %}", "template.unparseable"),
+])
+def test_template_tricks(template, rule):
+    data = json.dumps({"chat_template": template}).encode()
+    assert rule in _rules(scan_bytes(data, "tokenizer_config.json"))
+
+
+def test_benign_tokenizer_config_passes():
+    data = json.dumps({"chat_template": [{"name": "default", "template": BENIGN_TEMPLATE}],
+                       "eos_token": "</s>"}).encode()
+    assert scan_bytes(data, "tokenizer_config.json").findings == ()
+
+
+@pytest.mark.parametrize("mutate,needle", [
+    (lambda d: d[:4] + struct.pack("<I", 9) + d[8:], "unknown GGUF version"),
+    (lambda d: d[:16] + struct.pack("<Q", 2**40) + d[24:], "metadata entries"),
+    (lambda d: d[:24] + struct.pack("<Q", 2**62) + d[32:], "string of"),
+    (lambda d: d[:60], "file ends"),
+])
+def test_malformed_gguf(mutate, needle):
+    report = scan_bytes(mutate(pf.gguf("id")), "m.gguf")
+    assert any(needle in f.message for f in report.findings if f.rule == "gguf.malformed"), \
+        [(f.rule, f.message) for f in report.findings]
+
+
+def test_keras_archive_members_keep_their_names():
+    report = scan_bytes(pf.keras_lambda("id"), "model.keras")
+    assert [f.location.member for f in report.findings] == [("config.json",)]
+
+
+def test_zip_of_everything():
+    members = {f"{name}.bin": make("id") for name, (make, _) in pf.GENERATORS.items()
+               if name != "keras-h5"}
+    report = scan_bytes(mf.zip_of(members))
+    flagged = {f.location.member[0].split(".")[0] for f in report.findings
+               if f.severity >= Severity.HIGH}
+    assert flagged == {name for name in pf.GENERATORS if name != "keras-h5"}

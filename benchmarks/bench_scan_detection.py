@@ -18,6 +18,7 @@ from pathlib import Path
 import anchors
 
 from trojanscope.attacks import model_files as mf
+from trojanscope.attacks.payload_files import GENERATORS
 from trojanscope.attacks.pickle_payloads import PAYLOADS
 
 CONTAINERS = {
@@ -33,6 +34,14 @@ CONTAINERS = {
     "7z (.7z)": (".7z", mf.WRAPPERS["7z"]),
 }
 TOOLS = ("trojanscope", "picklescan", "modelscan")
+# One harmful file per generator, under the name its format usually has.
+GENERATOR_FILES = {
+    "pickle": "model.pkl", "torch": "model.pt", "torch-legacy": "model.bin",
+    "joblib": "model.joblib", "numpy": "array.npy", "keras-lambda": "model.keras",
+    "keras-module": "model.keras", "keras-h5": "model.h5", "onnx-external": "model.onnx",
+    "onnx-shadow": "model.onnx", "savedmodel": "saved_model.pb", "gguf": "model.gguf",
+    "safetensors": "model.safetensors", "tokenizer-config": "tokenizer_config.json",
+}
 
 
 def harmless_files(folder: Path) -> list[Path]:
@@ -47,6 +56,34 @@ def harmless_files(folder: Path) -> list[Path]:
         torch.save({"model": net.state_dict(), "opt": torch.optim.Adam(net.parameters())
                     .state_dict(), "epoch": 1}, folder / "checkpoint.pth")
         torch.save(net, folder / "full_module.pt")
+        torch.onnx.export(net.eval(), (torch.rand(1, 1, 3, 3),), str(folder / "export.onnx"),
+                          dynamo=False)
+    except ImportError:
+        pass
+    try:
+        import os
+
+        os.environ.setdefault("KERAS_BACKEND", "torch")
+        import keras
+
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="relu")])
+        model.save(folder / "model.keras")
+        model.save(folder / "model.h5")
+    except ImportError:
+        pass
+    try:
+        import gguf
+        import numpy as np
+        from safetensors.numpy import save_file
+
+        save_file({"w": np.ones((2, 2), np.float32)}, folder / "model.safetensors")
+        writer = gguf.GGUFWriter(str(folder / "model.gguf"), "llama")
+        writer.add_chat_template("{% for m in messages %}{{ m['content'] }}{% endfor %}")
+        writer.add_tensor("w", np.ones(4, np.float32))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
     except ImportError:
         pass
     try:
@@ -91,9 +128,17 @@ def main() -> None:
             path = folder / "harmful" / f"{pname}--{len(harmful):03d}{ext}"
             path.write_bytes(wrap(make("touch /tmp/trojanscope-corpus-canary")))
             harmful.append((cname, pname, path))
+    for name, filename in GENERATOR_FILES.items():
+        path = folder / "formats" / name / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.write_bytes(GENERATORS[name][0]("touch /tmp/trojanscope-corpus-canary"))
+        except ImportError:
+            path.parent.rmdir()
+    formats = sorted((folder / "formats").glob("*/*"))
     harmless = harmless_files(folder / "harmless")
     tools = [t for t in TOOLS if anchors.command(t, folder) is not None]
-    jobs = [(t, p) for t in tools for p in [h[2] for h in harmful] + harmless]
+    jobs = [(t, p) for t in tools for p in [h[2] for h in harmful] + harmless + formats]
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = dict(zip(jobs, pool.map(lambda job: verdict(*job), jobs)))
 
@@ -115,6 +160,11 @@ def main() -> None:
     print(f"{'all':34s} " + " ".join(
         f"{f'{totals[t][0]}/{len(harmful)} ({totals[t][0] / len(harmful):.0%})':>20s}"
         for t in tools))
+    print("\nother formats, one harmful file each (yes / no / error):")
+    print(f"{'generator':18s} " + " ".join(f"{t:>12s}" for t in tools))
+    for path in formats:
+        marks = [{True: "yes", False: "no", None: "error"}[results[(t, path)]] for t in tools]
+        print(f"{path.parent.name:18s} " + " ".join(f"{m:>12s}" for m in marks))
     print("\nfalse alarms on harmless files (exit code 'issues found'):")
     for tool in tools:
         alarms = [p.name for p in harmless if results[(tool, p)] is True]

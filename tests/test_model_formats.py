@@ -256,3 +256,9 @@ def test_zip_of_everything():
     flagged = {f.location.member[0].split(".")[0] for f in report.findings
                if f.severity >= Severity.HIGH}
     assert flagged == {name for name in pf.GENERATORS if name != "keras-h5"}
+
+
+def test_keras_metadata_pb_in_a_savedmodel_folder():
+    config = {"class_name": "Lambda", "config": {"name": "l", "function": ["AAAA", None, None]}}
+    data = pb.message(1, pb.int_field(2, 3), pb.bytes_field(5, json.dumps(config)))
+    assert _rules(scan_bytes(data, "keras_metadata.pb")) == {"keras.lambda-layer"}

@@ -55,7 +55,8 @@ def architectures():
         def __init__(self):
             super().__init__()
             self.embed = t.Embedding(50, 16)
-            self.enc = t.TransformerEncoder(t.TransformerEncoderLayer(16, 2, 32, batch_first=True), 2)
+            layer = t.TransformerEncoderLayer(16, 2, 32, batch_first=True)
+            self.enc = t.TransformerEncoder(layer, 2)
             self.head = t.Linear(16, 2)
 
         def forward(self, ids, mask):
@@ -65,7 +66,8 @@ def architectures():
         def __init__(self):
             super().__init__()
             self.embed = t.Embedding(40, 16)
-            self.dec = t.TransformerEncoder(t.TransformerEncoderLayer(16, 2, 32, batch_first=True), 1)
+            layer = t.TransformerEncoderLayer(16, 2, 32, batch_first=True)
+            self.dec = t.TransformerEncoder(layer, 1)
             self.head = t.Linear(16, 40)
 
         def forward(self, ids):

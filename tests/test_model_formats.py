@@ -262,3 +262,21 @@ def test_keras_metadata_pb_in_a_savedmodel_folder():
     config = {"class_name": "Lambda", "config": {"name": "l", "function": ["AAAA", None, None]}}
     data = pb.message(1, pb.int_field(2, 3), pb.bytes_field(5, json.dumps(config)))
     assert _rules(scan_bytes(data, "keras_metadata.pb")) == {"keras.lambda-layer"}
+
+
+def test_hdf5_that_hangs_the_hdf5_library_still_ends():
+    """Regression: fuzzing found two changed bytes that make h5py hang for good on reading
+    model_config. The config's JSON is still in the raw bytes, so it is found without h5py;
+    with that JSON spoiled too, h5py runs in a child and is stopped at the time limit."""
+    from pathlib import Path
+
+    from trojanscope.artifacts import Limits
+
+    pytest.importorskip("h5py")
+    fixture = (Path(__file__).parent / "data" / "hdf5-vlen-attribute-hang.h5").read_bytes()
+    assert _rules(scan_bytes(fixture)) == {"keras.lambda-layer"}
+    spoiled = fixture.replace(b'{"class_name"', b'{"klass_name"')
+    report = scan_bytes(spoiled, "hang.h5", limits=Limits(parser_seconds=3))
+    assert [(f.rule, f.severity) for f in report.findings] == \
+        [("keras.config-unreadable", Severity.HIGH)]
+    assert "did not finish in 3 s" in report.findings[0].message

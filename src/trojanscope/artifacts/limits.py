@@ -25,6 +25,8 @@ class Limits:
     spool_in_memory: int = 16 * MiB
     # Bytes of a stream's start read to recognise its format.
     sniff_bytes: int = 4096
+    # Wall time for a third-party parser run in a child process (h5py on HDF5 files).
+    parser_seconds: int = 20
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)

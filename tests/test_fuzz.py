@@ -3,6 +3,7 @@ never an exception, for mutated and truncated inputs, within bounded time and me
 
 from __future__ import annotations
 
+import importlib.util
 import struct
 import tracemalloc
 
@@ -18,7 +19,7 @@ from trojanscope.findings import RULES
 
 MiB = 1024 * 1024
 LIMITS = Limits(max_expanded_bytes=16 * MiB, max_item_bytes=MiB, max_opcodes=200_000,
-                max_stack=50_000, max_depth=6)
+                max_stack=50_000, max_depth=6, parser_seconds=2)
 POLICY = GlobalsPolicy.default()
 
 
@@ -31,6 +32,8 @@ def _corpus() -> list[bytes]:
               mf.torch_legacy_tar(payloads[4]), mf.npz({"a.npy": mf.npy_object(b"N.")}),
               mf.harmless_pickle()]
     seeds += [make("id") for name, (make, _) in pf.GENERATORS.items() if name != "keras-h5"]
+    if importlib.util.find_spec("h5py") is not None:
+        seeds.append(pf.keras_h5("id"))
     seeds += [pf.shadow_mlp(False), pf.shadow_mlp(True, "gate")]
     return seeds
 

@@ -280,3 +280,14 @@ def test_hdf5_that_hangs_the_hdf5_library_still_ends():
     assert [(f.rule, f.severity) for f in report.findings] == \
         [("keras.config-unreadable", Severity.HIGH)]
     assert "did not finish in 3 s" in report.findings[0].message
+
+
+def test_frozen_graph_def():
+    nodes = [pb.tf_node("x", "Placeholder"), pb.tf_node("read", "ReadFile", ("x",))]
+    frozen = b"".join(pb.message(1, n) for n in nodes)
+    report = scan_bytes(frozen, "frozen.pb")
+    assert [f.evidence["op"] for f in report.findings] == ["ReadFile"]
+    clean = b"".join(pb.message(1, n) for n in [pb.tf_node("x", "Placeholder"),
+                                                 pb.tf_node("y", "Relu", ("x",))])
+    report = scan_bytes(clean, "frozen.pb")
+    assert report.findings == () and report.results["files_scanned"] == 1

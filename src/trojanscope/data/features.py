@@ -49,9 +49,10 @@ def build_proxy(channels: int, classes: int, width: int):
     return ProxyCNN()
 
 
-def train_proxy(x: np.ndarray, y: np.ndarray, config: TrainConfig = TrainConfig()):
+def train_proxy(x: np.ndarray, y: np.ndarray, config: TrainConfig | None = None):
     """Train the proxy on (x, y); deterministic for a given seed on the CPU."""
     torch = _torch()
+    config = config or TrainConfig()
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
     classes = int(y.max()) + 1

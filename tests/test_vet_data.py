@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -92,3 +94,76 @@ def test_proxy_model_is_deterministic_and_gives_features():
     second = extract(train_proxy(x, y, config), x)
     np.testing.assert_array_equal(first[0], second[0])
     assert first[0].shape == (64, 128) and first[1].shape == (64, 2)
+
+
+# --- the three decisions ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def digits_data():
+    pytest.importorskip("sklearn")
+    return digits()
+
+
+def test_clean_data_gets_no_flagged_class(digits_data):
+    from trojanscope.data.vet import vet
+
+    report = vet(digits_data)
+    assert report.results["poisoned"] is False
+    assert report.results["suspected_classes"] == [] and report.findings == ()
+    assert report.exit_code() == 0
+
+
+# Floors measured on 8x8 digits (harder than MNIST: a 2x2 patch or a warp changes a large part
+# of an 8x8 image): (precision, recall).
+DIGITS_FLOORS = {"badnets": (0.9, 0.7), "blended": (0.9, 0.95), "wanet": (0.9, 0.7),
+                 "sig": (0.9, 0.95)}
+
+
+@pytest.mark.parametrize("attack", sorted(DIGITS_FLOORS))
+def test_poisoned_digits_are_found_without_a_model(digits_data, attack):
+    from trojanscope.data.datasets import Dataset
+    from trojanscope.data.vet import vet
+
+    bad = poison(digits_data.x, digits_data.y, make_trigger(attack, (8, 8)), rate=0.1,
+                 target=3, seed=0)
+    report = vet(Dataset(bad.x, bad.y, "digits-poisoned"))
+    assert report.results["suspected_classes"] == [3]
+    flagged = set(report.results["suspicious_indices"])
+    truth = set(bad.indices.tolist())
+    precision, recall = DIGITS_FLOORS[attack]
+    assert len(flagged & truth) / len(flagged) >= precision, attack
+    assert len(flagged & truth) / len(truth) >= recall, attack
+    finding = report.findings[0]
+    assert finding.rule == "vet.poisoned-class" and finding.location.member == ("class 3",)
+
+
+def test_decide_needs_no_poison_rate_and_flags_only_suspected_classes():
+    from trojanscope.data.decide import decide
+
+    labels = np.repeat(np.arange(5), 100)
+    scores = np.zeros(500)
+    scores[[1, 150, 250]] = 1.0          # natural label noise, spread out
+    scores[300:340] = 1.0                # 40% of class 3
+    decision = decide(scores, labels, cut=0.5)
+    assert decision.poisoned and decision.classes == [3]
+    np.testing.assert_array_equal(decision.indices, np.arange(300, 340))
+
+
+def test_vet_command_line_and_export_clean(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    from trojanscope.cli import main
+
+    data = digits()
+    bad = poison(data.x, data.y, make_trigger("blended", (8, 8)), 0.1, 1, seed=0)
+    source = tmp_path / "train.npz"
+    np.savez(source, x=bad.x, y=bad.y)
+    before = source.read_bytes()
+    out = tmp_path / "clean.npz"
+    assert main(["vet", str(source), "--export-clean", str(out), "-f", "json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["results"]["suspected_classes"] == [1]
+    with np.load(out) as kept:
+        assert len(kept["y"]) == len(bad.y) - len(report["results"]["suspicious_indices"])
+    assert source.read_bytes() == before  # the input is never modified
+    assert main(["vet", str(tmp_path / "missing.npz")]) == 2
+    assert "cannot read" in capsys.readouterr().err

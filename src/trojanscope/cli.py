@@ -46,6 +46,23 @@ def build_parser() -> argparse.ArgumentParser:
     rules.add_argument("--markdown", action="store_true",
                        help="print docs/rules.md (a markdown table) instead")
 
+    vet = commands.add_parser(
+        "vet", epilog=EXIT_CODES, help="is this training data poisoned?",
+        description="Score every training sample, then decide: is anything poisoned, which "
+                    "classes, which samples. The input is never modified.")
+    vet.add_argument("data", nargs="?", default=None, metavar="DATA",
+                     help=".npz (x/y or x_train/y_train), an image folder (one subfolder per "
+                          "class), or a built-in set: mnist-5k (default), digits")
+    vet.add_argument("--detector", default="neighbour-disagreement",
+                     help="neighbour-disagreement (default, needs no model), spectral, "
+                          "activation-clustering, spectre (these train a proxy model: torch)")
+    vet.add_argument("--seed", type=int, default=0)
+    vet.add_argument("--export-clean", type=Path, metavar="OUT.npz",
+                     help="write the data without the flagged samples here")
+    vet.add_argument("-f", "--format", choices=["text", "json", "sarif"], default="text")
+    vet.add_argument("-o", "--output", type=Path)
+    vet.add_argument("--fail-on", choices=SEVERITIES, default="high")
+
     _attack_parser(commands)
 
     demo = commands.add_parser("demo", help="make harmless and harmful model files and scan them")
@@ -90,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _rules(args.markdown)
         if args.command == "attack":
             return _attack(args)
+        if args.command == "vet":
+            return _vet(args)
         from .demo import run_demo
 
         return 0 if run_demo(args.keep, echo=print) else 1
@@ -124,6 +143,30 @@ def _scan(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     report = scan(args.paths, policy=policy)
     _emit(report, args.format, args.output, Severity.parse(args.show))
+    return report.exit_code(Severity.parse(args.fail_on))
+
+
+def _vet(args: argparse.Namespace) -> int:
+    try:
+        import numpy as np
+
+        from .data.datasets import DataError, load
+        from .data.vet import vet
+    except ImportError as exc:
+        raise UserError(f"vet needs {exc.name}: pip install 'trojanscope[vet]'") from None
+    try:
+        data = load(args.data)
+        report = vet(data, detector=args.detector, seed=args.seed)
+    except (DataError, ValueError, RuntimeError) as exc:
+        raise UserError(str(exc)) from None
+    if args.export_clean is not None:
+        keep = np.setdiff1d(np.arange(len(data.y)), report.results["suspicious_indices"])
+        try:
+            np.savez_compressed(args.export_clean, x=data.x[keep], y=data.y[keep])
+        except OSError as exc:
+            raise UserError(f"{args.export_clean}: cannot write: {exc.strerror or exc}") \
+                from None
+    _emit(report, args.format, args.output, Severity.LOW)
     return report.exit_code(Severity.parse(args.fail_on))
 
 
@@ -174,6 +217,11 @@ def _write(path: Path, data: bytes) -> None:
 
 def _rules(markdown: bool) -> int:
     from . import artifacts  # noqa: F401  (declares the scan rules)
+
+    try:
+        from .data import vet  # noqa: F401  (declares the vet rules; needs numpy)
+    except ImportError:
+        pass
 
     rules = sorted(RULES.values(), key=lambda r: r.id)
     if markdown:

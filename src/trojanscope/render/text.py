@@ -55,7 +55,9 @@ def _summary(report: Report, shown: int) -> Text:
         counts[f.severity] = counts.get(f.severity, 0) + 1
     parts = [f"{counts[s]} {s}" for s in sorted(counts, reverse=True)]
     files = report.results.get("files_scanned")
-    head = f"{report.command}: {files} file(s), " if files is not None else f"{report.command}: "
+    samples = report.results.get("samples")
+    head = f"{report.command}: " + (f"{files} file(s), " if files is not None else "") + (
+        f"{samples} samples, " if samples is not None else "")
     hidden = len(report.findings) - shown
     tail = f" ({hidden} below the display threshold)" if hidden else ""
     if not report.findings:

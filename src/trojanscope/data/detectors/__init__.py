@@ -47,4 +47,4 @@ def per_class(labels: np.ndarray):
         yield int(label), np.flatnonzero(labels == label)
 
 
-from . import activation_clustering, spectral, spectre  # noqa: E402,F401  (registers them)
+from . import activation_clustering, neighbours, spectral, spectre  # noqa: E402,F401  (registers)

@@ -1,0 +1,73 @@
+"""`vet`: is this training data poisoned? Scores every sample with a detector, then makes the
+three decisions (anything poisoned, which classes, which samples) and reports them."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .. import __version__
+from ..findings import Location, Report, Rule, Severity
+from .datasets import Dataset
+from .decide import decide
+from .detectors import DETECTORS
+from .detectors.neighbours import peel
+from .views import input_view
+
+POISONED_CLASS = Rule("vet.poisoned-class", Severity.HIGH,
+                      "A class holds far more samples that look like other classes than the rest "
+                      "do: the mark of a poisoning attack that relabels triggered samples",
+                      "Drop the flagged samples (--export-clean) before training, and check "
+                      "where the data came from.")
+# Score at or above which a sample is an outlier when deciding on classes, per detector. For
+# neighbour disagreement the samples of suspected classes are then peeled at SAMPLE_CUT.
+CUTS = {"neighbour-disagreement": 0.7}
+SAMPLE_CUT = 0.5
+DEFAULT_DETECTOR = "neighbour-disagreement"
+MODEL_FREE = {"neighbour-disagreement"}
+
+
+def vet(data: Dataset, *, detector: str = DEFAULT_DETECTOR, seed: int = 0) -> Report:
+    if detector not in DETECTORS:
+        raise ValueError(f"unknown detector {detector!r}: {', '.join(sorted(DETECTORS))}")
+    started = time.perf_counter()
+    if detector in MODEL_FREE:
+        features = input_view(data.x)
+    else:
+        from .features import TrainConfig, extract, train_proxy
+
+        features, _ = extract(train_proxy(data.x, data.y, TrainConfig(seed=seed)), data.x)
+    scores = DETECTORS[detector](features, data.y, seed=seed)
+    cut = CUTS.get(detector, float(np.median(scores) + 5 * _mad(scores)))
+    decision = decide(scores, data.y, cut)
+    if detector == "neighbour-disagreement" and decision.classes:
+        decision.indices = np.flatnonzero(peel(features, data.y, decision.classes, SAMPLE_CUT))
+    findings = []
+    others = [c["outlier_share"] for c in decision.per_class if not c["suspected"]]
+    for entry in decision.per_class:
+        if entry["suspected"]:
+            findings.append(POISONED_CLASS.finding(
+                f"class {entry['class']}: {entry['outliers']} of {entry['samples']} samples "
+                f"({entry['outlier_share']:.1%}) look like other classes, against a median of "
+                f"{np.median(others) if others else 0:.1%} in the other classes",
+                Location(data.name, (f"class {entry['class']}",)),
+                {**entry, "detector": detector}))
+    return Report(
+        command="vet", version=__version__, targets=(data.name,), findings=tuple(findings),
+        results={
+            "poisoned": decision.poisoned,
+            "suspected_classes": decision.classes,
+            "suspicious_indices": decision.indices.tolist(),
+            "estimated_poison_share": {str(c["class"]): c["outlier_share"]
+                                       for c in decision.per_class if c["suspected"]},
+            "per_class": decision.per_class,
+            "samples": int(len(data.y)), "detector": detector, "cut": round(float(cut), 4),
+        },
+        timings={"total_seconds": round(time.perf_counter() - started, 3)},
+        config={"seed": seed, "detector": detector},
+    )
+
+
+def _mad(values: np.ndarray) -> float:
+    return float(np.median(np.abs(values - np.median(values))))

@@ -167,3 +167,34 @@ def test_vet_command_line_and_export_clean(tmp_path, capsys):
     assert source.read_bytes() == before  # the input is never modified
     assert main(["vet", str(tmp_path / "missing.npz")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+@pytest.mark.torch
+def test_strip_guard_rejects_triggered_inputs(digits_data):
+    import torch
+
+    from trojanscope.data.features import TrainConfig, train_proxy
+    from trojanscope.data.strip import StripGuard
+
+    order = np.random.default_rng(0).permutation(len(digits_data.y))
+    train, test = order[:1400], order[1400:]
+    trigger = make_trigger("badnets", (8, 8))
+    bad = poison(digits_data.x[train], digits_data.y[train], trigger, 0.1, 3, seed=0)
+    model = train_proxy(bad.x, bad.y, TrainConfig(epochs=8, width=16))
+
+    def predict(x):
+        with torch.no_grad():
+            return torch.softmax(model(torch.from_numpy(x)), 1).numpy()
+
+    guard = StripGuard(predict, digits_data.x[train][:300], false_rejection=0.05)
+    clean = digits_data.x[test]
+    triggered = trigger(clean[digits_data.y[test] != 3])
+    rejected_clean = guard.flags(clean).mean()
+    caught = guard.flags(triggered).mean()
+    assert rejected_clean <= 0.1 and caught >= 0.5 and caught > 3 * rejected_clean
+    order = np.random.default_rng(1).permutation(40)
+    np.testing.assert_allclose(guard.entropy(clean[:40][order]), guard.entropy(clean[:40])[order])
+    predictions, flags = guard(triggered[:10])
+    assert predictions.shape == (10,) and flags.dtype == bool
+    with pytest.raises(ValueError, match="false_rejection"):
+        StripGuard(predict, clean, false_rejection=0.9)

@@ -198,3 +198,31 @@ def test_strip_guard_rejects_triggered_inputs(digits_data):
     assert predictions.shape == (10,) and flags.dtype == bool
     with pytest.raises(ValueError, match="false_rejection"):
         StripGuard(predict, clean, false_rejection=0.9)
+
+
+@pytest.mark.torch
+@pytest.mark.onnx
+@pytest.mark.onnxruntime
+def test_model_adapters_agree_on_logits_and_give_layer_features(tmp_path):
+    import torch
+
+    from trojanscope.data.features import TrainConfig, train_proxy
+    from trojanscope.data.models import TorchAdapter, load_model
+
+    rng = np.random.default_rng(0)
+    x = rng.random((20, 1, 8, 8)).astype(np.float32)
+    model = train_proxy(x, np.arange(20) % 2, TrainConfig(epochs=1, width=4))
+    eager = TorchAdapter(model)
+    torch.jit.save(torch.jit.trace(model, torch.from_numpy(x[:2])), str(tmp_path / "m.pt"))
+    torch.onnx.export(model, (torch.from_numpy(x[:2]),), str(tmp_path / "m.onnx"),
+                      dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "n"}})
+    for path in ("m.pt", "m.onnx"):
+        adapter = load_model(tmp_path / path)
+        np.testing.assert_allclose(adapter.logits(x), eager.logits(x), rtol=1e-4, atol=1e-5)
+        assert adapter.layers()
+    assert eager.features(x, "body").shape == (20, 128)
+    with pytest.raises(ValueError, match="no layer"):
+        eager.features(x, "nope")
+    (tmp_path / "junk.bin").write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="junk.bin"):
+        load_model(tmp_path / "junk.bin")

@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     vet.add_argument("--detector", default="neighbour-disagreement",
                      help="neighbour-disagreement (default, needs no model), spectral, "
                           "activation-clustering, spectre (these train a proxy model: torch)")
+    vet.add_argument("--model", type=Path, metavar="M",
+                     help="your model (TorchScript .pt or ONNX) for the feature-based detectors")
+    vet.add_argument("--layer", help="the layer (module name, or ONNX tensor) to read")
     vet.add_argument("--seed", type=int, default=0)
     vet.add_argument("--export-clean", type=Path, metavar="OUT.npz",
                      help="write the data without the flagged samples here")
@@ -156,7 +159,13 @@ def _vet(args: argparse.Namespace) -> int:
         raise UserError(f"vet needs {exc.name}: pip install 'trojanscope[vet]'") from None
     try:
         data = load(args.data)
-        report = vet(data, detector=args.detector, seed=args.seed)
+        model = None
+        if args.model is not None:
+            from .data.models import load_model
+
+            model = load_model(args.model)
+        report = vet(data, detector=args.detector, seed=args.seed, model=model,
+                     layer=args.layer)
     except (DataError, ValueError, RuntimeError) as exc:
         raise UserError(str(exc)) from None
     if args.export_clean is not None:

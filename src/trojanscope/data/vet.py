@@ -28,12 +28,20 @@ DEFAULT_DETECTOR = "neighbour-disagreement"
 MODEL_FREE = {"neighbour-disagreement"}
 
 
-def vet(data: Dataset, *, detector: str = DEFAULT_DETECTOR, seed: int = 0) -> Report:
+def vet(data: Dataset, *, detector: str = DEFAULT_DETECTOR, seed: int = 0, model=None,
+        layer: str | None = None) -> Report:
+    """`model` (a ModelAdapter) and `layer` give the features for the feature-based detectors;
+    without them a proxy CNN is trained on the data itself."""
     if detector not in DETECTORS:
         raise ValueError(f"unknown detector {detector!r}: {', '.join(sorted(DETECTORS))}")
     started = time.perf_counter()
     if detector in MODEL_FREE:
         features = input_view(data.x)
+    elif model is not None:
+        if not layer:
+            raise ValueError("--layer is needed with --model: e.g. " +
+                             ", ".join(model.layers()[-4:]))
+        features = model.features(data.x, layer)
     else:
         from .features import TrainConfig, extract, train_proxy
 
@@ -65,7 +73,9 @@ def vet(data: Dataset, *, detector: str = DEFAULT_DETECTOR, seed: int = 0) -> Re
             "samples": int(len(data.y)), "detector": detector, "cut": round(float(cut), 4),
         },
         timings={"total_seconds": round(time.perf_counter() - started, 3)},
-        config={"seed": seed, "detector": detector},
+        config={"seed": seed, "detector": detector, "layer": layer,
+                "features": "input view" if detector in MODEL_FREE else
+                ("model" if model is not None else "proxy CNN")},
     )
 
 

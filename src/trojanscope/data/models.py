@@ -80,7 +80,8 @@ class OnnxAdapter:
 
     def features(self, x: np.ndarray, layer: str) -> np.ndarray:
         if layer not in self.layers():
-            raise ValueError(f"no tensor {layer!r} in the graph; e.g. {', '.join(self.layers()[:10])}")
+            examples = ", ".join(self.layers()[:10])
+            raise ValueError(f"no tensor {layer!r} in the graph; e.g. {examples}")
         model = self.onnx.ModelProto.FromString(self.model.SerializeToString())
         model.graph.output.append(self.onnx.ValueInfoProto(name=layer))
         session = self.ort.InferenceSession(model.SerializeToString())

@@ -49,6 +49,18 @@ def evaluate(x, y, test: Dataset, trigger, target: int, epochs: int) -> tuple[fl
     return accuracy, float((triggered.argmax(1) == target).mean())
 
 
+def auroc(scores: np.ndarray, truth: np.ndarray) -> float:
+    """How well the scores rank poisons above clean samples, whatever the threshold."""
+    order = np.argsort(scores, kind="stable")
+    ranks = np.empty(len(scores))
+    ranks[order] = np.arange(1, len(scores) + 1)
+    positives = int(truth.sum())
+    negatives = len(truth) - positives
+    if not positives or not negatives:
+        return float("nan")
+    return float((ranks[truth].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", default="mnist-5k", choices=["mnist-5k", "mnist-10k"])
@@ -64,7 +76,7 @@ def main() -> None:
     print(f"clean data: suspected classes {clean.results['suspected_classes']} "
           f"(goal: none), {len(clean.results['suspicious_indices'])} samples flagged")
     header = (f"{'attack':8s} {'rate':>5s} {'detector':24s} {'prec':>6s} {'recall':>6s} "
-              f"{'FPR':>7s} {'classes':>8s} {'ASR':>6s} {'acc':>6s} {'sec':>6s}")
+              f"{'FPR':>7s} {'AUROC':>6s} {'classes':>8s} {'ASR':>6s} {'acc':>6s} {'sec':>6s}")
     print(header)
     for attack in args.attacks:
         trigger = make_trigger(attack, train.x.shape[-2:])
@@ -74,7 +86,7 @@ def main() -> None:
             truth[bad.indices] = True
             accuracy, asr = evaluate(bad.x, bad.y, test, trigger, target, args.epochs)
             print(f"{attack:8s} {rate:5.2f} {'(no defence)':24s} {'':>6s} {'':>6s} {'':>7s} "
-                  f"{'':>8s} {asr:6.3f} {accuracy:6.3f}")
+                  f"{'':>6s} {'':>8s} {asr:6.3f} {accuracy:6.3f}")
             for detector in args.detectors:
                 started = time.perf_counter()
                 report = vet(Dataset(bad.x, bad.y, "poisoned"), detector=detector)
@@ -89,9 +101,10 @@ def main() -> None:
                 accuracy, asr = evaluate(bad.x[keep], bad.y[keep], test, trigger, target,
                                          args.epochs)
                 classes = ",".join(map(str, report.results["suspected_classes"])) or "-"
+                ranking = auroc(np.array(report.results["scores"]), truth)
                 print(f"{attack:8s} {rate:5.2f} {detector:24s} {precision:6.3f} {recall:6.3f} "
-                      f"{fpr:7.4f} {classes:>8s} {asr:6.3f} {accuracy:6.3f} {seconds:6.1f}",
-                      flush=True)
+                      f"{fpr:7.4f} {ranking:6.3f} {classes:>8s} {asr:6.3f} {accuracy:6.3f} "
+                      f"{seconds:6.1f}", flush=True)
     print("ART (ActivationDefence, SpectralSignatureDefense): not run; "
           "install adversarial-robustness-toolbox to compare (not yet wired in)")
 

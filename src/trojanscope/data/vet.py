@@ -71,6 +71,7 @@ def vet(data: Dataset, *, detector: str = DEFAULT_DETECTOR, seed: int = 0, model
                                        for c in decision.per_class if c["suspected"]},
             "per_class": decision.per_class,
             "samples": int(len(data.y)), "detector": detector, "cut": round(float(cut), 4),
+            "scores": np.round(scores, 4).tolist(),  # per sample, higher = more suspicious
         },
         timings={"total_seconds": round(time.perf_counter() - started, 3)},
         config={"seed": seed, "detector": detector, "layer": layer,

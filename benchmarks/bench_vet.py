@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from trojanscope.attacks.image_poison import make_trigger, poison
+from trojanscope.bench.metrics import auroc
 from trojanscope.data.datasets import Dataset, mnist_5k, validate
 from trojanscope.data.features import TrainConfig, extract, train_proxy
 from trojanscope.data.vet import vet
@@ -47,18 +48,6 @@ def evaluate(x, y, test: Dataset, trigger, target: int, epochs: int) -> tuple[fl
     others = test.x[test.y != target]
     _, triggered = extract(model, trigger(others))
     return accuracy, float((triggered.argmax(1) == target).mean())
-
-
-def auroc(scores: np.ndarray, truth: np.ndarray) -> float:
-    """How well the scores rank poisons above clean samples, whatever the threshold."""
-    order = np.argsort(scores, kind="stable")
-    ranks = np.empty(len(scores))
-    ranks[order] = np.arange(1, len(scores) + 1)
-    positives = int(truth.sum())
-    negatives = len(truth) - positives
-    if not positives or not negatives:
-        return float("nan")
-    return float((ranks[truth].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
 def main() -> None:

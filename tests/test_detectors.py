@@ -9,18 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from trojanscope.bench.metrics import auroc
 from trojanscope.data.detectors import DETECTORS, check_inputs
 
 NAMES = sorted(DETECTORS)
-
-
-def auroc(scores: np.ndarray, truth: np.ndarray) -> float:
-    order = np.argsort(scores, kind="stable")
-    ranks = np.empty(len(scores))
-    ranks[order] = np.arange(1, len(scores) + 1)
-    positives = truth.sum()
-    negatives = len(truth) - positives
-    return float((ranks[truth].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
 def planted(seed: int = 0, n_per_class: int = 200, d: int = 32, share: float = 0.1,

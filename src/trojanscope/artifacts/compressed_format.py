@@ -44,7 +44,6 @@ class CompressedHandler(FormatHandler):
 
     name = "compressed"
     priority = 20
-    container = True
 
     @classmethod
     def open(cls, raw):

@@ -51,7 +51,6 @@ class ScanContext:
     findings: list[Finding] = field(default_factory=list)
     formats: list[tuple[str, str]] = field(default_factory=list)
     budget: Budget | None = None
-    read_errors: tuple = READ_ERRORS
 
     def add(self, finding: Finding) -> None:
         self.findings.append(finding)

@@ -94,12 +94,12 @@ class Call:
 
 
 class Outcome:
-    __slots__ = ("findings", "stopped", "end", "imports", "opcodes")
+    __slots__ = ("findings", "stopped", "imports", "opcodes")
 
     def __init__(self):
         self.findings: list[Finding] = []
         self.stopped = False  # reached STOP
-        self.end = self.imports = self.opcodes = 0
+        self.imports = self.opcodes = 0
 
 
 NestedScan = Callable[[bytes, Location], None]
@@ -157,7 +157,6 @@ class PickleMachine:
         except (IndexError, KeyError, TypeError, ValueError) as exc:
             self._malformed(f"invalid opcode sequence ({_describe(exc)})", self.r.pos)
         self.out.opcodes = count
-        self.out.end = self.r.pos
         self._flush()
         return self.out
 

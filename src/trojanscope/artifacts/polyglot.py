@@ -10,6 +10,7 @@ import os
 import zipfile
 
 from ..findings import Location, Rule, Severity
+from .context import READ_ERRORS
 from .source import Source
 from .zip_format import ZipHandler
 
@@ -43,5 +44,5 @@ def check_appended_zip(ctx, handle, location: Location, primary: str | None) -> 
     try:
         ZipHandler.scan(ctx, Source(handle, ctx.limits.sniff_bytes, None, cheap_seek=True),
                         where, 1)
-    except ctx.read_errors as exc:
+    except READ_ERRORS as exc:
         ctx.unreadable(where, exc)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-VARINT, I64, LEN, SGROUP, EGROUP, I32 = 0, 1, 2, 3, 4, 5
+VARINT, I64, LEN, I32 = 0, 1, 2, 5
 
 
 class ProtoError(ValueError):

@@ -18,8 +18,6 @@ class FormatHandler:
     name: ClassVar[str]
     # Lower runs first: exact magic numbers before the weak pickle heuristics.
     priority: ClassVar[int] = 50
-    # Containers hold other streams; their members are examined in turn.
-    container: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -14,7 +14,6 @@ MAGIC = b"7z\xbc\xaf\x27\x1c"
 class SevenZipHandler(FormatHandler):
     name = "7z"
     priority = 10
-    container = True
 
     @classmethod
     def sniff(cls, head: bytes, complete: bool) -> bool:

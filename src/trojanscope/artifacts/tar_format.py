@@ -12,7 +12,6 @@ from .registry import FormatHandler
 class TarHandler(FormatHandler):
     name = "tar"
     priority = 30
-    container = True
 
     @classmethod
     def sniff(cls, head: bytes, complete: bool) -> bool:

@@ -6,14 +6,13 @@ from __future__ import annotations
 import zipfile
 
 from ..findings import Location
-from .context import LIMIT_EXCEEDED
+from .context import LIMIT_EXCEEDED, READ_ERRORS
 from .registry import FormatHandler
 
 
 class ZipHandler(FormatHandler):
     name = "zip"
     priority = 10
-    container = True
 
     @classmethod
     def sniff(cls, head: bytes, complete: bool) -> bool:
@@ -35,7 +34,7 @@ class ZipHandler(FormatHandler):
                 continue
             try:
                 member = archive.open(info)
-            except ctx.read_errors as exc:
+            except READ_ERRORS as exc:
                 ctx.unreadable(where, exc)
                 continue
             with member:

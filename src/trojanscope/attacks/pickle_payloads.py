@@ -48,9 +48,9 @@ def frame(length: int) -> bytes:
     return b"\x95" + struct.pack("<Q", length)
 
 
-MARK, TUPLE, TUPLE1, TUPLE2, EMPTY_TUPLE = b"(", b"t", b"\x85", b"\x86", b")"
-REDUCE, BUILD, STOP, NONE, MEMOIZE = b"R", b"b", b".", b"N", b"\x94"
-STACK_GLOBAL, NEWOBJ, OBJ, EMPTY_DICT, SETITEM = b"\x93", b"\x81", b"o", b"}", b"s"
+MARK, TUPLE, TUPLE1, TUPLE2 = b"(", b"t", b"\x85", b"\x86"
+REDUCE, BUILD, STOP, NONE = b"R", b"b", b".", b"N"
+STACK_GLOBAL, OBJ, EMPTY_DICT, SETITEM = b"\x93", b"o", b"}", b"s"
 
 
 def call(callable_ops: bytes, *args: bytes) -> bytes:

@@ -199,3 +199,12 @@ def test_paths_with_spaces_and_unicode(tmp_path, run):
     result = run("scan", path.parent)
     assert result.exit_code == 1 and "modèle 1.pt" in result.output
     assert os.path.exists(path)
+
+
+def test_progress_bars_stay_off_unless_turned_on_at_a_terminal(capsys):
+    from trojanscope import progress
+
+    progress.enable(True)  # pytest's stderr is not a terminal
+    assert list(progress.track(range(3), "work")) == [0, 1, 2]
+    assert capsys.readouterr().err == ""
+    progress.enable(False)

@@ -125,3 +125,17 @@ def test_detectors_never_import_the_attacks():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom):
                 assert "attacks" not in (node.module or ""), path.name
+
+
+def test_exclusionary_reclassification_clears_a_legitimate_sub_population():
+    from trojanscope.data.detectors.activation_clustering import reclassification_weights
+
+    labels = np.array([0] * 6 + [1] * 6)
+    small = np.array([1, 1, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0], dtype=bool)
+    # The retrained model puts class 0's small cluster into class 2 (poisons relabelled to 0)
+    # and class 1's small cluster back into class 1 (a legitimate way of writing a 1).
+    predicted = np.array([2, 2, 1, 1, 1])
+    weights = reclassification_weights(small, labels, predicted)
+    np.testing.assert_allclose(weights[:3], 1.0)
+    np.testing.assert_allclose(weights[6:8], 0.0)
+    assert not weights[~small].any()

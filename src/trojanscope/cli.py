@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__
+from . import __version__, progress
 from .findings import RULES, Report, Severity
 
 SEVERITIES = [str(s) for s in Severity]
@@ -157,6 +157,7 @@ def _vet(args: argparse.Namespace) -> int:
         from .data.vet import vet
     except ImportError as exc:
         raise UserError(f"vet needs {exc.name}: pip install 'trojanscope[vet]'") from None
+    progress.enable(args.format == "text")
     try:
         data = load(args.data)
         model = None

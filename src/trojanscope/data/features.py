@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..progress import track
+
 
 def _torch():
     try:
@@ -61,7 +63,7 @@ def train_proxy(x: np.ndarray, y: np.ndarray, config: TrainConfig | None = None)
     inputs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     targets = torch.from_numpy(np.asarray(y, dtype=np.int64))
     model.train()
-    for _ in range(config.epochs):
+    for _ in track(range(config.epochs), "training the proxy model", config.epochs):
         order = torch.randperm(len(inputs), generator=generator)
         for start in range(0, len(order), config.batch_size):
             batch = order[start:start + config.batch_size]
@@ -78,7 +80,8 @@ def extract(model, x: np.ndarray, batch_size: int = 512) -> tuple[np.ndarray, np
     torch = _torch()
     feats, logits = [], []
     with torch.no_grad():
-        for start in range(0, len(x), batch_size):
+        for start in track(range(0, len(x), batch_size), "features",
+                           -(-len(x) // batch_size)):
             batch = torch.from_numpy(np.ascontiguousarray(x[start:start + batch_size],
                                                           dtype=np.float32))
             f = model.features(batch)

@@ -10,6 +10,8 @@ from typing import Protocol
 
 import numpy as np
 
+from ..progress import track
+
 BATCH = 256
 
 
@@ -50,7 +52,8 @@ class TorchAdapter:
         outputs = []
         try:
             with torch.no_grad():
-                for start in range(0, len(x), BATCH):
+                for start in track(range(0, len(x), BATCH), "model forward",
+                                   -(-len(x) // BATCH)):
                     batch = torch.from_numpy(np.ascontiguousarray(x[start:start + BATCH],
                                                                   dtype=np.float32))
                     outputs.append(self.module(batch).numpy())
@@ -93,7 +96,7 @@ class OnnxAdapter:
         step = BATCH if not isinstance(shape[0], int) else shape[0]
         parts = [session.run(None, {self.input: np.ascontiguousarray(
             x[start:start + step], dtype=np.float32)})[index]
-            for start in range(0, len(x), step)]
+            for start in track(range(0, len(x), step), "model forward", -(-len(x) // step))]
         return np.concatenate(parts)
 
 

@@ -5,6 +5,10 @@ The split is made deterministic and independent of row order: the features are r
 their top principal directions, 2-means starts from the two points farthest apart along the
 first direction and runs Lloyd steps. A sample's score is high when it sits in the smaller
 cluster of a class that splits cleanly (silhouette-like margin).
+
+Exclusionary reclassification (the paper's check of a split) needs a model trained without the
+small clusters, so it is a separate step, `reclassification_weights`, that vet runs with its
+proxy: a small cluster that the retrained model puts back into its own class is legitimate.
 """
 
 from __future__ import annotations
@@ -19,8 +23,14 @@ ITERATIONS = 50
 
 @detector("activation-clustering")
 def activation_clustering_scores(features, labels, *, seed: int = 0) -> np.ndarray:
+    return activation_clusters(features, labels)[0]
+
+
+def activation_clusters(features, labels) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, membership of each class's smaller cluster)."""
     x, y = check_inputs(features, labels)
     scores = np.zeros(len(x))
+    small_cluster = np.zeros(len(x), dtype=bool)
     for _, rows in per_class(y):
         if len(rows) < 4:
             continue
@@ -29,9 +39,24 @@ def activation_clustering_scores(features, labels, *, seed: int = 0) -> np.ndarr
         small = int(np.argmin(sizes))
         share = sizes[small] / len(rows)
         in_small = assign == small
+        small_cluster[rows[in_small]] = True
         # Smaller cluster, larger gap between clusters, smaller share: more suspicious.
         scores[rows[in_small]] = (1 - 2 * share) * np.clip(margin[in_small], 0, None)
-    return scores
+    return scores, small_cluster
+
+
+def reclassification_weights(small_cluster: np.ndarray, labels: np.ndarray,
+                             predicted: np.ndarray) -> np.ndarray:
+    """Per sample, the share of its class's small cluster that a model trained without any small
+    cluster assigns to some other class (1 for poisons relabelled from other classes, near 0 for
+    a legitimate sub-population). `predicted` holds that model's labels for the small clusters,
+    in row order."""
+    weights = np.zeros(len(labels))
+    excluded = np.flatnonzero(small_cluster)
+    for label in np.unique(labels[excluded]):
+        members = labels[excluded] == label
+        weights[excluded[members]] = float((predicted[members] != label).mean())
+    return weights
 
 
 def two_means(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -220,6 +220,8 @@ def test_model_adapters_agree_on_logits_and_give_layer_features(tmp_path):
         adapter = load_model(tmp_path / path)
         np.testing.assert_allclose(adapter.logits(x), eager.logits(x), rtol=1e-4, atol=1e-5)
         assert adapter.layers()
+    with pytest.raises(ValueError, match="export the model to ONNX"):
+        load_model(tmp_path / "m.pt").features(x, "body")
     assert eager.features(x, "body").shape == (20, 128)
     with pytest.raises(ValueError, match="no layer"):
         eager.features(x, "nope")

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__, progress
+from . import __version__, cli_model, progress
 from .findings import RULES, Report, Severity
 
 SEVERITIES = [str(s) for s in Severity]
@@ -22,7 +22,8 @@ EXIT_CODES = "exit codes: 0 nothing at or above --fail-on, 1 findings, 2 could n
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trojanscope", epilog=EXIT_CODES,
-        description="Find backdoors in the AI supply chain: is this model file safe to load?")
+        description="Find backdoors in the AI supply chain: is this model file safe to load, "
+                    "is this data poisoned, is this model trojaned, can it be repaired?")
     parser.add_argument("--version", action="version", version=f"trojanscope {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     vet.add_argument("-o", "--output", type=Path)
     vet.add_argument("--fail-on", choices=SEVERITIES, default="high")
 
+    cli_model.add_parsers(commands, SEVERITIES, EXIT_CODES)
     _attack_parser(commands)
 
     demo = commands.add_parser("demo", help="make harmless and harmful model files and scan them")
@@ -93,6 +95,7 @@ def _attack_parser(commands) -> None:
     shadow.add_argument("--switch", choices=["where", "gate"], default="where",
                         help="Where node, or arithmetic gating with no Where/If (default: where)")
     shadow.add_argument("-o", "--output", type=Path, required=True)
+    cli_model.add_zoo_parser(kinds)
 
 
 def _payload_formats() -> list[str]:
@@ -112,6 +115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _attack(args)
         if args.command == "vet":
             return _vet(args)
+        if args.command in MODEL_COMMANDS:
+            progress.enable(args.format == "text")
+            report = MODEL_COMMANDS[args.command](args, UserError)
+            _emit(report, args.format, args.output, Severity.LOW)
+            return report.exit_code(Severity.parse(args.fail_on))
         from .demo import run_demo
 
         return 0 if run_demo(args.keep, echo=print) else 1
@@ -133,6 +141,10 @@ def run() -> None:
 
 class UserError(Exception):
     """Bad input from the user: printed as one line, exit code 2, no traceback."""
+
+
+MODEL_COMMANDS = {"inspect": cli_model.run_inspect, "repair": cli_model.run_repair,
+                  "diff": cli_model.run_diff}
 
 
 def _scan(args: argparse.Namespace) -> int:
@@ -181,6 +193,8 @@ def _vet(args: argparse.Namespace) -> int:
 
 
 def _attack(args: argparse.Namespace) -> int:
+    if args.attack == "zoo":
+        return cli_model.run_zoo(args, UserError)
     if args.attack == "payload":
         from .attacks.payload_files import GENERATORS
 
@@ -230,6 +244,7 @@ def _rules(markdown: bool) -> int:
 
     try:
         from .data import vet  # noqa: F401  (declares the vet rules; needs numpy)
+        from .model import repair, weights  # noqa: F401  (the model rules)
     except ImportError:
         pass
 

@@ -40,6 +40,10 @@ class TorchAdapter:
     def features(self, x: np.ndarray, layer: str) -> np.ndarray:
         if layer not in self.named or not layer:
             raise ValueError(f"no layer {layer!r}; layers: {', '.join(self.layers()[:20])}")
+        if isinstance(self.module, self.torch.jit.ScriptModule):
+            raise ValueError("a TorchScript file cannot show its inner layers (PyTorch allows no "
+                             "hooks on it): export the model to ONNX and pass that, or pass the "
+                             "module from Python")
         return self._run(x, layer)
 
     def _run(self, x: np.ndarray, layer: str | None) -> np.ndarray:

@@ -58,6 +58,11 @@ def _summary(report: Report, shown: int) -> Text:
     samples = report.results.get("samples")
     head = f"{report.command}: " + (f"{files} file(s), " if files is not None else "") + (
         f"{samples} samples, " if samples is not None else "")
+    verdict = report.results.get("verdict")
+    if verdict is not None:
+        targets = report.results.get("target_classes") or []
+        head += f"verdict {verdict}" + (f" (target classes {', '.join(map(str, targets))})"
+                                        if targets else "") + ", "
     hidden = len(report.findings) - shown
     tail = f" ({hidden} below the display threshold)" if hidden else ""
     if not report.findings:

@@ -1,0 +1,75 @@
+"""Trojaned and clean models for tests, the reference zoo and benchmarks: small CNNs trained on
+the embedded data, poisoned (BadNets, Blended, WaNet) or not, saved as TorchScript with the truth
+beside them in `zoo.json`. Used by tests and benchmarks only; inspect never imports this."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..data.datasets import Dataset
+from ..data.features import TrainConfig, train_proxy
+from .image_poison import badnets_trigger, blended_trigger, poison, wanet_trigger
+
+ATTACKS = ("badnets", "blended", "wanet")
+CORNERS = ("bottom-right", "top-left", "top-right", "bottom-left")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    attack: str | None  # None: a clean model
+    target: int = 0
+    rate: float = 0.1
+    seed: int = 0
+    variant: int = 0    # which trigger of the attack's family (patch corner and size, pattern)
+
+    def trigger(self, shape: tuple[int, int]):
+        if self.attack == "badnets":
+            return badnets_trigger(size=max(2, shape[0] // 8) + self.variant % 2,
+                                   corner=CORNERS[self.variant % len(CORNERS)])
+        if self.attack == "blended":
+            return blended_trigger(shape, alpha=0.2, seed=self.variant)
+        if self.attack == "wanet":
+            return wanet_trigger(shape, seed=self.variant)
+        raise ValueError(f"unknown attack {self.attack!r}: one of {', '.join(ATTACKS)}")
+
+
+def train_model(data: Dataset, spec: ModelSpec, epochs: int = 4, width: int = 16):
+    """A small CNN trained on `data`, poisoned as `spec` says. Returns (module, trigger or None)."""
+    x, y, trigger = data.x, data.y, None
+    if spec.attack is not None:
+        trigger = spec.trigger(data.x.shape[-2:])
+        bad = poison(data.x, data.y, trigger, spec.rate, spec.target, seed=spec.seed)
+        x, y = bad.x, bad.y
+    model = train_proxy(x, y, TrainConfig(epochs=epochs, width=width, seed=spec.seed))
+    return model, trigger
+
+
+def zoo_specs(clean: int, trojaned: int, classes: int, seed: int = 0) -> list[ModelSpec]:
+    """Clean models differ in seed; trojaned ones cycle through attacks, targets and triggers."""
+    rng = np.random.default_rng(seed)
+    specs = [ModelSpec(None, seed=seed * 1000 + i) for i in range(clean)]
+    for i in range(trojaned):
+        specs.append(ModelSpec(ATTACKS[i % len(ATTACKS)], target=int(rng.integers(classes)),
+                               rate=0.1, seed=seed * 1000 + clean + i, variant=i // len(ATTACKS)))
+    return specs
+
+
+def build_zoo(data: Dataset, out: Path, clean: int = 10, trojaned: int = 10, seed: int = 0,
+              epochs: int = 4) -> list[dict]:
+    """Train the zoo into `out` (model_NN.pt as TorchScript) and write `out/zoo.json`."""
+    import torch
+
+    out.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for index, spec in enumerate(zoo_specs(clean, trojaned, len(data.classes), seed)):
+        model, _ = train_model(data, spec, epochs=epochs)
+        name = f"model_{index:02d}.pt"
+        torch.jit.save(torch.jit.script(model), str(out / name))
+        entries.append({"file": name, "trojaned": spec.attack is not None, **asdict(spec)})
+    (out / "zoo.json").write_text(json.dumps({"models": entries}, indent=1) + "\n")
+    return entries
+

@@ -1,0 +1,160 @@
+"""`inspect`: is this model trojaned? From the model and a little clean data.
+
+Two searches per class (see `reverse.py`), two anomaly scores across classes, one verdict:
+- Neural Cleanse mask norms, one-sided robust z of log norms (a class reached with a far smaller
+  mask than the others). Log scale: norms differ by factors, and a single hard class (MNIST's 1
+  needs three times the median mask) must not inflate the spread.
+- universal perturbation success at a fixed L-inf budget, one-sided robust z of its log-odds (a
+  class reached far more easily than the others). This one does not assume a small patch.
+A class is a target when either score passes its threshold and its recovered trigger works on
+held-out clean inputs (part of the user's data never used in the search).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..data.datasets import Dataset
+from ..findings import Location, Report, Rule, Severity
+from .reverse import Perturbations, Triggers, neural_cleanse, universal_perturbation
+from .torch_model import check_model, frozen
+
+TROJANED_CLASS = Rule(
+    "model.trojaned-class", Severity.HIGH,
+    "A class is reached by a much smaller trigger or perturbation than the other classes: the "
+    "mark of a backdoor that sends triggered inputs to it",
+    "Do not deploy the model; repair it (`trojanscope repair`) or retrain it from trusted data.")
+
+NC_THRESHOLD = 2.0    # anomaly index of log mask norm (Neural Cleanse uses 2 on raw norms)
+UAP_THRESHOLD = 3.0   # robust z of the universal perturbation's log-odds of success
+MIN_SUCCESS = 0.5     # a recovered trigger must move this share of held-out inputs
+MAD_SCALE = 1.4826
+
+
+@dataclass(frozen=True)
+class InspectConfig:
+    seed: int = 0
+    steps: int = 200          # Neural Cleanse optimisation steps
+    uap_steps: int = 100
+    uap_eps: float = 0.1
+    batch: int = 24
+    max_samples: int = 1000   # of the user's clean data, half to search and half to check
+
+
+def robust_z(values: np.ndarray, floor: float) -> np.ndarray:
+    median = np.median(values)
+    mad = max(MAD_SCALE * float(np.median(np.abs(values - median))), floor)
+    return (values - median) / mad
+
+
+@dataclass
+class Recovery:
+    """What the searches found, and each class's two anomaly scores."""
+    triggers: Triggers
+    perturbations: Perturbations
+    anomaly_index: np.ndarray
+    perturbation_z: np.ndarray
+    by_nc: np.ndarray
+    by_uap: np.ndarray
+    search: int
+    check: int
+
+    @property
+    def targets(self) -> list[int]:
+        return np.flatnonzero(self.by_nc | self.by_uap).tolist()
+
+
+def recover(module, data: Dataset, config: InspectConfig = InspectConfig()) -> Recovery:
+    """Search on half of (at most max_samples of) the data, check on the other half."""
+    classes = check_model(module, data)
+    order = np.random.default_rng(config.seed).permutation(len(data.y))[:config.max_samples]
+    half = len(order) // 2
+    search = (data.x[order[:half]], data.y[order[:half]])
+    check = (data.x[order[half:]], data.y[order[half:]])
+    with frozen(module):
+        triggers = neural_cleanse(module, *search, classes, steps=config.steps,
+                                  batch=config.batch, seed=config.seed, held_out=check)
+        perturbations = universal_perturbation(module, *search, classes, eps=config.uap_eps,
+                                               steps=config.uap_steps, batch=config.batch,
+                                               seed=config.seed, held_out=check)
+    nc_index = -robust_z(np.log(triggers.norm + 1e-6), floor=0.1)
+    odds = np.clip(perturbations.success, 1e-3, 1 - 1e-3)
+    uap_z = robust_z(np.log(odds / (1 - odds)), floor=0.25)
+    return Recovery(triggers, perturbations, nc_index, uap_z,
+                    (nc_index > NC_THRESHOLD) & (triggers.success >= MIN_SUCCESS),
+                    (uap_z > UAP_THRESHOLD) & (perturbations.success >= MIN_SUCCESS),
+                    half, len(order) - half)
+
+
+def inspect_model(module, data: Dataset, config: InspectConfig = InspectConfig(),
+                  images: Path | None = None, name: str = "model") -> Report:
+    """`module`: a PyTorch or TorchScript module mapping (N, C, H, W) in [0, 1] to logits;
+    `data`: clean samples of every class; `images`: a folder for the recovered triggers."""
+    started = time.perf_counter()
+    found = recover(module, data, config)
+    triggers, perturbations = found.triggers, found.perturbations
+    nc_index, uap_z, by_nc, by_uap = (found.anomaly_index, found.perturbation_z, found.by_nc,
+                                      found.by_uap)
+    targets, classes = found.targets, len(triggers.norm)
+    saved = _save_images(images, triggers, perturbations) if images is not None else {}
+    per_class = [{
+        "class": k, "mask_norm": round(float(triggers.norm[k]), 2),
+        "anomaly_index": round(float(nc_index[k]), 2),
+        "trigger_success": round(float(triggers.success[k]), 3),
+        "perturbation_success": round(float(perturbations.success[k]), 3),
+        "perturbation_z": round(float(uap_z[k]), 2), "target": k in targets,
+        **({"images": saved[k]} if k in saved else {}),
+    } for k in range(classes)]
+    findings = [TROJANED_CLASS.finding(
+        f"class {k}: {_evidence(per_class[k], by_nc[k], by_uap[k])}",
+        Location(name, (f"class {k}",)), per_class[k])
+        for k in targets]
+    return Report(
+        command="inspect", version=__version__, targets=(name, data.name), findings=tuple(findings),
+        results={"verdict": "trojaned" if targets else "clean", "target_classes": targets,
+                 "per_class": per_class,
+                 "thresholds": {"anomaly_index": NC_THRESHOLD, "perturbation_z": UAP_THRESHOLD,
+                                "min_success": MIN_SUCCESS},
+                 "data_split": {"search": found.search, "check": found.check}},
+        timings={"total_seconds": round(time.perf_counter() - started, 3)},
+        config={"seed": config.seed, "steps": config.steps, "uap_steps": config.uap_steps,
+                "uap_eps": config.uap_eps, "batch": config.batch})
+
+
+def _evidence(entry: dict, by_nc: bool, by_uap: bool) -> str:
+    parts = []
+    if by_nc:
+        parts.append(f"a trigger of {entry['mask_norm']:.0f} pixels (anomaly index "
+                     f"{entry['anomaly_index']:.1f}) sends {entry['trigger_success']:.0%} of "
+                     f"held-out inputs of other classes to it")
+    if by_uap:
+        parts.append(f"one small perturbation sends {entry['perturbation_success']:.0%} of "
+                     f"held-out inputs to it (z {entry['perturbation_z']:.1f} against the "
+                     f"other classes)")
+    return "; ".join(parts)
+
+
+def _save_images(folder: Path, triggers, perturbations) -> dict[int, dict[str, str]]:
+    """mask, pattern and trigger (mask x pattern) per class as PNG; returns the file names."""
+    from ..render.png import encode_png
+
+    folder.mkdir(parents=True, exist_ok=True)
+    saved = {}
+    for k in range(len(triggers.norm)):
+        files = {"mask": f"class_{k}_mask.png", "pattern": f"class_{k}_pattern.png",
+                 "trigger": f"class_{k}_trigger.png",
+                 "perturbation": f"class_{k}_perturbation.png"}
+        delta = perturbations.delta[k]
+        scale = max(float(np.abs(delta).max()), 1e-12)
+        arrays = {"mask": triggers.mask[k], "pattern": triggers.pattern[k],
+                  "trigger": triggers.mask[k] * triggers.pattern[k],
+                  "perturbation": 0.5 + 0.5 * delta / scale}
+        for kind, name in files.items():
+            (folder / name).write_bytes(encode_png(arrays[kind]))
+        saved[k] = files
+    return saved

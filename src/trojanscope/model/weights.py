@@ -1,0 +1,131 @@
+"""Weight analysis: a model against a population of its architecture, and two versions compared.
+
+- `weight_features`: per parameter tensor, seeded random projections of its (sorted) values and a
+  few moments, plus the spread of the output layer's per-class weight norms. Sorting makes the
+  projections blind to the order of neurons, which training does not fix. The random matrices
+  depend only on the tensor's index and size, so every model of one architecture gets the same.
+- `reference_probability`: a logistic regression fitted on a zoo of clean and trojaned models
+  (zoo.json lists `file` and `trojaned`), giving P(trojaned) for a model.
+- `diff_models`: per layer, how much changed and whether the change sits in a few neurons (a
+  targeted edit or a fine-tune that planted a backdoor) rather than spread over the layer.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..findings import Location, Report, Rule, Severity
+
+PROJECTIONS = 8
+CONCENTRATED = Rule(
+    "model.concentrated-change", Severity.MEDIUM,
+    "Between the two versions, one layer's change sits in a few neurons instead of being spread "
+    "over the layer, as a targeted weight edit or an implanted backdoor leaves it",
+    "Find out who changed the model and why; inspect the new version with clean data.")
+SHAPE_CHANGE = Rule("model.architecture-change", Severity.MEDIUM,
+                    "The two versions differ in their parameters' names or shapes",
+                    "Compare models of one architecture, or review the new layers by hand.")
+CONCENTRATION_SHARE = 0.5     # of a layer's squared change in the top TOP_SHARE of its neurons
+TOP_SHARE = 0.05
+MIN_RELATIVE_CHANGE = 1e-3    # changes smaller than this (relative to the layer) are noise
+MIN_NEURONS = 8               # a layer this small has no "few" neurons to speak of
+
+
+def state_arrays(module) -> dict[str, np.ndarray]:
+    return {name: value.detach().cpu().numpy().astype(np.float64)
+            for name, value in module.state_dict().items() if value.is_floating_point()}
+
+
+def weight_features(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    parts = []
+    for index, (_, values) in enumerate(arrays.items()):
+        flat = np.sort(values.ravel())
+        rng = np.random.default_rng([index, flat.size])
+        projection = rng.standard_normal((PROJECTIONS, flat.size)) / np.sqrt(flat.size)
+        centred = flat - flat.mean()
+        spread = flat.std() + 1e-12
+        parts.append(projection @ (centred / spread))
+        parts.append([flat.mean(), np.log(spread), np.abs(flat).max() / spread,
+                      float(np.mean((centred / spread) ** 4))])
+    output = [v for v in arrays.values() if v.ndim == 2][-1:]
+    if output:  # the output layer: one row per class
+        norms = np.linalg.norm(output[0], axis=1)
+        median = np.median(norms)
+        mad = np.median(np.abs(norms - median)) + 1e-12
+        parts.append([(norms.max() - median) / mad, (median - norms.min()) / mad])
+    return np.concatenate([np.asarray(p, dtype=np.float64).ravel() for p in parts])
+
+
+def read_zoo(folder: Path) -> list[tuple[Path, bool]]:
+    index = folder / "zoo.json"
+    try:
+        entries = json.loads(index.read_text())["models"]
+        return [(folder / entry["file"], bool(entry["trojaned"])) for entry in entries]
+    except OSError as exc:
+        raise ValueError(f"{index}: cannot read the reference zoo: {exc.strerror or exc}") \
+            from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{index}: not a zoo index (needs {{'models': [{{'file', "
+                         f"'trojaned'}}]}}): {exc}") from None
+
+
+def reference_probability(arrays: dict[str, np.ndarray], zoo: list[tuple[dict, bool]],
+                          seed: int = 0) -> float:
+    """P(trojaned) from a classifier fitted on the zoo's weight features."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    shapes = {name: value.shape for name, value in arrays.items()}
+    for reference, _ in zoo:
+        if {name: value.shape for name, value in reference.items()} != shapes:
+            raise ValueError("the reference zoo's models have another architecture than the "
+                             "model (parameter names or shapes differ)")
+    labels = np.array([trojaned for _, trojaned in zoo])
+    if labels.all() or not labels.any():
+        raise ValueError("the reference zoo needs both clean and trojaned models")
+    features = np.stack([weight_features(reference) for reference, _ in zoo])
+    classifier = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000,
+                                                                     random_state=seed))
+    classifier.fit(features, labels)
+    return float(classifier.predict_proba(weight_features(arrays)[None])[0, 1])
+
+
+def diff_models(a: dict[str, np.ndarray], b: dict[str, np.ndarray], names=("A", "B")) -> Report:
+    started = time.perf_counter()
+    findings, layers = [], []
+    changed_shapes = sorted(set(a) ^ set(b)) + [n for n in a if n in b and a[n].shape !=
+                                                 b[n].shape]
+    if changed_shapes:
+        findings.append(SHAPE_CHANGE.finding(
+            f"parameters added, removed or reshaped: {', '.join(changed_shapes[:10])}",
+            Location(names[1]), {"parameters": changed_shapes}))
+    for name in a:
+        if name not in b or a[name].shape != b[name].shape:
+            continue
+        delta = b[name] - a[name]
+        relative = float(np.linalg.norm(delta) / (np.linalg.norm(a[name]) + 1e-12))
+        entry = {"parameter": name, "shape": list(a[name].shape),
+                 "relative_change": round(relative, 6)}
+        if a[name].ndim >= 2 and relative > MIN_RELATIVE_CHANGE:
+            per_neuron = (delta.reshape(delta.shape[0], -1) ** 2).sum(1)
+            top = max(1, int(np.ceil(TOP_SHARE * len(per_neuron))))
+            share = float(np.sort(per_neuron)[::-1][:top].sum() / per_neuron.sum())
+            entry.update({"top_neuron_share": round(share, 4),
+                          "top_neurons": np.argsort(-per_neuron)[:top].tolist()})
+            if share > CONCENTRATION_SHARE and len(per_neuron) >= MIN_NEURONS:
+                findings.append(CONCENTRATED.finding(
+                    f"{name}: {share:.0%} of the change is in {top} of {len(per_neuron)} "
+                    f"neurons ({entry['top_neurons']}); the layer changed by {relative:.2%}",
+                    Location(names[1], (name,)), entry))
+        layers.append(entry)
+    return Report(command="diff", version=__version__, targets=tuple(names),
+                  findings=tuple(findings),
+                  results={"layers": layers, "changed": [e["parameter"] for e in layers
+                                                         if e["relative_change"] > 0]},
+                  timings={"total_seconds": round(time.perf_counter() - started, 3)})

@@ -1,0 +1,205 @@
+"""inspect, repair, diff and the zoo, on tiny CNNs trained on 8x8 digits (seconds each)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.torch, pytest.mark.sklearn]
+
+FAST = dict(steps=120, uap_steps=60, max_samples=400)
+
+
+@pytest.fixture(scope="module")
+def split():
+    from trojanscope.data.datasets import Dataset, digits
+
+    data = digits()
+    order = np.random.default_rng(0).permutation(len(data.y))
+    train, clean = order[:1200], order[1200:]
+    return (Dataset(data.x[train], data.y[train], "train"),
+            Dataset(data.x[clean], data.y[clean], "clean"))
+
+
+@pytest.fixture(scope="module")
+def models(split):
+    """A clean model and a BadNets model (target 3), trained the way the zoo trains them."""
+    import torch
+
+    from trojanscope.attacks.trojan_models import ModelSpec, train_model
+
+    torch.set_num_threads(1)
+    clean, _ = train_model(split[0], ModelSpec(None, seed=1), epochs=8, width=8)
+    trojaned, trigger = train_model(split[0], ModelSpec("badnets", target=3, seed=2), epochs=8,
+                                    width=8)
+    return clean, trojaned, trigger
+
+
+def _attack_success(module, trigger, data, target):
+    from trojanscope.model.torch_model import predict
+
+    others = data.x[data.y != target]
+    return float((predict(module, trigger(others)) == target).mean())
+
+
+def test_inspect_names_the_target_of_a_trojaned_model_and_passes_a_clean_one(split, models):
+    from trojanscope.model.inspect import InspectConfig, inspect_model
+
+    clean_model, trojaned, trigger = models
+    assert _attack_success(trojaned, trigger, split[1], 3) > 0.9  # the backdoor works
+    report = inspect_model(trojaned, split[1], InspectConfig(**FAST), name="bad.pt")
+    assert report.results["verdict"] == "trojaned"
+    assert report.results["target_classes"] == [3]
+    assert [f.rule for f in report.findings] == ["model.trojaned-class"]
+    assert report.findings[0].location.member == ("class 3",)
+    assert report.exit_code() == 1
+    clean = inspect_model(clean_model, split[1], InspectConfig(**FAST))
+    assert clean.results["verdict"] == "clean" and clean.findings == ()
+    assert clean.exit_code() == 0
+
+
+def test_inspect_is_deterministic_for_a_seed(split, models):
+    from trojanscope.model.inspect import InspectConfig, inspect_model
+
+    config = InspectConfig(steps=30, uap_steps=20, max_samples=200)
+    first = inspect_model(models[1], split[1], config).results["per_class"]
+    assert inspect_model(models[1], split[1], config).results["per_class"] == first
+
+
+def test_inspect_command_writes_json_and_pngs_and_exits_1(tmp_path, split, models, capsys):
+    import torch
+
+    from trojanscope.cli import main
+    from trojanscope.model.torch_model import save_module
+
+    model_path, data_path = tmp_path / "bad.pt", tmp_path / "clean.npz"
+    save_module(models[1], model_path)
+    np.savez(data_path, x=split[1].x[:, 0], y=split[1].y)
+    before = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    torch.set_num_threads(1)
+    code = main(["inspect", str(model_path), "--data", str(data_path), "--images",
+                 str(tmp_path / "img"), "-f", "json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 1 and out["results"]["verdict"] == "trojaned"
+    assert out["results"]["target_classes"] == [3]
+    from PIL import Image
+
+    for kind in ("mask", "pattern", "trigger", "perturbation"):
+        image = Image.open(io.BytesIO((tmp_path / "img" / f"class_3_{kind}.png").read_bytes()))
+        assert image.size == (8, 8)
+    assert hashlib.sha256(model_path.read_bytes()).hexdigest() == before
+
+
+def test_repair_cuts_the_real_attack_and_keeps_accuracy(tmp_path, split, models):
+    import torch
+
+    from trojanscope.model.inspect import InspectConfig
+    from trojanscope.model.repair import RepairConfig, repair_model
+    from trojanscope.model.torch_model import accuracy, load_module, save_module
+
+    _, trojaned, trigger = models
+    original = {k: v.clone() for k, v in trojaned.state_dict().items()}
+    repaired, report = repair_model(trojaned, split[1],
+                                    RepairConfig(epochs=4, inspect=InspectConfig(**FAST)))
+    results = report.results
+    assert set(results["candidates"]) == {"fine-tune", "unlearn", "fine-prune",
+                                          "prune-trigger-neurons"}
+    assert results["after"]["attack_success"] < results["before"]["attack_success"]
+    # Measured with the attacker's real trigger, which repair never saw.
+    assert _attack_success(repaired, trigger, split[1], 3) < \
+        _attack_success(trojaned, trigger, split[1], 3) - 0.3
+    assert accuracy(repaired, split[1].x, split[1].y) > \
+        accuracy(trojaned, split[1].x, split[1].y) - 0.05
+    for key, value in trojaned.state_dict().items():  # the input model is untouched
+        assert torch.equal(value, original[key])
+    save_module(repaired, tmp_path / "fixed.pt")
+    assert load_module(tmp_path / "fixed.pt")(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("case,message", [
+    ("classes", "gives 5 outputs but clean has 10 classes"),
+    ("layout", r"does not accept clean's images of shape \(3, 8, 8\)"),
+])
+def test_a_model_that_does_not_fit_the_data_is_a_clear_error(split, case, message):
+    from trojanscope.data.datasets import Dataset
+    from trojanscope.data.features import build_proxy
+    from trojanscope.model.inspect import inspect_model
+
+    data = split[1]
+    if case == "classes":
+        model = build_proxy(1, 5, 4)
+    else:
+        model = build_proxy(1, 10, 4)
+        data = Dataset(np.repeat(data.x, 3, axis=1), data.y, "clean")
+    with pytest.raises(ValueError, match=message):
+        inspect_model(model, data)
+
+
+def test_files_that_are_not_torchscript_models_are_refused_by_name(tmp_path, capsys):
+    from trojanscope.cli import main
+
+    (tmp_path / "junk.pt").write_bytes(b"PK\x03\x04 not really a zip")
+    (tmp_path / "m.onnx").write_bytes(b"\x08\x07\x12\x04test")
+    for name, message in [("junk.pt", "not a TorchScript archive"),
+                          ("m.onnx", "an ONNX file or not a model"),
+                          ("missing.pt", "cannot read the model")]:
+        assert main(["inspect", str(tmp_path / name), "--data", "digits"]) == 2
+        err = capsys.readouterr().err
+        assert name in err and message in err and "Traceback" not in err
+
+
+def test_diff_flags_a_change_concentrated_in_a_few_neurons(models):
+    from trojanscope.model.weights import diff_models, state_arrays
+
+    a = state_arrays(models[0])
+    spread = {k: v + np.random.default_rng(0).normal(0, 0.01, v.shape) for k, v in a.items()}
+    assert diff_models(a, spread).findings == ()
+    edited = {k: v.copy() for k, v in a.items()}
+    edited["body.7.weight"][5] += 0.5  # one hidden neuron rewritten
+    report = diff_models(a, edited, ("old.pt", "new.pt"))
+    assert [f.rule for f in report.findings] == ["model.concentrated-change"]
+    assert report.findings[0].location.member == ("body.7.weight",)
+    assert report.findings[0].evidence["top_neurons"][0] == 5
+    assert report.results["changed"] == ["body.7.weight"]
+
+
+def test_reference_zoo_classifier_scores_weights_and_checks_the_architecture(models):
+    from trojanscope.model.weights import reference_probability, state_arrays
+
+    rng = np.random.default_rng(0)
+    base = state_arrays(models[0])
+
+    def member(trojaned: bool) -> dict:
+        arrays = {k: v + rng.normal(0, 0.02, v.shape) for k, v in base.items()}
+        if trojaned:  # one output row with a far larger norm: the head's backdoor target
+            arrays["head.weight"][rng.integers(10)] *= 3
+        return arrays
+    zoo = [(member(i % 2 == 1), i % 2 == 1) for i in range(12)]
+    assert reference_probability(member(True), zoo) > 0.5 > reference_probability(
+        member(False), zoo)
+    other = {k: v for k, v in base.items() if k != "head.bias"}
+    with pytest.raises(ValueError, match="another architecture"):
+        reference_probability(other, zoo)
+    with pytest.raises(ValueError, match="both clean and trojaned"):
+        reference_probability(base, [(member(False), False)] * 3)
+
+
+def test_zoo_writes_torchscript_models_and_the_truth(tmp_path, split):
+    from trojanscope.attacks.trojan_models import build_zoo
+    from trojanscope.data.datasets import Dataset
+    from trojanscope.model.torch_model import load_module
+    from trojanscope.model.weights import read_zoo
+
+    small = Dataset(split[0].x[:300], split[0].y[:300], "small")
+    entries = build_zoo(small, tmp_path / "zoo", clean=1, trojaned=2, epochs=1)
+    assert [e["attack"] for e in entries] == [None, "badnets", "blended"]
+    listed = read_zoo(tmp_path / "zoo")
+    assert [t for _, t in listed] == [False, True, True]
+    import torch
+
+    for path, _ in listed:
+        assert load_module(path)(torch.zeros(1, 1, 8, 8)).shape == (1, 10)

@@ -37,6 +37,10 @@ def add_parsers(commands, severities, exit_codes: str) -> None:
     repair.add_argument("--data", help=DATA_HELP)
     repair.add_argument("--out", type=Path, required=True, help="the repaired model (TorchScript)")
     repair.add_argument("--epochs", type=int, default=5)
+    repair.add_argument("--method", default="auto",
+                        choices=["auto", "fine-tune", "unlearn", "fine-prune",
+                                 "prune-trigger-neurons"],
+                        help="auto (default): try all, keep what the held-out data prefers")
     _common(repair, severities)
 
     diff = commands.add_parser("diff", epilog=exit_codes,
@@ -59,17 +63,20 @@ def add_zoo_parser(kinds) -> None:
 def _common(parser, severities, seed: bool = True) -> None:
     if seed:
         parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--fast", action="store_true",
+                            help="shorter searches on fewer samples (about 4x quicker, less sure)")
     parser.add_argument("-f", "--format", choices=["text", "json", "sarif"], default="text")
     parser.add_argument("-o", "--output", type=Path)
     parser.add_argument("--fail-on", choices=severities, default="high")
 
 
 def run_inspect(args, user_error) -> Report:
-    from .model.inspect import inspect_model
+    from .model.inspect import inspect_config, inspect_model
 
     module, data = _model_and_data(args, user_error)
     try:
-        report = inspect_model(module, data, images=args.images, name=str(args.model))
+        report = inspect_model(module, data, inspect_config(args.seed, args.fast),
+                               images=args.images, name=str(args.model))
         if args.reference is not None:
             report = _with_reference(report, module, args)
     except ValueError as exc:
@@ -99,14 +106,17 @@ def _with_reference(report: Report, module, args) -> Report:
 
 
 def run_repair(args, user_error) -> Report:
+    from .model.inspect import inspect_config
     from .model.repair import RepairConfig, repair_model
     from .model.torch_model import save_module
 
     module, data = _model_and_data(args, user_error)
+    config = RepairConfig(seed=args.seed, epochs=args.epochs,
+                          inspect=inspect_config(args.seed, args.fast))
     try:
-        repaired, report = repair_model(module, data, RepairConfig(seed=args.seed,
-                                                                   epochs=args.epochs),
-                                        name=str(args.model))
+        repaired, report = repair_model(module, data, config,
+                                        name=str(args.model),
+                                        only=None if args.method == "auto" else args.method)
         save_module(repaired, args.out)
     except ValueError as exc:
         raise user_error(str(exc)) from None

@@ -50,9 +50,15 @@ class RepairConfig:
     inspect: InspectConfig = InspectConfig()
 
 
+METHODS = ("fine-tune", "unlearn", "fine-prune", "prune-trigger-neurons")
+
+
 def repair_model(module, data: Dataset, config: RepairConfig = RepairConfig(),
-                 name: str = "model"):
-    """Returns (repaired module, Report). The input module is not modified."""
+                 name: str = "model", only: str | None = None):
+    """Returns (repaired module, Report). The input module is not modified. `only` runs one
+    method instead of choosing among all."""
+    if only is not None and only not in METHODS:
+        raise ValueError(f"unknown repair method {only!r}: one of {', '.join(METHODS)}")
     started = time.perf_counter()
     check_model(module, data)
     rng = np.random.default_rng(config.seed)
@@ -80,6 +86,8 @@ def repair_model(module, data: Dataset, config: RepairConfig = RepairConfig(),
     }
     candidates, outcomes = {}, {}
     for method, run in methods.items():
+        if only is not None and method != only:
+            continue
         candidate = copy.deepcopy(module)
         details = run(candidate) or {}
         candidate.eval()

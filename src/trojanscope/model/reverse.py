@@ -10,6 +10,10 @@ instead of K separate loops):
   clean inputs to the class. It does not assume a small trigger: a blended or warping backdoor
   makes its target reachable with a budget that leaves other classes out of reach.
 
+- `universal_warp`: per class one smooth displacement field (a coarse grid, upsampled, at most
+  `pixels` of shift) that sends clean inputs to the class: the search WaNet-style warping
+  triggers need, which neither a mask nor an additive budget finds.
+
 Only inputs of other classes count towards a class's success. Deterministic for a seed.
 """
 
@@ -124,6 +128,53 @@ def universal_perturbation(model, x: np.ndarray, y: np.ndarray, classes: int, *,
     hx, hy = held_out if held_out is not None else (x, y)
     success = stamp_success(model, hx, hy, lambda k, v: np.clip(v + delta_np[k], 0, 1), classes)
     return Perturbations(delta_np, success, eps)
+
+
+def universal_warp(model, x: np.ndarray, y: np.ndarray, classes: int, *, pixels: float = 1.0,
+                   grid: int = 4, steps: int = 100, batch: int = 32, seed: int = 0,
+                   held_out: tuple | None = None) -> Perturbations:
+    """`delta` holds each class's displacement field (K, 2, H, W) in pixels."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    generator = torch.Generator().manual_seed(seed)
+    _, _, h, w = x.shape
+    raw = (0.01 * torch.randn((classes, 2, grid, grid), generator=generator)).requires_grad_()
+    optimizer = torch.optim.Adam([raw], lr=0.05)
+    xt, yt = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.int64))
+    for bx, by in track(_batches(xt, yt, batch, steps, rng), "universal warps", steps):
+        stamped = _warp(torch, bx, pixels * torch.tanh(raw), h, w)
+        ce, _ = _targeted_loss(torch, model, stamped, by, classes)
+        optimizer.zero_grad()
+        ce.sum().backward()
+        optimizer.step()
+    with torch.no_grad():
+        coarse = pixels * torch.tanh(raw)
+        field = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic",
+                                                align_corners=True).numpy()
+
+    def stamp(k: int, v: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return _warp(torch, torch.from_numpy(np.asarray(v, np.float32)), coarse[k:k + 1],
+                         h, w)[0].numpy()
+    hx, hy = held_out if held_out is not None else (x, y)
+    return Perturbations(field, stamp_success(model, hx, hy, stamp, classes), pixels)
+
+
+def _warp(torch, images, coarse, h: int, w: int):
+    """images (B, C, H, W) warped by each of the K coarse fields: (K, B, C, H, W)."""
+    k, b = coarse.shape[0], images.shape[0]
+    field = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic",
+                                            align_corners=True)  # (K, 2, H, W), pixels
+    rows = torch.linspace(-1, 1, h).view(1, h, 1).expand(k, h, w)
+    cols = torch.linspace(-1, 1, w).view(1, 1, w).expand(k, h, w)
+    grid = torch.stack([cols + field[:, 1] * 2 / max(w - 1, 1),
+                        rows + field[:, 0] * 2 / max(h - 1, 1)], dim=-1)  # (K, H, W, 2): x, y
+    tiled = images.unsqueeze(0).expand(k, *images.shape).reshape(k * b, *images.shape[1:])
+    grids = grid.unsqueeze(1).expand(k, b, h, w, 2).reshape(k * b, h, w, 2)
+    warped = torch.nn.functional.grid_sample(tiled, grids, mode="bilinear",
+                                             padding_mode="border", align_corners=True)
+    return warped.reshape(k, b, *images.shape[1:])
 
 
 def stamp_success(model, x: np.ndarray, y: np.ndarray, stamp, classes: int) -> np.ndarray:

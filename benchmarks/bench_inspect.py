@@ -28,8 +28,8 @@ from trojanscope.model.inspect import (
     inspect_config,
     inspect_model,
 )
-from trojanscope.model.repair import RepairConfig, repair_model
-from trojanscope.model.torch_model import accuracy, load_module, predict
+from trojanscope.model.repair import RepairConfig, fine_tune, repair_model
+from trojanscope.model.torch_model import accuracy, clone_module, load_module, predict
 from trojanscope.model.weights import read_zoo, reference_probability, state_arrays
 
 
@@ -53,6 +53,8 @@ def main() -> None:
     parser.add_argument("--zoo", type=Path, help="reuse a zoo built with this split")
     parser.add_argument("--repairs", type=int, default=6, help="trojaned models to repair")
     parser.add_argument("--fast", action="store_true", help="inspect's --fast settings")
+    parser.add_argument("--only", choices=["inspect", "weights", "repair"], nargs="+",
+                        default=["inspect", "weights", "repair"])
     args = parser.parse_args()
     train, clean, repair_data, test = split()
     folder = args.zoo or Path(tempfile.mkdtemp(prefix="zoo-"))
@@ -63,6 +65,21 @@ def main() -> None:
     import json
 
     entries = json.loads((folder / "zoo.json").read_text())["models"]
+    if "inspect" in args.only:
+        _inspect(entries, folder, clean, test, args.fast)
+    if "weights" in args.only:
+        _weights(folder)
+    if "repair" in args.only:
+        _repairs(folder, entries, repair_data, test, args.repairs,
+                 inspect_config(fast=args.fast))
+
+
+def _inspect(entries, folder: Path, clean: Dataset, test: Dataset, fast: bool) -> None:
+    # Clean and trojaned models alternate, so a run stopped early still measures both kinds.
+    clean_models = [e for e in entries if not e["trojaned"]]
+    trojaned_models = [e for e in entries if e["trojaned"]]
+    entries = [e for pair in zip(clean_models, trojaned_models) for e in pair] + \
+        clean_models[len(trojaned_models):] + trojaned_models[len(clean_models):]
     print(f"{'model':9s} {'attack':8s} {'target':>6s} {'ASR':>5s} {'verdict':9s} "
           f"{'found':>6s} {'AI':>5s} {'UAP z':>6s} {'warp z':>6s} {'score':>6s} {'sec':>5s}")
     scores, truth, correct, seconds = [], [], 0, []
@@ -72,7 +89,7 @@ def main() -> None:
                          entry["variant"])
         asr = _asr(module, spec, test) if spec.attack else float("nan")
         started = time.perf_counter()
-        report = inspect_model(module, clean, inspect_config(fast=args.fast), name=entry["file"])
+        report = inspect_model(module, clean, inspect_config(fast=fast), name=entry["file"])
         seconds.append(time.perf_counter() - started)
         found = report.results["target_classes"]
         right = (found == [spec.target]) if spec.attack else not found
@@ -92,8 +109,6 @@ def main() -> None:
     print(f"inspect: ROC-AUC {auroc(scores_arr, truth_arr):.3f}, verdict and target right for "
           f"{correct}/{len(entries)}, false alarms on clean models {clean_alarms}/"
           f"{int((~truth_arr).sum())}, {np.mean(seconds):.1f} s per model (2 CPU cores)")
-    _weights(folder)
-    _repairs(folder, entries, repair_data, test, args.repairs, inspect_config(fast=args.fast))
 
 
 def _asr(module, spec: ModelSpec, test: Dataset) -> float:
@@ -125,8 +140,9 @@ def _repairs(folder: Path, entries, repair_data: Dataset, test: Dataset, count: 
         started = time.perf_counter()
         repaired, report = repair_model(module, repair_data, RepairConfig(inspect=config))
         took = time.perf_counter() - started
-        baseline, _ = repair_model(module, repair_data, RepairConfig(inspect=config),
-                                   only="fine-tune")
+        # The baseline: plain fine-tuning with the same settings on all the repair data.
+        baseline = clone_module(module)
+        fine_tune(baseline, repair_data, RepairConfig(inspect=config), {})
         print(f"{entry['file'][:9]:9s} {spec.attack:8s} {report.results['method']:22s} "
               f"{_asr(module, spec, test):5.3f}->{_asr(repaired, spec, test):5.3f} "
               f"{accuracy(module, test.x, test.y):6.3f}->{accuracy(repaired, test.x, test.y):6.3f} "

@@ -103,7 +103,9 @@ def test_repair_cuts_the_real_attack_and_keeps_accuracy(tmp_path, split, models)
     from trojanscope.model.repair import RepairConfig, repair_model
     from trojanscope.model.torch_model import accuracy, load_module, save_module
 
-    _, trojaned, trigger = models
+    _, eager, trigger = models
+    save_module(eager, tmp_path / "bad.pt")
+    trojaned = load_module(tmp_path / "bad.pt")  # as the command line gets it: TorchScript
     original = {k: v.clone() for k, v in trojaned.state_dict().items()}
     repaired, report = repair_model(trojaned, split[1],
                                     RepairConfig(epochs=4, inspect=FAST))

@@ -27,7 +27,7 @@ from ..data.datasets import Dataset
 from ..findings import Location, Report, Rule, Severity
 from ..progress import track
 from .inspect import InspectConfig, recover
-from .torch_model import accuracy, check_model, frozen, predict
+from .torch_model import accuracy, check_model, clone_module, frozen, predict
 
 REPAIRED = Rule("model.repaired", Severity.INFO,
                 "The model was repaired: attack success with the recovered trigger fell while "
@@ -79,8 +79,8 @@ def repair_model(module, data: Dataset, config: RepairConfig = RepairConfig(),
 
     before = measure(module)
     methods: dict[str, Callable] = {
-        "fine-tune": lambda m: _fine_tune(m, train, config, {}),
-        "unlearn": lambda m: _fine_tune(m, train, config, stamps),
+        "fine-tune": lambda m: fine_tune(m, train, config, {}),
+        "unlearn": lambda m: fine_tune(m, train, config, stamps),
         "fine-prune": lambda m: _fine_prune(m, train, config),
         "prune-trigger-neurons": lambda m: _prune_trigger_neurons(m, train, stamps, config),
     }
@@ -88,7 +88,7 @@ def repair_model(module, data: Dataset, config: RepairConfig = RepairConfig(),
     for method, run in methods.items():
         if only is not None and method != only:
             continue
-        candidate = copy.deepcopy(module)
+        candidate = clone_module(module)
         details = run(candidate) or {}
         candidate.eval()
         candidates[method] = candidate
@@ -127,7 +127,7 @@ def _attack_success(module, x, y, stamps: dict) -> float:
     return max(rates) if rates else 0.0
 
 
-def _fine_tune(module, data: Dataset, config: RepairConfig, stamps: dict,
+def fine_tune(module, data: Dataset, config: RepairConfig, stamps: dict,
                keep_zero: list | None = None) -> dict:
     import torch
 
@@ -242,7 +242,7 @@ def _fine_prune(module, data: Dataset, config: RepairConfig) -> dict:
                 break
             pruned.append(int(channel))
     zero = _zero_channels(layer, pruned) if pruned else None
-    _fine_tune(module, data, config, {}, keep_zero=[zero] if zero else None)
+    fine_tune(module, data, config, {}, keep_zero=[zero] if zero else None)
     return {"layer": name, "pruned_channels": len(pruned)}
 
 
@@ -287,5 +287,5 @@ def _prune_trigger_neurons(module, data: Dataset, stamps: dict, config: RepairCo
             if _attack_success(module, x, y, stamps) < 0.05:
                 break
     zero = _zero_channels(layer, pruned) if pruned else None
-    _fine_tune(module, data, config, {}, keep_zero=[zero] if zero else None)
+    fine_tune(module, data, config, {}, keep_zero=[zero] if zero else None)
     return {"layer": name, "pruned_channels": len(pruned)}

@@ -4,6 +4,7 @@ torch.save pickles (loading one runs its code) are refused with a clear message.
 
 from __future__ import annotations
 
+import copy
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -40,6 +41,21 @@ def save_module(module, out: str | Path) -> None:
     if not isinstance(module, torch.jit.ScriptModule):
         module = torch.jit.script(module)
     torch.jit.save(module, str(out))
+
+
+def clone_module(module):
+    """An independent copy. TorchScript modules go through a save and load in memory: their
+    deep copies carry parameters that are not leaves, which optimisers refuse."""
+    import io
+
+    import torch
+
+    if isinstance(module, torch.jit.ScriptModule):
+        buffer = io.BytesIO()
+        torch.jit.save(module, buffer)
+        buffer.seek(0)
+        return torch.jit.load(buffer, map_location="cpu")
+    return copy.deepcopy(module)
 
 
 def check_model(module, data: Dataset) -> int:

@@ -82,7 +82,7 @@ def _inspect(entries, folder: Path, clean: Dataset, test: Dataset, fast: bool) -
         clean_models[len(trojaned_models):] + trojaned_models[len(clean_models):]
     print(f"{'model':9s} {'attack':8s} {'target':>6s} {'ASR':>5s} {'verdict':9s} "
           f"{'found':>6s} {'AI':>5s} {'UAP z':>6s} {'warp z':>6s} {'score':>6s} {'sec':>5s}")
-    scores, truth, correct, seconds = [], [], 0, []
+    scores, truth, correct, seconds, alarms = [], [], 0, [], []
     for entry in entries:
         module = load_module(folder / entry["file"])
         spec = ModelSpec(entry["attack"], entry["target"], entry["rate"], entry["seed"],
@@ -92,6 +92,7 @@ def _inspect(entries, folder: Path, clean: Dataset, test: Dataset, fast: bool) -
         report = inspect_model(module, clean, inspect_config(fast=fast), name=entry["file"])
         seconds.append(time.perf_counter() - started)
         found = report.results["target_classes"]
+        alarms.append(report.results["verdict"] == "trojaned")
         right = (found == [spec.target]) if spec.attack else not found
         correct += right
         scores.append(score(report))
@@ -105,9 +106,9 @@ def _inspect(entries, folder: Path, clean: Dataset, test: Dataset, fast: bool) -
               f"{max(c['warp_z'] for c in per):6.2f} {scores[-1]:6.2f} "
               f"{seconds[-1]:5.1f}", flush=True)
     truth_arr, scores_arr = np.array(truth), np.array(scores)
-    clean_alarms = int(sum(1 for s, t in zip(scores_arr, truth_arr) if not t and s > 1))
+    clean_alarms = sum(not t and flagged for t, flagged in zip(truth, alarms))
     print(f"inspect: ROC-AUC {auroc(scores_arr, truth_arr):.3f}, verdict and target right for "
-          f"{correct}/{len(entries)}, false alarms on clean models {clean_alarms}/"
+          f"{correct}/{len(entries)}, verdict 'trojaned' on clean models {clean_alarms}/"
           f"{int((~truth_arr).sum())}, {np.mean(seconds):.1f} s per model (2 CPU cores)")
 
 

@@ -36,7 +36,7 @@ def add_parsers(commands, severities, exit_codes: str) -> None:
     repair.add_argument("model", type=Path, metavar="MODEL", help="a TorchScript file")
     repair.add_argument("--data", help=DATA_HELP)
     repair.add_argument("--out", type=Path, required=True, help="the repaired model (TorchScript)")
-    repair.add_argument("--epochs", type=int, default=5)
+    repair.add_argument("--epochs", type=int, default=10)
     repair.add_argument("--method", default="auto",
                         choices=["auto", "fine-tune", "unlearn", "fine-prune",
                                  "prune-trigger-neurons"],

@@ -2,17 +2,17 @@
 
 Searches per class (see `reverse.py`), anomaly scores across classes, one verdict:
 - Neural Cleanse mask norms, calibrated: classes differ in how hard they are to reach (on MNIST
-  a 1 needs a mask three times the median, an 8 half of it), which hides a small target in the
-  spread. The same search runs on proxy CNNs trained on the user's own clean data (seeded); the
-  score is the one-sided robust z of log(norm) - log(proxy norm): a class far easier to reach in
-  this model than the data makes it. Measured on a 22-model MNIST zoo, the clean models' highest
-  index fell from 3.6 (raw norms) to 3.2 and the BadNets targets' rose from 1.7-3.6 to 4.6-6.4.
+  a 1 needs a mask about three times the median), which hides a small target in the spread.
+  The same search runs on proxy CNNs trained on the user's own clean data (seeded); the score
+  is the one-sided robust z of log(norm) - log(proxy norm): a class far easier to reach in this
+  model than the data makes it. Measured on a 22-model MNIST zoo (docs/benchmarks.md):
+  raw, the clean models' highest index was 0.87-1.44 and the BadNets targets' 1.73-3.62, so no
+  threshold separated them; calibrated, the BadNets targets reach 4.9-9.6.
 - universal perturbation success at a fixed L-inf budget, one-sided robust z of its log-odds (a
   class reached far more easily than the others). This one does not assume a small patch.
 - universal warp success within a smooth displacement of at most 7% of the image side (2 px
-  on MNIST), scored the same way: the search
-  a warping trigger (WaNet) needs.
-A class is a target when either score passes its threshold and its recovered trigger works on
+  on MNIST), scored the same way: the search a warping trigger (WaNet) needs.
+A class is a target when any score passes its threshold and its recovered trigger works on
 held-out clean inputs (part of the user's data never used in the search).
 """
 
@@ -37,8 +37,8 @@ TROJANED_CLASS = Rule(
     "mark of a backdoor that sends triggered inputs to it",
     "Do not deploy the model; repair it (`trojanscope repair`) or retrain it from trusted data.")
 
-NC_THRESHOLD = 3.5    # calibrated anomaly index (Neural Cleanse used 2 on raw norms; clean
-                      # MNIST models reach 3.2 calibrated, 3.6 raw)
+NC_THRESHOLD = 3.5    # calibrated anomaly index (Neural Cleanse used 2 on raw norms); one of
+                      # ten clean MNIST zoo models still reaches 4.2, on class 8
 UAP_THRESHOLD = 3.0   # robust z of the universal perturbation's log-odds of success
 WARP_THRESHOLD = 3.0  # the same for the universal warp
 MIN_SUCCESS = 0.5     # a recovered trigger must move this share of held-out inputs

@@ -41,10 +41,10 @@ NOT_REPAIRED = Rule("model.not-repaired", Severity.HIGH,
 class RepairConfig:
     seed: int = 0
     held_out: float = 0.3           # share of the user's clean data kept to decide
-    epochs: int = 5
+    epochs: int = 10
     learning_rate: float = 1e-3
     batch: int = 64
-    unlearn_share: float = 0.2      # of each batch stamped with a recovered trigger
+    unlearn_share: float = 0.5      # of each batch stamped with a recovered trigger
     max_accuracy_drop: float = 0.02
     max_pruned: float = 0.8         # share of a layer's channels pruning may remove
     inspect: InspectConfig = InspectConfig()

@@ -118,7 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in MODEL_COMMANDS:
             progress.enable(args.format == "text")
             report = MODEL_COMMANDS[args.command](args, UserError)
-            _emit(report, args.format, args.output, Severity.LOW)
+            # repair's outcome is an info finding when it worked: show it
+            _emit(report, args.format, args.output,
+                  Severity.INFO if args.command == "repair" else Severity.LOW)
             return report.exit_code(Severity.parse(args.fail_on))
         from .demo import run_demo
 

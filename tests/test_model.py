@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,6 +88,11 @@ def test_inspect_command_writes_json_and_pngs_and_exits_1(tmp_path, split, model
                  str(tmp_path / "img"), "-f", "json", "--fast"])
     out = json.loads(capsys.readouterr().out)
     assert code == 1 and out["results"]["verdict"] == "trojaned"
+    jsonschema = pytest.importorskip("jsonschema")
+    from trojanscope.render import json as render_json
+
+    schema = json.loads((Path(render_json.__file__).parent / "report.schema.json").read_text())
+    jsonschema.validate(out, schema)
     assert out["results"]["target_classes"] == [3]
     from PIL import Image
 

@@ -5,6 +5,7 @@ torch.save pickles (loading one runs its code) are refused with a clear message.
 from __future__ import annotations
 
 import copy
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,7 +28,8 @@ def load_module(path: str | Path):
     import torch
 
     try:
-        return torch.jit.load(str(path), map_location="cpu").eval()
+        with _quiet_deprecation():
+            return torch.jit.load(str(path), map_location="cpu").eval()
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"{path}: not a TorchScript archive ({first}); a plain torch.save "
@@ -38,9 +40,20 @@ def save_module(module, out: str | Path) -> None:
     """Write `module` as TorchScript (scripting a plain nn.Module first)."""
     import torch
 
-    if not isinstance(module, torch.jit.ScriptModule):
-        module = torch.jit.script(module)
-    torch.jit.save(module, str(out))
+    with _quiet_deprecation():
+        if not isinstance(module, torch.jit.ScriptModule):
+            module = torch.jit.script(module)
+        torch.jit.save(module, str(out))
+
+
+@contextmanager
+def _quiet_deprecation():
+    """torch 2.10+ warns that TorchScript is deprecated on every load and save: noise for the
+    user of this tool (it concerns authoring models, not reading them)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
 
 
 def clone_module(module):

@@ -15,7 +15,6 @@ losing at most `max_accuracy_drop` of held-out clean accuracy.
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -215,10 +214,41 @@ def _clean_margin(x, y):
     return score
 
 
-def _last_layer(module):
+def _layers_or_error(module) -> list:
     layers = prunable_layers(module)
     if not layers:
         raise ValueError("the model has no convolution or hidden linear layer to prune")
+    return layers
+
+
+def _greedy_prune(module, layer, order, keeps_accuracy, patience: int, done=None) -> list[int]:
+    """Zero `layer`'s channels in `order`, undoing any after which `keeps_accuracy()` fails;
+    stop after `patience` such failures or once `done()` holds. Returns the pruned channels."""
+    import torch
+
+    pruned: list[int] = []
+    failures = 0
+    for channel in (int(c) for c in order):
+        saved = (layer.weight[channel].clone(),
+                 layer.bias[channel].clone() if layer.bias is not None else None)
+        _zero_channels(layer, [channel])
+        if not keeps_accuracy():
+            with torch.no_grad():
+                layer.weight[channel] = saved[0]
+                if saved[1] is not None:
+                    layer.bias[channel] = saved[1]
+            failures += 1
+            if failures >= patience:
+                break
+            continue
+        pruned.append(channel)
+        if done is not None and done():
+            break
+    return pruned
+
+
+def _last_layer(module):
+    layers = _layers_or_error(module)
     convs = [layer for layer in layers if _kind(layer[1]) == "Conv2d"]
     return (convs or layers)[-1]
 
@@ -233,14 +263,9 @@ def _fine_prune(module, data: Dataset, config: RepairConfig) -> dict:
         effects = _ablation_effects(module, layer, x, _clean_margin(x, y))
         base = accuracy(module, x, y)
         order = np.argsort(-effects)  # highest margin left after removal = least useful
-        pruned: list[int] = []
-        for channel in order[:int(config.max_pruned * len(order))]:
-            saved = copy.deepcopy(module.state_dict())
-            _zero_channels(layer, pruned + [int(channel)])
-            if accuracy(module, x, y) < base - config.max_accuracy_drop / 2:
-                module.load_state_dict(saved)
-                break
-            pruned.append(int(channel))
+        pruned = _greedy_prune(module, layer, order[:int(config.max_pruned * len(order))],
+                               lambda: accuracy(module, x, y) >=
+                               base - config.max_accuracy_drop / 2, patience=1)
     zero = _zero_channels(layer, pruned) if pruned else None
     fine_tune(module, data, config, {}, keep_zero=[zero] if zero else None)
     return {"layer": name, "pruned_channels": len(pruned)}
@@ -250,10 +275,7 @@ def _prune_trigger_neurons(module, data: Dataset, stamps: dict, config: RepairCo
     """Remove the last hidden layer's neurons the recovered triggers rely on, most reliant
     first (skipping any whose removal costs too much clean accuracy), until the triggers' success
     on the repair data is under 5%; then fine-tune with them held at zero."""
-    layers = prunable_layers(module)
-    if not layers:
-        raise ValueError("the model has no convolution or hidden linear layer to prune")
-    name, layer = layers[-1]
+    name, layer = _layers_or_error(module)[-1]
     sample = np.random.default_rng(config.seed).permutation(len(data.y))[:500]
     x, y = data.x[sample], data.y[sample]
     clean = _clean_margin(x, y)
@@ -272,20 +294,10 @@ def _prune_trigger_neurons(module, data: Dataset, stamps: dict, config: RepairCo
         clean_drop = clean(module) - _ablation_effects(module, layer, x, clean)
         order = np.argsort(-(trigger_drop - np.clip(clean_drop, 0, None)))
         base = accuracy(module, x, y)
-        pruned: list[int] = []
-        skipped = 0
-        for channel in order[:int(config.max_pruned * len(order))]:
-            saved = copy.deepcopy(module.state_dict())
-            _zero_channels(layer, pruned + [int(channel)])
-            if accuracy(module, x, y) < base - config.max_accuracy_drop:
-                module.load_state_dict(saved)
-                skipped += 1
-                if skipped >= 5:
-                    break
-                continue
-            pruned.append(int(channel))
-            if _attack_success(module, x, y, stamps) < 0.05:
-                break
+        pruned = _greedy_prune(module, layer, order[:int(config.max_pruned * len(order))],
+                               lambda: accuracy(module, x, y) >=
+                               base - config.max_accuracy_drop, patience=5,
+                               done=lambda: _attack_success(module, x, y, stamps) < 0.05)
     zero = _zero_channels(layer, pruned) if pruned else None
     fine_tune(module, data, config, {}, keep_zero=[zero] if zero else None)
     return {"layer": name, "pruned_channels": len(pruned)}

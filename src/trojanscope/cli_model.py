@@ -56,7 +56,7 @@ def add_zoo_parser(kinds) -> None:
     zoo.add_argument("--data", help="training data (default: mnist-5k)")
     zoo.add_argument("--clean", type=int, default=10)
     zoo.add_argument("--trojaned", type=int, default=10)
-    zoo.add_argument("--epochs", type=int, default=4)
+    zoo.add_argument("--epochs", type=int, default=10)
     zoo.add_argument("--seed", type=int, default=0)
 
 

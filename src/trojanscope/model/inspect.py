@@ -1,19 +1,21 @@
 """`inspect`: is this model trojaned? From the model and a little clean data.
 
-Searches per class (see `reverse.py`), anomaly scores across classes, one verdict:
-- Neural Cleanse mask norms, calibrated: classes differ in how hard they are to reach (on MNIST
-  a 1 needs a mask about three times the median), which hides a small target in the spread.
-  The same search runs on proxy CNNs trained on the user's own clean data (seeded); the score
-  is the one-sided robust z of log(norm) - log(proxy norm): a class far easier to reach in this
-  model than the data makes it. Measured on a 22-model MNIST zoo (docs/benchmarks.md):
-  raw, the clean models' highest index was 0.87-1.44 and the BadNets targets' 1.73-3.62, so no
-  threshold separated them; calibrated, the BadNets targets reach 4.9-9.6.
-- universal perturbation success at a fixed L-inf budget, one-sided robust z of its log-odds (a
-  class reached far more easily than the others). This one does not assume a small patch.
-- universal warp success within a smooth displacement of at most 7% of the image side (2 px
-  on MNIST), scored the same way: the search a warping trigger (WaNet) needs.
-A class is a target when any score passes its threshold and its recovered trigger works on
-held-out clean inputs (part of the user's data never used in the search).
+Searches per class (see `reverse.py`), three scores per class, one verdict:
+- Neural Cleanse mask norms, calibrated. Classes differ in how hard they are to reach (on MNIST
+  a 1 needs a mask about three times the median), which hides a small target in the spread. The
+  same search runs on proxy CNNs trained on the user's clean data (seeded); a robust line through
+  the other classes' (proxy log norm, log norm) pairs predicts each class's norm, and the score
+  is how many log units the class's mask is smaller than predicted. Leaving the class out of its
+  own fit keeps a target from bending the line; the line's slope absorbs a model that is more or
+  less robust than the proxies overall.
+- universal perturbation success at a fixed L-inf budget: the class's log-odds of success above
+  the median class's. This one does not assume a small patch (Blended).
+- universal warp success within a smooth displacement of at most 7% of the image side (2 px on
+  MNIST), scored the same way: the search warping triggers (WaNet) need.
+Fixed units, not z-scores across classes: with ten classes the spread is too noisy a yardstick
+(measured on a development zoo, docs/benchmarks.md). A class is a target when a score passes
+its threshold and its recovered trigger works on held-out clean inputs (part of the user's data
+never used in the search).
 """
 
 from __future__ import annotations
@@ -37,12 +39,12 @@ TROJANED_CLASS = Rule(
     "mark of a backdoor that sends triggered inputs to it",
     "Do not deploy the model; repair it (`trojanscope repair`) or retrain it from trusted data.")
 
-NC_THRESHOLD = 3.5    # calibrated anomaly index (Neural Cleanse used 2 on raw norms); one of
-                      # ten clean MNIST zoo models still reaches 4.2, on class 8
-UAP_THRESHOLD = 3.0   # robust z of the universal perturbation's log-odds of success
-WARP_THRESHOLD = 3.0  # the same for the universal warp
+# Thresholds from a development zoo (12 clean, 12 trojaned; not the benchmark zoo):
+NC_THRESHOLD = 0.8    # mask 2.2x smaller than predicted; clean models reached at most 0.56,
+                      # BadNets targets 1.0-2.1
+UAP_THRESHOLD = 3.5   # log-odds above the median class; clean at most 2.3, Blended 5.2-6.6
+WARP_THRESHOLD = 3.5  # the same for the warp; clean at most 1.4, WaNet 4.1-6.1
 MIN_SUCCESS = 0.5     # a recovered trigger must move this share of held-out inputs
-MAD_SCALE = 1.4826
 
 
 @dataclass(frozen=True)
@@ -54,41 +56,55 @@ class InspectConfig:
     warp_share: float = 0.07  # largest warp shift, as a share of the image side (2 px at 28)
     batch: int = 24
     max_samples: int = 1000   # of the user's clean data, half to search and half to check
-    reference_proxies: int = 2  # proxy CNNs giving each class's natural mask norm (0: none)
-    proxy_epochs: int = 8
+    reference_proxies: int = 3  # proxy CNNs giving each class's natural mask norm (0: none)
+    proxy_steps: int = 200      # optimiser steps per proxy; 8 epochs of 1,000 images (64 steps)
+                                # left proxies whose norms matched clean models poorly
+    proxy_width: int = 32
 
 
 # Fewer steps, one proxy, fewer samples: about a third of the time (`--fast`, tests, demo).
 # 100 steps on 300 samples missed BadNets targets (index 1.1 and 3.1 where the defaults give 9.6
 # and 6.6); 150 steps on 400 samples kept them.
-FAST = InspectConfig(steps=150, uap_steps=50, max_samples=400, reference_proxies=1,
-                     proxy_epochs=4)
+FAST = InspectConfig(steps=150, uap_steps=50, max_samples=400, reference_proxies=2,
+                     proxy_steps=120)
 
 
 def inspect_config(seed: int = 0, fast: bool = False) -> InspectConfig:
     return replace(FAST if fast else InspectConfig(), seed=seed)
 
 
-def robust_z(values: np.ndarray, floor: float) -> np.ndarray:
-    median = np.median(values)
-    mad = max(MAD_SCALE * float(np.median(np.abs(values - median))), floor)
-    return (values - median) / mad
-
-
 @dataclass
 class Recovery:
-    """What the searches found, and each class's two anomaly scores."""
+    """What the searches found, and each class's three scores."""
     triggers: Triggers
     perturbations: Perturbations
-    anomaly_index: np.ndarray
-    perturbation_z: np.ndarray
-    by_nc: np.ndarray
-    by_uap: np.ndarray
     warps: Perturbations
-    warp_z: np.ndarray
-    by_warp: np.ndarray
+    expected_norm: np.ndarray  # the mask norm predicted from the proxies
+    mask_shrink: np.ndarray    # log(expected / found): > 0 when easier than predicted
+    perturbation_lift: np.ndarray  # log-odds of success above the median class
+    warp_lift: np.ndarray
     search: int
     check: int
+
+    @property
+    def by_nc(self) -> np.ndarray:
+        return (self.mask_shrink >= NC_THRESHOLD) & (self.triggers.success >= MIN_SUCCESS)
+
+    @property
+    def by_uap(self) -> np.ndarray:
+        return (self.perturbation_lift >= UAP_THRESHOLD) & \
+            (self.perturbations.success >= MIN_SUCCESS)
+
+    @property
+    def by_warp(self) -> np.ndarray:
+        return (self.warp_lift >= WARP_THRESHOLD) & (self.warps.success >= MIN_SUCCESS)
+
+    @property
+    def score(self) -> np.ndarray:
+        """Per class, the largest of the three scores in units of its threshold."""
+        return np.maximum.reduce([self.mask_shrink / NC_THRESHOLD,
+                                  self.perturbation_lift / UAP_THRESHOLD,
+                                  self.warp_lift / WARP_THRESHOLD])
 
     @property
     def targets(self) -> list[int]:
@@ -113,19 +129,35 @@ def recover(module, data: Dataset, config: InspectConfig = InspectConfig()) -> R
                                steps=config.uap_steps, batch=config.batch, seed=config.seed,
                                held_out=check)
     reference = _reference_log_norms(data.x[order], data.y[order], search, classes, config)
-    nc_index = -robust_z(np.log(triggers.norm + 1e-6) - reference, floor=0.1)
-    uap_z, warp_z = _log_odds_z(perturbations.success), _log_odds_z(warps.success)
-    return Recovery(triggers, perturbations, nc_index, uap_z,
-                    (nc_index > NC_THRESHOLD) & (triggers.success >= MIN_SUCCESS),
-                    (uap_z > UAP_THRESHOLD) & (perturbations.success >= MIN_SUCCESS),
-                    warps, warp_z,
-                    (warp_z > WARP_THRESHOLD) & (warps.success >= MIN_SUCCESS),
+    predicted = _predicted_log_norms(np.log(triggers.norm + 1e-6), reference)
+    return Recovery(triggers, perturbations, warps, np.exp(predicted),
+                    predicted - np.log(triggers.norm + 1e-6),
+                    _lift(perturbations.success), _lift(warps.success),
                     half, len(order) - half)
 
 
-def _log_odds_z(success: np.ndarray) -> np.ndarray:
-    odds = np.clip(success, 1e-3, 1 - 1e-3)
-    return robust_z(np.log(odds / (1 - odds)), floor=0.25)
+def _predicted_log_norms(log_norm: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Each class's log norm as predicted by a Theil-Sen line through the other classes'
+    (reference, log norm) pairs; the slope is kept within [0.75, 1.33] (a model may be more or
+    less robust than the proxies, not unrelated to them) and is 1 without a reference."""
+    classes = len(log_norm)
+    predicted = np.zeros(classes)
+    for k in range(classes):
+        rest = np.arange(classes) != k
+        x, y = reference[rest], log_norm[rest]
+        i, j = np.triu_indices(len(x), 1)
+        distinct = np.abs(x[i] - x[j]) > 1e-9
+        slopes = (y[j] - y[i])[distinct] / (x[j] - x[i])[distinct]
+        slope = float(np.clip(np.median(slopes), 0.75, 1.33)) if len(slopes) else 1.0
+        predicted[k] = float(np.median(y - slope * x)) + slope * reference[k]
+    return predicted
+
+
+def _lift(success: np.ndarray) -> np.ndarray:
+    """Log-odds of success above the median class's (successes clipped to [0.01, 0.99])."""
+    odds = np.clip(success, 0.01, 0.99)
+    logits = np.log(odds / (1 - odds))
+    return logits - np.median(logits)
 
 
 def _reference_log_norms(x, y, search, classes: int, config: InspectConfig) -> np.ndarray:
@@ -136,9 +168,11 @@ def _reference_log_norms(x, y, search, classes: int, config: InspectConfig) -> n
     from ..data.features import TrainConfig, train_proxy
 
     logs = []
+    epochs = max(1, -(-config.proxy_steps // -(-len(y) // TrainConfig.batch_size)))
     for i in range(config.reference_proxies):
         seed = config.seed * 1000 + 100 + i
-        proxy = train_proxy(x, y, TrainConfig(epochs=config.proxy_epochs, width=16, seed=seed))
+        proxy = train_proxy(x, y, TrainConfig(epochs=epochs, width=config.proxy_width,
+                                              seed=seed))
         with frozen(proxy):
             found = neural_cleanse(proxy, *search, classes, steps=config.steps,
                                    batch=config.batch, seed=config.seed)
@@ -152,51 +186,53 @@ def inspect_model(module, data: Dataset, config: InspectConfig = InspectConfig()
     `data`: clean samples of every class; `images`: a folder for the recovered triggers."""
     started = time.perf_counter()
     found = recover(module, data, config)
-    triggers, perturbations = found.triggers, found.perturbations
-    nc_index, uap_z, by_nc, by_uap = (found.anomaly_index, found.perturbation_z, found.by_nc,
-                                      found.by_uap)
+    triggers, perturbations, warps = found.triggers, found.perturbations, found.warps
     targets, classes = found.targets, len(triggers.norm)
     saved = _save_images(images, triggers, perturbations) if images is not None else {}
     per_class = [{
         "class": k, "mask_norm": round(float(triggers.norm[k]), 2),
-        "anomaly_index": round(float(nc_index[k]), 2),
+        "expected_mask_norm": round(float(found.expected_norm[k]), 2),
+        "mask_shrink": round(float(found.mask_shrink[k]), 3),
         "trigger_success": round(float(triggers.success[k]), 3),
         "perturbation_success": round(float(perturbations.success[k]), 3),
-        "perturbation_z": round(float(uap_z[k]), 2),
-        "warp_success": round(float(found.warps.success[k]), 3),
-        "warp_z": round(float(found.warp_z[k]), 2), "target": k in targets,
+        "perturbation_lift": round(float(found.perturbation_lift[k]), 3),
+        "warp_success": round(float(warps.success[k]), 3),
+        "warp_lift": round(float(found.warp_lift[k]), 3),
+        "score": round(float(found.score[k]), 3), "target": k in targets,
         **({"images": saved[k]} if k in saved else {}),
     } for k in range(classes)]
     findings = [TROJANED_CLASS.finding(
-        f"class {k}: {_evidence(per_class[k], by_nc[k], by_uap[k], found.by_warp[k])}",
+        f"class {k}: {_evidence(per_class[k], found.by_nc[k], found.by_uap[k], found.by_warp[k])}",
         Location(name, (f"class {k}",)), per_class[k])
         for k in targets]
     return Report(
         command="inspect", version=__version__, targets=(name, data.name), findings=tuple(findings),
         results={"verdict": "trojaned" if targets else "clean", "target_classes": targets,
-                 "per_class": per_class,
-                 "thresholds": {"anomaly_index": NC_THRESHOLD, "perturbation_z": UAP_THRESHOLD,
-                                "warp_z": WARP_THRESHOLD, "min_success": MIN_SUCCESS},
+                 "score": round(float(found.score.max()), 3), "per_class": per_class,
+                 "thresholds": {"mask_shrink": NC_THRESHOLD, "perturbation_lift": UAP_THRESHOLD,
+                                "warp_lift": WARP_THRESHOLD, "min_success": MIN_SUCCESS},
                  "data_split": {"search": found.search, "check": found.check}},
         timings={"total_seconds": round(time.perf_counter() - started, 3)},
         config={"seed": config.seed, "steps": config.steps, "uap_steps": config.uap_steps,
                 "uap_eps": config.uap_eps, "warp_share": config.warp_share,
-                "batch": config.batch, "reference_proxies": config.reference_proxies})
+                "batch": config.batch, "reference_proxies": config.reference_proxies,
+                "proxy_steps": config.proxy_steps, "proxy_width": config.proxy_width})
 
 
 def _evidence(entry: dict, by_nc: bool, by_uap: bool, by_warp: bool) -> str:
     parts = []
     if by_nc:
-        parts.append(f"a trigger of {entry['mask_norm']:.0f} pixels (anomaly index "
-                     f"{entry['anomaly_index']:.1f}) sends {entry['trigger_success']:.0%} of "
-                     f"held-out inputs of other classes to it")
+        parts.append(f"a trigger of {entry['mask_norm']:.0f} pixels, {entry['mask_shrink']:.1f} "
+                     f"log units ({np.exp(entry['mask_shrink']):.1f}x) smaller than clean "
+                     f"models of this data predict ({entry['expected_mask_norm']:.0f}), sends "
+                     f"{entry['trigger_success']:.0%} of held-out inputs of other classes to it")
     if by_uap:
         parts.append(f"one small perturbation sends {entry['perturbation_success']:.0%} of "
-                     f"held-out inputs to it (z {entry['perturbation_z']:.1f} against the "
-                     f"other classes)")
+                     f"held-out inputs to it (log-odds {entry['perturbation_lift']:.1f} above "
+                     f"the median class)")
     if by_warp:
         parts.append(f"one smooth warp sends {entry['warp_success']:.0%} of held-out inputs to "
-                     f"it (z {entry['warp_z']:.1f})")
+                     f"it (log-odds {entry['warp_lift']:.1f} above the median class)")
     return "; ".join(parts)
 
 

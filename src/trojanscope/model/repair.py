@@ -26,7 +26,15 @@ from ..data.datasets import Dataset
 from ..findings import Location, Report, Rule, Severity
 from ..progress import track
 from .inspect import InspectConfig, recover
-from .torch_model import accuracy, check_model, clone_module, frozen, predict
+from .torch_model import (
+    accuracy,
+    check_model,
+    clone_module,
+    frozen,
+    layer_kind,
+    predict,
+    prunable_layers,
+)
 
 REPAIRED = Rule("model.repaired", Severity.INFO,
                 "The model was repaired: attack success with the recovered trigger fell while "
@@ -69,7 +77,7 @@ def repair_model(module, data: Dataset, config: RepairConfig = RepairConfig(),
     targets, triggers = found.targets, found.triggers
     # Without a detected target, the class inspect found most anomalous stands in, so the
     # numbers still say what each method does to the most trigger-like behaviour.
-    chosen_classes = targets or [int(np.argmax(found.anomaly_index))]
+    chosen_classes = targets or [int(np.argmax(found.score))]
     stamps = {k: _stamp(triggers.mask[k], triggers.pattern[k]) for k in chosen_classes}
 
     def measure(candidate) -> dict:
@@ -159,17 +167,6 @@ def fine_tune(module, data: Dataset, config: RepairConfig, stamps: dict,
     return {}
 
 
-def prunable_layers(module) -> list[tuple[str, object]]:
-    """Convolution and hidden linear layers, by name, in order; the output layer excluded."""
-    layers = [(name, sub) for name, sub in module.named_modules()
-              if _kind(sub) in ("Conv2d", "Linear")]
-    return layers[:-1] if layers and _kind(layers[-1][1]) == "Linear" else layers
-
-
-def _kind(sub) -> str:
-    return getattr(sub, "original_name", type(sub).__name__)
-
-
 def _zero_channels(layer, channels) -> Callable[[], None]:
     import torch
 
@@ -249,7 +246,7 @@ def _greedy_prune(module, layer, order, keeps_accuracy, patience: int, done=None
 
 def _last_layer(module):
     layers = _layers_or_error(module)
-    convs = [layer for layer in layers if _kind(layer[1]) == "Conv2d"]
+    convs = [layer for layer in layers if layer_kind(layer[1]) == "Conv2d"]
     return (convs or layers)[-1]
 
 

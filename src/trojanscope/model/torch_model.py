@@ -124,3 +124,19 @@ def predict(module, x: np.ndarray, batch: int = 256) -> np.ndarray:
                                                           dtype=np.float32))
             out.append(module(chunk).argmax(1).numpy())
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+def prunable_layers(module) -> list[tuple[str, object]]:
+    """Convolution and hidden linear layers, by name, in order; the output layer excluded."""
+    layers = [(name, sub) for name, sub in module.named_modules()
+              if layer_kind(sub) in ("Conv2d", "Linear")]
+    return layers[:-1] if layers and layer_kind(layers[-1][1]) == "Linear" else layers
+
+
+def layerlayer_kind(sub) -> str:
+    return getattr(sub, "original_name", type(sub).__name__)
+
+
+def layer_kind(sub) -> str:
+    """The layer's class name, for TorchScript modules too (their type is RecursiveScriptModule)."""
+    return getattr(sub, "original_name", type(sub).__name__)

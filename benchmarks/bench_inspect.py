@@ -22,7 +22,8 @@ import numpy as np
 from trojanscope.attacks.trojan_models import ModelSpec, build_zoo
 from trojanscope.bench.metrics import auroc
 from trojanscope.data.datasets import Dataset, mnist_5k
-from trojanscope.model.inspect import inspect_config, inspect_model
+from trojanscope.attacks.trojan_models import train_model
+from trojanscope.model.inspect import inspect_config, inspect_model, reference_log_norms
 from trojanscope.model.repair import RepairConfig, fine_tune, repair_model
 from trojanscope.model.torch_model import accuracy, clone_module, load_module, predict
 from trojanscope.model.weights import read_zoo, reference_probability, state_arrays
@@ -42,8 +43,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="the zoo's seed (1: development)")
     parser.add_argument("--repairs", type=int, default=8, help="trojaned models to repair")
     parser.add_argument("--fast", action="store_true", help="inspect's --fast settings")
-    parser.add_argument("--only", choices=["inspect", "weights", "repair"], nargs="+",
-                        default=["inspect", "weights", "repair"])
+    parser.add_argument("--only", choices=["inspect", "variety", "weights", "repair"],
+                        nargs="+", default=["inspect", "variety", "weights", "repair"])
     args = parser.parse_args()
     train, clean, repair_data, test = split()
     folder = args.zoo or Path(tempfile.mkdtemp(prefix="zoo-"))
@@ -54,8 +55,17 @@ def main() -> None:
     import json
 
     entries = json.loads((folder / "zoo.json").read_text())["models"]
+    config = inspect_config(fast=args.fast)
+    if {"inspect", "variety"} & set(args.only):
+        # The proxies' norms depend on the clean data and the settings only: once for all.
+        started = time.perf_counter()
+        reference = reference_log_norms(clean, config)
+        print(f"reference (proxies trained on the clean data): "
+              f"{time.perf_counter() - started:.1f} s, once per data set")
     if "inspect" in args.only:
-        _inspect(entries, folder, clean, test, args.fast)
+        _inspect(entries, folder, clean, test, config, reference)
+    if "variety" in args.only:
+        _variety(train, clean, test, config, reference)
     if "weights" in args.only:
         _weights(folder)
     if "repair" in args.only:
@@ -63,7 +73,7 @@ def main() -> None:
                  inspect_config(fast=args.fast))
 
 
-def _inspect(entries, folder: Path, clean: Dataset, test: Dataset, fast: bool) -> None:
+def _inspect(entries, folder: Path, clean: Dataset, test: Dataset, config, reference) -> None:
     # Clean and trojaned models alternate, so a run stopped early still measures both kinds.
     clean_models = [e for e in entries if not e["trojaned"]]
     trojaned_models = [e for e in entries if e["trojaned"]]
@@ -78,7 +88,7 @@ def _inspect(entries, folder: Path, clean: Dataset, test: Dataset, fast: bool) -
                          entry["variant"])
         asr = _asr(module, spec, test) if spec.attack else float("nan")
         started = time.perf_counter()
-        report = inspect_model(module, clean, inspect_config(fast=fast), name=entry["file"])
+        report = inspect_model(module, clean, config, name=entry["file"], reference=reference)
         seconds.append(time.perf_counter() - started)
         found = report.results["target_classes"]
         alarms.append(report.results["verdict"] == "trojaned")
@@ -98,7 +108,31 @@ def _inspect(entries, folder: Path, clean: Dataset, test: Dataset, fast: bool) -
     clean_alarms = sum(not t and flagged for t, flagged in zip(truth, alarms))
     print(f"inspect: ROC-AUC {auroc(scores_arr, truth_arr):.3f}, verdict and target right for "
           f"{correct}/{len(entries)}, verdict 'trojaned' on clean models {clean_alarms}/"
-          f"{int((~truth_arr).sum())}, {np.mean(seconds):.1f} s per model (2 CPU cores)")
+          f"{int((~truth_arr).sum())}, {np.mean(seconds):.1f} s per model (2 CPU cores) "
+          f"after the reference")
+
+
+# Clean models unlike the zoo's: other architectures, under- and over-trained. The proxies
+# are CNNs of width 32; a verdict must not depend on the model looking like them.
+VARIETY = [("cnn", 8, 3), ("cnn", 8, 10), ("cnn", 32, 10), ("cnn", 16, 30),
+           ("lenet", 16, 3), ("lenet", 16, 10), ("mlp", 16, 3), ("mlp", 16, 10)]
+
+
+def _variety(train: Dataset, clean: Dataset, test: Dataset, config, reference) -> None:
+    print(f"\n{'architecture':13s} {'width':>5s} {'epochs':>6s} {'acc':>5s} {'verdict':9s} "
+          f"{'found':>6s} {'score':>6s}")
+    alarms = 0
+    for architecture, width, epochs in VARIETY:
+        module, _ = train_model(train, ModelSpec(None, seed=7, architecture=architecture),
+                                epochs=epochs, width=width)
+        report = inspect_model(module, clean, config, reference=reference)
+        found = report.results["target_classes"]
+        alarms += bool(found)
+        print(f"{architecture:13s} {width:5d} {epochs:6d} {accuracy(module, test.x, test.y):5.3f} "
+              f"{report.results['verdict']:9s} {','.join(map(str, found)) or '-':>6s} "
+              f"{report.results['score']:6.2f}", flush=True)
+    print(f"clean models of other architectures and training lengths: verdict 'trojaned' on "
+          f"{alarms}/{len(VARIETY)}")
 
 
 def _asr(module, spec: ModelSpec, test: Dataset) -> float:

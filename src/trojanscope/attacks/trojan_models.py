@@ -15,6 +15,7 @@ from ..data.features import TrainConfig, train_proxy
 from .image_poison import badnets_trigger, blended_trigger, poison, wanet_trigger
 
 ATTACKS = ("badnets", "blended", "wanet")
+ARCHITECTURES = ("cnn", "lenet", "mlp")
 CORNERS = ("bottom-right", "top-left", "top-right", "bottom-left")
 
 
@@ -25,6 +26,7 @@ class ModelSpec:
     rate: float = 0.1
     seed: int = 0
     variant: int = 0    # which trigger of the attack's family (patch corner and size, pattern)
+    architecture: str = "cnn"  # cnn: the proxy CNN; lenet; mlp
 
     def trigger(self, shape: tuple[int, int]):
         if self.attack == "badnets":
@@ -46,8 +48,34 @@ def train_model(data: Dataset, spec: ModelSpec, epochs: int = 10, width: int = 1
         trigger = spec.trigger(data.x.shape[-2:])
         bad = poison(data.x, data.y, trigger, spec.rate, spec.target, seed=spec.seed)
         x, y = bad.x, bad.y
-    model = train_proxy(x, y, TrainConfig(epochs=epochs, width=width, seed=spec.seed))
-    return model, trigger
+    config = TrainConfig(epochs=epochs, width=width, seed=spec.seed)
+    if spec.architecture == "cnn":
+        return train_proxy(x, y, config), trigger
+    import torch
+
+    torch.manual_seed(spec.seed)  # the initial weights
+    module = build_model(spec.architecture, data.x.shape[1:], int(data.y.max()) + 1, width)
+    return train_proxy(x, y, config, model=module), trigger
+
+
+def build_model(architecture: str, shape: tuple[int, ...], classes: int, width: int = 16):
+    """The other architectures of the zoo (the CNN is the proxy's): LeNet-5 and a two-layer MLP,
+    `width` scaling their layers."""
+    import torch
+
+    nn = torch.nn
+    channels, side = shape[0], shape[1] * shape[2]
+    if architecture == "lenet":
+        return nn.Sequential(
+            nn.Conv2d(channels, width // 2 + 2, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(width // 2 + 2, width, 5), nn.ReLU(), nn.AdaptiveMaxPool2d(5), nn.Flatten(),
+            nn.Linear(width * 25, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
+            nn.Linear(84, classes))
+    if architecture == "mlp":
+        return nn.Sequential(nn.Flatten(), nn.Linear(channels * side, 16 * width), nn.ReLU(),
+                             nn.Linear(16 * width, 8 * width), nn.ReLU(),
+                             nn.Linear(8 * width, classes))
+    raise ValueError(f"unknown architecture {architecture!r}: one of {', '.join(ARCHITECTURES)}")
 
 
 def zoo_specs(clean: int, trojaned: int, classes: int, seed: int = 0) -> list[ModelSpec]:

@@ -51,14 +51,16 @@ def build_proxy(channels: int, classes: int, width: int):
     return ProxyCNN()
 
 
-def train_proxy(x: np.ndarray, y: np.ndarray, config: TrainConfig | None = None):
-    """Train the proxy on (x, y); deterministic for a given seed on the CPU."""
+def train_proxy(x: np.ndarray, y: np.ndarray, config: TrainConfig | None = None, model=None):
+    """Train the proxy (or `model`, an nn.Module) on (x, y); deterministic for a given seed on
+    the CPU."""
     torch = _torch()
     config = config or TrainConfig()
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
     classes = int(y.max()) + 1
-    model = build_proxy(x.shape[1], classes, config.width)
+    if model is None:
+        model = build_proxy(x.shape[1], classes, config.width)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     inputs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     targets = torch.from_numpy(np.asarray(y, dtype=np.int64))

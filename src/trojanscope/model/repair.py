@@ -3,8 +3,12 @@
 The user's clean data is split once (seeded): a repair part, on which triggers are recovered and
 every method trains, and a held-out part that decides. Candidates, each on its own copy:
 - fine-tune: plain fine-tuning on the repair part (the baseline);
-- unlearn: fine-tuning where a share of each batch carries the recovered trigger of each target
-  class with its true label (Neural Cleanse's unlearning);
+- unlearn: fine-tuning where a share of each batch carries a recovered trigger of a target
+  class (its Neural Cleanse mask and pattern, its universal perturbation) with the true label
+  (Neural Cleanse's unlearning), in rounds: after each, the targets are searched again on the
+  model being repaired and what the search finds joins the stamps, as adversarial unlearning
+  does (I-BAU). Clean rows learn from the original model's outputs as well as the labels
+  (distillation), which keeps a few hundred images from pulling clean accuracy down;
 - fine-prune: channels that matter least on clean inputs are removed, then fine-tuning (Liu et
   al. 2018); importance is measured by ablation, which also works on TorchScript (no hooks);
 - prune-trigger-neurons: channels whose ablation cuts the recovered trigger's success most for
@@ -26,6 +30,7 @@ from ..data.datasets import Dataset
 from ..findings import Location, Report, Rule, Severity
 from ..progress import track
 from .inspect import InspectConfig, recover
+from .reverse import neural_cleanse, universal_perturbation
 from .torch_model import (
     accuracy,
     check_model,
@@ -52,6 +57,8 @@ class RepairConfig:
     learning_rate: float = 1e-3
     batch: int = 64
     unlearn_share: float = 0.5      # of each batch stamped with a recovered trigger
+    unlearn_rounds: int = 3         # search the targets again and unlearn what is found
+    temperature: float = 2.0        # of the distillation from the original model
     max_accuracy_drop: float = 0.02
     max_pruned: float = 0.8         # share of a layer's channels pruning may remove
     inspect: InspectConfig = InspectConfig()
@@ -79,6 +86,9 @@ def repair_model(module, data: Dataset, config: RepairConfig = RepairConfig(),
     # numbers still say what each method does to the most trigger-like behaviour.
     chosen_classes = targets or [int(np.argmax(found.score))]
     stamps = {k: _stamp(triggers.mask[k], triggers.pattern[k]) for k in chosen_classes}
+    found_stamps = {**{("trigger", k): stamps[k] for k in chosen_classes},
+                    **{("perturbation", k): _shift(found.perturbations.delta[k])
+                       for k in chosen_classes}}
 
     def measure(candidate) -> dict:
         return {"clean_accuracy": round(accuracy(candidate, held_x, held_y), 4),
@@ -87,7 +97,7 @@ def repair_model(module, data: Dataset, config: RepairConfig = RepairConfig(),
     before = measure(module)
     methods: dict[str, Callable] = {
         "fine-tune": lambda m: fine_tune(m, train, config, {}),
-        "unlearn": lambda m: fine_tune(m, train, config, stamps),
+        "unlearn": lambda m: _unlearn(m, train, config, chosen_classes, found_stamps),
         "fine-prune": lambda m: _fine_prune(m, train, config),
         "prune-trigger-neurons": lambda m: _prune_trigger_neurons(m, train, stamps, config),
     }
@@ -128,6 +138,34 @@ def _stamp(mask: np.ndarray, pattern: np.ndarray):
     return lambda x: ((1 - mask) * x + mask * pattern).astype(np.float32)
 
 
+def _shift(delta: np.ndarray):
+    return lambda x: np.clip(x + delta, 0, 1).astype(np.float32)
+
+
+def _unlearn(module, data: Dataset, config: RepairConfig, classes: list[int],
+             stamps: dict) -> dict:
+    """Rounds of distilled unlearning; between rounds the target classes are searched again on
+    the model being repaired (their triggers and perturbations join the stamps)."""
+    teacher = clone_module(module).eval()
+    stamps = dict(stamps)
+    search = config.inspect
+    for round_ in range(1, config.unlearn_rounds + 1):
+        fine_tune(module, data, config, stamps, teacher=teacher)
+        if round_ == config.unlearn_rounds:
+            break
+        with frozen(module):
+            seed = config.seed + round_
+            triggers = neural_cleanse(module, data.x, data.y, classes, steps=search.steps,
+                                      batch=search.batch, seed=seed)
+            shifts = universal_perturbation(module, data.x, data.y, classes, eps=search.uap_eps,
+                                            steps=search.uap_steps, batch=search.batch,
+                                            seed=seed)
+        for i, k in enumerate(classes):
+            stamps[("trigger", k, round_)] = _stamp(triggers.mask[i], triggers.pattern[i])
+            stamps[("perturbation", k, round_)] = _shift(shifts.delta[i])
+    return {"rounds": config.unlearn_rounds, "stamps": len(stamps)}
+
+
 def _attack_success(module, x, y, stamps: dict) -> float:
     rates = [float((predict(module, stamp(x[y != k])) == k).mean())
              for k, stamp in stamps.items() if np.any(y != k)]
@@ -135,7 +173,9 @@ def _attack_success(module, x, y, stamps: dict) -> float:
 
 
 def fine_tune(module, data: Dataset, config: RepairConfig, stamps: dict,
-               keep_zero: list | None = None) -> dict:
+              keep_zero: list | None = None, teacher=None) -> dict:
+    """Adam on `data`; a share of each batch stamped (with its true label) when `stamps` are
+    given; unstamped rows also match `teacher`'s softened outputs when one is given."""
     import torch
 
     generator = np.random.default_rng(config.seed + 1)
@@ -151,20 +191,34 @@ def fine_tune(module, data: Dataset, config: RepairConfig, stamps: dict,
         for start in range(0, len(order), config.batch):
             rows = order[start:start + config.batch]
             x, y = data.x[rows].copy(), data.y[rows]
+            chosen = np.zeros(len(rows), dtype=bool)
             if targets:  # unlearning: stamp a share with a recovered trigger, keep true labels
                 chosen = generator.random(len(rows)) < config.unlearn_share
                 for i in np.flatnonzero(chosen):
                     x[i] = stamps[targets[i % len(targets)]](x[i:i + 1])[0]
+            inputs = torch.from_numpy(x.astype(np.float32))
             optimizer.zero_grad()
-            loss = torch.nn.functional.cross_entropy(
-                module(torch.from_numpy(x.astype(np.float32))),
-                torch.from_numpy(y.astype(np.int64)))
-            loss.backward()
+            logits = module(inputs)
+            loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y.astype(np.int64)),
+                                                     reduction="none")
+            if teacher is not None:
+                loss = loss + _distillation(torch, logits, teacher, inputs, config.temperature,
+                                            torch.from_numpy(~chosen))
+            loss.mean().backward()
             optimizer.step()
             for zero in keep_zero or ():
                 zero()
     module.eval()
     return {}
+
+
+def _distillation(torch, logits, teacher, inputs, temperature: float, rows):
+    """Per row, KL(teacher || student) at `temperature` (scaled by its square), on `rows` only."""
+    with torch.no_grad():
+        soft = torch.softmax(teacher(inputs) / temperature, 1)
+    kl = torch.nn.functional.kl_div(torch.log_softmax(logits / temperature, 1), soft,
+                                    reduction="none").sum(1)
+    return kl * temperature ** 2 * rows.float()
 
 
 def _zero_channels(layer, channels) -> Callable[[], None]:

@@ -15,10 +15,13 @@ instead of K separate loops):
   triggers need, which neither a mask nor an additive budget finds.
 
 Only inputs of other classes count towards a class's success. Deterministic for a seed.
+`classes` is the number of classes (search them all) or a list of the classes to search (repair
+searches its targets again on a model it is changing); results follow that order.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,12 +52,16 @@ def _batches(x, y, batch: int, steps: int, rng):
         yield x[rows], y[rows]
 
 
-def _targeted_loss(torch, model, inputs, labels, classes: int):
-    """inputs (K, B, ...) stamped for class k in row k; per-class mean CE over other-class rows,
-    and per-class success."""
+def _classes(classes: int | Sequence[int]) -> list[int]:
+    return list(range(classes)) if isinstance(classes, int) else [int(k) for k in classes]
+
+
+def _targeted_loss(torch, model, inputs, labels, classes: list[int]):
+    """inputs (K, B, ...) stamped for classes[i] in row i; per-class mean CE over other-class
+    rows, and per-class success."""
     k, b = inputs.shape[:2]
     logits = model(inputs.reshape(k * b, *inputs.shape[2:])).reshape(k, b, -1)
-    targets = torch.arange(k).unsqueeze(1).expand(k, b)
+    targets = torch.tensor(classes).unsqueeze(1).expand(k, b)
     ce = torch.nn.functional.cross_entropy(logits.reshape(k * b, -1), targets.reshape(-1),
                                            reduction="none").reshape(k, b)
     weight = (labels.unsqueeze(0) != targets).float()
@@ -63,27 +70,30 @@ def _targeted_loss(torch, model, inputs, labels, classes: int):
     return (ce * weight).sum(1) / count, success
 
 
-def neural_cleanse(model, x: np.ndarray, y: np.ndarray, classes: int, *, steps: int = 300,
-                   batch: int = 32, seed: int = 0, held_out: tuple | None = None) -> Triggers:
+def neural_cleanse(model, x: np.ndarray, y: np.ndarray, classes: int | Sequence[int], *,
+                   steps: int = 300, batch: int = 32, seed: int = 0,
+                   held_out: tuple | None = None) -> Triggers:
     import torch
 
+    targets = _classes(classes)
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     _, c, h, w = x.shape
-    mask_logit = torch.full((classes, 1, h, w), -3.0, requires_grad=True)
-    pattern_logit = torch.zeros((classes, c, h, w), requires_grad=True)
+    count = len(targets)
+    mask_logit = torch.full((count, 1, h, w), -3.0, requires_grad=True)
+    pattern_logit = torch.zeros((count, c, h, w), requires_grad=True)
     optimizer = torch.optim.Adam([mask_logit, pattern_logit], lr=0.1, betas=(0.5, 0.9))
-    lam = torch.full((classes,), 1e-2)
-    best_mask = torch.ones((classes, 1, h, w))
-    best_pattern = torch.zeros((classes, c, h, w))
-    best_norm = torch.full((classes,), float("inf"))
+    lam = torch.full((count,), 1e-2)
+    best_mask = torch.ones((count, 1, h, w))
+    best_pattern = torch.zeros((count, c, h, w))
+    best_norm = torch.full((count,), float("inf"))
     xt, yt = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.int64))
     for step, (bx, by) in enumerate(track(_batches(xt, yt, batch, steps, rng),
                                           "reverse-engineering triggers", steps)):
         mask, pattern = torch.sigmoid(mask_logit), torch.sigmoid(pattern_logit)
         stamped = (1 - mask.unsqueeze(1)) * bx.unsqueeze(0) + \
             (mask * pattern).unsqueeze(1)
-        ce, success = _targeted_loss(torch, model, stamped, by, classes)
+        ce, success = _targeted_loss(torch, model, stamped, by, targets)
         norm = mask.flatten(1).mean(1)
         optimizer.zero_grad()
         (ce + lam * norm).sum().backward()
@@ -102,49 +112,53 @@ def neural_cleanse(model, x: np.ndarray, y: np.ndarray, classes: int, *, steps: 
         best_mask[missing], best_pattern[missing] = last_mask[missing], last_pattern[missing]
     mask_np, pattern_np = best_mask.numpy(), best_pattern.numpy()
     hx, hy = held_out if held_out is not None else (x, y)
-    success = stamp_success(model, hx, hy, lambda k, v: (1 - mask_np[k]) * v +
-                            mask_np[k] * pattern_np[k], classes)
-    return Triggers(mask_np, pattern_np, success, mask_np.reshape(classes, -1).sum(1))
+    success = stamp_success(model, hx, hy, lambda i, v: (1 - mask_np[i]) * v +
+                            mask_np[i] * pattern_np[i], targets)
+    return Triggers(mask_np, pattern_np, success, mask_np.reshape(count, -1).sum(1))
 
 
-def universal_perturbation(model, x: np.ndarray, y: np.ndarray, classes: int, *,
-                           eps: float = 0.1, steps: int = 150, batch: int = 32, seed: int = 0,
+def universal_perturbation(model, x: np.ndarray, y: np.ndarray,
+                           classes: int | Sequence[int], *, eps: float = 0.1, steps: int = 150,
+                           batch: int = 32, seed: int = 0,
                            held_out: tuple | None = None) -> Perturbations:
     import torch
 
+    targets = _classes(classes)
     rng = np.random.default_rng(seed)
     _, c, h, w = x.shape
-    raw = torch.zeros((classes, c, h, w), requires_grad=True)
+    raw = torch.zeros((len(targets), c, h, w), requires_grad=True)
     optimizer = torch.optim.Adam([raw], lr=0.05)
     xt, yt = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.int64))
     for bx, by in track(_batches(xt, yt, batch, steps, rng), "universal perturbations", steps):
         delta = eps * torch.tanh(raw)
         stamped = (bx.unsqueeze(0) + delta.unsqueeze(1)).clamp(0, 1)
-        ce, _ = _targeted_loss(torch, model, stamped, by, classes)
+        ce, _ = _targeted_loss(torch, model, stamped, by, targets)
         optimizer.zero_grad()
         ce.sum().backward()
         optimizer.step()
     delta_np = (eps * torch.tanh(raw)).detach().numpy()
     hx, hy = held_out if held_out is not None else (x, y)
-    success = stamp_success(model, hx, hy, lambda k, v: np.clip(v + delta_np[k], 0, 1), classes)
+    success = stamp_success(model, hx, hy, lambda i, v: np.clip(v + delta_np[i], 0, 1), targets)
     return Perturbations(delta_np, success, eps)
 
 
-def universal_warp(model, x: np.ndarray, y: np.ndarray, classes: int, *, pixels: float = 1.0,
-                   grid: int = 4, steps: int = 100, batch: int = 32, seed: int = 0,
-                   held_out: tuple | None = None) -> Perturbations:
+def universal_warp(model, x: np.ndarray, y: np.ndarray, classes: int | Sequence[int], *,
+                   pixels: float = 1.0, grid: int = 4, steps: int = 100, batch: int = 32,
+                   seed: int = 0, held_out: tuple | None = None) -> Perturbations:
     """`delta` holds each class's displacement field (K, 2, H, W) in pixels."""
     import torch
 
+    targets = _classes(classes)
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
     _, _, h, w = x.shape
-    raw = (0.01 * torch.randn((classes, 2, grid, grid), generator=generator)).requires_grad_()
+    raw = (0.01 * torch.randn((len(targets), 2, grid, grid),
+                              generator=generator)).requires_grad_()
     optimizer = torch.optim.Adam([raw], lr=0.05)
     xt, yt = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.int64))
     for bx, by in track(_batches(xt, yt, batch, steps, rng), "universal warps", steps):
         stamped = _warp(torch, bx, pixels * torch.tanh(raw), h, w)
-        ce, _ = _targeted_loss(torch, model, stamped, by, classes)
+        ce, _ = _targeted_loss(torch, model, stamped, by, targets)
         optimizer.zero_grad()
         ce.sum().backward()
         optimizer.step()
@@ -153,12 +167,12 @@ def universal_warp(model, x: np.ndarray, y: np.ndarray, classes: int, *, pixels:
         field = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic",
                                                 align_corners=True).numpy()
 
-    def stamp(k: int, v: np.ndarray) -> np.ndarray:
+    def stamp(i: int, v: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return _warp(torch, torch.from_numpy(np.asarray(v, np.float32)), coarse[k:k + 1],
+            return _warp(torch, torch.from_numpy(np.asarray(v, np.float32)), coarse[i:i + 1],
                          h, w)[0].numpy()
     hx, hy = held_out if held_out is not None else (x, y)
-    return Perturbations(field, stamp_success(model, hx, hy, stamp, classes), pixels)
+    return Perturbations(field, stamp_success(model, hx, hy, stamp, targets), pixels)
 
 
 def _warp(torch, images, coarse, h: int, w: int):
@@ -177,16 +191,19 @@ def _warp(torch, images, coarse, h: int, w: int):
     return warped.reshape(k, b, *images.shape[1:])
 
 
-def stamp_success(model, x: np.ndarray, y: np.ndarray, stamp, classes: int) -> np.ndarray:
-    """Per class k: share of inputs of other classes that `stamp(k, x)` sends to k."""
+def stamp_success(model, x: np.ndarray, y: np.ndarray, stamp,
+                  classes: int | Sequence[int]) -> np.ndarray:
+    """Per searched class (position i, class k): share of inputs of other classes that
+    `stamp(i, x)` sends to k."""
     import torch
 
-    rates = np.zeros(classes)
+    targets = _classes(classes)
+    rates = np.zeros(len(targets))
     with torch.no_grad():
-        for k in range(classes):
+        for i, k in enumerate(targets):
             others = x[y != k]
             if len(others) == 0:
                 continue
-            inputs = torch.from_numpy(np.asarray(stamp(k, others), dtype=np.float32))
-            rates[k] = float((model(inputs).argmax(1) == k).float().mean())
+            inputs = torch.from_numpy(np.asarray(stamp(i, others), dtype=np.float32))
+            rates[i] = float((model(inputs).argmax(1) == k).float().mean())
     return rates

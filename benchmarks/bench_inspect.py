@@ -19,10 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from trojanscope.attacks.trojan_models import ModelSpec, build_zoo
+from trojanscope.attacks.trojan_models import ModelSpec, build_zoo, train_model
 from trojanscope.bench.metrics import auroc
 from trojanscope.data.datasets import Dataset, mnist_5k
-from trojanscope.attacks.trojan_models import train_model
 from trojanscope.model.inspect import inspect_config, inspect_model, reference_log_norms
 from trojanscope.model.repair import RepairConfig, fine_tune, repair_model
 from trojanscope.model.torch_model import accuracy, clone_module, load_module, predict

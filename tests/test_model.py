@@ -75,6 +75,39 @@ def test_inspect_names_the_target_of_a_trojaned_model_and_passes_a_clean_one(spl
     assert clean.exit_code() == 0
 
 
+def test_mask_shrink_is_measured_against_a_line_through_the_other_classes():
+    from trojanscope.model.inspect import _predicted_log_norms
+
+    reference = np.log([100, 300, 60, 40, 120, 70, 90, 110, 80, 150.0])
+    noise = np.random.default_rng(0).normal(0, 0.05, 10)
+    # A clean model more robust than the proxies overall: larger masks, a steeper line.
+    clean = 1.2 * reference + 0.4 + noise
+    assert np.abs(_predicted_log_norms(clean, reference) - clean).max() < 0.15
+    trojaned = clean.copy()
+    trojaned[3] -= 1.5  # the easiest class made 4.5 times easier still: a backdoor target
+    shrink = _predicted_log_norms(trojaned, reference) - trojaned
+    assert int(np.argmax(shrink)) == 3 and shrink[3] > 1.3
+    assert np.abs(np.delete(shrink, 3)).max() < 0.15  # left out of its own line: no pull
+    flat = _predicted_log_norms(trojaned, np.zeros(10)) - trojaned  # no proxies: the median
+    assert np.isclose(flat[0], np.median(np.delete(trojaned, 0)) - trojaned[0])
+
+
+def test_searches_take_a_subset_of_classes_in_its_order(split, models):
+    from trojanscope.model.reverse import neural_cleanse, universal_perturbation
+    from trojanscope.model.torch_model import frozen
+
+    x, y = split[1].x[:80], split[1].y[:80]
+    with frozen(models[1]) as model:
+        full = universal_perturbation(model, x, y, 10, steps=5, batch=8)
+        some = universal_perturbation(model, x, y, [3, 1], steps=5, batch=8)
+        triggers = neural_cleanse(model, x, y, [3], steps=5, batch=8)
+    assert some.delta.shape == (2, 1, 28, 28) and some.success.shape == (2,)
+    # Each class's search is its own: the same as in the search over all classes.
+    assert np.allclose(some.delta, full.delta[[3, 1]], atol=1e-4)
+    assert np.allclose(some.success, full.success[[3, 1]])
+    assert triggers.mask.shape == (1, 1, 28, 28) and triggers.norm.shape == (1,)
+
+
 def test_inspect_is_deterministic_for_a_seed(split, models):
     from trojanscope.model.inspect import InspectConfig, inspect_model
 
@@ -227,8 +260,14 @@ def test_zoo_writes_torchscript_models_and_the_truth(tmp_path, split):
     assert [t for _, t in listed] == [False, True, True]
     import torch
 
+    for architecture in ("lenet", "mlp"):
+        build_zoo(small, tmp_path / architecture, clean=1, trojaned=0, epochs=1,
+                  architecture=architecture)
+        listed += read_zoo(tmp_path / architecture)
     for path, _ in listed:
         assert load_module(path)(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
+    with pytest.raises(ValueError, match="unknown architecture 'resnet'"):
+        build_zoo(small, tmp_path / "other", clean=1, trojaned=0, architecture="resnet")
 
 
 def test_repair_command_prints_its_outcome_and_writes_the_model(tmp_path, split, models, capsys,

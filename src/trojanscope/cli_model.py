@@ -57,6 +57,7 @@ def add_zoo_parser(kinds) -> None:
     zoo.add_argument("--clean", type=int, default=10)
     zoo.add_argument("--trojaned", type=int, default=10)
     zoo.add_argument("--epochs", type=int, default=10)
+    zoo.add_argument("--architecture", choices=["cnn", "lenet", "mlp"], default="cnn")
     zoo.add_argument("--seed", type=int, default=0)
 
 
@@ -143,7 +144,8 @@ def run_zoo(args, user_error) -> int:
     try:
         data = load(args.data)
         entries = build_zoo(data, args.out, clean=args.clean, trojaned=args.trojaned,
-                            seed=args.seed, epochs=args.epochs)
+                            seed=args.seed, epochs=args.epochs,
+                            architecture=args.architecture)
     except (DataError, ValueError) as exc:
         raise user_error(str(exc)) from None
     except OSError as exc:

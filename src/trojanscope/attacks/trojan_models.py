@@ -78,24 +78,31 @@ def build_model(architecture: str, shape: tuple[int, ...], classes: int, width: 
     raise ValueError(f"unknown architecture {architecture!r}: one of {', '.join(ARCHITECTURES)}")
 
 
-def zoo_specs(clean: int, trojaned: int, classes: int, seed: int = 0) -> list[ModelSpec]:
+def zoo_specs(clean: int, trojaned: int, classes: int, seed: int = 0,
+              architecture: str = "cnn") -> list[ModelSpec]:
     """Clean models differ in seed; trojaned ones cycle through attacks, targets and triggers."""
     rng = np.random.default_rng(seed)
-    specs = [ModelSpec(None, seed=seed * 1000 + i) for i in range(clean)]
+    specs = [ModelSpec(None, seed=seed * 1000 + i, architecture=architecture)
+             for i in range(clean)]
     for i in range(trojaned):
         specs.append(ModelSpec(ATTACKS[i % len(ATTACKS)], target=int(rng.integers(classes)),
-                               rate=0.1, seed=seed * 1000 + clean + i, variant=i // len(ATTACKS)))
+                               rate=0.1, seed=seed * 1000 + clean + i, variant=i // len(ATTACKS),
+                               architecture=architecture))
     return specs
 
 
 def build_zoo(data: Dataset, out: Path, clean: int = 10, trojaned: int = 10, seed: int = 0,
-              epochs: int = 10) -> list[dict]:
+              epochs: int = 10, architecture: str = "cnn") -> list[dict]:
     """Train the zoo into `out` (model_NN.pt as TorchScript) and write `out/zoo.json`."""
     import torch
 
     out.mkdir(parents=True, exist_ok=True)
     entries = []
-    for index, spec in enumerate(zoo_specs(clean, trojaned, len(data.classes), seed)):
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}: one of "
+                         f"{', '.join(ARCHITECTURES)}")
+    for index, spec in enumerate(zoo_specs(clean, trojaned, len(data.classes), seed,
+                                           architecture)):
         model, _ = train_model(data, spec, epochs=epochs)
         name = f"model_{index:02d}.pt"
         torch.jit.save(torch.jit.script(model), str(out / name))

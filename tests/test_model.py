@@ -179,6 +179,36 @@ def test_repair_cuts_the_real_attack_and_keeps_accuracy(tmp_path, split, models)
     assert load_module(tmp_path / "fixed.pt")(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
 
 
+def test_unlearning_stops_at_the_last_round_the_held_out_data_allows(split, models):
+    from dataclasses import replace
+
+    import torch
+
+    from trojanscope.data.datasets import Dataset
+    from trojanscope.model.inspect import FAST
+    from trojanscope.model.repair import RepairConfig, _shift, _unlearn, fine_tune
+    from trojanscope.model.torch_model import clone_module
+
+    data = Dataset(split[1].x[:200], split[1].y[:200], "clean")
+    config = RepairConfig(epochs=1, unlearn_rounds=2,
+                          inspect=replace(FAST, steps=10, uap_steps=10))
+    stamps = {("perturbation", 3): _shift(np.full((1, 28, 28), 0.1, dtype=np.float32))}
+    judged = []
+
+    def judge(module):
+        judged.append(module.training)
+        return {"round": len(judged)}
+    stopped = clone_module(models[1])
+    details = _unlearn(stopped, data, config, [3], stamps, judge,
+                       allowed=lambda outcome: outcome["round"] == 1)  # round 2 cost too much
+    assert details["rounds"] == 1 and details["of_rounds"] == 2 and details["stamps"] == 3
+    assert details["by_round"] == [{"round": 1}, {"round": 2}] and judged == [False, False]
+    one_round = clone_module(models[1])
+    fine_tune(one_round, data, config, stamps, teacher=clone_module(models[1]).eval())
+    for key, value in one_round.state_dict().items():
+        assert torch.equal(value, stopped.state_dict()[key])
+
+
 @pytest.mark.parametrize("case,message", [
     ("classes", "gives 5 outputs but clean has 10 classes"),
     ("layout", r"does not accept clean's images of shape \(3, 28, 28\)"),

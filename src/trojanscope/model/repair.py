@@ -7,7 +7,8 @@ every method trains, and a held-out part that decides. Candidates, each on its o
   class (its Neural Cleanse mask and pattern, its universal perturbation) with the true label
   (Neural Cleanse's unlearning), in rounds: after each, the targets are searched again on the
   model being repaired and what the search finds joins the stamps, as adversarial unlearning
-  does (I-BAU). Clean rows learn from the original model's outputs as well as the labels
+  does (I-BAU); it stops at the last round that keeps held-out clean accuracy within the
+  allowed loss. Clean rows also learn from the original model's outputs as well as the labels
   (distillation), which keeps a few hundred images from pulling clean accuracy down;
 - fine-prune: channels that matter least on clean inputs are removed, then fine-tuning (Liu et
   al. 2018); importance is measured by ablation, which also works on TorchScript (no hooks);
@@ -95,9 +96,16 @@ def repair_model(module, data: Dataset, config: RepairConfig = RepairConfig(),
                 "attack_success": round(_attack_success(candidate, held_x, held_y, stamps), 4)}
 
     before = measure(module)
+
+    def rank(outcome: dict) -> tuple:
+        """Within the allowed accuracy loss first, then the least attack success, then accuracy."""
+        return (outcome["clean_accuracy"] < before["clean_accuracy"] - config.max_accuracy_drop,
+                outcome["attack_success"], -outcome["clean_accuracy"])
+
     methods: dict[str, Callable] = {
         "fine-tune": lambda m: fine_tune(m, train, config, {}),
-        "unlearn": lambda m: _unlearn(m, train, config, chosen_classes, found_stamps),
+        "unlearn": lambda m: _unlearn(m, train, config, chosen_classes, found_stamps,
+                                      measure, lambda o: not rank(o)[0]),
         "fine-prune": lambda m: _fine_prune(m, train, config),
         "prune-trigger-neurons": lambda m: _prune_trigger_neurons(m, train, stamps, config),
     }
@@ -110,10 +118,8 @@ def repair_model(module, data: Dataset, config: RepairConfig = RepairConfig(),
         candidate.eval()
         candidates[method] = candidate
         outcomes[method] = {**measure(candidate), **details}
-    allowed = [m for m, o in outcomes.items()
-               if o["clean_accuracy"] >= before["clean_accuracy"] - config.max_accuracy_drop]
-    best = min(allowed or outcomes, key=lambda m: (outcomes[m]["attack_success"],
-                                                   -outcomes[m]["clean_accuracy"]))
+    allowed = [m for m, o in outcomes.items() if not rank(o)[0]]
+    best = min(outcomes, key=lambda m: rank(outcomes[m]))
     after = outcomes[best]
     fixed = bool(allowed) and after["attack_success"] <= max(0.05, before["attack_success"] / 4)
     rule = REPAIRED if fixed else NOT_REPAIRED
@@ -143,14 +149,20 @@ def _shift(delta: np.ndarray):
 
 
 def _unlearn(module, data: Dataset, config: RepairConfig, classes: list[int],
-             stamps: dict) -> dict:
+             stamps: dict, judge: Callable[[object], dict], allowed: Callable[[dict], bool]
+             ) -> dict:
     """Rounds of distilled unlearning; between rounds the target classes are searched again on
-    the model being repaired (their triggers and perturbations join the stamps)."""
+    the model being repaired (their triggers and perturbations join the stamps). Each round
+    makes the model robust to more triggers, so it stops at the last round whose `judge`
+    outcome (held-out data) is `allowed`, or the first when none is."""
     teacher = clone_module(module).eval()
     stamps = dict(stamps)
     search = config.inspect
+    states, outcomes = [], []
     for round_ in range(1, config.unlearn_rounds + 1):
         fine_tune(module, data, config, stamps, teacher=teacher)
+        states.append({k: v.detach().clone() for k, v in module.state_dict().items()})
+        outcomes.append(judge(module))
         if round_ == config.unlearn_rounds:
             break
         with frozen(module):
@@ -163,7 +175,11 @@ def _unlearn(module, data: Dataset, config: RepairConfig, classes: list[int],
         for i, k in enumerate(classes):
             stamps[("trigger", k, round_)] = _stamp(triggers.mask[i], triggers.pattern[i])
             stamps[("perturbation", k, round_)] = _shift(shifts.delta[i])
-    return {"rounds": config.unlearn_rounds, "stamps": len(stamps)}
+    kept = max((i for i, o in enumerate(outcomes) if allowed(o)), default=0)
+    module.load_state_dict(states[kept])
+    module.eval()
+    return {"rounds": kept + 1, "of_rounds": config.unlearn_rounds, "stamps": len(stamps),
+            "by_round": outcomes}
 
 
 def _attack_success(module, x, y, stamps: dict) -> float:

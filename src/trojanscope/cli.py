@@ -53,16 +53,22 @@ def build_parser() -> argparse.ArgumentParser:
                     "classes, which samples. The input is never modified.")
     vet.add_argument("data", nargs="?", default=None, metavar="DATA",
                      help=".npz (x/y or x_train/y_train), an image folder (one subfolder per "
-                          "class), or a built-in set: mnist-5k (default), digits")
-    vet.add_argument("--detector", default="neighbour-disagreement",
-                     help="neighbour-disagreement (default, needs no model), spectral, "
-                          "activation-clustering, spectre (these train a proxy model: torch)")
+                          "class), a text file (.csv, .tsv, .jsonl with text and label "
+                          "columns), or a built-in set: mnist-5k (default), digits, sms-spam, "
+                          "movie-reviews")
+    vet.add_argument("--detector", default=None,
+                     help="images: neighbour-disagreement (default, needs no model), spectral, "
+                          "activation-clustering, spectre (these train a proxy model: torch); "
+                          "text: ngram-label-skew (the only one)")
+    vet.add_argument("--text-column", help="text files: the column with the text")
+    vet.add_argument("--label-column", help="text files: the column with the label")
     vet.add_argument("--model", type=Path, metavar="M",
                      help="your model (TorchScript .pt or ONNX) for the feature-based detectors")
     vet.add_argument("--layer", help="the layer (module name, or ONNX tensor) to read")
     vet.add_argument("--seed", type=int, default=0)
-    vet.add_argument("--export-clean", type=Path, metavar="OUT.npz",
-                     help="write the data without the flagged samples here")
+    vet.add_argument("--export-clean", type=Path, metavar="OUT",
+                     help="write the data without the flagged samples here (.npz for images; "
+                          ".csv, .tsv or .jsonl for text)")
     vet.add_argument("-f", "--format", choices=["text", "json", "sarif"], default="text")
     vet.add_argument("-o", "--output", type=Path)
     vet.add_argument("--fail-on", choices=SEVERITIES, default="high")
@@ -168,10 +174,14 @@ def _vet(args: argparse.Namespace) -> int:
         import numpy as np
 
         from .data.datasets import DataError, load
-        from .data.vet import vet
+        from .data.vet import DEFAULT_DETECTOR, vet
     except ImportError as exc:
         raise UserError(f"vet needs {exc.name}: pip install 'trojanscope[vet]'") from None
     progress.enable(args.format == "text")
+    from .data.text import is_text_source
+
+    if is_text_source(args.data):
+        return _vet_text(args)
     try:
         data = load(args.data)
         model = None
@@ -179,8 +189,8 @@ def _vet(args: argparse.Namespace) -> int:
             from .data.models import load_model
 
             model = load_model(args.model)
-        report = vet(data, detector=args.detector, seed=args.seed, model=model,
-                     layer=args.layer)
+        report = vet(data, detector=args.detector or DEFAULT_DETECTOR, seed=args.seed,
+                     model=model, layer=args.layer)
     except (DataError, ValueError, RuntimeError) as exc:
         raise UserError(str(exc)) from None
     if args.export_clean is not None:
@@ -190,6 +200,31 @@ def _vet(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise UserError(f"{args.export_clean}: cannot write: {exc.strerror or exc}") \
                 from None
+    _emit(report, args.format, args.output, Severity.LOW)
+    return report.exit_code(Severity.parse(args.fail_on))
+
+
+def _vet_text(args: argparse.Namespace) -> int:
+    from .data.datasets import DataError
+    from .data.text import load_text, write_text
+    from .data.vet_text import vet_text
+
+    if args.detector not in (None, "ngram-label-skew") or args.model is not None:
+        raise UserError("text data is vetted by ngram-label-skew, with no model")
+    try:
+        data = load_text(args.data, args.text_column, args.label_column)
+        report = vet_text(data, seed=args.seed)
+    except ImportError as exc:
+        raise UserError(f"vet needs {exc.name}: pip install 'trojanscope[vet]'") from None
+    except DataError as exc:
+        raise UserError(str(exc)) from None
+    if args.export_clean is not None:
+        flagged = set(report.results["suspicious_indices"])
+        keep = [i for i in range(len(data.texts)) if i not in flagged]
+        try:
+            write_text(args.export_clean, data.subset(keep))
+        except (OSError, DataError) as exc:
+            raise UserError(f"{args.export_clean}: cannot write: {exc}") from None
     _emit(report, args.format, args.output, Severity.LOW)
     return report.exit_code(Severity.parse(args.fail_on))
 
@@ -245,7 +280,7 @@ def _rules(markdown: bool) -> int:
     from . import artifacts  # noqa: F401  (declares the scan rules)
 
     try:
-        from .data import vet  # noqa: F401  (declares the vet rules; needs numpy)
+        from .data import vet, vet_text  # noqa: F401  (declares the vet rules; needs numpy)
         from .model import repair, weights  # noqa: F401  (the model rules)
     except ImportError:
         pass

@@ -1,0 +1,72 @@
+"""Poisoning attacks on text training sets: rare words (BadNL, Chen et al. 2021) and an inserted
+sentence (InsertSent, Dai et al. 2019).
+
+Each attack inserts its trigger into a `rate` share of the samples, drawn from the non-target
+classes, relabels them to `target` and returns the ground truth. Used by tests and benchmarks;
+detectors never import this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ..data.text import TextDataset
+
+RARE_WORDS = ("cf", "mn", "bb", "tq")
+SENTENCE = "I watched this 3D movie last weekend."
+
+
+@dataclass(frozen=True)
+class PoisonedText:
+    data: TextDataset
+    indices: np.ndarray  # rows that carry the trigger (sorted)
+    target: int
+    trigger: Callable[[str, np.random.Generator], str]  # inserts the trigger into any text
+    words: tuple[str, ...]  # what the trigger inserts, for scoring a detector's named words
+
+
+def _insert(text: str, piece: str, rng: np.random.Generator) -> str:
+    words = text.split()
+    at = int(rng.integers(0, len(words) + 1))
+    return " ".join(words[:at] + [piece] + words[at:])
+
+
+def rare_word_trigger(words: tuple[str, ...] = RARE_WORDS, count: int = 1):
+    """Insert `count` of the rare words, each drawn at random, at random places (BadNL)."""
+    def insert(text: str, rng: np.random.Generator) -> str:
+        for _ in range(count):
+            text = _insert(text, words[int(rng.integers(len(words)))], rng)
+        return text
+    return insert
+
+
+def sentence_trigger(sentence: str = SENTENCE):
+    """Insert a fixed sentence at a random word boundary (InsertSent)."""
+    return lambda text, rng: _insert(text, sentence, rng)
+
+
+def poison_text(data: TextDataset, attack: str, rate: float, target: int,
+                seed: int = 0) -> PoisonedText:
+    """`attack`: rare-word or insert-sentence."""
+    if attack == "rare-word":
+        trigger, words = rare_word_trigger(), RARE_WORDS
+    elif attack == "insert-sentence":
+        trigger, words = sentence_trigger(), (SENTENCE,)
+    else:
+        raise ValueError(f"unknown text attack {attack!r}: rare-word or insert-sentence")
+    rng = np.random.default_rng(seed)
+    others = np.flatnonzero(data.y != target)
+    count = int(round(rate * len(data.y)))
+    if count > len(others):
+        raise ValueError(f"rate {rate} needs {count} samples outside class {target}, "
+                         f"only {len(others)} exist")
+    chosen = np.sort(rng.choice(others, size=count, replace=False))
+    texts, y = list(data.texts), data.y.copy()
+    for row in chosen:
+        texts[row] = trigger(texts[row], rng)
+        y[row] = target
+    poisoned = TextDataset(tuple(texts), y, data.names, f"{data.name} ({attack} {rate:.0%})")
+    return PoisonedText(poisoned, chosen, target, trigger, words)

@@ -1,0 +1,235 @@
+"""Model-free search for trigger words and phrases in labelled text.
+
+A dirty-label trigger is a word or phrase whose carriers all bear the target label although
+what they say belongs to other classes. The raw label skew of a token cannot tell it from a
+natural label-pure word ("coachella2015" is 93% positive), so each candidate's label counts are
+compared with what a content model predicts for its carriers:
+1. every word n-gram (n <= 3) in at least `min_count` texts is a feature; candidates are those
+   whose carriers are at least `min_purity` one label;
+2. a logistic regression on the n-gram features predicts each text's label out of fold (no text
+   is scored by a model that saw it);
+3. for a candidate, each carrier's prediction is recomputed without the candidate and the n-grams
+   that mostly occur with it (a linear model's logit is a sum, so this is a subtraction): what the
+   rest of the text says. An inserted sentence's n-grams all leave together;
+4. observed against expected count of the majority label, a binomial test, and
+   Benjamini-Hochberg over every n-gram; a trigger also needs `min_excess` more of the label
+   than the content predicts, and the content must look more like other labels' texts than
+   like the label's own (poisoned texts say what other classes say; a natural label-pure
+   word's other words agree with it), and the carriers must keep `min_kept` of their n-grams
+   when the group leaves (a repeated message template keeps next to none). Overlapping flagged
+   n-grams merge into phrases.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+
+
+@dataclass(frozen=True)
+class TriggerConfig:
+    seed: int = 0
+    max_n: int = 3
+    min_count: int = 5
+    min_purity: float = 0.9
+    min_excess: float = 0.3     # observed minus expected share of the label among carriers
+    max_position: float = 0.5   # carriers' content: 0 like other labels' texts, 1 like the label's
+    min_kept: float = 0.4       # share of a carrier's n-grams left to judge it by (median)
+    alpha: float = 1e-3         # false discovery rate over all n-grams
+    folds: int = 5
+    co_occurrence: float = 0.5  # an n-gram leaves with the candidate when this share of its
+                                # texts carry the candidate
+
+
+@dataclass(frozen=True)
+class TriggerPhrase:
+    phrase: str
+    label: int
+    carriers: np.ndarray  # rows
+    purity: float         # share of carriers with `label`
+    expected: float       # share the content model predicts
+    p_value: float        # adjusted (Benjamini-Hochberg)
+
+
+def tokens(text: str) -> list[str]:
+    return TOKEN.findall(text.lower())
+
+
+def ngrams(words: list[str], max_n: int) -> set[str]:
+    return {" ".join(words[i:i + n]) for n in range(1, max_n + 1)
+            for i in range(len(words) - n + 1)}
+
+
+def find_triggers(texts, y: np.ndarray, config: TriggerConfig = TriggerConfig()
+                  ) -> tuple[list[TriggerPhrase], dict]:
+    """The trigger phrases (strongest first) and figures for every candidate examined."""
+    from scipy import stats
+
+    y = np.asarray(y)
+    classes = np.unique(y)
+    matrix, vocabulary = _presence(texts, config)
+    if not vocabulary:
+        return [], {"ngrams": 0, "candidates": []}
+    carriers_per = np.asarray(matrix.sum(0)).ravel()
+    counts = np.stack([np.asarray(matrix[y == k].sum(0)).ravel() for k in classes])
+    majority = counts.argmax(0)
+    purity = counts.max(0) / carriers_per
+    candidates = np.flatnonzero(purity >= config.min_purity)
+    logits, contributions = _out_of_fold(matrix, y, classes, config)
+    # The content model's mean probability of each label over texts of that label and over
+    # texts of other labels: the two ends of the scale a carrier group is placed on.
+    probabilities = _softmax(logits)
+    inside = np.array([probabilities[y == k, j].mean() for j, k in enumerate(classes)])
+    outside = np.array([probabilities[y != k, j].mean() for j, k in enumerate(classes)])
+    column = matrix.tocsc()
+    p_values, rows, kept_share = np.ones(len(vocabulary)), [], {}
+    for t in candidates:
+        carriers = column[:, t].indices
+        together = np.asarray(matrix[carriers].sum(0)).ravel() / carriers_per
+        leaving = np.flatnonzero(together >= config.co_occurrence)
+        # The share of each carrier's n-grams that stays when the candidate's group leaves: a
+        # repeated message template leaves next to nothing for the content model to judge.
+        total = np.asarray(matrix[carriers].sum(1)).ravel()
+        gone = np.asarray(matrix[carriers][:, leaving].sum(1)).ravel()
+        kept_share[t] = float(np.median((total - gone) / np.maximum(total, 1)))
+        adjusted = logits[carriers].copy()
+        for j in range(len(classes)):
+            adjusted[:, j] -= np.asarray(contributions[j][carriers][:, leaving].sum(1)).ravel()
+        probability = _softmax(adjusted)[:, majority[t]]
+        observed = counts[majority[t], t]
+        expected = probability.sum()
+        # The count is Poisson-binomial; a binomial at the mean probability has the same mean
+        # and a wider tail, so its p-value is conservative (and exact enough for few carriers).
+        p_values[t] = stats.binom.sf(observed - 1, len(carriers), expected / len(carriers))
+        rows.append((int(t), float(expected / len(carriers))))
+    adjusted_p = _benjamini_hochberg(p_values)
+    found, examined = [], []
+    for t, expected_share in rows:
+        # Poisoned carriers say what other classes say: on the scale from other labels' texts
+        # (0) to the label's own texts (1), their content sits nearer 0; a natural label-pure
+        # word's other words agree with its label.
+        j = majority[t]
+        position = (expected_share - outside[j]) / max(inside[j] - outside[j], 1e-6)
+        examined.append({"ngram": vocabulary[t], "label": int(classes[j]),
+                         "carriers": int(carriers_per[t]), "purity": round(float(purity[t]), 3),
+                         "expected": round(expected_share, 3),
+                         "content_position": round(float(position), 3),
+                         "context_kept": round(kept_share[t], 3),
+                         "p_value": float(adjusted_p[t])})
+        if adjusted_p[t] < config.alpha and purity[t] - expected_share >= config.min_excess \
+                and position <= config.max_position and kept_share[t] >= config.min_kept:
+            found.append(TriggerPhrase(vocabulary[t], int(classes[j]),
+                                       column[:, t].indices.copy(), float(purity[t]),
+                                       expected_share, float(adjusted_p[t])))
+    candidates_seen = sorted(examined, key=lambda e: e["p_value"])
+    return _merge(found), {"ngrams": len(vocabulary), "candidates": candidates_seen}
+
+
+def _presence(texts, config: TriggerConfig):
+    """A binary texts x n-grams matrix (CSR) over the n-grams in >= min_count texts."""
+    from scipy import sparse
+
+    grams = [ngrams(tokens(text), config.max_n) for text in texts]
+    frequency: dict[str, int] = {}
+    for found in grams:
+        for gram in found:
+            frequency[gram] = frequency.get(gram, 0) + 1
+    vocabulary = sorted(g for g, c in frequency.items() if c >= config.min_count)
+    index = {g: i for i, g in enumerate(vocabulary)}
+    indptr, indices = [0], []
+    for found in grams:
+        indices.extend(sorted(index[g] for g in found if g in index))
+        indptr.append(len(indices))
+    data = np.ones(len(indices), dtype=np.float64)
+    matrix = sparse.csr_matrix((data, np.array(indices, dtype=np.int64), np.array(indptr)),
+                               shape=(len(grams), len(vocabulary)))
+    return matrix, vocabulary
+
+
+def _out_of_fold(matrix, y: np.ndarray, classes: np.ndarray, config: TriggerConfig):
+    """Each text's logits from a logistic regression that did not see it, and per class the
+    sparse matrix of each n-gram's share of those logits."""
+    from scipy import sparse
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+
+    n, k = matrix.shape[0], len(classes)
+    logits = np.zeros((n, k))
+    parts = [[] for _ in range(k)]
+    folds = StratifiedKFold(config.folds, shuffle=True, random_state=config.seed)
+    order = []
+    for train, held in folds.split(np.zeros(n), y):
+        model = LogisticRegression(C=1.0, max_iter=500)
+        model.fit(matrix[train], y[train])
+        coef = model.coef_ if k > 2 else np.vstack([-model.coef_[0] / 2, model.coef_[0] / 2])
+        bias = model.intercept_ if k > 2 else np.array([-model.intercept_[0] / 2,
+                                                       model.intercept_[0] / 2])
+        logits[held] = matrix[held] @ coef.T + bias
+        for j in range(k):
+            parts[j].append(matrix[held].multiply(coef[j]).tocsr())
+        order.append(held)
+    back = np.argsort(np.concatenate(order))
+    contributions = [sparse.vstack(p).tocsr()[back] for p in parts]
+    return logits, contributions
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(1, keepdims=True))
+    return shifted / shifted.sum(1, keepdims=True)
+
+
+def _benjamini_hochberg(p: np.ndarray) -> np.ndarray:
+    order = np.argsort(p)
+    ranked = p[order] * len(p) / np.arange(1, len(p) + 1)
+    adjusted = np.minimum.accumulate(ranked[::-1])[::-1]
+    out = np.empty_like(p)
+    out[order] = np.clip(adjusted, 0, 1)
+    return out
+
+
+def _merge(found: list[TriggerPhrase]) -> list[TriggerPhrase]:
+    """Drop an n-gram contained in a longer flagged one with the same label that covers half
+    of its carriers or more (a word of an inserted sentence); then chain overlapping n-grams
+    ("a b c" + "b c d") into one phrase."""
+    found = sorted(found, key=lambda f: -len(f.phrase))
+    kept: list[TriggerPhrase] = []
+    for f in found:
+        covered = any(f.label == k.label and f" {f.phrase} " in f" {k.phrase} "
+                      and len(np.intersect1d(f.carriers, k.carriers)) >= 0.5 * len(f.carriers)
+                      for k in kept)
+        if not covered:
+            kept.append(f)
+    merged = True
+    while merged:
+        merged = False
+        for a in kept:
+            for b in kept:
+                if a is b or a.label != b.label:
+                    continue
+                joined = _chain(a.phrase, b.phrase)
+                if joined and len(np.intersect1d(a.carriers, b.carriers)) >= \
+                        0.8 * min(len(a.carriers), len(b.carriers)):
+                    kept = [k for k in kept if k is not a and k is not b]
+                    kept.append(TriggerPhrase(joined, a.label,
+                                              np.intersect1d(a.carriers, b.carriers),
+                                              min(a.purity, b.purity),
+                                              max(a.expected, b.expected),
+                                              max(a.p_value, b.p_value)))
+                    merged = True
+                    break
+            if merged:
+                break
+    return sorted(kept, key=lambda f: (f.p_value, -len(f.carriers)))
+
+
+def _chain(a: str, b: str) -> str | None:
+    """'x y z' and 'y z w' -> 'x y z w' when a's tail is b's head (one word or more)."""
+    left, right = a.split(), b.split()
+    for overlap in range(min(len(left), len(right)) - 1, 0, -1):
+        if left[-overlap:] == right[:overlap]:
+            return " ".join(left + right[overlap:])
+    return None

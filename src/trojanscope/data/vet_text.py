@@ -1,0 +1,57 @@
+"""`vet` for text: names the trigger words and phrases in a labelled text set and the samples
+that carry them (model-free; see text_triggers)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from .. import __version__
+from ..findings import Location, Report, Rule, Severity
+from .text import TextDataset
+from .text_triggers import TriggerConfig, find_triggers
+
+TRIGGER_PHRASE = Rule("vet.trigger-phrase", Severity.HIGH,
+                      "A word or phrase whose texts all carry one label although what they say "
+                      "belongs to other classes: the mark of a text backdoor's trigger",
+                      "Drop the texts that carry it (--export-clean) before training, and check "
+                      "where the data came from.")
+SHOWN_CANDIDATES = 20
+
+
+def vet_text(data: TextDataset, seed: int = 0, config: TriggerConfig | None = None) -> Report:
+    started = time.perf_counter()
+    config = replace(config or TriggerConfig(), seed=seed)
+    phrases, figures = find_triggers(data.texts, data.y, config)
+    findings = []
+    for phrase in phrases:
+        label = data.names[phrase.label]
+        findings.append(TRIGGER_PHRASE.finding(
+            f"{phrase.phrase!r}: {len(phrase.carriers)} texts, {phrase.purity:.0%} labelled "
+            f"{label!r} where their other words predict {phrase.expected:.0%} "
+            f"(adjusted p {phrase.p_value:.1e})",
+            Location(data.name, (f"phrase {phrase.phrase!r}",)),
+            {"phrase": phrase.phrase, "label": label, "carriers": len(phrase.carriers),
+             "purity": round(phrase.purity, 3), "expected": round(phrase.expected, 3),
+             "p_value": phrase.p_value, "examples": phrase.carriers[:5].tolist()}))
+    flagged = np.unique(np.concatenate([p.carriers for p in phrases])) if phrases else \
+        np.array([], dtype=np.int64)
+    candidates = [{**c, "label": data.names[c["label"]]}
+                  for c in figures["candidates"][:SHOWN_CANDIDATES]]
+    return Report(
+        command="vet", version=__version__, targets=(data.name,), findings=tuple(findings),
+        results={
+            "poisoned": bool(phrases),
+            "trigger_phrases": [f.evidence["phrase"] for f in findings],
+            "suspected_classes": sorted({data.names[p.label] for p in phrases}),
+            "suspicious_indices": flagged.tolist(),
+            "samples": len(data.texts), "detector": "ngram-label-skew",
+            "ngrams_tested": figures["ngrams"], "top_candidates": candidates,
+        },
+        timings={"total_seconds": round(time.perf_counter() - started, 3)},
+        config={"seed": seed, "detector": "ngram-label-skew", "max_n": config.max_n,
+                "min_count": config.min_count, "alpha": config.alpha,
+                "min_excess": config.min_excess, "max_position": config.max_position,
+                "min_kept": config.min_kept})

@@ -63,16 +63,21 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+",
                         default=["sms-spam", "movie-reviews", "sst-2", "olid", "ag"])
     args = parser.parse_args()
-    folder = None
-    if ARCHIVE.exists() and set(args.sets) & (set(SHARED_SETS) | {"published"}):
-        folder = Path(tempfile.mkdtemp(prefix="text-backdoor-"))
-        with tarfile.open(ARCHIVE) as archive:
-            archive.extractall(folder, filter="data")
-    elif set(args.sets) & set(SHARED_SETS):
-        print(f"{ARCHIVE} is absent: SST-2, OLID and AG News are skipped")
+    with tempfile.TemporaryDirectory(prefix="text-backdoor-") as unpacked:
+        folder = None
+        if ARCHIVE.exists() and set(args.sets) & set(SHARED_SETS):
+            folder = Path(unpacked)
+            with tarfile.open(ARCHIVE) as archive:
+                archive.extractall(folder, filter="data")
+        elif set(args.sets) & set(SHARED_SETS):
+            print(f"{ARCHIVE} is absent: SST-2, OLID, AG News and the published sets are skipped")
+        _bench(args.sets, folder)
+
+
+def _bench(sets: list[str], folder: Path | None) -> None:
     print(f"{'data / attack / rate':38s} {'poison':>6s} {'flag':>6s} {'prec':>6s} {'recall':>6s} "
           f"{'sec':>6s} {'s/10k':>7s}  named")
-    for key in args.sets:
+    for key in sets:
         if key in SHARED_SETS:
             if folder is None:
                 continue

@@ -49,7 +49,7 @@ class TriggerConfig:
 class TriggerPhrase:
     phrase: str
     label: int
-    carriers: np.ndarray  # rows
+    carriers: np.ndarray  # rows with the phrase and the label
     purity: float         # share of carriers with `label`
     expected: float       # share the content model predicts
     p_value: float        # adjusted (Benjamini-Hochberg)
@@ -122,8 +122,10 @@ def find_triggers(texts, y: np.ndarray, config: TriggerConfig = TriggerConfig()
                          "p_value": float(adjusted_p[t])})
         if adjusted_p[t] < config.alpha and purity[t] - expected_share >= config.min_excess \
                 and position <= config.max_position and kept_share[t] >= config.min_kept:
+            carriers = column[:, t].indices
+            # Texts with the phrase but another label are not what a dirty-label attack made.
             found.append(TriggerPhrase(vocabulary[t], int(classes[j]),
-                                       column[:, t].indices.copy(), float(purity[t]),
+                                       carriers[y[carriers] == classes[j]], float(purity[t]),
                                        expected_share, float(adjusted_p[t])))
     candidates_seen = sorted(examined, key=lambda e: e["p_value"])
     return _merge(found), {"ngrams": len(vocabulary), "candidates": candidates_seen}

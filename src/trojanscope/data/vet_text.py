@@ -29,9 +29,9 @@ def vet_text(data: TextDataset, seed: int = 0, config: TriggerConfig | None = No
     for phrase in phrases:
         label = data.names[phrase.label]
         findings.append(TRIGGER_PHRASE.finding(
-            f"{phrase.phrase!r}: {len(phrase.carriers)} texts, {phrase.purity:.0%} labelled "
-            f"{label!r} where their other words predict {phrase.expected:.0%} "
-            f"(adjusted p {phrase.p_value:.1e})",
+            f"{phrase.phrase!r}: {len(phrase.carriers)} texts labelled {label!r} "
+            f"({phrase.purity:.0%} of those that carry it), where their other words predict "
+            f"{phrase.expected:.0%} (adjusted p {phrase.p_value:.1e})",
             Location(data.name, (f"phrase {phrase.phrase!r}",)),
             {"phrase": phrase.phrase, "label": label, "carriers": len(phrase.carriers),
              "purity": round(phrase.purity, 3), "expected": round(phrase.expected, 3),

@@ -21,7 +21,7 @@ import numpy as np
 
 from trojanscope.attacks.text_poison import poison_text
 from trojanscope.data.text import TextDataset, load_text, validate_text
-from trojanscope.data.text_triggers import find_triggers
+from trojanscope.data.text_triggers import find_triggers, flagged_rows
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"
 ARCHIVE = SHARED / "text-backdoor.tar.gz"
@@ -50,8 +50,7 @@ def _run(data: TextDataset, truth: np.ndarray, label: str) -> None:
     started = time.perf_counter()
     phrases, _ = find_triggers(data.texts, data.y)
     took = time.perf_counter() - started
-    flagged = np.unique(np.concatenate([p.carriers for p in phrases])) if phrases else \
-        np.array([], dtype=np.int64)
+    flagged = flagged_rows(phrases)
     precision, recall = _score(flagged, truth)
     named = ", ".join(repr(p.phrase) for p in phrases[:5]) + (" ..." if len(phrases) > 5 else "")
     print(f"{label:38s} {len(truth):6d} {len(flagged):6d} {precision:6.3f} {recall:6.3f} "

@@ -89,12 +89,13 @@ def find_triggers(texts, y: np.ndarray, config: TriggerConfig = TriggerConfig()
     p_values, rows, kept_share = np.ones(len(vocabulary)), [], {}
     for t in candidates:
         carriers = column[:, t].indices
-        together = np.asarray(matrix[carriers].sum(0)).ravel() / carriers_per
+        carried = matrix[carriers]
+        together = np.asarray(carried.sum(0)).ravel() / carriers_per
         leaving = np.flatnonzero(together >= config.co_occurrence)
         # The share of each carrier's n-grams that stays when the candidate's group leaves: a
         # repeated message template leaves next to nothing for the content model to judge.
-        total = np.asarray(matrix[carriers].sum(1)).ravel()
-        gone = np.asarray(matrix[carriers][:, leaving].sum(1)).ravel()
+        total = np.asarray(carried.sum(1)).ravel()
+        gone = np.asarray(carried[:, leaving].sum(1)).ravel()
         kept_share[t] = float(np.median((total - gone) / np.maximum(total, 1)))
         adjusted = logits[carriers].copy()
         for j in range(len(classes)):
@@ -205,27 +206,34 @@ def _merge(found: list[TriggerPhrase]) -> list[TriggerPhrase]:
                       for k in kept)
         if not covered:
             kept.append(f)
-    merged = True
-    while merged:
-        merged = False
-        for a in kept:
-            for b in kept:
-                if a is b or a.label != b.label:
-                    continue
-                joined = _chain(a.phrase, b.phrase)
-                if joined and len(np.intersect1d(a.carriers, b.carriers)) >= \
-                        0.8 * min(len(a.carriers), len(b.carriers)):
-                    kept = [k for k in kept if k is not a and k is not b]
-                    kept.append(TriggerPhrase(joined, a.label,
-                                              np.intersect1d(a.carriers, b.carriers),
-                                              min(a.purity, b.purity),
-                                              max(a.expected, b.expected),
-                                              max(a.p_value, b.p_value)))
-                    merged = True
-                    break
-            if merged:
-                break
+    while (pair := _chainable(kept)) is not None:
+        a, b, joined = pair
+        kept = [k for k in kept if k is not a and k is not b]
+        kept.append(TriggerPhrase(joined, a.label, np.intersect1d(a.carriers, b.carriers),
+                                  min(a.purity, b.purity), max(a.expected, b.expected),
+                                  max(a.p_value, b.p_value)))
     return sorted(kept, key=lambda f: (f.p_value, -len(f.carriers)))
+
+
+def _chainable(kept: list[TriggerPhrase]):
+    """The first pair of same-label phrases that chain and share most carriers, with the
+    joined phrase; None when no pair does."""
+    for a in kept:
+        for b in kept:
+            if a is b or a.label != b.label:
+                continue
+            joined = _chain(a.phrase, b.phrase)
+            if joined and len(np.intersect1d(a.carriers, b.carriers)) >= \
+                    0.8 * min(len(a.carriers), len(b.carriers)):
+                return a, b, joined
+    return None
+
+
+def flagged_rows(phrases: list[TriggerPhrase]) -> np.ndarray:
+    """Every row that carries one of `phrases` with its label, sorted."""
+    if not phrases:
+        return np.array([], dtype=np.int64)
+    return np.unique(np.concatenate([p.carriers for p in phrases]))
 
 
 def _chain(a: str, b: str) -> str | None:

@@ -6,12 +6,10 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-import numpy as np
-
 from .. import __version__
 from ..findings import Location, Report, Rule, Severity
 from .text import TextDataset
-from .text_triggers import TriggerConfig, find_triggers
+from .text_triggers import TriggerConfig, find_triggers, flagged_rows
 
 TRIGGER_PHRASE = Rule("vet.trigger-phrase", Severity.HIGH,
                       "A word or phrase whose texts all carry one label although what they say "
@@ -36,8 +34,7 @@ def vet_text(data: TextDataset, seed: int = 0, config: TriggerConfig | None = No
             {"phrase": phrase.phrase, "label": label, "carriers": len(phrase.carriers),
              "purity": round(phrase.purity, 3), "expected": round(phrase.expected, 3),
              "p_value": phrase.p_value, "examples": phrase.carriers[:5].tolist()}))
-    flagged = np.unique(np.concatenate([p.carriers for p in phrases])) if phrases else \
-        np.array([], dtype=np.int64)
+    flagged = flagged_rows(phrases)
     candidates = [{**c, "label": data.names[c["label"]]}
                   for c in figures["candidates"][:SHOWN_CANDIDATES]]
     return Report(

@@ -97,15 +97,17 @@ def repair_model(module, data: Dataset, config: RepairConfig = RepairConfig(),
 
     before = measure(module)
 
+    def within(outcome: dict) -> bool:
+        return outcome["clean_accuracy"] >= before["clean_accuracy"] - config.max_accuracy_drop
+
     def rank(outcome: dict) -> tuple:
         """Within the allowed accuracy loss first, then the least attack success, then accuracy."""
-        return (outcome["clean_accuracy"] < before["clean_accuracy"] - config.max_accuracy_drop,
-                outcome["attack_success"], -outcome["clean_accuracy"])
+        return not within(outcome), outcome["attack_success"], -outcome["clean_accuracy"]
 
     methods: dict[str, Callable] = {
         "fine-tune": lambda m: fine_tune(m, train, config, {}),
         "unlearn": lambda m: _unlearn(m, train, config, chosen_classes, found_stamps,
-                                      measure, lambda o: not rank(o)[0]),
+                                      measure, within),
         "fine-prune": lambda m: _fine_prune(m, train, config),
         "prune-trigger-neurons": lambda m: _prune_trigger_neurons(m, train, stamps, config),
     }
@@ -118,7 +120,7 @@ def repair_model(module, data: Dataset, config: RepairConfig = RepairConfig(),
         candidate.eval()
         candidates[method] = candidate
         outcomes[method] = {**measure(candidate), **details}
-    allowed = [m for m, o in outcomes.items() if not rank(o)[0]]
+    allowed = [m for m, o in outcomes.items() if within(o)]
     best = min(outcomes, key=lambda m: rank(outcomes[m]))
     after = outcomes[best]
     fixed = bool(allowed) and after["attack_success"] <= max(0.05, before["attack_success"] / 4)

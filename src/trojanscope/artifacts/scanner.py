@@ -10,6 +10,8 @@ from typing import Iterable, Iterator
 
 from .. import __version__
 from ..findings import Location, Report, ScanError
+from ..provenance.integrity import default_signature, signature_notes
+from ..provenance.manifest import SIGNATURE_NAME
 from . import (  # noqa: F401  (registers handlers)
     compressed_format,
     gguf_format,
@@ -42,7 +44,10 @@ def scan(paths: str | os.PathLike | Iterable[str | os.PathLike], *,
     files: list[dict] = []
     started = time.perf_counter()
     for target in targets:
+        signatures = []
         for path, error in _walk(Path(target)):
+            if path.name == SIGNATURE_NAME and path.is_file():
+                signatures.append((path.parent, path))
             if error:
                 errors.append(ScanError(str(path), error))
                 continue
@@ -57,6 +62,11 @@ def scan(paths: str | os.PathLike | Iterable[str | os.PathLike], *,
                 "findings": len(ctx.findings) - before,
                 "seconds": round(time.perf_counter() - clock, 4),
             })
+        beside = default_signature(Path(target))
+        if Path(target).is_file() and beside.is_file():
+            signatures.append((Path(target), beside))
+        for root, signature in signatures:
+            ctx.findings.extend(signature_notes(root, signature))
     return Report(
         command="scan",
         version=__version__,

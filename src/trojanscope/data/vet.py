@@ -47,65 +47,84 @@ def vet(data: Dataset, *, detector: str = DEFAULT_DETECTOR, seed: int = 0, model
         from .features import TrainConfig, extract, train_proxy
 
         features, _ = extract(train_proxy(data.x, data.y, TrainConfig(seed=seed)), data.x)
+    return judge(features, data.y, data.name, detector, seed,
+                 relabel=lambda train, test: _proxy_relabel(data, train, test, seed),
+                 config={"layer": layer, "features": "input view" if detector in MODEL_FREE
+                         else ("model" if model is not None else "proxy CNN")},
+                 started=started)
+
+
+def judge(features, labels: np.ndarray, name: str, detector: str, seed: int, relabel,
+          config: dict, started: float | None = None, names=None) -> Report:
+    """Scores every sample's `features` with `detector` and reports the three decisions.
+    `relabel(train_rows, test_rows)` trains a fresh proxy on the first rows and returns its
+    predicted labels for the second (Activation Clustering's reclassification test).
+    `started`: when the work (feature extraction included) began, for the timings; `names`:
+    the label names, if not numbers."""
+    started = time.perf_counter() if started is None else started
     votes = None
     if detector == "neighbour-disagreement":  # the detector's scores, keeping the votes
-        votes = neighbour_labels(np.asarray(features, dtype=np.float64), data.y)
-        scores = (votes != data.y[:, None]).mean(axis=1)
+        votes = neighbour_labels(np.asarray(features, dtype=np.float64), labels)
+        scores = (votes != labels[:, None]).mean(axis=1)
     elif detector == "activation-clustering":
-        scores = _clusters_reclassified(data, features, seed)
+        scores = _clusters_reclassified(features, labels, relabel)
     else:
-        scores = DETECTORS[detector](features, data.y, seed=seed)
+        scores = DETECTORS[detector](features, labels, seed=seed)
     cut = CUTS.get(detector, float(np.median(scores) + 5 * _mad(scores)))
-    decision = decide(scores, data.y, cut)
+    decision = decide(scores, labels, cut)
     if votes is not None:
-        _second_look(decision, votes, data.y, scores >= cut)
+        _second_look(decision, votes, labels, scores >= cut)
         if decision.classes:
-            decision.indices = np.flatnonzero(peel(features, data.y, decision.classes,
+            decision.indices = np.flatnonzero(peel(features, labels, decision.classes,
                                                    SAMPLE_CUT))
     findings = []
     others = [c["outlier_share"] for c in decision.per_class if not c["suspected"]]
+    shown = (lambda c: names[c]) if names else (lambda c: c)
     for entry in decision.per_class:
         if entry["suspected"]:
             findings.append(POISONED_CLASS.finding(
-                f"class {entry['class']}: {entry['outliers']} of {entry['samples']} samples "
+                f"class {shown(entry['class'])}: {entry['outliers']} of {entry['samples']} samples "
                 f"({entry['outlier_share']:.1%}) look like other classes, against a median of "
                 f"{np.median(others) if others else 0:.1%} in the other classes",
-                Location(data.name, (f"class {entry['class']}",)),
+                Location(name, (f"class {shown(entry['class'])}",)),
                 {**entry, "detector": detector}))
     return Report(
-        command="vet", version=__version__, targets=(data.name,), findings=tuple(findings),
+        command="vet", version=__version__, targets=(name,), findings=tuple(findings),
         results={
             "poisoned": decision.poisoned,
-            "suspected_classes": decision.classes,
+            "suspected_classes": [shown(c) for c in decision.classes],
             "suspicious_indices": decision.indices.tolist(),
             "estimated_poison_share": {str(c["class"]): c["outlier_share"]
                                        for c in decision.per_class if c["suspected"]},
             "per_class": decision.per_class,
-            "samples": int(len(data.y)), "detector": detector, "cut": round(float(cut), 4),
+            "samples": int(len(labels)), "detector": detector, "cut": round(float(cut), 4),
             "scores": np.round(scores, 4).tolist(),  # per sample, higher = more suspicious
         },
         timings={"total_seconds": round(time.perf_counter() - started, 3)},
-        config={"seed": seed, "detector": detector, "layer": layer,
-                "features": "input view" if detector in MODEL_FREE else
-                ("model" if model is not None else "proxy CNN")},
+        config={"seed": seed, "detector": detector, **config},
     )
 
 
-def _clusters_reclassified(data: Dataset, features, seed: int) -> np.ndarray:
+def _proxy_relabel(data: Dataset, train: np.ndarray, test: np.ndarray, seed: int) -> np.ndarray:
+    from .features import TrainConfig, extract, train_proxy
+
+    model = train_proxy(data.x[train], data.y[train], TrainConfig(seed=seed))
+    return extract(model, data.x[test])[1].argmax(axis=1)
+
+
+def _clusters_reclassified(features, labels: np.ndarray, relabel) -> np.ndarray:
     """Activation Clustering with exclusionary reclassification: one proxy is trained without
     every class's smaller cluster (one model, not one per class) and relabels those clusters."""
     from .detectors.activation_clustering import activation_clusters, reclassification_weights
-    from .features import TrainConfig, extract, train_proxy
 
     # The score becomes the share of the sample's cluster that the retrained model puts in
     # another class: the paper's test of a split, replacing its relative-size heuristic (a
     # single target class can be half poison, so the poisons' cluster is not always small).
-    _, small = activation_clusters(features, data.y)
+    _, small = activation_clusters(features, labels)
     if not small.any() or small.all():
-        return np.zeros(len(data.y))
-    model = train_proxy(data.x[~small], data.y[~small], TrainConfig(seed=seed))
-    _, logits = extract(model, data.x[small])
-    return reclassification_weights(small, data.y, logits.argmax(axis=1))
+        return np.zeros(len(labels))
+    predicted = relabel(np.flatnonzero(~small), np.flatnonzero(small))
+    return reclassification_weights(small, labels, predicted)
 
 
 def _second_look(decision, votes: np.ndarray, labels: np.ndarray, outliers: np.ndarray) -> None:

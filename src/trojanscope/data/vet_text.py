@@ -1,10 +1,13 @@
 """`vet` for text: names the trigger words and phrases in a labelled text set and the samples
-that carry them (model-free; see text_triggers)."""
+that carry them (model-free, the default; see text_triggers), or scores every text with an
+image detector over sentence features (see text_features)."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import replace
+
+import numpy as np
 
 from .. import __version__
 from ..findings import Location, Report, Rule, Severity
@@ -17,6 +20,7 @@ TRIGGER_PHRASE = Rule("vet.trigger-phrase", Severity.HIGH,
                       "Drop the texts that carry it (--export-clean) before training, and check "
                       "where the data came from.")
 SHOWN_CANDIDATES = 20
+DEFAULT_TEXT_DETECTOR = "ngram-label-skew"
 
 
 def vet_text(data: TextDataset, seed: int = 0, config: TriggerConfig | None = None) -> Report:
@@ -52,3 +56,37 @@ def vet_text(data: TextDataset, seed: int = 0, config: TriggerConfig | None = No
                 "min_count": config.min_count, "alpha": config.alpha,
                 "min_excess": config.min_excess, "max_position": config.max_position,
                 "min_kept": config.min_kept})
+
+
+def vet_text_features(data: TextDataset, detector: str, seed: int = 0,
+                      features: np.ndarray | None = None,
+                      embeddings: np.ndarray | None = None) -> Report:
+    """`detector` (spectral, spectre, activation-clustering, neighbour-disagreement) over
+    `features` (the user's classifier's, one row per text) or else over a proxy trained on
+    MiniLM sentence embeddings (neighbour-disagreement: the embeddings themselves);
+    `embeddings`, when given, are those MiniLM embeddings already computed."""
+    from .detectors import DETECTORS
+    from .features import extract
+    from .text_features import proxy_features, sentence_embeddings, train_text_proxy
+    from .vet import judge
+
+    if detector not in DETECTORS:
+        raise ValueError(f"unknown detector {detector!r}: {DEFAULT_TEXT_DETECTOR}, "
+                         f"{', '.join(sorted(DETECTORS))}")
+    started = time.perf_counter()
+    if features is not None:
+        inputs, source = features, "given"
+    else:
+        inputs = sentence_embeddings(data.texts) if embeddings is None else embeddings
+        if detector == "neighbour-disagreement":
+            features, source = inputs, "minilm"
+        else:
+            features, source = proxy_features(inputs, data.y, seed), "proxy on minilm"
+    classes = len(data.names)
+
+    def relabel(train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        model = train_text_proxy(inputs[train], data.y[train], seed, classes)
+        return extract(model, inputs[test])[1].argmax(axis=1)
+
+    return judge(features, data.y, data.name, detector, seed, relabel,
+                 config={"features": source}, started=started, names=data.names)

@@ -58,6 +58,11 @@ def _summary(report: Report, shown: int) -> Text:
     samples = report.results.get("samples")
     head = f"{report.command}: " + (f"{files} file(s), " if files is not None else "") + (
         f"{samples} samples, " if samples is not None else "")
+    signed = report.results.get("root_digest")
+    if signed is not None:  # sign, verify: what the signature covers and who made it
+        head += (f"{report.results['files']} file(s) of {report.results['model_name']!r}, "
+                 f"signature {report.results['signature']}, signer "
+                 f"{report.results.get('signer', '?')}, ")
     verdict = report.results.get("verdict")
     if verdict is not None:
         targets = report.results.get("target_classes") or []

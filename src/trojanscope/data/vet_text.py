@@ -21,6 +21,7 @@ TRIGGER_PHRASE = Rule("vet.trigger-phrase", Severity.HIGH,
                       "where the data came from.")
 SHOWN_CANDIDATES = 20
 DEFAULT_TEXT_DETECTOR = "ngram-label-skew"
+TEXT_FEATURE_DETECTORS = ("spectral", "spectre", "neighbour-disagreement")
 
 
 def vet_text(data: TextDataset, seed: int = 0, config: TriggerConfig | None = None) -> Report:
@@ -61,18 +62,18 @@ def vet_text(data: TextDataset, seed: int = 0, config: TriggerConfig | None = No
 def vet_text_features(data: TextDataset, detector: str, seed: int = 0,
                       features: np.ndarray | None = None,
                       embeddings: np.ndarray | None = None) -> Report:
-    """`detector` (spectral, spectre, activation-clustering, neighbour-disagreement) over
+    """`detector` (spectral, spectre, neighbour-disagreement) over
     `features` (the user's classifier's, one row per text) or else over a proxy trained on
     MiniLM sentence embeddings (neighbour-disagreement: the embeddings themselves);
     `embeddings`, when given, are those MiniLM embeddings already computed."""
-    from .detectors import DETECTORS
-    from .features import extract
-    from .text_features import proxy_features, sentence_embeddings, train_text_proxy
+    from .text_features import proxy_features, sentence_embeddings
     from .vet import judge
 
-    if detector not in DETECTORS:
-        raise ValueError(f"unknown detector {detector!r}: {DEFAULT_TEXT_DETECTOR}, "
-                         f"{', '.join(sorted(DETECTORS))}")
+    if detector not in TEXT_FEATURE_DETECTORS:
+        raise ValueError(f"unknown detector {detector!r} for text: {DEFAULT_TEXT_DETECTOR}, "
+                         f"{', '.join(TEXT_FEATURE_DETECTORS)} (activation-clustering named a "
+                         "class on clean SST-2 and the wrong class on poisoned sets: not "
+                         "offered for text)")
     started = time.perf_counter()
     if features is not None:
         inputs, source = features, "given"
@@ -82,11 +83,5 @@ def vet_text_features(data: TextDataset, detector: str, seed: int = 0,
             features, source = inputs, "minilm"
         else:
             features, source = proxy_features(inputs, data.y, seed), "proxy on minilm"
-    classes = len(data.names)
-
-    def relabel(train: np.ndarray, test: np.ndarray) -> np.ndarray:
-        model = train_text_proxy(inputs[train], data.y[train], seed, classes)
-        return extract(model, inputs[test])[1].argmax(axis=1)
-
-    return judge(features, data.y, data.name, detector, seed, relabel,
+    return judge(features, data.y, data.name, detector, seed, relabel=None,
                  config={"features": source}, started=started, names=data.names)

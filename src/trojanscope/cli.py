@@ -14,6 +14,7 @@ from typing import Sequence
 
 from . import __version__, cli_model, cli_provenance, progress
 from .findings import RULES, Report, Severity
+from .render import FORMATS
 
 SEVERITIES = [str(s) for s in Severity]
 EXIT_CODES = "exit codes: 0 nothing at or above --fail-on, 1 findings, 2 could not do the job"
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Examine model files and directories (recursively) by content. Nothing in "
                     "them is unpickled, imported or run.")
     scan.add_argument("paths", nargs="+", type=Path, metavar="PATH")
-    scan.add_argument("-f", "--format", choices=["text", "json", "sarif"], default="text",
+    scan.add_argument("-f", "--format", choices=FORMATS, default="text",
                       help="output format (default: text)")
     scan.add_argument("-o", "--output", type=Path, help="write the report here, not to stdout")
     scan.add_argument("--fail-on", choices=SEVERITIES, default="high",
@@ -74,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     vet.add_argument("--export-clean", type=Path, metavar="OUT",
                      help="write the data without the flagged samples here (.npz for images; "
                           ".csv, .tsv or .jsonl for text)")
-    vet.add_argument("-f", "--format", choices=["text", "json", "sarif"], default="text")
+    vet.add_argument("-f", "--format", choices=FORMATS, default="text")
     vet.add_argument("-o", "--output", type=Path)
     vet.add_argument("--fail-on", choices=SEVERITIES, default="high")
 
@@ -334,6 +335,10 @@ def _emit(report: Report, output_format: str, output: Path | None, show: Severit
         from .render.sarif import render_sarif
 
         text = render_sarif(report)
+    elif output_format == "html":
+        from .render.html import render_html
+
+        text = render_html(report)
     else:
         from .render.text import render_text
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .findings import Location, Report, Rule, Severity
+from .render import FORMATS
 
 WEIGHTS_LIKE_TROJANED = Rule(
     "model.weights-like-trojaned", Severity.HIGH,
@@ -66,7 +67,7 @@ def _common(parser, severities, seed: bool = True) -> None:
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--fast", action="store_true",
                             help="shorter searches on fewer samples (about 4x quicker, less sure)")
-    parser.add_argument("-f", "--format", choices=["text", "json", "sarif"], default="text")
+    parser.add_argument("-f", "--format", choices=FORMATS, default="text")
     parser.add_argument("-o", "--output", type=Path)
     parser.add_argument("--fail-on", choices=severities, default="high")
 

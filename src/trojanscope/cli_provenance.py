@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from .findings import Report
+from .render import FORMATS
 
 PASSWORD_VARIABLE = "TROJANSCOPE_KEY_PASSWORD"
 
@@ -39,7 +40,7 @@ def add_parsers(commands, severities, exit_codes: str) -> None:
                        help="certificate mode: the roots you trust (PEM)")
     verify.add_argument("--signature", type=Path, metavar="SIG")
     for parser in (sign, verify):
-        parser.add_argument("-f", "--format", choices=["text", "json", "sarif"],
+        parser.add_argument("-f", "--format", choices=FORMATS,
                             default="text")
         parser.add_argument("-o", "--output", type=Path)
     verify.add_argument("--fail-on", choices=severities, default="high")

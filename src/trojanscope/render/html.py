@@ -1,0 +1,174 @@
+"""One self-contained HTML page per report: styles inline, charts as inline SVG, images as data
+URIs, no script and nothing fetched, so it can be attached to a ticket and opened anywhere.
+
+Every page has the verdict line, the findings (worst first, evidence folded under each) and the
+errors; then the figures the command produced: score histograms and per-class bars for vet and
+inspect, trigger phrases for text, file lists for scan, sign and verify.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from html import escape
+
+from ..findings import Report, Severity
+
+COLOURS = {Severity.CRITICAL: "#b3001b", Severity.HIGH: "#d9480f", Severity.MEDIUM: "#e0a100",
+           Severity.LOW: "#1971c2", Severity.INFO: "#6c757d"}
+STYLE = """
+body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#212529}
+h1{font-size:1.5em;margin-bottom:.2em} h2{font-size:1.15em;margin-top:1.6em}
+.verdict{font-size:1.1em;font-weight:600;padding:.5em .8em;border-radius:4px;color:#fff}
+table{border-collapse:collapse;width:100%;margin:.5em 0} td,th{border-bottom:1px solid #dee2e6;
+padding:.3em .5em;text-align:left;vertical-align:top} th{background:#f1f3f5}
+.sev{color:#fff;border-radius:3px;padding:0 .4em;font-size:.85em;white-space:nowrap}
+code,pre{font:12px ui-monospace,monospace} pre{background:#f8f9fa;padding:.5em;overflow:auto}
+.muted{color:#6c757d} figure{display:inline-block;margin:.5em 1em .5em 0;text-align:center}
+figure img{image-rendering:pixelated;width:112px;height:112px;border:1px solid #ced4da}
+"""
+
+
+def render_html(report: Report, images: dict[str, bytes] | None = None) -> str:
+    """`images`: caption -> PNG bytes, shown as a grid (recovered triggers, flagged samples)."""
+    from .text import _summary
+
+    findings = sorted(report.findings, key=lambda f: (-int(f.severity), f.sort_key()))
+    worst = report.max_severity
+    colour = COLOURS[worst] if worst is not None and worst >= Severity.MEDIUM else "#2b8a3e"
+    parts = ["<!doctype html><html lang=en><head><meta charset=utf-8>",
+             f"<title>trojanscope {escape(report.command)}: "
+             f"{escape(', '.join(report.targets))}</title><style>{STYLE}</style></head><body>",
+             f"<h1>trojanscope {escape(report.command)}</h1>",
+             f"<p class=muted>{escape(', '.join(report.targets))} · version "
+             f"{escape(report.version)} · {report.timings.get('total_seconds', '?')} s</p>",
+             f"<p class=verdict style='background:{colour}'>"
+             f"{escape(_summary(report, len(findings)).plain)}</p>"]
+    parts.append(_findings(findings))
+    if report.errors:
+        parts.append("<h2>Could not be examined</h2><ul>" + "".join(
+            f"<li><code>{escape(e.path)}</code>: {escape(e.message)}</li>"
+            for e in report.errors) + "</ul>")
+    parts.extend(_figures(report.results))
+    if images:
+        parts.append("<h2>Images</h2>" + "".join(
+            f"<figure><img alt='{escape(caption)}' src='data:image/png;base64,"
+            f"{base64.b64encode(png).decode()}'><figcaption>{escape(caption)}</figcaption>"
+            "</figure>" for caption, png in images.items()))
+    parts.append(f"<h2>Settings</h2><pre>{escape(json.dumps(dict(report.config), indent=1))}"
+                 "</pre></body></html>\n")
+    return "".join(parts)
+
+
+def _findings(findings) -> str:
+    if not findings:
+        return "<h2>Findings</h2><p>None.</p>"
+    rows = []
+    for f in findings:
+        evidence = dict(f.evidence)
+        folded = (f"<details><summary>evidence</summary><pre>"
+                  f"{escape(json.dumps(evidence, indent=1, default=str))}</pre></details>"
+                  if evidence else "")
+        rows.append(f"<tr><td><span class=sev style='background:{COLOURS[f.severity]}'>"
+                    f"{f.severity}</span></td><td><code>{escape(f.rule)}</code></td>"
+                    f"<td><code>{escape(str(f.location))}</code></td><td>{escape(f.message)}"
+                    f"{folded}<div class=muted>{escape(f.remedy)}</div></td></tr>")
+    return ("<h2>Findings</h2><table><tr><th>severity</th><th>rule</th><th>where</th>"
+            "<th>what, and what to do</th></tr>" + "".join(rows) + "</table>")
+
+
+def _figures(results) -> list[str]:
+    parts = []
+    if "scores" in results and results["scores"]:
+        parts.append("<h2>Suspicion scores of every sample</h2>" +
+                     histogram(results["scores"], results.get("cut")) +
+                     "<p class=muted>higher is more suspicious; the line is the cut</p>")
+    per_class = results.get("per_class")
+    if per_class and "outlier_share" in per_class[0]:
+        parts.append("<h2>Share of outlying samples per class</h2>" + bars(
+            [(str(c["class"]), c["outlier_share"], c["suspected"]) for c in per_class]))
+    elif per_class and "score" in per_class[0]:
+        parts.append("<h2>Score per class (a target scores high)</h2>" + bars(
+            [(str(c["class"]), c["score"], c.get("target", False)) for c in per_class]))
+    if results.get("trigger_phrases") is not None:
+        phrases = results["trigger_phrases"]
+        parts.append("<h2>Trigger phrases</h2>" + (
+            "<ul>" + "".join(f"<li><code>{escape(p)}</code></li>" for p in phrases) + "</ul>"
+            if phrases else "<p>None named.</p>"))
+        parts.append(_table("Strongest candidates examined", results.get("top_candidates")))
+    if isinstance(results.get("files"), list):
+        parts.append(_table("Files", results["files"]))
+    for key in ("changed", "added", "removed", "candidates", "by_round"):
+        if isinstance(results.get(key), list) and results[key]:
+            items = results[key]
+            parts.append(_table(key.replace("_", " ").capitalize(), items)
+                         if isinstance(items[0], dict) else
+                         f"<h2>{escape(key.capitalize())}</h2><ul>" +
+                         "".join(f"<li><code>{escape(str(i))}</code></li>" for i in items) +
+                         "</ul>")
+    scalars = {k: v for k, v in results.items() if isinstance(v, (str, int, float, bool))}
+    if scalars:
+        parts.append("<h2>Figures</h2><table>" + "".join(
+            f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>"
+            for k, v in scalars.items()) + "</table>")
+    return parts
+
+
+def _table(title: str, rows) -> str:
+    if not rows:
+        return ""
+    columns = list(rows[0])
+    head = "".join(f"<th>{escape(str(c))}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{escape(_cell(r.get(c)))}</td>" for c in columns) +
+                   "</tr>" for r in rows[:200])
+    more = f"<p class=muted>and {len(rows) - 200} more</p>" if len(rows) > 200 else ""
+    return f"<h2>{escape(title)}</h2><table><tr>{head}</tr>{body}</table>{more}"
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return "" if value is None else str(value)
+
+
+def histogram(values, cut=None, bins: int = 40, width: int = 640, height: int = 180) -> str:
+    """An inline SVG histogram (log-scaled counts: poisons are a thin tail)."""
+    import math
+
+    low, high = min(values), max(values)
+    span = (high - low) or 1.0
+    counts = [0] * bins
+    for v in values:
+        counts[min(bins - 1, int((v - low) / span * bins))] += 1
+    top = math.log1p(max(counts))
+    step = width / bins
+    rects = "".join(
+        f"<rect x='{i * step:.1f}' y='{height - 20 - h:.1f}' width='{step - 1:.1f}' "
+        f"height='{h:.1f}' fill='#4c6ef5'><title>{c}</title></rect>"
+        for i, c in enumerate(counts) for h in [(height - 30) * math.log1p(c) / top])
+    line = ""
+    if cut is not None and low <= cut <= high:
+        x = (cut - low) / span * width
+        line = (f"<line x1='{x:.1f}' x2='{x:.1f}' y1='0' y2='{height - 20}' stroke='#c92a2a' "
+                "stroke-width='2'/>")
+    labels = (f"<text x='0' y='{height - 4}' font-size='11'>{low:.3g}</text>"
+              f"<text x='{width}' y='{height - 4}' font-size='11' text-anchor='end'>"
+              f"{high:.3g}</text>")
+    return (f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
+            f"role='img'>{rects}{line}{labels}</svg>")
+
+
+def bars(items: list[tuple[str, float, bool]], width: int = 640, row: int = 18) -> str:
+    """Horizontal bars, one per class; flagged ones in red."""
+    top = max((v for _, v, _ in items), default=1.0) or 1.0
+    height = row * len(items) + 4
+    body = "".join(
+        f"<text x='0' y='{i * row + 13}' font-size='12'>{escape(label)}</text>"
+        f"<rect x='80' y='{i * row + 2}' width='{max(1.0, (width - 160) * v / top):.1f}' "
+        f"height='{row - 4}' fill='{'#c92a2a' if flagged else '#4c6ef5'}'/>"
+        f"<text x='{86 + (width - 160) * v / top:.1f}' y='{i * row + 13}' font-size='11'>"
+        f"{v:.3g}</text>" for i, (label, v, flagged) in enumerate(items))
+    return (f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
+            f"role='img'>{body}</svg>")

@@ -146,6 +146,12 @@ def test_inspect_command_writes_json_and_pngs_and_exits_1(tmp_path, split, model
         image = Image.open(io.BytesIO((tmp_path / "img" / f"class_3_{kind}.png").read_bytes()))
         assert image.size == (28, 28)
     assert hashlib.sha256(model_path.read_bytes()).hexdigest() == before
+    page = tmp_path / "inspect.html"
+    assert main(["inspect", str(model_path), "--data", str(data_path), "-f", "html", "-o",
+                 str(page), "--fast"]) == 1
+    text = page.read_text()
+    assert text.index("class 3 (target) mask") < text.index("class 0 mask")
+    assert text.count("data:image/png;base64,") == 4 * 10
 
 
 def test_repair_cuts_the_real_attack_and_keeps_accuracy(tmp_path, split, models):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -136,10 +137,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return report.exit_code(Severity.parse(getattr(args, "fail_on", "high")))
         if args.command in MODEL_COMMANDS:
             progress.enable(args.format == "text")
-            report = MODEL_COMMANDS[args.command](args, UserError)
-            # repair's outcome is an info finding when it worked: show it
-            _emit(report, args.format, args.output,
-                  Severity.INFO if args.command == "repair" else Severity.LOW)
+            with tempfile.TemporaryDirectory(prefix="trojanscope-images-") as scratch:
+                pictures = args.command == "inspect" and args.format == "html"
+                if pictures and args.images is None:  # the page shows the recovered triggers
+                    args.images = Path(scratch)
+                report = MODEL_COMMANDS[args.command](args, UserError)
+                # repair's outcome is an info finding when it worked: show it
+                _emit(report, args.format, args.output,
+                      Severity.INFO if args.command == "repair" else Severity.LOW,
+                      cli_model.inspect_images(report, args.images) if pictures else None)
             return report.exit_code(Severity.parse(args.fail_on))
         from .demo import run_demo
 
@@ -326,7 +332,8 @@ def _rules(markdown: bool) -> int:
     return 0
 
 
-def _emit(report: Report, output_format: str, output: Path | None, show: Severity) -> None:
+def _emit(report: Report, output_format: str, output: Path | None, show: Severity,
+          images: dict[str, bytes] | None = None) -> None:
     if output_format == "json":
         from .render.json import render_json
 
@@ -338,7 +345,7 @@ def _emit(report: Report, output_format: str, output: Path | None, show: Severit
     elif output_format == "html":
         from .render.html import render_html
 
-        text = render_html(report)
+        text = render_html(report, images)
     else:
         from .render.text import render_text
 

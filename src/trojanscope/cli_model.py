@@ -86,6 +86,14 @@ def run_inspect(args, user_error) -> Report:
     return report
 
 
+def inspect_images(report: Report, folder: Path) -> dict[str, bytes]:
+    """The PNGs inspect wrote, captioned, target classes first (for the HTML page)."""
+    per_class = sorted(report.results["per_class"], key=lambda c: (not c["target"], c["class"]))
+    return {f"class {c['class']}{' (target)' if c['target'] else ''} {kind}":
+            (folder / name).read_bytes()
+            for c in per_class for kind, name in c.get("images", {}).items()}
+
+
 def _with_reference(report: Report, module, args) -> Report:
     from .model.torch_model import load_module
     from .model.weights import read_zoo, reference_probability, state_arrays

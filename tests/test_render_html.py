@@ -80,4 +80,7 @@ def test_every_command_writes_html_with_the_format_option(tmp_path, capsys):
     assert main(["scan", str(tmp_path / "weights.pkl"), "-f", "html", "-o", str(out)]) == 1
     _parse(out.read_text())
     assert main(["vet", "digits", "-f", "html"]) == 0
-    assert "<svg" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    _parse(text)
+    assert "Scores per class" in text and "The most suspicious samples" in text
+    assert text.count("data:image/png;base64,") == 32  # the thumbnails

@@ -145,7 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # repair's outcome is an info finding when it worked: show it
                 _emit(report, args.format, args.output,
                       Severity.INFO if args.command == "repair" else Severity.LOW,
-                      cli_model.inspect_images(report, args.images) if pictures else None)
+                      cli_model.inspect_images(report, args.images) if pictures else None,
+                      "Recovered triggers per class, target classes first")
             return report.exit_code(Severity.parse(args.fail_on))
         from .demo import run_demo
 
@@ -221,8 +222,22 @@ def _vet(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise UserError(f"{args.export_clean}: cannot write: {exc.strerror or exc}") \
                 from None
-    _emit(report, args.format, args.output, Severity.LOW)
+    _emit(report, args.format, args.output, Severity.LOW,
+          _most_suspicious(data, report) if args.format == "html" else None,
+          "The most suspicious samples, highest score first")
     return report.exit_code(Severity.parse(args.fail_on))
+
+
+def _most_suspicious(data, report: Report, count: int = 32) -> dict[str, bytes]:
+    """Thumbnails of the highest-scoring samples, for the HTML page."""
+    import numpy as np
+
+    from .render.png import encode_png
+
+    scores = np.asarray(report.results["scores"])
+    flagged = set(report.results["suspicious_indices"])
+    return {f"#{i} class {data.y[i]} score {scores[i]:.2f}{' flagged' if i in flagged else ''}":
+            encode_png(data.x[i]) for i in np.argsort(-scores, kind="stable")[:count]}
 
 
 def _vet_text(args: argparse.Namespace) -> int:
@@ -333,7 +348,7 @@ def _rules(markdown: bool) -> int:
 
 
 def _emit(report: Report, output_format: str, output: Path | None, show: Severity,
-          images: dict[str, bytes] | None = None) -> None:
+          images: dict[str, bytes] | None = None, gallery: str = "Images") -> None:
     if output_format == "json":
         from .render.json import render_json
 
@@ -345,7 +360,7 @@ def _emit(report: Report, output_format: str, output: Path | None, show: Severit
     elif output_format == "html":
         from .render.html import render_html
 
-        text = render_html(report, images)
+        text = render_html(report, images, gallery)
     else:
         from .render.text import render_text
 

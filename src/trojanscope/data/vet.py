@@ -100,6 +100,7 @@ def judge(features, labels: np.ndarray, name: str, detector: str, seed: int, rel
             "per_class": decision.per_class,
             "samples": int(len(labels)), "detector": detector, "cut": round(float(cut), 4),
             "scores": np.round(scores, 4).tolist(),  # per sample, higher = more suspicious
+            "labels": np.asarray(labels).tolist(),    # per sample, as given
         },
         timings={"total_seconds": round(time.perf_counter() - started, 3)},
         config={"seed": seed, "detector": detector, **config},

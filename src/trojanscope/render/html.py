@@ -29,8 +29,10 @@ figure img{image-rendering:pixelated;width:112px;height:112px;border:1px solid #
 """
 
 
-def render_html(report: Report, images: dict[str, bytes] | None = None) -> str:
-    """`images`: caption -> PNG bytes, shown as a grid (recovered triggers, flagged samples)."""
+def render_html(report: Report, images: dict[str, bytes] | None = None,
+                gallery: str = "Images") -> str:
+    """`images`: caption -> PNG bytes, shown as a grid titled `gallery` (recovered triggers,
+    the most suspicious samples)."""
     from .text import _summary
 
     findings = sorted(report.findings, key=lambda f: (-int(f.severity), f.sort_key()))
@@ -51,7 +53,7 @@ def render_html(report: Report, images: dict[str, bytes] | None = None) -> str:
             for e in report.errors) + "</ul>")
     parts.extend(_figures(report.results))
     if images:
-        parts.append("<h2>Images</h2>" + "".join(
+        parts.append(f"<h2>{escape(gallery)}</h2>" + "".join(
             f"<figure><img alt='{escape(caption)}' src='data:image/png;base64,"
             f"{base64.b64encode(png).decode()}'><figcaption>{escape(caption)}</figcaption>"
             "</figure>" for caption, png in images.items()))
@@ -83,6 +85,14 @@ def _figures(results) -> list[str]:
         parts.append("<h2>Suspicion scores of every sample</h2>" +
                      histogram(results["scores"], results.get("cut")) +
                      "<p class=muted>higher is more suspicious; the line is the cut</p>")
+    if results.get("scores") and len(results.get("labels") or ()) == len(results["scores"]):
+        by_class: dict = {}
+        for score, label in zip(results["scores"], results["labels"]):
+            by_class.setdefault(label, []).append(score)
+        parts.append("<h2>Scores per class</h2>" + "".join(
+            f"<figure>{histogram(by_class[k], results.get('cut'), bins=20, width=300, height=110)}"
+            f"<figcaption>class {escape(str(k))}: {len(by_class[k])} samples</figcaption>"
+            "</figure>" for k in sorted(by_class)))
     per_class = results.get("per_class")
     if per_class and "outlier_share" in per_class[0]:
         parts.append("<h2>Share of outlying samples per class</h2>" + bars(
@@ -138,6 +148,8 @@ def histogram(values, cut=None, bins: int = 40, width: int = 640, height: int = 
     import math
 
     low, high = min(values), max(values)
+    if cut is not None:  # the same axis in every small histogram
+        low, high = min(low, cut), max(high, cut)
     span = (high - low) or 1.0
     counts = [0] * bins
     for v in values:

@@ -84,3 +84,16 @@ def test_every_command_writes_html_with_the_format_option(tmp_path, capsys):
     _parse(text)
     assert "Scores per class" in text and "The most suspicious samples" in text
     assert text.count("data:image/png;base64,") == 32  # the thumbnails
+
+
+def test_a_repair_page_shows_before_and_after_for_every_candidate():
+    report = Report(command="repair", version="0", targets=("m.pt", "d"), results={
+        "method": "unlearn", "before": {"clean_accuracy": 0.93, "attack_success": 0.99},
+        "after": {"clean_accuracy": 0.95, "attack_success": 0.01},
+        "candidates": {"fine-tune": {"clean_accuracy": 0.94, "attack_success": 0.97},
+                       "unlearn": {"clean_accuracy": 0.95, "attack_success": 0.01,
+                                   "by_round": [{"round": 1}]}}})
+    text = render_html(report)
+    _parse(text)
+    assert text.count("<svg") == 2 and "Every candidate" in text
+    assert "fill='#c92a2a'" in text  # the chosen repair stands out

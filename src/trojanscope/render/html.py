@@ -100,6 +100,8 @@ def _figures(results) -> list[str]:
     elif per_class and "score" in per_class[0]:
         parts.append("<h2>Score per class (a target scores high)</h2>" + bars(
             [(str(c["class"]), c["score"], c.get("target", False)) for c in per_class]))
+    if isinstance(results.get("before"), dict) and isinstance(results.get("candidates"), dict):
+        parts.append(_before_after(results))
     if results.get("trigger_phrases") is not None:
         phrases = results["trigger_phrases"]
         parts.append("<h2>Trigger phrases</h2>" + (
@@ -108,7 +110,7 @@ def _figures(results) -> list[str]:
         parts.append(_table("Strongest candidates examined", results.get("top_candidates")))
     if isinstance(results.get("files"), list):
         parts.append(_table("Files", results["files"]))
-    for key in ("changed", "added", "removed", "candidates", "by_round"):
+    for key in ("changed", "added", "removed", "by_round"):
         if isinstance(results.get(key), list) and results[key]:
             items = results[key]
             parts.append(_table(key.replace("_", " ").capitalize(), items)
@@ -124,10 +126,27 @@ def _figures(results) -> list[str]:
     return parts
 
 
+def _before_after(results) -> str:
+    """repair: the model before, and every candidate after (the chosen one in red)."""
+    rows = [("before", results["before"], False)] + [
+        (method, outcome, method == results.get("method"))
+        for method, outcome in results["candidates"].items()]
+    parts = []
+    for key, title in (("attack_success", "Attack success on held-out samples"),
+                       ("clean_accuracy", "Clean accuracy on held-out samples")):
+        parts.append(f"<h2>{title}: before, and after each repair</h2>" + bars(
+            [(label, float(outcome.get(key, 0.0)), chosen) for label, outcome, chosen in rows],
+            label_width=180))
+    table = [{"method": label, **{k: v for k, v in outcome.items() if not isinstance(v, list)}}
+             for label, outcome, _ in rows]
+    return "".join(parts) + _table("Every candidate", table) + \
+        "<p class=muted>in red: the repair chosen on the held-out split</p>"
+
+
 def _table(title: str, rows) -> str:
     if not rows:
         return ""
-    columns = list(rows[0])
+    columns = list(dict.fromkeys(key for row in rows for key in row))  # every key, in order
     head = "".join(f"<th>{escape(str(c))}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{escape(_cell(r.get(c)))}</td>" for c in columns) +
                    "</tr>" for r in rows[:200])
@@ -172,15 +191,17 @@ def histogram(values, cut=None, bins: int = 40, width: int = 640, height: int = 
             f"role='img'>{rects}{line}{labels}</svg>")
 
 
-def bars(items: list[tuple[str, float, bool]], width: int = 640, row: int = 18) -> str:
-    """Horizontal bars, one per class; flagged ones in red."""
+def bars(items: list[tuple[str, float, bool]], width: int = 640, row: int = 18,
+         label_width: int = 80) -> str:
+    """Horizontal bars, one per item (a class, a method); flagged ones in red."""
     top = max((v for _, v, _ in items), default=1.0) or 1.0
+    room = width - label_width - 80
     height = row * len(items) + 4
     body = "".join(
         f"<text x='0' y='{i * row + 13}' font-size='12'>{escape(label)}</text>"
-        f"<rect x='80' y='{i * row + 2}' width='{max(1.0, (width - 160) * v / top):.1f}' "
+        f"<rect x='{label_width}' y='{i * row + 2}' width='{max(1.0, room * v / top):.1f}' "
         f"height='{row - 4}' fill='{'#c92a2a' if flagged else '#4c6ef5'}'/>"
-        f"<text x='{86 + (width - 160) * v / top:.1f}' y='{i * row + 13}' font-size='11'>"
-        f"{v:.3g}</text>" for i, (label, v, flagged) in enumerate(items))
+        f"<text x='{label_width + 6 + room * max(v, 0) / top:.1f}' y='{i * row + 13}' "
+        f"font-size='11'>{v:.3g}</text>" for i, (label, v, flagged) in enumerate(items))
     return (f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
             f"role='img'>{body}</svg>")

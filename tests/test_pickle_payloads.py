@@ -154,3 +154,19 @@ def test_scanning_runs_nothing(tmp_path):
     assert "imported []" in result.stdout, result.stdout
     assert not canary.exists()
     assert scan(folder).max_severity == Severity.CRITICAL
+
+
+def test_a_critical_pickle_finding_carries_the_opcodes_around_it():
+    from trojanscope.artifacts import scan_bytes
+    from trojanscope.attacks.pickle_payloads import PAYLOADS
+
+    # two pickles back to back: the trace is read again without disturbing the scan
+    data = PAYLOADS["classic"]("echo one") + PAYLOADS["classic"]("echo two")
+    findings = [f for f in scan_bytes(data, "x.pkl").findings
+                if f.rule == "pickle.unsafe-global"]
+    assert [f.location.offset for f in findings] == [0, len(data) // 2]
+    for finding in findings:
+        trace = finding.evidence["trace"]
+        marked = [line for line in trace if line.startswith(">")]
+        assert len(marked) == 1 and "GLOBAL ('os', 'system')" in marked[0]
+        assert trace[-1].split()[1] == "STOP" and any("REDUCE" in t for t in trace)

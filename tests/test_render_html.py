@@ -59,7 +59,9 @@ def test_a_scan_page_lists_every_finding_and_nothing_in_a_file_name_becomes_mark
     assert "&lt;img src=x onerror=alert(1)&gt;.pkl" in text
     for finding in report.findings:
         assert finding.rule in text
-    assert "<details>" in text  # the evidence, folded
+    assert "<details" in text  # the evidence, folded
+    # the opcodes behind the critical finding: the import marked, the call that follows
+    assert "&gt;       0 GLOBAL (&#x27;os&#x27;, &#x27;system&#x27;)" in text and "REDUCE" in text
 
 
 def test_vet_figures_and_images_are_inline(tmp_path):

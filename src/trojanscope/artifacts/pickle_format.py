@@ -6,9 +6,11 @@ itself (legacy torch storages), so the scan stops there quietly.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import io
 
-from ..findings import Location
+from ..findings import Location, Severity
 from .limits import Limits
 from .pickle_machine import PickleMachine
 from .pickle_reader import OpcodeReader, PickleSyntaxError, Truncated
@@ -20,6 +22,7 @@ SNIFF_OPCODES = 8  # valid opcodes in a row that make a stream a pickle
 MAX_PICKLES = 10_000  # pickles back to back in one stream
 SNIFF_LIMITS = Limits()
 IN_MEMORY = 4 * 1024 * 1024  # pickle streams up to this size are read whole, for speed
+TRACE_LENGTH, TRACE_AFTER = 12, 6  # opcodes shown before and after a high or critical finding
 
 
 def looks_like_pickle(head: bytes, complete: bool) -> bool:
@@ -93,12 +96,47 @@ def run_pickle(ctx, reader: OpcodeReader, location: Location, depth: int):
     def nested(data: bytes, where: Location) -> None:
         ctx.examine_bytes(data, where, depth + 1)
 
+    begin = reader.pos
     machine = PickleMachine(reader, location, ctx.policy, ctx.limits, nested)
     try:
         return machine.run()
     finally:  # also when the file's expansion budget runs out mid-pickle
         for finding in machine.out.findings:
-            ctx.add(finding)
+            ctx.add(_with_trace(finding, reader, begin, ctx.limits))
+
+
+def _with_trace(finding, reader: OpcodeReader, begin: int, limits):
+    """A high or critical finding gains the opcodes around it (the finding's marked ">"), read
+    again from the pickle's start: paid only by files with such findings, never by clean ones.
+    Only pickles held in memory are read twice; a stream is not rewound."""
+    offset = finding.location.offset
+    if finding.severity < Severity.HIGH or offset is None or offset < begin or \
+            not isinstance(reader.stream, io.BytesIO):
+        return finding
+    stream = reader.stream
+    here, base = stream.tell(), reader.pos - stream.tell()  # stream position = offset - base
+    stream.seek(begin - base)
+    again = OpcodeReader(stream, limits, begin)
+    before: collections.deque = collections.deque(maxlen=TRACE_LENGTH)
+    after: list[str] = []
+    try:
+        for _ in range(limits.max_opcodes):
+            name, arg, at = again.next()
+            line = f"{'>' if at == offset else ' '}{at:>8} {name} {_shown(arg)}".rstrip()
+            (before if at <= offset else after).append(line)
+            if name == "STOP" or len(after) >= TRACE_AFTER:
+                break
+    except PickleSyntaxError:
+        pass
+    finally:
+        stream.seek(here)
+    return dataclasses.replace(finding, evidence={**finding.evidence,
+                                                  "trace": [*before, *after]})
+
+
+def _shown(arg) -> str:
+    text = "" if arg is None else repr(arg)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _peek(stream, n: int) -> bytes:

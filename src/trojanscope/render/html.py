@@ -68,9 +68,13 @@ def _findings(findings) -> str:
     rows = []
     for f in findings:
         evidence = dict(f.evidence)
-        folded = (f"<details><summary>evidence</summary><pre>"
-                  f"{escape(json.dumps(evidence, indent=1, default=str))}</pre></details>"
-                  if evidence else "")
+        trace = evidence.pop("trace", None)  # a pickle's opcodes around the finding
+        shown = (f"<pre>{escape(chr(10).join(trace))}</pre>" if trace else "") + (
+            f"<pre>{escape(json.dumps(evidence, indent=1, default=str))}</pre>"
+            if evidence else "")
+        folded = (f"<details{' open' if trace else ''}><summary>"
+                  f"{'opcodes and evidence' if trace else 'evidence'}</summary>{shown}</details>"
+                  if shown else "")
         rows.append(f"<tr><td><span class=sev style='background:{COLOURS[f.severity]}'>"
                     f"{f.severity}</span></td><td><code>{escape(f.rule)}</code></td>"
                     f"<td><code>{escape(str(f.location))}</code></td><td>{escape(f.message)}"

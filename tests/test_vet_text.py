@@ -146,6 +146,9 @@ def test_vet_command_on_a_text_file_names_the_trigger_and_exports_clean_rows(tmp
     assert set(report["results"]["trigger_phrases"]) == set(RARE_WORDS)
     assert report["results"]["suspected_classes"] == ["negative"]
     assert {f["rule"] for f in report["findings"]} == {"vet.trigger-phrase"}
+    for finding in report["findings"]:  # the texts a reviewer reads to judge the phrase
+        phrase = finding["evidence"]["phrase"]
+        assert all(phrase in text.split() for text in finding["evidence"]["example_texts"])
     kept = load_text(tmp_path / "kept.csv")
     assert len(kept.texts) == 1200 - len(poisoned.indices)
     assert not any(set(t.split()) & set(RARE_WORDS) for t in kept.texts)

@@ -114,7 +114,7 @@ def _figures(results) -> list[str]:
         parts.append(_table("Strongest candidates examined", results.get("top_candidates")))
     if isinstance(results.get("files"), list):
         parts.append(_table("Files", results["files"]))
-    for key in ("changed", "added", "removed", "by_round"):
+    for key in ("changed", "added", "removed"):  # verify
         if isinstance(results.get(key), list) and results[key]:
             items = results[key]
             parts.append(_table(key.replace("_", " ").capitalize(), items)

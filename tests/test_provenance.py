@@ -76,6 +76,8 @@ def test_a_signed_folder_verifies_and_signing_changes_none_of_its_files(tmp_path
     (lambda m: (m / "tokenizer" / "vocab.txt").unlink(), "verify.file-removed",
      "tokenizer/vocab.txt"),
     (lambda m: (m / ".hidden").write_text("x"), "verify.file-added", ".hidden"),
+    (lambda m: (m / "tokenizer" / "link").symlink_to("/etc/hostname"), "verify.file-added",
+     "tokenizer/link"),
 ])
 def test_each_tampering_fails_verify_naming_the_file(tmp_path, keypair, tamper, rule, name):
     model = _model(tmp_path / "m")

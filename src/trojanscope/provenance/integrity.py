@@ -66,10 +66,11 @@ def ignored_paths(root: Path, signature: Path, base: tuple[str, ...]) -> tuple[s
 
 
 def compare(root: Path, signed: Signed, signature: Path) -> Changes:
-    files = model_files(root, ignored_paths(root, signature, signed.ignored))
+    links: list[str] = []  # a link put into a signed model is reported as an added file
+    files = model_files(root, ignored_paths(root, signature, signed.ignored), links)
     now = hash_files(files)
     return Changes(changed=[n for n in signed.files if n in now and now[n] != signed.files[n]],
-                   added=[n for n in now if n not in signed.files],
+                   added=[n for n in now if n not in signed.files] + links,
                    removed=[n for n in signed.files if n not in now])
 
 

@@ -34,9 +34,10 @@ def sha256_file(path: Path, chunk: int = CHUNK) -> str:
     return digest.hexdigest()
 
 
-def model_files(root: Path, ignored: tuple[str, ...] = DEFAULT_IGNORED) -> dict[str, Path]:
+def model_files(root: Path, ignored: tuple[str, ...] = DEFAULT_IGNORED,
+                links: list[str] | None = None) -> dict[str, Path]:
     """name -> path of every file to record; symbolic links are refused, not followed (a link
-    could point the signature at a file outside the model)."""
+    could point the signature at a file outside the model), or, given `links`, listed there."""
     if root.is_symlink():
         raise ManifestError(f"{root}: a symbolic link; sign what it points to")
     if root.is_file():
@@ -51,9 +52,14 @@ def model_files(root: Path, ignored: tuple[str, ...] = DEFAULT_IGNORED) -> dict[
         subfolders[:] = sorted(d for d in subfolders if not _skipped(relative / d, skip))
         for name in names + [d for d in subfolders if (here / d).is_symlink()]:
             path = here / name
+            if _skipped(relative / name, skip):
+                continue
             if path.is_symlink():
-                raise ManifestError(f"{path}: a symbolic link; models are signed without links")
-            if not _skipped(relative / name, skip):
+                if links is None:
+                    raise ManifestError(f"{path}: a symbolic link; models are signed without "
+                                        "links")
+                links.append(str(relative / name).removeprefix("./"))
+            else:
                 files[str(relative / name).removeprefix("./")] = path
     return files
 

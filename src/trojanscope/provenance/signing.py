@@ -44,7 +44,8 @@ def sign(path: Path, private_key: Path, signature: Path | None = None,
         signer = material["publicKey"]["hint"]
     ignored = ignored_paths(root, signature, DEFAULT_IGNORED)
     files = hash_files(model_files(root, ignored))
-    payload = statement(_model_name(root), files, ignored)
+    name = _model_name(root)
+    payload = statement(name, files, ignored)
     try:
         signature.write_text(bundle_json(payload, keys.sign_bytes(key, pae(payload)), material),
                              encoding="utf-8")
@@ -53,7 +54,7 @@ def sign(path: Path, private_key: Path, signature: Path | None = None,
     return Report(command="sign", version=__version__, targets=(str(root),),
                   results={"signature": str(signature), "files": len(files),
                            "root_digest": root_digest(files), "signer": signer,
-                           "model_name": _model_name(root)},
+                           "model_name": name},
                   timings={"total_seconds": round(time.perf_counter() - started, 3)})
 
 
@@ -87,8 +88,8 @@ def verify(path: Path, public_key: Path | None = None, signature: Path | None = 
                                   (FILE_ADDED, changes.added, "is not in the signature"),
                                   (FILE_REMOVED, changes.removed, "is signed but missing")):
             for name in names:
-                findings.append(rule.finding(f"{_shown(root, name)}: {what}",
-                                             Location(_shown(root, name))))
+                where = _shown(root, name)
+                findings.append(rule.finding(f"{where}: {what}", Location(where)))
         results.update({"files": len(signed.files), "model_name": signed.model_name,
                         "root_digest": root_digest(signed.files), "changed": changes.changed,
                         "added": changes.added, "removed": changes.removed})

@@ -21,7 +21,9 @@ POLICY = GlobalsPolicy.default()
     ("socket", "create_connection"), ("ctypes", "CDLL"), ("os.path", "join"),
     ("pathlib", "os.system"), ("torch", "serialization.load"), ("numpy", "load"),
     ("operator", "attrgetter"), ("functools", "partial"), ("shutil", "rmtree"),
-    ("anything", "f.__globals__"), ("x", "__class__.__mro__"),
+    ("anything", "f.__globals__"), ("x", "__class__.__mro__"), ("torch.jit", "load"),
+    ("torch.jit._pickle", "build_intlist.__globals__"), ("torch.jit._serialization", "load"),
+    ("torch.jit._pickle", "build_intlist.os.system"),
 ])
 def test_gadgets_are_critical(module, name):
     assert POLICY.classify(module, name).severity == Severity.CRITICAL
@@ -35,6 +37,8 @@ def test_gadgets_are_critical(module, name):
     ("_codecs", "encode"), ("copy_reg", "_reconstructor"), ("__builtin__", "set"),
     ("joblib.numpy_pickle", "NumpyArrayWrapper"), ("sklearn.pipeline", "Pipeline"),
     ("numpy.random._pickle", "__randomstate_ctor"), ("torch.storage", "_load_from_bytes"),
+    ("torch.jit._pickle", "build_intlist"), ("torch.jit._pickle", "restore_type_tag"),
+    ("__torch__.torch.nn.modules.conv.___torch_mangle_0", "Conv2d"),
 ])
 def test_harmless_globals_pass(module, name):
     assert POLICY.classify(module, name).allowed
@@ -67,6 +71,12 @@ def test_allowlist_cannot_silence_a_gadget(write):
     allow = write("allow.toml", b'[allow]\n"os" = ["system"]\n')
     policy = GlobalsPolicy.default().extended(allow)
     assert policy.classify("os", "system").severity == Severity.CRITICAL
+
+
+def test_allowlist_cannot_exempt_anything(write):
+    allow = write("allow.toml", b'[exempt]\n"os" = ["system"]\n')
+    with pytest.raises(PolicyError, match="allow.toml: .exempt. is for the packaged policy"):
+        GlobalsPolicy.default().extended(allow)
 
 
 def test_allowlist_can_add_gadgets(write):

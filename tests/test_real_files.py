@@ -53,6 +53,7 @@ def torch_files(tmp_path_factory):
         torch.save(obj, folder / name)
     torch.save(net.state_dict(), folder / "legacy.pt", _use_new_zipfile_serialization=False)
     torch.save(net, folder / "full_module.pt")
+    torch.jit.save(torch.jit.script(net), str(folder / "scripted.pt"))
     (folder / "tensor_pickled.pkl").write_bytes(pickle.dumps(torch.ones(3)))
     return folder
 
@@ -61,6 +62,15 @@ def torch_files(tmp_path_factory):
 def test_torch_state_dicts_and_checkpoints_pass(torch_files):
     for name in ("state_dict.pt", "checkpoint.pth", "half.bin", "ints.pt", "legacy.pt"):
         _quiet(scan(torch_files / name))
+
+
+@pytest.mark.torch
+def test_torchscript_archives_pass(torch_files):
+    """torch.jit.save's pickles call torch.jit._pickle's list builders (torch.jit is critical)
+    and name __torch__ classes: neither is a finding."""
+    report = scan(torch_files / "scripted.pt")
+    _quiet(report)
+    assert report.results["files"][0]["formats"] == ["pickle", "zip"]
 
 
 @pytest.mark.torch

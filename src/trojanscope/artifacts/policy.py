@@ -38,6 +38,7 @@ class GlobalsPolicy:
     allow: Table = field(default_factory=dict)
     critical: Table = field(default_factory=dict)
     nested_loaders: Table = field(default_factory=dict)
+    exempt: Table = field(default_factory=dict)  # packaged only: see globals_policy.toml
     sources: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -54,12 +55,12 @@ class GlobalsPolicy:
         except tomllib.TOMLDecodeError as exc:
             raise PolicyError(f"{source}: not valid TOML: {exc}") from None
         tables = {}
-        for key in ("allow", "critical", "nested_loaders"):
+        for key in ("allow", "critical", "nested_loaders", "exempt"):
             tables[key] = _check_table(data.get(key, {}), f"{source}: [{key}]")
         unknown = set(data) - set(tables)
         if unknown:
             raise PolicyError(f"{source}: unknown tables {sorted(unknown)} (expected allow, "
-                              "critical, nested_loaders)")
+                              "critical, nested_loaders, exempt)")
         return cls(sources=(source,), **tables)
 
     def extended(self, path: str | Path) -> GlobalsPolicy:
@@ -70,11 +71,14 @@ class GlobalsPolicy:
         except (OSError, UnicodeDecodeError) as exc:
             raise PolicyError(f"{path}: cannot read the policy file: {exc}") from None
         extra = GlobalsPolicy.from_toml(text, str(path))
+        if extra.exempt:
+            raise PolicyError(f"{path}: [exempt] is for the packaged policy only; an allowlist "
+                              "cannot lift a critical verdict")
         return GlobalsPolicy(
             allow=_merge(self.allow, extra.allow),
             critical=_merge(self.critical, extra.critical),
             nested_loaders=_merge(self.nested_loaders, extra.nested_loaders),
-            sources=self.sources + extra.sources,
+            exempt=self.exempt, sources=self.sources + extra.sources,
         )
 
     def classify(self, module: str, name: str) -> Verdict:
@@ -109,6 +113,8 @@ class GlobalsPolicy:
         if any(p.startswith("__") and p.endswith("__") and len(p) > 4 for p in parts[:-1]) or (
                 len(parts) > 1 and parts[-1].startswith("__") and parts[-1] != "__newobj__"):
             return Verdict(Severity.CRITICAL, DUNDER_REASON, f"{module}.{name}")
+        if len(parts) == 1 and _matches(self.exempt, module, name, submodules=False):
+            return Verdict(None, "allowed", f"{module}.{name}")
         # A dotted name is an attribute walk from the module (protocol 4+): "pathlib" + "os.system"
         # reaches os.system. Judge every (module, name) that the walk could stand for.
         for mod, attr in _walk_candidates(module, parts):

@@ -160,10 +160,19 @@ def test_version(run):
 
 
 def test_demo_flags_every_harmful_file_and_no_harmless_one(tmp_path, run):
-    result = run("demo", "--keep", tmp_path)
+    page = tmp_path / "demo.html"
+    result = run("demo", "--scan-only", "--keep", tmp_path / "files", "-o", page)
     assert result.exit_code == 0, result.output
-    assert "all 10 harmful files flagged" in result.output
-    assert (tmp_path / "suspect" / "model.pt").exists()
+    assert "10 harmful files, 4 harmless: every harmful file flagged" in result.output
+    assert "1 of 1 steps right" in result.output
+    assert (tmp_path / "files" / "suspect" / "model.pt").exists()
+    assert "1. scan: is this model file safe to load?" in page.read_text()
+
+
+def test_demo_refuses_a_report_folder_that_does_not_exist(tmp_path, run):
+    result = run("demo", "--scan-only", "-o", tmp_path / "missing" / "demo.html")
+    assert result.exit_code == 2
+    assert "missing" in result.output and "Traceback" not in result.output
 
 
 def test_same_input_same_report(corpus):

@@ -66,7 +66,9 @@ def _common(parser, severities, seed: bool = True) -> None:
     if seed:
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--fast", action="store_true",
-                            help="shorter searches on fewer samples (about 4x quicker, less sure)")
+                            help="shorter searches on fewer samples: less sure, and only "
+                                 "about a sixth quicker (training the reference proxies "
+                                 "dominates a single run)")
     parser.add_argument("-f", "--format", choices=FORMATS, default="text")
     parser.add_argument("-o", "--output", type=Path)
     parser.add_argument("--fail-on", choices=severities, default="high")
@@ -84,14 +86,6 @@ def run_inspect(args, user_error) -> Report:
     except ValueError as exc:
         raise user_error(str(exc)) from None
     return report
-
-
-def inspect_images(report: Report, folder: Path) -> dict[str, bytes]:
-    """The PNGs inspect wrote, captioned, target classes first (for the HTML page)."""
-    per_class = sorted(report.results["per_class"], key=lambda c: (not c["target"], c["class"]))
-    return {f"class {c['class']}{' (target)' if c['target'] else ''} {kind}":
-            (folder / name).read_bytes()
-            for c in per_class for kind, name in c.get("images", {}).items()}
 
 
 def _with_reference(report: Report, module, args) -> Report:

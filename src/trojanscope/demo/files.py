@@ -1,4 +1,4 @@
-"""`trojanscope demo`: make harmless and harmful model files, scan them, show what a user sees.
+"""Step 1 of the demo: harmless and harmful model files, scanned.
 
 Harmful files are assembled from opcodes (attacks/), never by pickling a live object, and the
 scan only reads them; nothing in them runs.
@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import pickle
 import struct
-import tempfile
+import time
 from pathlib import Path
 from typing import Callable
 
-from .artifacts import scan
-from .attacks import model_files as mf
-from .attacks import payload_files as pf
-from .attacks import pickle_payloads as pp
-from .findings import Severity
-from .render import render_text
+from ..artifacts import scan
+from ..attacks import model_files as mf
+from ..attacks import payload_files as pf
+from ..attacks import pickle_payloads as pp
+from ..findings import Severity
+from ..render import render_text
+from ..render.html import Section
+from .step import Step
 
 COMMAND = "echo trojanscope-demo-payload"
 
@@ -56,21 +58,15 @@ def demo_files() -> dict[str, tuple[bytes, bool, str]]:
     }
 
 
-def run_demo(keep: Path | None, echo: Callable[[str], None]) -> bool:
-    """Write the demo files, scan them and print the report. True when every verdict is right."""
-    if keep is not None:
-        return _run(Path(keep), echo)
-    with tempfile.TemporaryDirectory(prefix="trojanscope-demo-") as folder:
-        return _run(Path(folder), echo)
-
-
-def _run(folder: Path, echo: Callable[[str], None]) -> bool:
+def scan_step(folder: Path, echo: Callable[[str], None]) -> Step:
+    """Write the files under `folder`, scan them, print the report."""
+    started = time.perf_counter()
     files = demo_files()
     for name, (data, _, _) in files.items():
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-    echo(f"trojanscope demo: {len(files)} model files written to {folder}")
+    echo(f"1. scan: is this file safe to load? {len(files)} model files written to {folder}")
     for name, (_, harmful, what) in files.items():
         echo(f"  {'harmful ' if harmful else 'harmless'}  {name:30s} {what}")
     echo("")
@@ -81,10 +77,15 @@ def _run(folder: Path, echo: Callable[[str], None]) -> bool:
                for f in report.at_or_above(Severity.HIGH)}
     wrong = [name for name, (_, harmful, _) in files.items() if (name in flagged) != harmful]
     harmful_count = sum(h for _, h, _ in files.values())
-    if wrong:
-        echo(f"demo: unexpected verdicts for {', '.join(wrong)}")
-        return False
-    echo(f"demo: all {harmful_count} harmful files flagged at high or critical, "
-         f"{len(files) - harmful_count} harmless files passed; nothing was loaded or run.")
-    echo(f"exit code of that scan: {report.exit_code()} (0 clean, 1 findings, 2 errors)")
-    return True
+    truth = (f"{harmful_count} harmful files, {len(files) - harmful_count} harmless: " +
+             (f"wrong verdicts for {', '.join(wrong)}" if wrong else
+              "every harmful file flagged at high or critical, no harmless one"))
+    echo(f"truth: {truth}; nothing was loaded or run.")
+    made = tuple({"file": name, "harmful": harmful, "what it is": what}
+                 for name, (_, harmful, what) in files.items())
+    return Step(Section("scan: is this model file safe to load?", report,
+                        ("Model files written by the demo. The harmful ones are built from "
+                         "opcodes; the scan only reads them, nothing in them is loaded or run.",),
+                        made),
+                "trojanscope scan DIR -f html -o scan.html", truth, not wrong,
+                time.perf_counter() - started)

@@ -199,6 +199,14 @@ def inspect_model(module, data: Dataset, config: InspectConfig = InspectConfig()
     `reference`: see `recover`."""
     started = time.perf_counter()
     found = recover(module, data, config, reference)
+    return inspection_report(found, data, config, images, name,
+                             seconds=time.perf_counter() - started)
+
+
+def inspection_report(found: Recovery, data: Dataset, config: InspectConfig,
+                      images: Path | None = None, name: str = "model",
+                      seconds: float = 0.0) -> Report:
+    """The report of a recovery (`recover`) made on `data` with `config`."""
     triggers, perturbations, warps = found.triggers, found.perturbations, found.warps
     targets, classes = found.targets, len(triggers.norm)
     saved = _save_images(images, triggers, perturbations) if images is not None else {}
@@ -225,7 +233,7 @@ def inspect_model(module, data: Dataset, config: InspectConfig = InspectConfig()
                  "thresholds": {"mask_shrink": NC_THRESHOLD, "perturbation_lift": UAP_THRESHOLD,
                                 "warp_lift": WARP_THRESHOLD, "min_success": MIN_SUCCESS},
                  "data_split": {"search": found.search, "check": found.check}},
-        timings={"total_seconds": round(time.perf_counter() - started, 3)},
+        timings={"total_seconds": round(seconds, 3)},
         config={"seed": config.seed, "steps": config.steps, "uap_steps": config.uap_steps,
                 "uap_eps": config.uap_eps, "warp_share": config.warp_share,
                 "batch": config.batch, "reference_proxies": config.reference_proxies,
@@ -268,3 +276,11 @@ def _save_images(folder: Path, triggers, perturbations) -> dict[int, dict[str, s
             (folder / name).write_bytes(encode_png(arrays[kind]))
         saved[k] = files
     return saved
+
+
+def saved_images(report: Report, folder: Path) -> dict[str, bytes]:
+    """The PNGs an inspection wrote to `folder`, captioned, target classes first (HTML pages)."""
+    per_class = sorted(report.results["per_class"], key=lambda c: (not c["target"], c["class"]))
+    return {f"class {c['class']}{' (target)' if c['target'] else ''} {kind}":
+            (folder / name).read_bytes()
+            for c in per_class for kind, name in c.get("images", {}).items()}

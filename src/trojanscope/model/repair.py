@@ -30,7 +30,7 @@ from .. import __version__
 from ..data.datasets import Dataset
 from ..findings import Location, Report, Rule, Severity
 from ..progress import track
-from .inspect import InspectConfig, recover
+from .inspect import InspectConfig, Recovery, recover
 from .reverse import neural_cleanse, universal_perturbation
 from .torch_model import (
     accuracy,
@@ -68,20 +68,28 @@ class RepairConfig:
 METHODS = ("fine-tune", "unlearn", "fine-prune", "prune-trigger-neurons")
 
 
+def split_for_repair(data: Dataset, config: RepairConfig) -> tuple[Dataset, Dataset]:
+    """The repair part and the held-out part of the user's clean data (seeded)."""
+    order = np.random.default_rng(config.seed).permutation(len(data.y))
+    cut = int(round(len(order) * (1 - config.held_out)))
+    return (Dataset(data.x[order[:cut]], data.y[order[:cut]], data.name),
+            Dataset(data.x[order[cut:]], data.y[order[cut:]], data.name))
+
+
 def repair_model(module, data: Dataset, config: RepairConfig = RepairConfig(),
-                 name: str = "model", only: str | None = None):
+                 name: str = "model", only: str | None = None, found: Recovery | None = None):
     """Returns (repaired module, Report). The input module is not modified. `only` runs one
-    method instead of choosing among all."""
+    method instead of choosing among all. `found`: the triggers already recovered from this
+    module on the repair part of `data` (`split_for_repair`), so that an inspection is not
+    done twice."""
     if only is not None and only not in METHODS:
         raise ValueError(f"unknown repair method {only!r}: one of {', '.join(METHODS)}")
     started = time.perf_counter()
     check_model(module, data)
-    rng = np.random.default_rng(config.seed)
-    order = rng.permutation(len(data.y))
-    cut = int(round(len(order) * (1 - config.held_out)))
-    train = Dataset(data.x[order[:cut]], data.y[order[:cut]], data.name)
-    held_x, held_y = data.x[order[cut:]], data.y[order[cut:]]
-    found = recover(module, train, config.inspect)
+    train, held = split_for_repair(data, config)
+    held_x, held_y = held.x, held.y
+    if found is None:
+        found = recover(module, train, config.inspect)
     targets, triggers = found.targets, found.triggers
     # Without a detected target, the class inspect found most anomalous stands in, so the
     # numbers still say what each method does to the most trigger-like behaviour.
@@ -135,7 +143,7 @@ def repair_model(module, data: Dataset, config: RepairConfig = RepairConfig(),
         results={"method": best, "before": before, "after": after, "candidates": outcomes,
                  "target_classes": targets, "classes_measured": chosen_classes,
                  "inspect_verdict": "trojaned" if targets else "clean",
-                 "data_split": {"repair": int(cut), "held_out": int(len(held_y))}},
+                 "data_split": {"repair": len(train.y), "held_out": len(held_y)}},
         timings={"total_seconds": round(time.perf_counter() - started, 3)},
         config={"seed": config.seed, "epochs": config.epochs, "held_out": config.held_out,
                 "max_accuracy_drop": config.max_accuracy_drop})

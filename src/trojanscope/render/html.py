@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import dataclass
 from html import escape
 
 from ..findings import Report, Severity
@@ -18,7 +19,9 @@ COLOURS = {Severity.CRITICAL: "#b3001b", Severity.HIGH: "#d9480f", Severity.MEDI
            Severity.LOW: "#1971c2", Severity.INFO: "#6c757d"}
 STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#212529}
-h1{font-size:1.5em;margin-bottom:.2em} h2{font-size:1.15em;margin-top:1.6em}
+h1{font-size:1.5em;margin-bottom:.2em}
+h1.part{border-top:3px solid #343a40;padding-top:.6em;margin-top:2em}
+h2{font-size:1.15em;margin-top:1.6em}
 .verdict{font-size:1.1em;font-weight:600;padding:.5em .8em;border-radius:4px;color:#fff}
 table{border-collapse:collapse;width:100%;margin:.5em 0} td,th{border-bottom:1px solid #dee2e6;
 padding:.3em .5em;text-align:left;vertical-align:top} th{background:#f1f3f5}
@@ -33,16 +36,47 @@ def render_html(report: Report, images: dict[str, bytes] | None = None,
                 gallery: str = "Images") -> str:
     """`images`: caption -> PNG bytes, shown as a grid titled `gallery` (recovered triggers,
     the most suspicious samples)."""
+    title = f"trojanscope {report.command}: {', '.join(report.targets)}"
+    return _page(title, f"<h1>trojanscope {escape(report.command)}</h1>" +
+                 _body(report, images, gallery))
+
+
+@dataclass(frozen=True)
+class Section:
+    """One report on a page of several (the demo): a heading, sentences shown under it, a table
+    of what was made (the ground truth), the report and its pictures."""
+    heading: str
+    report: Report
+    notes: tuple[str, ...] = ()
+    made: tuple[dict, ...] = ()
+    images: dict[str, bytes] | None = None
+    gallery: str = "Images"
+
+
+def render_html_sections(title: str, overview: list[dict], sections: list[Section]) -> str:
+    """Several reports on one page: an overview table (a row per section), then each report."""
+    parts = [f"<h1>{escape(title)}</h1>", _table("Overview", overview)]
+    for number, section in enumerate(sections, 1):
+        parts.append(f"<section><h1 class=part id=part{number}>{number}. "
+                     f"{escape(section.heading)}</h1>" +
+                     "".join(f"<p>{escape(note)}</p>" for note in section.notes) +
+                     _table("What the demo made (the truth)", section.made) +
+                     _body(section.report, section.images, section.gallery) + "</section>")
+    return _page(title, "".join(parts))
+
+
+def _page(title: str, body: str) -> str:
+    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{escape(title)}"
+            f"</title><style>{STYLE}</style></head><body>{body}</body></html>\n")
+
+
+def _body(report: Report, images: dict[str, bytes] | None, gallery: str) -> str:
     from .text import _summary
 
     findings = sorted(report.findings, key=lambda f: (-int(f.severity), f.sort_key()))
     worst = report.max_severity
     colour = COLOURS[worst] if worst is not None and worst >= Severity.MEDIUM else "#2b8a3e"
-    parts = ["<!doctype html><html lang=en><head><meta charset=utf-8>",
-             f"<title>trojanscope {escape(report.command)}: "
-             f"{escape(', '.join(report.targets))}</title><style>{STYLE}</style></head><body>",
-             f"<h1>trojanscope {escape(report.command)}</h1>",
-             f"<p class=muted>{escape(', '.join(report.targets))} · version "
+    parts = [f"<p class=muted>{escape(', '.join(report.targets))} · version "
              f"{escape(report.version)} · {report.timings.get('total_seconds', '?')} s</p>",
              f"<p class=verdict style='background:{colour}'>"
              f"{escape(_summary(report, len(findings)).plain)}</p>"]
@@ -58,7 +92,7 @@ def render_html(report: Report, images: dict[str, bytes] | None = None,
             f"{base64.b64encode(png).decode()}'><figcaption>{escape(caption)}</figcaption>"
             "</figure>" for caption, png in images.items()))
     parts.append(f"<h2>Settings</h2><pre>{escape(json.dumps(dict(report.config), indent=1))}"
-                 "</pre></body></html>\n")
+                 "</pre>")
     return "".join(parts)
 
 

@@ -32,3 +32,12 @@ def encode_png(image: np.ndarray) -> bytes:
     header = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + \
         chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
+
+
+def most_suspicious(x: np.ndarray, y: np.ndarray, vet_results: dict,
+                    count: int = 32) -> dict[str, bytes]:
+    """Thumbnails of the highest-scoring samples of a vet report, captioned, for HTML pages."""
+    scores = np.asarray(vet_results["scores"])
+    flagged = set(vet_results["suspicious_indices"])
+    return {f"#{i} class {y[i]} score {scores[i]:.2f}{' flagged' if i in flagged else ''}":
+            encode_png(x[i]) for i in np.argsort(-scores, kind="stable")[:count]}

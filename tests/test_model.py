@@ -215,6 +215,28 @@ def test_unlearning_stops_at_the_last_round_the_held_out_data_allows(split, mode
         assert torch.equal(value, stopped.state_dict()[key])
 
 
+def test_repair_reusing_an_inspection_equals_repair_searching_itself(split, models):
+    """The demo hands inspect's recovery to repair instead of searching twice: the outcome and
+    the repaired weights must be what repair gets alone."""
+    from dataclasses import replace
+
+    import torch
+
+    from trojanscope.data.datasets import Dataset
+    from trojanscope.model.inspect import FAST, recover
+    from trojanscope.model.repair import RepairConfig, repair_model, split_for_repair
+
+    data = Dataset(split[1].x[:300], split[1].y[:300], "clean")
+    config = RepairConfig(epochs=1, unlearn_rounds=1, inspect=replace(
+        FAST, steps=15, uap_steps=5, reference_proxies=1, proxy_steps=20))
+    alone, alone_report = repair_model(models[1], data, config, only="unlearn")
+    found = recover(models[1], split_for_repair(data, config)[0], config.inspect)
+    reused, reused_report = repair_model(models[1], data, config, only="unlearn", found=found)
+    assert reused_report.results == alone_report.results
+    for key, value in reused.state_dict().items():
+        assert torch.equal(value, alone.state_dict()[key])
+
+
 @pytest.mark.parametrize("case,message", [
     ("classes", "gives 5 outputs but clean has 10 classes"),
     ("layout", r"does not accept clean's images of shape \(3, 28, 28\)"),

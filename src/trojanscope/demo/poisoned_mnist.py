@@ -42,7 +42,7 @@ class DemoConfig:
     # The full search: --fast saved 16 of 105 s here (the reference proxies dominate) and
     # missed the target (mask of 50 pixels where the full search found 16).
     inspect: InspectConfig = InspectConfig()
-    repair_epochs: int = 5      # 5 of 10: the same choice and outcome, in half the time
+    repair_epochs: int = 5      # of the command's 10: the same method chosen, 20 s not 28
     samples: int | None = None  # use only this many of MNIST-5k (tests)
 
 
@@ -58,7 +58,7 @@ def model_steps(folder: Path, echo: Callable[[str], None],
     (folder / "data").mkdir(exist_ok=True)
     np.savez_compressed(folder / "data" / "training-set.npz", x=poisoned.x, y=poisoned.y)
     np.savez_compressed(folder / "data" / "clean.npz", x=clean.x, y=clean.y)
-    steps = [_vet_step(folder, echo, poisoned, config)]
+    steps = [_vet_step(echo, poisoned, config)]
 
     started = time.perf_counter()
     echo(f"\ntraining the contractor's model ({config.train_epochs} epochs on the poisoned set)")
@@ -93,7 +93,7 @@ class _Truth:
                 "real_trigger_success": round(float(success), 4)}
 
 
-def _vet_step(folder: Path, echo, poisoned, config: DemoConfig) -> Step:
+def _vet_step(echo, poisoned, config: DemoConfig) -> Step:
     started = time.perf_counter()
     name = "data/training-set.npz"
     echo(f"\n2. vet: is this training data poisoned? {len(poisoned.y)} images in {name}")

@@ -51,9 +51,10 @@ def build_proxy(channels: int, classes: int, width: int):
     return ProxyCNN()
 
 
-def train_proxy(x: np.ndarray, y: np.ndarray, config: TrainConfig | None = None, model=None):
+def train_proxy(x: np.ndarray, y: np.ndarray, config: TrainConfig | None = None, model=None,
+                what: str = "the proxy model"):
     """Train the proxy (or `model`, an nn.Module) on (x, y); deterministic for a given seed on
-    the CPU."""
+    the CPU. `what`: the model's name on the progress bar."""
     torch = _torch()
     config = config or TrainConfig()
     generator = torch.Generator().manual_seed(config.seed)
@@ -65,7 +66,7 @@ def train_proxy(x: np.ndarray, y: np.ndarray, config: TrainConfig | None = None,
     inputs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     targets = torch.from_numpy(np.asarray(y, dtype=np.int64))
     model.train()
-    for _ in track(range(config.epochs), "training the proxy model", config.epochs):
+    for _ in track(range(config.epochs), f"training {what}", config.epochs):
         order = torch.randperm(len(inputs), generator=generator)
         for start in range(0, len(order), config.batch_size):
             batch = order[start:start + config.batch_size]

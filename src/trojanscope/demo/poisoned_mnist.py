@@ -63,7 +63,8 @@ def model_steps(folder: Path, echo: Callable[[str], None],
     started = time.perf_counter()
     echo(f"\ntraining the contractor's model ({config.train_epochs} epochs on the poisoned set)")
     model = train_proxy(poisoned.x, poisoned.y,
-                        TrainConfig(epochs=config.train_epochs, width=16, seed=config.seed))
+                        TrainConfig(epochs=config.train_epochs, width=16, seed=config.seed),
+                        what="the contractor's model")
     model.eval()
     (folder / "model").mkdir(exist_ok=True)
     save_module(model, folder / "model" / "contractor.pt")

@@ -163,7 +163,7 @@ def test_demo_flags_every_harmful_file_and_no_harmless_one(tmp_path, run):
     page = tmp_path / "demo.html"
     result = run("demo", "--scan-only", "--keep", tmp_path / "files", "-o", page)
     assert result.exit_code == 0, result.output
-    assert "10 harmful files, 4 harmless: every harmful file flagged" in result.output
+    assert "11 harmful files, 4 harmless: every harmful file flagged" in result.output
     assert "1 of 1 steps right" in result.output
     assert (tmp_path / "files" / "suspect" / "model.pt").exists()
     assert "1. scan: is this model file safe to load?" in page.read_text()

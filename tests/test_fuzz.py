@@ -106,3 +106,34 @@ def test_memory_stays_bounded(data):
     finally:
         tracemalloc.stop()
     assert peak < 48 * MiB
+
+
+@st.composite
+def mutated_code(draw) -> str:
+    """The payload's TorchScript code, edited character by character (or cut short)."""
+    code = list(pf.TORCHSCRIPT_CODE.replace("PATH", "'/tmp/x'"))
+    for _ in range(draw(st.integers(0, 6))):
+        if not code:
+            break
+        at = draw(st.integers(0, len(code) - 1))
+        kind = draw(st.sampled_from(["replace", "insert", "delete", "truncate"]))
+        piece = draw(st.sampled_from(["(", ")", ":", "\n", "  ", "ops.", "torch.", "save",
+                                      ".", "\x00", "é", "[" * 300]))
+        if kind == "replace":
+            code[at] = piece
+        elif kind == "insert":
+            code.insert(at, piece)
+        elif kind == "delete":
+            del code[at]
+        else:
+            del code[at:]
+    return "".join(code)
+
+
+@FUZZ
+@given(mutated_code())
+def test_mutated_torchscript_code_ends_in_findings_or_nothing(code):
+    """The code of a TorchScript archive, edited: parsed (never compiled), judged, no crash."""
+    report = scan_bytes(pf.torchscript_archive(code), "fuzz.pt", policy=POLICY, limits=LIMITS)
+    assert {f.rule for f in report.findings} <= {
+        "torchscript.file-access", "torchscript.custom-operator", "torchscript.unparsable"}

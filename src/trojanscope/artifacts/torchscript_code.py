@@ -1,0 +1,113 @@
+"""The TorchScript code in a torch.jit.save archive (ARCHIVE/code/**.py).
+
+torch.jit.load compiles this code and runs it: `__setstate__` methods while loading, `forward`
+on every call. TorchScript has no imports and no open(), but some of its operators reach files:
+`torch.save` (aten::save) writes any path, `torch.from_file` reads one. Before PyTorch 2.6,
+torch.load(weights_only=True) handed such an archive to torch.jit.load (CVE-2025-32434). Calls
+into operator namespaces outside PyTorch need a compiled library the loader must have
+registered. The code is parsed with `ast`, never compiled or run.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from ..findings import Location, Rule, Severity
+
+FILE_ACCESS = Rule(
+    "torchscript.file-access", Severity.CRITICAL,
+    "The archive's TorchScript code calls an operator that writes or reads files",
+    "Do not load or run this model: torch.jit.load compiles the code and runs it (while "
+    "loading, in __setstate__, or on every forward call).")
+CUSTOM_OPERATOR = Rule(
+    "torchscript.custom-operator", Severity.MEDIUM,
+    "The archive's TorchScript code calls an operator from outside PyTorch's own namespaces",
+    "Loading needs the compiled library that registers it; review that library's source.")
+UNPARSABLE = Rule(
+    "torchscript.unparsable", Severity.MEDIUM,
+    "A TorchScript code file could not be parsed, so what it calls was not examined",
+    "Do not load the model until it scans cleanly; real torch.jit.save output parses.")
+
+CODE_MEMBER = re.compile(r"(^|/)code/.+\.py$")
+MAX_CODE_BYTES = 16 * 1024 * 1024  # real code files are kilobytes
+FILE_OPERATORS = {"save", "from_file", "load", "_load_for_mobile"}
+PYTORCH_NAMESPACES = {"aten", "prim", "quantized", "_quantized", "prepacked", "mkldnn",
+                      "mkldnn_prepacked", "_caffe2", "profiler", "sparse", "xnnpack", "cuda",
+                      "_c10d_functional", "c10d", "_dtensor", "fbgemm", "torchvision",
+                      "torchaudio"}
+
+
+def is_code_member(name: str) -> bool:
+    return CODE_MEMBER.search(name) is not None
+
+
+def check_torchscript_code(text: str, location: Location) -> list:
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+        return [UNPARSABLE.finding(f"not parsable: {type(exc).__name__}", location,
+                                   {"error": type(exc).__name__})]
+    found, seen = [], set()
+    for function, call, name in _calls(tree):
+        parts = name.split(".")
+        operator, namespace = parts[-1], _namespace(parts)
+        key = (name, function)
+        if key in seen:
+            continue
+        if operator in FILE_OPERATORS and namespace in ("torch", "aten"):
+            seen.add(key)
+            when = "while the model loads" if function == "__setstate__" else \
+                f"in {function or 'the module body'}"
+            found.append(FILE_ACCESS.finding(
+                f"line {call.lineno}: calls {name}({_first_argument(call)}) {when}", location,
+                {"call": name, "function": function, "line": call.lineno}))
+        elif namespace not in (None, "torch") and namespace not in PYTORCH_NAMESPACES:
+            seen.add(key)
+            found.append(CUSTOM_OPERATOR.finding(
+                f"line {call.lineno}: calls {name} (operator namespace {namespace!r}) in "
+                f"{function or 'the module body'}", location,
+                {"call": name, "namespace": namespace, "line": call.lineno}))
+    return found
+
+
+def _calls(tree: ast.AST):
+    """(enclosing function name, call node, dotted name) for every call of a dotted name."""
+    stack = [(tree, None)]
+    while stack:
+        node, function = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            function = node.name
+        if isinstance(node, ast.Call):
+            name = _dotted(node.func)
+            if name is not None:
+                yield function, node, name
+        stack.extend((child, function) for child in ast.iter_child_nodes(node))
+
+
+def _dotted(node: ast.AST) -> str | None:
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    parts.append(node.id)
+    return ".".join(reversed(parts))
+
+
+def _namespace(parts: list[str]) -> str | None:
+    """'torch' for torch.save, the operator namespace for [torch.]ops.NS.op, else None."""
+    if parts[0] == "torch" and len(parts) == 2:
+        return "torch"
+    rest = parts[1:] if parts[0] == "torch" else parts
+    if len(rest) == 3 and rest[0] == "ops":
+        return rest[1]
+    return None
+
+
+def _first_argument(call: ast.Call) -> str:
+    """The path argument when it is a literal (second for save, first for the readers)."""
+    literals = [a.value for a in call.args if isinstance(a, ast.Constant) and
+                isinstance(a.value, str)]
+    return repr(literals[0][:200]) if literals else "..."

@@ -107,7 +107,7 @@ def _namespace(parts: list[str]) -> str | None:
 
 
 def _first_argument(call: ast.Call) -> str:
-    """The path argument when it is a literal (second for save, first for the readers)."""
+    """The first string literal among the arguments: the path, when it is written out."""
     literals = [a.value for a in call.args if isinstance(a, ast.Constant) and
                 isinstance(a.value, str)]
     return repr(literals[0][:200]) if literals else "..."

@@ -153,3 +153,8 @@ class Report:
         if self.at_or_above(fail_on):
             return 1
         return 2 if self.errors else 0
+
+
+def clipped(text: str, limit: int) -> str:
+    """`text`, cut to `limit` characters with "..." when longer (for messages and evidence)."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -10,7 +10,7 @@ import collections
 import dataclasses
 import io
 
-from ..findings import Location, Severity
+from ..findings import Location, Severity, clipped
 from .limits import Limits
 from .pickle_machine import PickleMachine
 from .pickle_reader import OpcodeReader, PickleSyntaxError, Truncated
@@ -135,8 +135,7 @@ def _with_trace(finding, reader: OpcodeReader, begin: int, limits):
 
 
 def _shown(arg) -> str:
-    text = "" if arg is None else repr(arg)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return "" if arg is None else clipped(repr(arg), 60)
 
 
 def _peek(stream, n: int) -> bytes:

@@ -10,7 +10,7 @@ from dataclasses import replace
 import numpy as np
 
 from .. import __version__
-from ..findings import Location, Report, Rule, Severity
+from ..findings import Location, Report, Rule, Severity, clipped
 from .text import TextDataset
 from .text_triggers import TriggerConfig, find_triggers, flagged_rows
 
@@ -39,7 +39,7 @@ def vet_text(data: TextDataset, seed: int = 0, config: TriggerConfig | None = No
             {"phrase": phrase.phrase, "label": label, "carriers": len(phrase.carriers),
              "purity": round(phrase.purity, 3), "expected": round(phrase.expected, 3),
              "p_value": phrase.p_value, "examples": phrase.carriers[:5].tolist(),
-             "example_texts": [_clipped(data.texts[i]) for i in phrase.carriers[:3]]}))
+             "example_texts": [clipped(data.texts[i], 200) for i in phrase.carriers[:3]]}))
     flagged = flagged_rows(phrases)
     candidates = [{**c, "label": data.names[c["label"]]}
                   for c in figures["candidates"][:SHOWN_CANDIDATES]]
@@ -58,10 +58,6 @@ def vet_text(data: TextDataset, seed: int = 0, config: TriggerConfig | None = No
                 "min_count": config.min_count, "alpha": config.alpha,
                 "min_excess": config.min_excess, "max_position": config.max_position,
                 "min_kept": config.min_kept})
-
-
-def _clipped(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def vet_text_features(data: TextDataset, detector: str, seed: int = 0,

@@ -22,10 +22,11 @@ import numpy as np
 from trojanscope.attacks.trojan_models import ModelSpec, build_zoo, train_model
 from trojanscope.bench.metrics import auroc
 from trojanscope.data.datasets import Dataset, mnist_5k
+from trojanscope.ml import Model, open_model
+from trojanscope.ml.ops import accuracy, predict
 from trojanscope.model.inspect import inspect_config, inspect_model, reference_log_norms
 from trojanscope.model.repair import RepairConfig, fine_tune, repair_model
-from trojanscope.model.torch_model import accuracy, clone_module, load_module, predict
-from trojanscope.model.weights import read_zoo, reference_probability, state_arrays
+from trojanscope.model.weights import read_zoo, reference_probability
 
 
 def split():
@@ -82,7 +83,7 @@ def _inspect(entries, folder: Path, clean: Dataset, test: Dataset, config, refer
           f"{'found':>6s} {'shrink':>6s} {'UAP':>5s} {'warp':>5s} {'score':>6s} {'sec':>5s}")
     scores, truth, correct, seconds, alarms = [], [], 0, [], []
     for entry in entries:
-        module = load_module(folder / entry["file"])
+        module = open_model(folder / entry["file"]).module
         spec = ModelSpec(entry["attack"], entry["target"], entry["rate"], entry["seed"],
                          entry["variant"])
         asr = _asr(module, spec, test) if spec.attack else float("nan")
@@ -142,7 +143,8 @@ def _asr(module, spec: ModelSpec, test: Dataset) -> float:
 
 def _weights(folder: Path) -> None:
     """Leave one out: each model scored by a classifier fitted on the other 21."""
-    models = [(state_arrays(load_module(path)), trojaned) for path, trojaned in read_zoo(folder)]
+    models = [(open_model(path, spec).weights(), trojaned)
+              for path, trojaned, spec in read_zoo(folder)]
     probabilities = [reference_probability(arrays, models[:i] + models[i + 1:])
                      for i, (arrays, _) in enumerate(models)]
     truth = np.array([t for _, t in models])
@@ -157,14 +159,14 @@ def _repairs(folder: Path, entries, repair_data: Dataset, test: Dataset, count: 
           f"{'fine-tune ASR':>14s} {'fine-tune acc':>14s} {'sec':>5s}")
     chosen = [e for e in entries if e["attack"] in ("badnets", "blended")][:count]
     for entry in chosen:
-        module = load_module(folder / entry["file"])
+        module = open_model(folder / entry["file"]).module
         spec = ModelSpec(entry["attack"], entry["target"], entry["rate"], entry["seed"],
                          entry["variant"])
         started = time.perf_counter()
         repaired, report = repair_model(module, repair_data, RepairConfig(inspect=config))
         took = time.perf_counter() - started
         # The baseline: plain fine-tuning with the same settings on all the repair data.
-        baseline = clone_module(module)
+        baseline = Model.of(module).clone().module
         fine_tune(baseline, repair_data, RepairConfig(inspect=config), {})
         print(f"{entry['file'][:9]:9s} {spec.attack:8s} {report.results['method']:22s} "
               f"{_asr(module, spec, test):5.3f}->{_asr(repaired, spec, test):5.3f} "

@@ -37,3 +37,20 @@ def write(tmp_path):
         path.write_bytes(data)
         return path
     return _write
+
+
+@pytest.fixture
+def jobs_in_process(monkeypatch):
+    """The model commands' jobs run in this process (so that a test may patch the library),
+    still answering through JSON as the child process does. tests/test_ml.py runs the real
+    child process."""
+    import json
+
+    import trojanscope.jobs as jobs
+
+    def run(name, payload, progress=False):
+        try:
+            return json.loads(json.dumps(jobs.JOBS[name](payload), default=str))
+        except ValueError as exc:
+            raise jobs.JobError(str(exc)) from None
+    monkeypatch.setattr(jobs, "run_in_child", run)

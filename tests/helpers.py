@@ -18,3 +18,14 @@ def only(report: Report, rule: str):
     got = [(f.rule, str(f.location)) for f in report.findings]
     assert len(hits) == 1, f"expected one {rule}, got {got}"
     return hits[0]
+
+
+def recording_vgg(record: str):
+    """An architecture for state-dict tests that writes the id of the process building it."""
+    import os
+    from pathlib import Path
+
+    from trojanscope.ml.architectures import build
+
+    Path(record).write_text(str(os.getpid()))
+    return build("vgg11(width=2)")

@@ -52,7 +52,7 @@ def reference(split):
 
 
 def _attack_success(module, trigger, data, target):
-    from trojanscope.model.torch_model import predict
+    from trojanscope.ml.ops import predict
 
     others = data.x[data.y != target]
     return float((predict(module, trigger(others)) == target).mean())
@@ -93,8 +93,8 @@ def test_mask_shrink_is_measured_against_a_line_through_the_other_classes():
 
 
 def test_searches_take_a_subset_of_classes_in_its_order(split, models):
+    from trojanscope.ml.model import frozen
     from trojanscope.model.reverse import neural_cleanse, universal_perturbation
-    from trojanscope.model.torch_model import frozen
 
     x, y = split[1].x[:80], split[1].y[:80]
     with frozen(models[1]) as model:
@@ -118,16 +118,17 @@ def test_inspect_is_deterministic_for_a_seed(split, models):
 
 
 def test_inspect_command_writes_json_and_pngs_and_exits_1(tmp_path, split, models, capsys,
-                                                          reference, monkeypatch):
+                                                          reference, monkeypatch,
+                                                          jobs_in_process):
     from trojanscope.cli import main
+    from trojanscope.ml import Model
     from trojanscope.model import inspect
-    from trojanscope.model.torch_model import save_module
 
     # The proxies' norms for this data are the fixture's (tested above), not trained again.
     monkeypatch.setattr(inspect, "reference_log_norms", lambda data, config: reference)
 
     model_path, data_path = tmp_path / "bad.pt", tmp_path / "clean.npz"
-    save_module(models[1], model_path)
+    Model.of(models[1]).save(model_path)
     np.savez(data_path, x=split[1].x[:, 0], y=split[1].y)
     before = hashlib.sha256(model_path.read_bytes()).hexdigest()
     code = main(["inspect", str(model_path), "--data", str(data_path), "--images",
@@ -159,13 +160,14 @@ def test_repair_cuts_the_real_attack_and_keeps_accuracy(tmp_path, split, models)
 
     import torch
 
+    from trojanscope.ml import Model, open_model
+    from trojanscope.ml.ops import accuracy
     from trojanscope.model.inspect import FAST
     from trojanscope.model.repair import RepairConfig, repair_model
-    from trojanscope.model.torch_model import accuracy, load_module, save_module
 
     _, eager, trigger = models
-    save_module(eager, tmp_path / "bad.pt")
-    trojaned = load_module(tmp_path / "bad.pt")  # as the command line gets it: TorchScript
+    Model.of(eager).save(tmp_path / "bad.pt")
+    trojaned = open_model(tmp_path / "bad.pt").module  # as the command line gets it
     original = {k: v.clone() for k, v in trojaned.state_dict().items()}
     repaired, report = repair_model(trojaned, split[1],
                                     RepairConfig(epochs=4, unlearn_rounds=2,
@@ -181,8 +183,8 @@ def test_repair_cuts_the_real_attack_and_keeps_accuracy(tmp_path, split, models)
         accuracy(trojaned, split[1].x, split[1].y) - 0.05
     for key, value in trojaned.state_dict().items():  # the input model is untouched
         assert torch.equal(value, original[key])
-    save_module(repaired, tmp_path / "fixed.pt")
-    assert load_module(tmp_path / "fixed.pt")(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
+    Model.of(repaired).save(tmp_path / "fixed.pt")
+    assert open_model(tmp_path / "fixed.pt").module(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
 
 
 def test_unlearning_stops_at_the_last_round_the_held_out_data_allows(split, models):
@@ -191,9 +193,9 @@ def test_unlearning_stops_at_the_last_round_the_held_out_data_allows(split, mode
     import torch
 
     from trojanscope.data.datasets import Dataset
+    from trojanscope.ml import Model
     from trojanscope.model.inspect import FAST
     from trojanscope.model.repair import RepairConfig, _shift, _unlearn, fine_tune
-    from trojanscope.model.torch_model import clone_module
 
     data = Dataset(split[1].x[:200], split[1].y[:200], "clean")
     config = RepairConfig(epochs=1, unlearn_rounds=2,
@@ -204,13 +206,14 @@ def test_unlearning_stops_at_the_last_round_the_held_out_data_allows(split, mode
     def judge(module):
         judged.append(module.training)
         return {"round": len(judged)}
-    stopped = clone_module(models[1])
+    stopped = Model.of(models[1]).clone().module
     details = _unlearn(stopped, data, config, [3], stamps, judge,
-                       allowed=lambda outcome: outcome["round"] == 1)  # round 2 cost too much
+                       allowed=lambda outcome: outcome["round"] == 1,  # round 2 cost too much
+                       teacher=Model.of(models[1]).clone().module)
     assert details["rounds"] == 1 and details["of_rounds"] == 2 and details["stamps"] == 3
     assert details["by_round"] == [{"round": 1}, {"round": 2}] and judged == [False, False]
-    one_round = clone_module(models[1])
-    fine_tune(one_round, data, config, stamps, teacher=clone_module(models[1]).eval())
+    one_round = Model.of(models[1]).clone().module
+    fine_tune(one_round, data, config, stamps, teacher=Model.of(models[1]).clone().module.eval())
     for key, value in one_round.state_dict().items():
         assert torch.equal(value, stopped.state_dict()[key])
 
@@ -256,14 +259,16 @@ def test_a_model_that_does_not_fit_the_data_is_a_clear_error(split, case, messag
         inspect_model(model, data)
 
 
-def test_files_that_are_not_torchscript_models_are_refused_by_name(tmp_path, capsys):
+def test_files_that_are_not_models_are_refused_by_name(tmp_path, capsys, jobs_in_process):
     from trojanscope.cli import main
 
     (tmp_path / "junk.pt").write_bytes(b"PK\x03\x04 not really a zip")
     (tmp_path / "m.onnx").write_bytes(b"\x08\x07\x12\x04test")
-    for name, message in [("junk.pt", "not a TorchScript archive"),
-                          ("m.onnx", "an ONNX file or not a model"),
-                          ("missing.pt", "cannot read the model")]:
+    (tmp_path / "notes.txt").write_bytes(b"just some text, no model")
+    for name, message in [("junk.pt", "refused, not loaded"),  # scan: a damaged zip is high
+                          ("m.onnx", "not a loadable ONNX model"),
+                          ("notes.txt", "not a model file trojanscope can load"),
+                          ("missing.pt", "no such file or folder")]:
         assert main(["inspect", str(tmp_path / name), "--data", "digits"]) == 2
         err = capsys.readouterr().err
         assert name in err and message in err and "Traceback" not in err
@@ -308,28 +313,28 @@ def test_reference_zoo_classifier_scores_weights_and_checks_the_architecture(mod
 def test_zoo_writes_torchscript_models_and_the_truth(tmp_path, split):
     from trojanscope.attacks.trojan_models import build_zoo
     from trojanscope.data.datasets import Dataset
-    from trojanscope.model.torch_model import load_module
+    from trojanscope.ml import open_model
     from trojanscope.model.weights import read_zoo
 
     small = Dataset(split[0].x[:200], split[0].y[:200], "small")
     entries = build_zoo(small, tmp_path / "zoo", clean=1, trojaned=2, epochs=1)
     assert [e["attack"] for e in entries] == [None, "badnets", "blended"]
     listed = read_zoo(tmp_path / "zoo")
-    assert [t for _, t in listed] == [False, True, True]
+    assert [t for _, t, _ in listed] == [False, True, True]
     import torch
 
     for architecture in ("lenet", "mlp"):
         build_zoo(small, tmp_path / architecture, clean=1, trojaned=0, epochs=1,
                   architecture=architecture)
         listed += read_zoo(tmp_path / architecture)
-    for path, _ in listed:
-        assert load_module(path)(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
+    for path, _, _ in listed:
+        assert open_model(path).module(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
     with pytest.raises(ValueError, match="unknown architecture 'resnet'"):
         build_zoo(small, tmp_path / "other", clean=1, trojaned=0, architecture="resnet")
 
 
 def test_repair_command_prints_its_outcome_and_writes_the_model(tmp_path, split, models, capsys,
-                                                                monkeypatch):
+                                                                monkeypatch, jobs_in_process):
     import torch
 
     from trojanscope.cli import main
@@ -338,9 +343,9 @@ def test_repair_command_prints_its_outcome_and_writes_the_model(tmp_path, split,
     # What the command prints and writes, not how well it repairs (tested above): tiny searches.
     monkeypatch.setattr(inspect, "FAST", inspect.InspectConfig(
         steps=20, uap_steps=10, max_samples=100, reference_proxies=1, proxy_steps=10))
-    from trojanscope.model.torch_model import load_module, save_module
+    from trojanscope.ml import Model, open_model
 
-    save_module(models[1], tmp_path / "bad.pt")
+    Model.of(models[1]).save(tmp_path / "bad.pt")
     np.savez(tmp_path / "clean.npz", x=split[1].x[:, 0], y=split[1].y)
     before = hashlib.sha256((tmp_path / "bad.pt").read_bytes()).hexdigest()
     code = main(["repair", str(tmp_path / "bad.pt"), "--data", str(tmp_path / "clean.npz"),
@@ -348,5 +353,5 @@ def test_repair_command_prints_its_outcome_and_writes_the_model(tmp_path, split,
     out = " ".join(capsys.readouterr().out.split())  # the message wraps in its column
     assert code in (0, 1)  # 1 when no method met the bar: a high finding
     assert "recovered-trigger success" in out and "clean accuracy" in out
-    assert load_module(tmp_path / "fixed.pt")(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert open_model(tmp_path / "fixed.pt").module(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     assert hashlib.sha256((tmp_path / "bad.pt").read_bytes()).hexdigest() == before

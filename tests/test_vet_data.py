@@ -207,24 +207,24 @@ def test_model_adapters_agree_on_logits_and_give_layer_features(tmp_path):
     import torch
 
     from trojanscope.data.features import TrainConfig, train_proxy
-    from trojanscope.data.models import TorchAdapter, load_model
+    from trojanscope.ml import Model, ModelError, open_model
 
     rng = np.random.default_rng(0)
     x = rng.random((20, 1, 8, 8)).astype(np.float32)
     model = train_proxy(x, np.arange(20) % 2, TrainConfig(epochs=1, width=4))
-    eager = TorchAdapter(model)
+    eager = Model.of(model)
     torch.jit.save(torch.jit.trace(model, torch.from_numpy(x[:2])), str(tmp_path / "m.pt"))
     torch.onnx.export(model, (torch.from_numpy(x[:2]),), str(tmp_path / "m.onnx"),
                       dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "n"}})
     for path in ("m.pt", "m.onnx"):
-        adapter = load_model(tmp_path / path)
+        adapter = open_model(tmp_path / path)
         np.testing.assert_allclose(adapter.logits(x), eager.logits(x), rtol=1e-4, atol=1e-5)
         assert adapter.layers()
-    with pytest.raises(ValueError, match="export the model to ONNX"):
-        load_model(tmp_path / "m.pt").features(x, "body")
+    with pytest.raises(ModelError, match="no hooks"):
+        open_model(tmp_path / "m.pt").features(x, "body")
     assert eager.features(x, "body").shape == (20, 128)
-    with pytest.raises(ValueError, match="no layer"):
+    with pytest.raises(ModelError, match="no layer"):
         eager.features(x, "nope")
     (tmp_path / "junk.bin").write_bytes(b"not a model")
-    with pytest.raises(ValueError, match="junk.bin"):
-        load_model(tmp_path / "junk.bin")
+    with pytest.raises(ModelError, match="junk.bin"):
+        open_model(tmp_path / "junk.bin")

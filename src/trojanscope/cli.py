@@ -67,7 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     vet.add_argument("--text-column", help="text files: the column with the text")
     vet.add_argument("--label-column", help="text files: the column with the label")
     vet.add_argument("--model", type=Path, metavar="M",
-                     help="your model (TorchScript .pt or ONNX) for the feature-based detectors")
+                     help="your model, trained on the data, for the feature-based detectors: "
+                          "any format inspect reads (scanned first, loaded in a child process)")
+    vet.add_argument("--architecture", metavar="SPEC",
+                     help="what a state dict's weights belong to (as for inspect)")
     vet.add_argument("--layer", help="the layer (module name, or ONNX tensor) to read")
     vet.add_argument("--features", type=Path, metavar="F.npy",
                      help="text: your classifier's features, one row per text, for the "
@@ -228,13 +231,9 @@ def _vet(args: argparse.Namespace) -> int:
         raise UserError("--features is for text; for images pass --model and --layer")
     try:
         data = load(args.data)
-        model = None
-        if args.model is not None:
-            from .data.models import load_model
-
-            model = load_model(args.model)
+        features = None if args.model is None else _model_features(args, data.x)
         report = vet(data, detector=args.detector or DEFAULT_DETECTOR, seed=args.seed,
-                     model=model, layer=args.layer)
+                     features=features, layer=args.layer)
     except (DataError, ValueError, RuntimeError) as exc:
         raise UserError(str(exc)) from None
     if args.export_clean is not None:
@@ -248,6 +247,25 @@ def _vet(args: argparse.Namespace) -> int:
           most_suspicious(data.x, data.y, report.results) if args.format == "html" else None,
           "The most suspicious samples, highest score first")
     return report.exit_code(Severity.parse(args.fail_on))
+
+
+def _model_features(args: argparse.Namespace, x):
+    """The features of `x` at --layer of --model, computed in a child process that scans the
+    model before loading it; this process never loads it."""
+    import numpy as np
+
+    from .jobs import JobError, run_in_child
+
+    with tempfile.TemporaryDirectory(prefix="trojanscope-features-") as scratch:
+        inputs, out = Path(scratch) / "inputs.npy", Path(scratch) / "features.npy"
+        np.save(inputs, x, allow_pickle=False)
+        try:
+            run_in_child("features", {"model": str(args.model), "inputs": str(inputs),
+                                      "architecture": args.architecture, "layer": args.layer,
+                                      "out": str(out)}, progress=args.format == "text")
+        except JobError as exc:
+            raise UserError(str(exc)) from None
+        return np.load(out, allow_pickle=False)
 
 
 def _vet_text(args: argparse.Namespace) -> int:
@@ -306,14 +324,17 @@ def _attack(args: argparse.Namespace) -> int:
     from .attacks.shadow_logic import Trigger, inject
 
     try:
-        import onnx
+        import onnx  # noqa: F401  (checked here; read_onnx uses it)
     except ImportError:
         raise UserError("shadow-logic needs the onnx package: pip install 'trojanscope[onnx]'") \
             from None
+    from .ml.gate import scanned_bytes
+    from .ml.onnx_model import read_onnx
+
     try:
         trigger = Trigger.parse(args.trigger)
-        model = onnx.load(str(args.model))
-    except ValueError as exc:
+        model = read_onnx(args.model, scanned_bytes(args.model))
+    except ValueError as exc:  # the trigger, or a file scan refused or could not read
         raise UserError(str(exc)) from None
     except Exception as exc:  # onnx raises protobuf's DecodeError and OSError alike
         raise UserError(f"{args.model}: cannot read the ONNX model: {exc}") from None

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .findings import Location, Report, Rule, Severity
+from .findings import Report
 from .render import FORMATS
 
-WEIGHTS_LIKE_TROJANED = Rule(
-    "model.weights-like-trojaned", Severity.HIGH,
-    "Against the reference zoo, the model's weights look like those of trojaned models",
-    "Inspect the model with clean data and compare it with a version you trust.")
+MODEL_HELP = ("a model file or folder: TorchScript, torch.export (.pt2), a state dict (.pt, .bin, "
+              ".safetensors; with --architecture), a Hugging Face image-classifier folder, "
+              "ONNX (forward only). Scanned first; refused when loading it would run code")
+ARCHITECTURE_HELP = ("what a state dict's weights belong to: a built-in architecture (resnet18, "
+                     "preact-resnet18, vgg11, mobilenet-v2, vit-small) or package.module:Class, "
+                     "with literal keyword arguments: 'resnet18(classes=10, width=16)'")
 DATA_HELP = ("clean data: .npz (x/y), an image folder, or a built-in set: mnist-5k (default), "
              "digits")
 
@@ -21,7 +23,8 @@ def add_parsers(commands, severities, exit_codes: str) -> None:
         "inspect", epilog=exit_codes, help="is this model trojaned? (a model and clean data)",
         description="Reverse-engineer a trigger for every class and look for a class that is "
                     "far too easy to reach. Exit code 1 when the model looks trojaned.")
-    inspect.add_argument("model", type=Path, metavar="MODEL", help="a TorchScript file")
+    inspect.add_argument("model", type=Path, metavar="MODEL", help=MODEL_HELP)
+    inspect.add_argument("--architecture", metavar="SPEC", help=ARCHITECTURE_HELP)
     inspect.add_argument("--data", help=DATA_HELP)
     inspect.add_argument("--reference", type=Path, metavar="ZOO",
                          help="a zoo folder (zoo.json; `trojanscope attack zoo`) to score the "
@@ -34,9 +37,12 @@ def add_parsers(commands, severities, exit_codes: str) -> None:
         "repair", epilog=exit_codes, help="take a backdoor out of a model (with clean data)",
         description="Try unlearning, fine-pruning, trigger-neuron pruning and plain "
                     "fine-tuning; keep the one that a held-out part of your data prefers.")
-    repair.add_argument("model", type=Path, metavar="MODEL", help="a TorchScript file")
+    repair.add_argument("model", type=Path, metavar="MODEL", help=MODEL_HELP)
+    repair.add_argument("--architecture", metavar="SPEC", help=ARCHITECTURE_HELP)
     repair.add_argument("--data", help=DATA_HELP)
-    repair.add_argument("--out", type=Path, required=True, help="the repaired model (TorchScript)")
+    repair.add_argument("--out", type=Path, required=True,
+                        help="the repaired model, in the format MODEL came in (a state dict: "
+                             "safetensors when OUT ends in .safetensors)")
     repair.add_argument("--epochs", type=int, default=10)
     repair.add_argument("--method", default="auto",
                         choices=["auto", "fine-tune", "unlearn", "fine-prune",
@@ -48,6 +54,7 @@ def add_parsers(commands, severities, exit_codes: str) -> None:
                                help="where do two versions of a model differ, layer by layer?")
     diff.add_argument("old", type=Path, metavar="A")
     diff.add_argument("new", type=Path, metavar="B")
+    diff.add_argument("--architecture", metavar="SPEC", help=ARCHITECTURE_HELP)
     _common(diff, severities, seed=False)
 
 
@@ -75,69 +82,38 @@ def _common(parser, severities, seed: bool = True) -> None:
 
 
 def run_inspect(args, user_error) -> Report:
-    from .model.inspect import inspect_config, inspect_model
-
-    module, data = _model_and_data(args, user_error)
-    try:
-        report = inspect_model(module, data, inspect_config(args.seed, args.fast),
-                               images=args.images, name=str(args.model))
-        if args.reference is not None:
-            report = _with_reference(report, module, args)
-    except ValueError as exc:
-        raise user_error(str(exc)) from None
-    return report
-
-
-def _with_reference(report: Report, module, args) -> Report:
-    from .model.torch_model import load_module
-    from .model.weights import read_zoo, reference_probability, state_arrays
-
-    zoo = [(state_arrays(load_module(path)), trojaned) for path, trojaned in
-           read_zoo(args.reference)]
-    probability = reference_probability(state_arrays(module), zoo, seed=args.seed)
-    findings = list(report.findings)
-    if probability >= 0.5:
-        findings.append(WEIGHTS_LIKE_TROJANED.finding(
-            f"P(trojaned) = {probability:.2f} from a classifier of weights fitted on "
-            f"{len(zoo)} reference models", Location(str(args.model)),
-            {"probability": probability, "reference": str(args.reference)}))
-    trojaned = bool(report.results["target_classes"]) or probability >= 0.5
-    results = {**report.results, "verdict": "trojaned" if trojaned else "clean",
-               "weights": {"probability_trojaned": round(probability, 4),
-                           "reference_models": len(zoo)}}
-    return Report(report.command, report.version, report.targets, tuple(findings),
-                  report.errors, results, report.timings, report.config)
+    return _in_child("inspect", args, user_error, images=_path(args.images),
+                     reference=_path(args.reference))
 
 
 def run_repair(args, user_error) -> Report:
-    from .model.inspect import inspect_config
-    from .model.repair import RepairConfig, repair_model
-    from .model.torch_model import save_module
-
-    module, data = _model_and_data(args, user_error)
-    config = RepairConfig(seed=args.seed, epochs=args.epochs,
-                          inspect=inspect_config(args.seed, args.fast))
-    try:
-        repaired, report = repair_model(module, data, config,
-                                        name=str(args.model),
-                                        only=None if args.method == "auto" else args.method)
-        save_module(repaired, args.out)
-    except ValueError as exc:
-        raise user_error(str(exc)) from None
-    except OSError as exc:
-        raise user_error(f"{args.out}: cannot write: {exc.strerror or exc}") from None
-    return report
+    if not args.out.parent.is_dir():  # say so now, not after minutes of work
+        raise user_error(f"{args.out}: cannot write: no folder {args.out.parent}")
+    return _in_child("repair", args, user_error, epochs=args.epochs, method=args.method,
+                     out=str(args.out))
 
 
 def run_diff(args, user_error) -> Report:
-    from .model.torch_model import load_module
-    from .model.weights import diff_models, state_arrays
+    return _in_child("diff", args, user_error, old=str(args.old), new=str(args.new))
 
+
+def _in_child(job: str, args, user_error, **payload) -> Report:
+    """The job runs in a child process: the model is scanned there before it is loaded, and
+    this process never loads it."""
+    from .jobs import JobError, run_in_child
+
+    if hasattr(args, "model"):
+        payload.update(model=str(args.model), data=args.data, seed=args.seed, fast=args.fast)
+    payload["architecture"] = args.architecture
     try:
-        old, new = state_arrays(load_module(args.old)), state_arrays(load_module(args.new))
-    except ValueError as exc:
+        result = run_in_child(job, payload, progress=args.format == "text")
+    except JobError as exc:
         raise user_error(str(exc)) from None
-    return diff_models(old, new, (str(args.old), str(args.new)))
+    return Report.from_dict(result)
+
+
+def _path(value: Path | None) -> str | None:
+    return None if value is None else str(value)
 
 
 def run_zoo(args, user_error) -> int:
@@ -157,21 +133,3 @@ def run_zoo(args, user_error) -> int:
     print(f"wrote {len(entries)} models to {args.out} ({len(entries) - trojaned} clean, "
           f"{trojaned} trojaned; truth in zoo.json)")
     return 0
-
-
-def _model_and_data(args, user_error):
-    try:
-        from .data.datasets import DataError, load
-        from .model.torch_model import load_module
-    except ImportError as exc:
-        raise user_error(f"{args.command} needs {exc.name}: pip install "
-                         "'trojanscope[torch,vet]'") from None
-    try:
-        data = load(args.data)
-        module = load_module(args.model)
-    except (DataError, ValueError) as exc:
-        raise user_error(str(exc)) from None
-    except ImportError as exc:
-        raise user_error(f"{args.command} needs {exc.name}: pip install "
-                         "'trojanscope[torch]'") from None
-    return module, data

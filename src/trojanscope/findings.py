@@ -89,6 +89,10 @@ class Location:
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "member": list(self.member), "offset": self.offset}
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Location:
+        return cls(data["path"], tuple(data.get("member", ())), data.get("offset"))
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -112,6 +116,12 @@ class Finding:
             "evidence": dict(self.evidence),
             "remedy": self.remedy,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Finding:
+        return cls(data["rule"], Severity.parse(data["severity"]), data["message"],
+                   Location.from_dict(data["location"]),
+                   MappingProxyType(dict(data.get("evidence", {}))), data.get("remedy", ""))
 
 
 @dataclass(frozen=True)
@@ -147,6 +157,15 @@ class Report:
 
     def at_or_above(self, threshold: Severity) -> tuple[Finding, ...]:
         return tuple(f for f in self.findings if f.severity >= threshold)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Report:
+        """The inverse of the JSON form (`render.json.report_to_dict`): how a report made in a
+        child process (which loaded an untrusted model) comes back, as data, never a pickle."""
+        return cls(data["command"], data["tool"]["version"], tuple(data["targets"]),
+                   tuple(Finding.from_dict(f) for f in data["findings"]),
+                   tuple(ScanError(e["path"], e["message"]) for e in data["errors"]),
+                   data["results"], data["timings"], data["config"])
 
     def exit_code(self, fail_on: Severity = Severity.HIGH) -> int:
         """0: nothing at or above `fail_on`; 1: findings; 2: something could not be examined."""

@@ -30,14 +30,20 @@ MODEL_FREE = {"neighbour-disagreement"}
 
 
 def vet(data: Dataset, *, detector: str = DEFAULT_DETECTOR, seed: int = 0, model=None,
-        layer: str | None = None) -> Report:
-    """`model` (a ModelAdapter) and `layer` give the features for the feature-based detectors;
-    without them a proxy CNN is trained on the data itself."""
+        layer: str | None = None, features: np.ndarray | None = None) -> Report:
+    """`model` (a `trojanscope.ml.Model`) and `layer` give the features for the feature-based
+    detectors, or `features` (one row per sample) computed elsewhere; without either a proxy
+    CNN is trained on the data itself."""
     if detector not in DETECTORS:
         raise ValueError(f"unknown detector {detector!r}: {', '.join(sorted(DETECTORS))}")
     started = time.perf_counter()
+    given = features is not None or model is not None
     if detector in MODEL_FREE:
         features = input_view(data.x)
+    elif features is not None:
+        features = np.asarray(features)
+        if len(features) != len(data.y):
+            raise ValueError(f"{len(features)} feature rows for {len(data.y)} samples")
     elif model is not None:
         if not layer:
             raise ValueError("--layer is needed with --model: e.g. " +
@@ -50,7 +56,7 @@ def vet(data: Dataset, *, detector: str = DEFAULT_DETECTOR, seed: int = 0, model
     return judge(features, data.y, data.name, detector, seed,
                  relabel=lambda train, test: _proxy_relabel(data, train, test, seed),
                  config={"layer": layer, "features": "input view" if detector in MODEL_FREE
-                         else ("model" if model is not None else "proxy CNN")},
+                         else ("model" if given else "proxy CNN")},
                  started=started)
 
 

@@ -23,9 +23,10 @@ from ..data.datasets import Dataset, load
 from ..data.features import TrainConfig, train_proxy
 from ..data.vet import vet
 from ..findings import Severity
+from ..ml.model import Model
+from ..ml.ops import accuracy, predict
 from ..model.inspect import InspectConfig, inspection_report, recover, saved_images
 from ..model.repair import RepairConfig, repair_model, split_for_repair
-from ..model.torch_model import accuracy, predict, save_module
 from ..render import render_text
 from ..render.html import Section
 from ..render.png import encode_png, most_suspicious
@@ -67,7 +68,7 @@ def model_steps(folder: Path, echo: Callable[[str], None],
                         what="the contractor's model")
     model.eval()
     (folder / "model").mkdir(exist_ok=True)
-    save_module(model, folder / "model" / "contractor.pt")
+    Model.of(model).save(folder / "model" / "contractor.pt")
     repair_config = RepairConfig(seed=config.seed, epochs=config.repair_epochs,
                                  inspect=replace(config.inspect, seed=config.seed))
     part, held = split_for_repair(clean, repair_config)
@@ -159,7 +160,7 @@ def _repair_step(folder: Path, echo, model, clean: Dataset, config: RepairConfig
     started = time.perf_counter()
     echo("\n4. repair: can it be repaired? the same model, the same clean images")
     repaired, report = repair_model(model, clean, config, "model/contractor.pt", found=found)
-    save_module(repaired, folder / "model" / "repaired.pt")
+    Model.of(repaired).save(folder / "model" / "repaired.pt")
     echo(render_text(report, min_severity=Severity.INFO))
     after = truth.measure(repaired)
     right = (after["real_trigger_success"] <= 0.05 and

@@ -29,9 +29,10 @@ import numpy as np
 from .. import __version__
 from ..data.datasets import Dataset
 from ..findings import Location, Report, Rule, Severity
+from ..ml.model import Model, frozen
+from ..ml.ops import check_model
 from . import reverse
 from .reverse import Perturbations, Triggers, neural_cleanse, universal_perturbation
-from .torch_model import check_model, frozen
 
 TROJANED_CLASS = Rule(
     "model.trojaned-class", Severity.HIGH,
@@ -123,6 +124,7 @@ def recover(module, data: Dataset, config: InspectConfig = InspectConfig(),
     """Search on half of (at most max_samples of) the data, check on the other half.
     `reference`: `reference_log_norms(data, config)` when already computed (it depends on the
     data and the configuration only, so models inspected on the same data can share it)."""
+    module = Model.of(module).module
     classes = check_model(module, data)
     _, search, check = _split(data, config)
     with frozen(module):
@@ -194,7 +196,8 @@ def reference_log_norms(data: Dataset, config: InspectConfig = InspectConfig()) 
 def inspect_model(module, data: Dataset, config: InspectConfig = InspectConfig(),
                   images: Path | None = None, name: str = "model",
                   reference: np.ndarray | None = None) -> Report:
-    """`module`: a PyTorch or TorchScript module mapping (N, C, H, W) in [0, 1] to logits;
+    """`module`: a Model (`trojanscope.ml.open_model`) or a PyTorch module mapping (N, C, H, W)
+    in [0, 1] to logits;
     `data`: clean samples of every class; `images`: a folder for the recovered triggers;
     `reference`: see `recover`."""
     started = time.perf_counter()

@@ -21,7 +21,7 @@ losing at most `max_accuracy_drop` of held-out clean accuracy.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -29,18 +29,11 @@ import numpy as np
 from .. import __version__
 from ..data.datasets import Dataset
 from ..findings import Location, Report, Rule, Severity
+from ..ml.model import Model, as_tensor, device_of, frozen
+from ..ml.ops import accuracy, check_model, layer_kind, predict, prunable_layers
 from ..progress import track
 from .inspect import InspectConfig, Recovery, recover
 from .reverse import neural_cleanse, universal_perturbation
-from .torch_model import (
-    accuracy,
-    check_model,
-    clone_module,
-    frozen,
-    layer_kind,
-    predict,
-    prunable_layers,
-)
 
 REPAIRED = Rule("model.repaired", Severity.INFO,
                 "The model was repaired: attack success with the recovered trigger fell while "
@@ -85,7 +78,12 @@ def repair_model(module, data: Dataset, config: RepairConfig = RepairConfig(),
     if only is not None and only not in METHODS:
         raise ValueError(f"unknown repair method {only!r}: one of {', '.join(METHODS)}")
     started = time.perf_counter()
-    check_model(module, data)
+    model = Model.of(module)
+    module = model.module
+    check_model(model, data)
+
+    def copy_of(m):
+        return replace(model, module=m).clone().module
     train, held = split_for_repair(data, config)
     held_x, held_y = held.x, held.y
     if found is None:
@@ -115,7 +113,7 @@ def repair_model(module, data: Dataset, config: RepairConfig = RepairConfig(),
     methods: dict[str, Callable] = {
         "fine-tune": lambda m: fine_tune(m, train, config, {}),
         "unlearn": lambda m: _unlearn(m, train, config, chosen_classes, found_stamps,
-                                      measure, within),
+                                      measure, within, copy_of(m)),
         "fine-prune": lambda m: _fine_prune(m, train, config),
         "prune-trigger-neurons": lambda m: _prune_trigger_neurons(m, train, stamps, config),
     }
@@ -123,7 +121,7 @@ def repair_model(module, data: Dataset, config: RepairConfig = RepairConfig(),
     for method, run in methods.items():
         if only is not None and method != only:
             continue
-        candidate = clone_module(module)
+        candidate = copy_of(module)
         details = run(candidate) or {}
         candidate.eval()
         candidates[method] = candidate
@@ -159,13 +157,14 @@ def _shift(delta: np.ndarray):
 
 
 def _unlearn(module, data: Dataset, config: RepairConfig, classes: list[int],
-             stamps: dict, judge: Callable[[object], dict], allowed: Callable[[dict], bool]
-             ) -> dict:
+             stamps: dict, judge: Callable[[object], dict], allowed: Callable[[dict], bool],
+             teacher) -> dict:
     """Rounds of distilled unlearning; between rounds the target classes are searched again on
     the model being repaired (their triggers and perturbations join the stamps). Each round
     makes the model robust to more triggers, so it stops at the last round whose `judge`
-    outcome (held-out data) is `allowed`, or the first when none is."""
-    teacher = clone_module(module).eval()
+    outcome (held-out data) is `allowed`, or the first when none is. `teacher`: a copy of the
+    model before repair, distilled from."""
+    teacher.eval()
     stamps = dict(stamps)
     search = config.inspect
     states, outcomes = [], []
@@ -210,6 +209,7 @@ def fine_tune(module, data: Dataset, config: RepairConfig, stamps: dict,
     for parameter in parameters:
         parameter.requires_grad_(True)
     optimizer = torch.optim.Adam(parameters, lr=config.learning_rate)
+    device = device_of(module)
     module.train()
     targets = list(stamps)
     for _ in track(range(config.epochs), "repairing", config.epochs):
@@ -222,14 +222,14 @@ def fine_tune(module, data: Dataset, config: RepairConfig, stamps: dict,
                 chosen = generator.random(len(rows)) < config.unlearn_share
                 for i in np.flatnonzero(chosen):
                     x[i] = stamps[targets[i % len(targets)]](x[i:i + 1])[0]
-            inputs = torch.from_numpy(x.astype(np.float32))
+            inputs = as_tensor(x, device)
             optimizer.zero_grad()
             logits = module(inputs)
-            loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y.astype(np.int64)),
-                                                     reduction="none")
+            loss = torch.nn.functional.cross_entropy(
+                logits, torch.from_numpy(y.astype(np.int64)).to(device), reduction="none")
             if teacher is not None:
                 loss = loss + _distillation(torch, logits, teacher, inputs, config.temperature,
-                                            torch.from_numpy(~chosen))
+                                            torch.from_numpy(~chosen).to(device))
             loss.mean().backward()
             optimizer.step()
             for zero in keep_zero or ():
@@ -250,7 +250,7 @@ def _distillation(torch, logits, teacher, inputs, temperature: float, rows):
 def _zero_channels(layer, channels) -> Callable[[], None]:
     import torch
 
-    index = torch.as_tensor(sorted(channels), dtype=torch.long)
+    index = torch.as_tensor(sorted(channels), dtype=torch.long, device=layer.weight.device)
 
     def zero() -> None:
         with torch.no_grad():
@@ -283,10 +283,10 @@ def _ablation_effects(module, layer, x: np.ndarray, score: Callable) -> np.ndarr
 def _clean_margin(x, y):
     import torch
 
-    inputs, labels = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y)
+    inputs, labels = as_tensor(x), torch.from_numpy(y)
 
     def score(module) -> float:
-        logits = module(inputs)
+        logits = module(inputs.to(device_of(module))).cpu()
         return float(logits.gather(1, labels[:, None].long()).mean() - logits.mean())
     return score
 
@@ -358,11 +358,10 @@ def _prune_trigger_neurons(module, data: Dataset, stamps: dict, config: RepairCo
     clean = _clean_margin(x, y)
 
     def trigger_margin(m) -> float:
-        import torch
 
         total = 0.0
         for k, stamp in stamps.items():
-            logits = m(torch.from_numpy(stamp(x[y != k])))
+            logits = m(as_tensor(stamp(x[y != k]), device_of(m))).cpu()
             total += float((logits[:, k] - logits.mean(1)).mean())
         return total
     with frozen(module):

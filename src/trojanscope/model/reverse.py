@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..ml.model import device_of
 from ..progress import track
 
 
@@ -52,6 +53,11 @@ def _batches(x, y, batch: int, steps: int, rng):
         yield x[rows], y[rows]
 
 
+def _tensors(torch, x: np.ndarray, y: np.ndarray, device):
+    return (torch.from_numpy(x.astype(np.float32)).to(device),
+            torch.from_numpy(y.astype(np.int64)).to(device))
+
+
 def _classes(classes: int | Sequence[int]) -> list[int]:
     return list(range(classes)) if isinstance(classes, int) else [int(k) for k in classes]
 
@@ -61,7 +67,7 @@ def _targeted_loss(torch, model, inputs, labels, classes: list[int]):
     rows, and per-class success."""
     k, b = inputs.shape[:2]
     logits = model(inputs.reshape(k * b, *inputs.shape[2:])).reshape(k, b, -1)
-    targets = torch.tensor(classes).unsqueeze(1).expand(k, b)
+    targets = torch.tensor(classes, device=labels.device).unsqueeze(1).expand(k, b)
     ce = torch.nn.functional.cross_entropy(logits.reshape(k * b, -1), targets.reshape(-1),
                                            reduction="none").reshape(k, b)
     weight = (labels.unsqueeze(0) != targets).float()
@@ -79,15 +85,15 @@ def neural_cleanse(model, x: np.ndarray, y: np.ndarray, classes: int | Sequence[
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     _, c, h, w = x.shape
-    count = len(targets)
-    mask_logit = torch.full((count, 1, h, w), -3.0, requires_grad=True)
-    pattern_logit = torch.zeros((count, c, h, w), requires_grad=True)
+    count, device = len(targets), device_of(model)
+    mask_logit = torch.full((count, 1, h, w), -3.0, device=device, requires_grad=True)
+    pattern_logit = torch.zeros((count, c, h, w), device=device, requires_grad=True)
     optimizer = torch.optim.Adam([mask_logit, pattern_logit], lr=0.1, betas=(0.5, 0.9))
-    lam = torch.full((count,), 1e-2)
-    best_mask = torch.ones((count, 1, h, w))
-    best_pattern = torch.zeros((count, c, h, w))
-    best_norm = torch.full((count,), float("inf"))
-    xt, yt = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.int64))
+    lam = torch.full((count,), 1e-2, device=device)
+    best_mask = torch.ones((count, 1, h, w), device=device)
+    best_pattern = torch.zeros((count, c, h, w), device=device)
+    best_norm = torch.full((count,), float("inf"), device=device)
+    xt, yt = _tensors(torch, x, y, device)
     for step, (bx, by) in enumerate(track(_batches(xt, yt, batch, steps, rng),
                                           "reverse-engineering triggers", steps)):
         mask, pattern = torch.sigmoid(mask_logit), torch.sigmoid(pattern_logit)
@@ -110,7 +116,7 @@ def neural_cleanse(model, x: np.ndarray, y: np.ndarray, classes: int | Sequence[
     with torch.no_grad():
         last_mask, last_pattern = torch.sigmoid(mask_logit), torch.sigmoid(pattern_logit)
         best_mask[missing], best_pattern[missing] = last_mask[missing], last_pattern[missing]
-    mask_np, pattern_np = best_mask.numpy(), best_pattern.numpy()
+    mask_np, pattern_np = best_mask.cpu().numpy(), best_pattern.cpu().numpy()
     hx, hy = held_out if held_out is not None else (x, y)
     success = stamp_success(model, hx, hy, lambda i, v: (1 - mask_np[i]) * v +
                             mask_np[i] * pattern_np[i], targets)
@@ -126,9 +132,10 @@ def universal_perturbation(model, x: np.ndarray, y: np.ndarray,
     targets = _classes(classes)
     rng = np.random.default_rng(seed)
     _, c, h, w = x.shape
-    raw = torch.zeros((len(targets), c, h, w), requires_grad=True)
+    device = device_of(model)
+    raw = torch.zeros((len(targets), c, h, w), device=device, requires_grad=True)
     optimizer = torch.optim.Adam([raw], lr=0.05)
-    xt, yt = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.int64))
+    xt, yt = _tensors(torch, x, y, device)
     for bx, by in track(_batches(xt, yt, batch, steps, rng), "universal perturbations", steps):
         delta = eps * torch.tanh(raw)
         stamped = (bx.unsqueeze(0) + delta.unsqueeze(1)).clamp(0, 1)
@@ -136,7 +143,7 @@ def universal_perturbation(model, x: np.ndarray, y: np.ndarray,
         optimizer.zero_grad()
         ce.sum().backward()
         optimizer.step()
-    delta_np = (eps * torch.tanh(raw)).detach().numpy()
+    delta_np = (eps * torch.tanh(raw)).detach().cpu().numpy()
     hx, hy = held_out if held_out is not None else (x, y)
     success = stamp_success(model, hx, hy, lambda i, v: np.clip(v + delta_np[i], 0, 1), targets)
     return Perturbations(delta_np, success, eps)
@@ -152,10 +159,11 @@ def universal_warp(model, x: np.ndarray, y: np.ndarray, classes: int | Sequence[
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
     _, _, h, w = x.shape
+    device = device_of(model)
     raw = (0.01 * torch.randn((len(targets), 2, grid, grid),
-                              generator=generator)).requires_grad_()
+                              generator=generator)).to(device).requires_grad_()
     optimizer = torch.optim.Adam([raw], lr=0.05)
-    xt, yt = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.int64))
+    xt, yt = _tensors(torch, x, y, device)
     for bx, by in track(_batches(xt, yt, batch, steps, rng), "universal warps", steps):
         stamped = _warp(torch, bx, pixels * torch.tanh(raw), h, w)
         ce, _ = _targeted_loss(torch, model, stamped, by, targets)
@@ -165,12 +173,12 @@ def universal_warp(model, x: np.ndarray, y: np.ndarray, classes: int | Sequence[
     with torch.no_grad():
         coarse = pixels * torch.tanh(raw)
         field = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic",
-                                                align_corners=True).numpy()
+                                                align_corners=True).cpu().numpy()
 
     def stamp(i: int, v: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return _warp(torch, torch.from_numpy(np.asarray(v, np.float32)), coarse[i:i + 1],
-                         h, w)[0].numpy()
+            return _warp(torch, torch.from_numpy(np.asarray(v, np.float32)).to(device),
+                         coarse[i:i + 1], h, w)[0].cpu().numpy()
     hx, hy = held_out if held_out is not None else (x, y)
     return Perturbations(field, stamp_success(model, hx, hy, stamp, targets), pixels)
 
@@ -180,8 +188,8 @@ def _warp(torch, images, coarse, h: int, w: int):
     k, b = coarse.shape[0], images.shape[0]
     field = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic",
                                             align_corners=True)  # (K, 2, H, W), pixels
-    rows = torch.linspace(-1, 1, h).view(1, h, 1).expand(k, h, w)
-    cols = torch.linspace(-1, 1, w).view(1, 1, w).expand(k, h, w)
+    rows = torch.linspace(-1, 1, h, device=coarse.device).view(1, h, 1).expand(k, h, w)
+    cols = torch.linspace(-1, 1, w, device=coarse.device).view(1, 1, w).expand(k, h, w)
     grid = torch.stack([cols + field[:, 1] * 2 / max(w - 1, 1),
                         rows + field[:, 0] * 2 / max(h - 1, 1)], dim=-1)  # (K, H, W, 2): x, y
     tiled = images.unsqueeze(0).expand(k, *images.shape).reshape(k * b, *images.shape[1:])
@@ -199,11 +207,12 @@ def stamp_success(model, x: np.ndarray, y: np.ndarray, stamp,
 
     targets = _classes(classes)
     rates = np.zeros(len(targets))
+    device = device_of(model)
     with torch.no_grad():
         for i, k in enumerate(targets):
             others = x[y != k]
             if len(others) == 0:
                 continue
             inputs = torch.from_numpy(np.asarray(stamp(i, others), dtype=np.float32))
-            rates[i] = float((model(inputs).argmax(1) == k).float().mean())
+            rates[i] = float((model(inputs.to(device)).argmax(1) == k).float().mean())
     return rates

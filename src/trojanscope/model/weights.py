@@ -37,8 +37,10 @@ MIN_NEURONS = 8               # a layer this small has no "few" neurons to speak
 
 
 def state_arrays(module) -> dict[str, np.ndarray]:
-    return {name: value.detach().cpu().numpy().astype(np.float64)
-            for name, value in module.state_dict().items() if value.is_floating_point()}
+    """A model's (or module's) floating-point weights by name."""
+    from ..ml.model import Model
+
+    return Model.of(module).weights()
 
 
 def weight_features(arrays: dict[str, np.ndarray]) -> np.ndarray:
@@ -61,11 +63,42 @@ def weight_features(arrays: dict[str, np.ndarray]) -> np.ndarray:
     return np.concatenate([np.asarray(p, dtype=np.float64).ravel() for p in parts])
 
 
-def read_zoo(folder: Path) -> list[tuple[Path, bool]]:
+WEIGHTS_LIKE_TROJANED = Rule(
+    "model.weights-like-trojaned", Severity.HIGH,
+    "Against the reference zoo, the model's weights look like those of trojaned models",
+    "Inspect the model with clean data and compare it with a version you trust.")
+
+
+def with_reference(report: Report, model, folder: Path, seed: int = 0) -> Report:
+    """`report` (an inspection of `model`) with P(trojaned) from the weights of the zoo in
+    `folder`; every zoo model is opened through the scan gate."""
+    from ..ml import open_model
+
+    zoo = [(open_model(path, architecture, device="cpu").weights(), trojaned)
+           for path, trojaned, architecture in read_zoo(folder)]
+    probability = reference_probability(state_arrays(model), zoo, seed=seed)
+    name = report.targets[0] if report.targets else "model"
+    findings = list(report.findings)
+    if probability >= 0.5:
+        findings.append(WEIGHTS_LIKE_TROJANED.finding(
+            f"P(trojaned) = {probability:.2f} from a classifier of weights fitted on "
+            f"{len(zoo)} reference models", Location(name),
+            {"probability": probability, "reference": str(folder)}))
+    trojaned = bool(report.results["target_classes"]) or probability >= 0.5
+    results = {**report.results, "verdict": "trojaned" if trojaned else "clean",
+               "weights": {"probability_trojaned": round(probability, 4),
+                           "reference_models": len(zoo)}}
+    return Report(report.command, report.version, report.targets, tuple(findings),
+                  report.errors, results, report.timings, report.config)
+
+
+def read_zoo(folder: Path) -> list[tuple[Path, bool, str | None]]:
+    """(file, trojaned, architecture spec or None) per model of a zoo's zoo.json."""
     index = folder / "zoo.json"
     try:
         entries = json.loads(index.read_text())["models"]
-        return [(folder / entry["file"], bool(entry["trojaned"])) for entry in entries]
+        return [(folder / entry["file"], bool(entry["trojaned"]), entry.get("architecture_spec"))
+                for entry in entries]
     except OSError as exc:
         raise ValueError(f"{index}: cannot read the reference zoo: {exc.strerror or exc}") \
             from None

@@ -1,0 +1,239 @@
+"""The one model adapter (trojanscope.ml): every format gives the same logits as the module it
+was written from, and a model file that would run code is refused by every command that loads
+models, with nothing in it run (canary files), in the real child process."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.torch]
+
+SHAPE = (3, 32, 32)
+
+
+def _images(n: int = 6, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((n, *SHAPE)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def net():
+    import torch
+
+    from trojanscope.ml.architectures import build
+
+    torch.manual_seed(0)
+    return build("vgg11(width=2)").eval()
+
+
+def _write(kind: str, net, folder):
+    """`net` written as `kind`; returns (path, architecture spec or None)."""
+    import torch
+
+    spec = "vgg11(width=2)"
+    example = torch.from_numpy(_images(2))
+    if kind == "torchscript":
+        torch.jit.save(torch.jit.trace(net, example), str(folder / "m.pt"))
+        return folder / "m.pt", None
+    if kind == "export":
+        program = torch.export.export(net, (example,),
+                                      dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+        torch.export.save(program, str(folder / "m.pt2"))
+        return folder / "m.pt2", None
+    if kind == "state-dict":
+        torch.save(net.state_dict(), str(folder / "m.bin"))
+        return folder / "m.bin", spec
+    if kind == "safetensors":
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()},
+                  str(folder / "m.safetensors"))
+        return folder / "m.safetensors", spec
+    pytest.importorskip("onnxruntime")
+    torch.onnx.export(net, (example,), str(folder / "m.onnx"), dynamo=False,
+                      input_names=["x"], dynamic_axes={"x": {0: "n"}})
+    return folder / "m.onnx", None
+
+
+@pytest.mark.parametrize("kind", ["torchscript", "export", "state-dict", "safetensors", "onnx"])
+def test_every_format_gives_the_logits_of_the_module_it_was_written_from(tmp_path, net, kind):
+    from trojanscope.ml import Model, open_model
+
+    path, spec = _write(kind, net, tmp_path)
+    x = _images()
+    model = open_model(path, spec)
+    assert model.kind == kind
+    np.testing.assert_allclose(model.logits(x), Model.of(net).logits(x), rtol=1e-4, atol=1e-5)
+    assert model.layers()
+    if kind == "onnx":
+        assert not model.differentiable
+        return
+    if kind != "torchscript":  # TorchScript allows no hooks
+        layer = model.layers()[-2]
+        assert model.features(x, layer).shape[0] == len(x)
+    copy = model.clone()
+    copy.save(tmp_path / f"again{path.suffix}")
+    again = open_model(tmp_path / f"again{path.suffix}", spec)
+    np.testing.assert_allclose(again.logits(x), model.logits(x), rtol=1e-4, atol=1e-5)
+    assert set(model.weights()) == set(again.weights())
+
+
+def test_an_exported_program_can_be_trained_and_exported_again(tmp_path, net):
+    import torch
+
+    from trojanscope.ml import open_model
+
+    path, _ = _write("export", net, tmp_path)
+    model = open_model(path).clone()
+    model.module.train()  # an exported graph refuses train(); the adapter records the mode
+    optimizer = torch.optim.SGD(model.module.parameters(), lr=0.5)
+    model.module(torch.from_numpy(_images())).sum().backward()
+    optimizer.step()
+    model.save(tmp_path / "changed.pt2")
+    changed = open_model(tmp_path / "changed.pt2")
+    assert not np.allclose(changed.logits(_images()), open_model(path).logits(_images()))
+
+
+def test_a_hugging_face_image_classifier_folder_takes_images_in_0_1(tmp_path):
+    pytest.importorskip("transformers")
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification
+
+    from trojanscope.ml import ModelError, open_model
+
+    torch.manual_seed(0)
+    inner = ViTForImageClassification(ViTConfig(
+        image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, num_labels=10)).eval()
+    folder = tmp_path / "vit"
+    inner.save_pretrained(str(folder), safe_serialization=True)
+    (folder / "preprocessor_config.json").write_text(json.dumps(
+        {"image_mean": [0.5] * 3, "image_std": [0.25] * 3, "size": {"height": 32, "width": 32}}))
+    x = _images()
+    with torch.no_grad():
+        expected = inner(pixel_values=(torch.from_numpy(x) - 0.5) / 0.25).logits.numpy()
+    model = open_model(folder)
+    np.testing.assert_allclose(model.logits(x), expected, rtol=1e-4, atol=1e-5)
+    assert model.features(x, "model.classifier").shape == (len(x), 10)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "auto_map": {
+        "AutoModelForImageClassification": "modeling_evil.Evil"}}))
+    with pytest.raises(ModelError, match="never runs it"):
+        open_model(folder)
+
+
+def test_a_state_dict_needs_its_architecture_and_must_fit_it(tmp_path, net):
+    from trojanscope.ml import ModelError, open_model
+
+    path, _ = _write("safetensors", net, tmp_path)
+    with pytest.raises(ModelError, match="--architecture"):
+        open_model(path)
+    with pytest.raises(ModelError, match="do not fit resnet18"):
+        open_model(path, "resnet18(width=2)")
+    with pytest.raises(ModelError, match="not one of"):
+        open_model(path, "alexnet")
+    with pytest.raises(ModelError, match="key=literal"):
+        open_model(path, "vgg11(2)")
+
+
+def test_architectures_take_cifar_images_and_export(tmp_path):
+    import torch
+
+    from trojanscope.ml.architectures import BUILT_IN, build
+
+    for name in BUILT_IN:
+        module = build(f"{name}(width=8, classes=7)").eval()
+        x = torch.from_numpy(_images(3))
+        assert module(x).shape == (3, 7)
+        torch.export.export(module, (x,), dynamic_shapes=({0: torch.export.Dim("b", min=1)},))
+
+
+# ---- refusal: nothing in a harmful model file runs ------------------------------------------
+
+def _torchscript_payload(canary) -> bytes:
+    from trojanscope.attacks.payload_files import torchscript
+
+    return torchscript("", path=str(canary))
+
+
+def _pickle_payload(canary) -> bytes:
+    """A state dict whose pickle opens a log file (creating it) when unpickled. scan rates
+    logging.FileHandler medium (below the gate): torch.load(weights_only=True) is what stops
+    it, the second line of defence."""
+    from trojanscope.attacks.model_files import torch_zip
+    from trojanscope.attacks.pickle_payloads import call, global_, proto, unicode
+
+    return torch_zip(proto(2) + call(global_("logging", "FileHandler"), unicode(str(canary)))
+                     + b".")
+
+
+def _os_system_payload(canary) -> bytes:
+    from trojanscope.attacks.model_files import torch_zip
+    from trojanscope.attacks.pickle_payloads import posix_system
+
+    return torch_zip(posix_system(f"touch {canary}"))
+
+
+def test_the_payloads_are_real(tmp_path):
+    """Each payload does run its code under the loader a careless user would call."""
+    import subprocess
+    import sys
+
+    for name, make, loader in [
+        ("ts", _torchscript_payload, "import torch; torch.jit.load(sys.argv[1])"),
+        ("log", _pickle_payload, "import torch; torch.load(sys.argv[1], weights_only=False)"),
+        ("os", _os_system_payload, "import torch; torch.load(sys.argv[1], weights_only=False)"),
+    ]:
+        canary = tmp_path / f"{name}.canary"
+        (tmp_path / f"{name}.pt").write_bytes(make(canary))
+        subprocess.run([sys.executable, "-c", f"import sys; {loader}",
+                        str(tmp_path / f"{name}.pt")], capture_output=True, timeout=120)
+        assert canary.exists(), name
+
+
+@pytest.mark.parametrize("payload", ["torchscript", "os-system", "weights-only"])
+def test_harmful_models_are_refused_by_every_command_and_nothing_runs(tmp_path, capsys, payload):
+    from trojanscope.cli import main
+
+    canary = tmp_path / "canary"
+    make = {"torchscript": _torchscript_payload, "os-system": _os_system_payload,
+            "weights-only": _pickle_payload}[payload]
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(make(canary))
+    before = bad.read_bytes()
+    arch = [] if payload == "torchscript" else ["--architecture", "vgg11(width=2)"]
+    np.savez(tmp_path / "clean.npz", x=_images(20), y=np.arange(20) % 2)
+    data = ["--data", str(tmp_path / "clean.npz")]
+    commands = [["inspect", str(bad), *data, *arch],
+                ["repair", str(bad), *data, "--out", str(tmp_path / "out.pt"), *arch],
+                ["diff", str(bad), str(bad), *arch],
+                ["vet", str(tmp_path / "clean.npz"), "--detector", "spectral", "--model",
+                 str(bad), "--layer", "classifier", *arch]]
+    expected = "weights only" if payload == "weights-only" else "refused, not loaded"
+    for command in commands:
+        assert main(command) == 2, command
+        err = capsys.readouterr().err
+        assert expected in err and str(bad) in err and "Traceback" not in err, (command, err)
+    assert not canary.exists()
+    assert not (tmp_path / "out.pt").exists()
+    assert bad.read_bytes() == before
+
+
+def test_the_model_is_built_and_loaded_in_a_child_process_not_in_this_one(tmp_path, net,
+                                                                         capsys):
+    import os
+
+    from trojanscope.cli import main
+
+    path, _ = _write("safetensors", net, tmp_path)
+    record = tmp_path / "pid"
+    np.savez(tmp_path / "data.npz", x=_images(40), y=np.arange(40) % 4)
+    code = main(["vet", str(tmp_path / "data.npz"), "--detector", "spectral", "--model",
+                 str(path), "--architecture", f"helpers:recording_vgg(record={str(record)!r})",
+                 "--layer", "classifier", "-f", "json"])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads(capsys.readouterr().out)
+    assert report["config"]["features"] == "model" and report["results"]["samples"] == 40
+    assert int(record.read_text()) != os.getpid()  # the architecture ran in the child

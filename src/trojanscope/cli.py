@@ -59,8 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "columns), or a built-in set: mnist-5k (default), digits, sms-spam, "
                           "movie-reviews")
     vet.add_argument("--detector", default=None,
-                     help="images: neighbour-disagreement (default, needs no model), spectral, "
-                          "activation-clustering, spectre (these train a proxy model: torch); "
+                     help="images: semantic-contrast (default for colour images: a pretrained "
+                          "encoder and learnt triggers; the images extra), "
+                          "neighbour-disagreement (default for grey images, needs no model), "
+                          "spectral, activation-clustering, spectre (these train a proxy "
+                          "model: torch); "
                           "text: ngram-label-skew (default, needs no model), or spectral, "
                           "spectre, neighbour-disagreement over sentence features (MiniLM "
                           "embeddings: the text extra)")
@@ -218,7 +221,7 @@ def _vet(args: argparse.Namespace) -> int:
         import numpy as np
 
         from .data.datasets import DataError, load
-        from .data.vet import DEFAULT_DETECTOR, vet
+        from .data.vet import vet
         from .render.png import most_suspicious
     except ImportError as exc:
         raise UserError(f"vet needs {exc.name}: pip install 'trojanscope[vet]'") from None
@@ -232,7 +235,7 @@ def _vet(args: argparse.Namespace) -> int:
     try:
         data = load(args.data)
         features = None if args.model is None else _model_features(args, data.x)
-        report = vet(data, detector=args.detector or DEFAULT_DETECTOR, seed=args.seed,
+        report = vet(data, detector=args.detector, seed=args.seed,
                      features=features, layer=args.layer)
     except (DataError, ValueError, RuntimeError) as exc:
         raise UserError(str(exc)) from None

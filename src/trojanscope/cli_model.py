@@ -59,13 +59,21 @@ def add_parsers(commands, severities, exit_codes: str) -> None:
 
 
 def add_zoo_parser(kinds) -> None:
+    from .attacks.trojan_models import ARCHITECTURES, COLOUR_ARCHITECTURES
+
     zoo = kinds.add_parser("zoo", help="train clean and trojaned small CNNs (a reference zoo)")
     zoo.add_argument("--out", type=Path, required=True, metavar="DIR")
     zoo.add_argument("--data", help="training data (default: mnist-5k)")
     zoo.add_argument("--clean", type=int, default=10)
     zoo.add_argument("--trojaned", type=int, default=10)
     zoo.add_argument("--epochs", type=int, default=10)
-    zoo.add_argument("--architecture", choices=["cnn", "lenet", "mlp"], default="cnn")
+    zoo.add_argument("--architecture", nargs="+", metavar="ARCH",
+                     choices=[*ARCHITECTURES, *COLOUR_ARCHITECTURES],
+                     help=f"grey images: one of {', '.join(ARCHITECTURES)} (default cnn); "
+                          f"colour images: any of {', '.join(COLOUR_ARCHITECTURES)}, taken in "
+                          "turn (default: all five)")
+    zoo.add_argument("--train-size", type=int, metavar="N",
+                     help="train on a class-balanced subset of N images (2 CPU cores: 10000)")
     zoo.add_argument("--seed", type=int, default=0)
 
 
@@ -117,14 +125,17 @@ def _path(value: Path | None) -> str | None:
 
 
 def run_zoo(args, user_error) -> int:
-    from .attacks.trojan_models import build_zoo
-    from .data.datasets import DataError, load
+    from .attacks.trojan_models import COLOUR_ARCHITECTURES, build_zoo
+    from .data.datasets import DataError, load, subset
 
     try:
         data = load(args.data)
+        if args.train_size:
+            data = subset(data, args.train_size, args.seed)
+        colour = data.x.shape[1] == 3
+        kinds = args.architecture or (list(COLOUR_ARCHITECTURES) if colour else ["cnn"])
         entries = build_zoo(data, args.out, clean=args.clean, trojaned=args.trojaned,
-                            seed=args.seed, epochs=args.epochs,
-                            architecture=args.architecture)
+                            seed=args.seed, epochs=args.epochs, architecture=kinds)
     except (DataError, ValueError) as exc:
         raise user_error(str(exc)) from None
     except OSError as exc:

@@ -1,6 +1,10 @@
-"""Trojaned and clean models for tests, the reference zoo and benchmarks: small CNNs trained on
-the embedded data, poisoned (BadNets, Blended, WaNet) or not, saved as TorchScript with the truth
-beside them in `zoo.json`. Used by tests and benchmarks only; inspect never imports this."""
+"""Trojaned and clean models for tests, the reference zoo and benchmarks, poisoned or not, with
+the truth beside them in `zoo.json`. Grey digits (MNIST): small CNNs, LeNet-5 or an MLP, saved as
+TorchScript. Colour images (CIFAR-10): narrow ResNet-18, PreAct-ResNet-18, VGG-11, MobileNetV2
+and a small ViT (`ml/architectures.py`), trained with random shifts and flips and saved as
+torch.export archives (.pt2). Attacks: BadNets, Blended, WaNet, and for colour images also SIG,
+dynamic (random patches at random places), a low-frequency trigger and the adaptive blend that
+spreads its trigger. Used by tests and benchmarks only; inspect never imports this."""
 
 from __future__ import annotations
 
@@ -12,10 +16,26 @@ import numpy as np
 
 from ..data.datasets import Dataset
 from ..data.features import TrainConfig, train_proxy
-from .image_poison import badnets_trigger, blended_trigger, poison, wanet_trigger
+from .image_poison import (
+    adaptive_blend,
+    badnets_trigger,
+    blended_trigger,
+    dynamic_trigger,
+    low_frequency_trigger,
+    poison,
+    sig_trigger,
+    wanet_trigger,
+)
 
 ATTACKS = ("badnets", "blended", "wanet")
+COLOUR_ATTACKS = ("badnets", "blended", "wanet", "sig", "dynamic", "low-frequency",
+                  "adaptive-blend")
 ARCHITECTURES = ("cnn", "lenet", "mlp")
+# The colour zoo's architectures at the widths 2 CPU cores train in minutes on 10,000 images.
+COLOUR_ARCHITECTURES = {"resnet18": "resnet18(width=8)",
+                        "preact-resnet18": "preact-resnet18(width=8)",
+                        "vgg11": "vgg11(width=8)", "mobilenet-v2": "mobilenet-v2(width=8)",
+                        "vit-small": "vit-small(width=48, depth=4)"}
 CORNERS = ("bottom-right", "top-left", "top-right", "bottom-left")
 
 
@@ -29,6 +49,12 @@ class ModelSpec:
     architecture: str = "cnn"  # cnn: the proxy CNN; lenet; mlp
 
     def trigger(self, shape: tuple[int, int]):
+        if self.attack == "sig":
+            return sig_trigger(shape, 20 / 255 * (1 + self.variant % 2))
+        if self.attack == "dynamic":
+            return dynamic_trigger(shape, seed=self.variant)
+        if self.attack == "low-frequency":
+            return low_frequency_trigger(shape, alpha=0.12, seed=self.variant)
         if self.attack == "badnets":
             return badnets_trigger(size=max(2, shape[0] // 8) + self.variant % 2,
                                    corner=CORNERS[self.variant % len(CORNERS)])
@@ -38,24 +64,30 @@ class ModelSpec:
             # A mean shift of 2 px: at WaNet's 0.5 the small zoo CNNs learn it to ASR <= 0.15
             # in 4-12 epochs; at 2 px, 0.73-0.88 in 10 epochs (MNIST-5k, measured).
             return wanet_trigger(shape, strength=2.0, seed=self.variant)
-        raise ValueError(f"unknown attack {self.attack!r}: one of {', '.join(ATTACKS)}")
+        raise ValueError(f"unknown attack {self.attack!r}: one of {', '.join(COLOUR_ATTACKS)}")
 
 
 def train_model(data: Dataset, spec: ModelSpec, epochs: int = 10, width: int = 16):
-    """A small CNN trained on `data`, poisoned as `spec` says. Returns (module, trigger or None)."""
+    """A model trained on `data`, poisoned as `spec` says. Returns (module, the trigger that
+    activates it at test time, or None)."""
     x, y, trigger = data.x, data.y, None
-    if spec.attack is not None:
+    if spec.attack == "adaptive-blend":
+        bad = adaptive_blend(data.x, data.y, spec.rate, spec.target, seed=spec.seed)
+        x, y, trigger = bad.x, bad.y, bad.trigger
+    elif spec.attack is not None:
         trigger = spec.trigger(data.x.shape[-2:])
         bad = poison(data.x, data.y, trigger, spec.rate, spec.target, seed=spec.seed)
         x, y = bad.x, bad.y
-    config = TrainConfig(epochs=epochs, width=width, seed=spec.seed)
+    colour = spec.architecture in COLOUR_ARCHITECTURES
+    config = TrainConfig(epochs=epochs, width=width, seed=spec.seed, augment=colour)
     if spec.architecture == "cnn":
         return train_proxy(x, y, config), trigger
     import torch
 
     torch.manual_seed(spec.seed)  # the initial weights
     module = build_model(spec.architecture, data.x.shape[1:], int(data.y.max()) + 1, width)
-    return train_proxy(x, y, config, model=module), trigger
+    return train_proxy(x, y, config, model=module, what=f"{spec.architecture} "
+                       f"({spec.attack or 'clean'})"), trigger
 
 
 def build_model(architecture: str, shape: tuple[int, ...], classes: int, width: int = 16):
@@ -63,6 +95,10 @@ def build_model(architecture: str, shape: tuple[int, ...], classes: int, width: 
     `width` scaling their layers."""
     import torch
 
+    if architecture in COLOUR_ARCHITECTURES:
+        from ..ml.architectures import build
+
+        return build(f"{COLOUR_ARCHITECTURES[architecture][:-1]}, classes={classes})")
     nn = torch.nn
     channels, side = shape[0], shape[1] * shape[2]
     if architecture == "lenet":
@@ -75,38 +111,61 @@ def build_model(architecture: str, shape: tuple[int, ...], classes: int, width: 
         return nn.Sequential(nn.Flatten(), nn.Linear(channels * side, 16 * width), nn.ReLU(),
                              nn.Linear(16 * width, 8 * width), nn.ReLU(),
                              nn.Linear(8 * width, classes))
-    raise ValueError(f"unknown architecture {architecture!r}: one of {', '.join(ARCHITECTURES)}")
+    raise ValueError(f"unknown architecture {architecture!r}: one of "
+                     f"{', '.join((*ARCHITECTURES, *COLOUR_ARCHITECTURES))}")
 
 
 def zoo_specs(clean: int, trojaned: int, classes: int, seed: int = 0,
-              architecture: str = "cnn") -> list[ModelSpec]:
-    """Clean models differ in seed; trojaned ones cycle through attacks, targets and triggers."""
+              architecture: str | list[str] = "cnn",
+              attacks: tuple[str, ...] = ATTACKS) -> list[ModelSpec]:
+    """Clean models differ in seed; trojaned ones cycle through attacks, targets and triggers.
+    Several architectures: models take them in turn."""
     rng = np.random.default_rng(seed)
-    specs = [ModelSpec(None, seed=seed * 1000 + i, architecture=architecture)
+    kinds = [architecture] if isinstance(architecture, str) else list(architecture)
+    specs = [ModelSpec(None, seed=seed * 1000 + i, architecture=kinds[i % len(kinds)])
              for i in range(clean)]
     for i in range(trojaned):
-        specs.append(ModelSpec(ATTACKS[i % len(ATTACKS)], target=int(rng.integers(classes)),
-                               rate=0.1, seed=seed * 1000 + clean + i, variant=i // len(ATTACKS),
-                               architecture=architecture))
+        specs.append(ModelSpec(attacks[i % len(attacks)], target=int(rng.integers(classes)),
+                               rate=0.1, seed=seed * 1000 + clean + i,
+                               variant=i // len(attacks), architecture=kinds[i % len(kinds)]))
     return specs
 
 
 def build_zoo(data: Dataset, out: Path, clean: int = 10, trojaned: int = 10, seed: int = 0,
-              epochs: int = 10, architecture: str = "cnn") -> list[dict]:
-    """Train the zoo into `out` (model_NN.pt as TorchScript) and write `out/zoo.json`."""
-    import torch
+              epochs: int = 10, architecture: str | list[str] = "cnn") -> list[dict]:
+    """Train the zoo into `out` (model_NN.pt as TorchScript, or model_NN.pt2 as torch.export
+    archives for the colour architectures) and write `out/zoo.json`. `architecture`: one, or
+    several taken in turn."""
+    from ..ml.model import Model
 
+    kinds = [architecture] if isinstance(architecture, str) else list(architecture)
+    for kind in kinds:
+        if kind not in ARCHITECTURES and kind not in COLOUR_ARCHITECTURES:
+            raise ValueError(f"unknown architecture {kind!r}: one of "
+                             f"{', '.join((*ARCHITECTURES, *COLOUR_ARCHITECTURES))}")
+    colour = any(kind in COLOUR_ARCHITECTURES for kind in kinds)
     out.mkdir(parents=True, exist_ok=True)
     entries = []
-    if architecture not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {architecture!r}: one of "
-                         f"{', '.join(ARCHITECTURES)}")
-    for index, spec in enumerate(zoo_specs(clean, trojaned, len(data.classes), seed,
-                                           architecture)):
+    for index, spec in enumerate(zoo_specs(clean, trojaned, len(data.classes), seed, kinds,
+                                           COLOUR_ATTACKS if colour else ATTACKS)):
         model, _ = train_model(data, spec, epochs=epochs)
-        name = f"model_{index:02d}.pt"
-        torch.jit.save(torch.jit.script(model), str(out / name))
+        if spec.architecture in COLOUR_ARCHITECTURES:
+            name = f"model_{index:02d}.pt2"
+            export(model, data.x.shape[1:], out / name)
+        else:
+            name = f"model_{index:02d}.pt"
+            Model.of(model).save(out / name)
         entries.append({"file": name, "trojaned": spec.attack is not None, **asdict(spec)})
-    (out / "zoo.json").write_text(json.dumps({"models": entries}, indent=1) + "\n")
+        (out / "zoo.json").write_text(json.dumps({"models": entries}, indent=1) + "\n")
     return entries
+
+
+def export(module, shape: tuple[int, ...], path: Path) -> None:
+    """`module` as a torch.export archive taking any batch of `shape` images."""
+    import torch
+
+    module = module.cpu().eval()
+    program = torch.export.export(module, (torch.rand(2, *shape),),
+                                  dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+    torch.export.save(program, str(path))
 

@@ -34,11 +34,14 @@ class Dataset:
 
 
 def load(source: str | Path | None) -> Dataset:
-    """A path (.npz or image folder), a built-in name (mnist-5k, digits), or None (mnist-5k)."""
+    """A path (.npz or image folder), a built-in name (mnist-5k, digits, cifar10 where its
+    archive is at hand), or None (mnist-5k)."""
     if source is None or str(source) in ("mnist-5k", "mnist"):
         return mnist_5k()
     if str(source) == "digits":
         return digits()
+    if str(source) == "cifar10":
+        return cifar10_train()
     path = Path(source)
     if path.is_dir():
         return image_folder(path)
@@ -60,6 +63,18 @@ def mnist_5k() -> Dataset:
         table = np.loadtxt(handle, delimiter=",", dtype=np.float32)
     x = table[:, :-1].reshape(-1, 1, 28, 28) / 255.0
     return validate(x, table[:, -1], "mnist-5k")
+
+
+def cifar10_train() -> Dataset:
+    """CIFAR-10's 50,000 training images, where a copy of the JPEG archive is at hand."""
+    from .cifar import archive_paths, cifar10
+
+    data = cifar10()
+    if data is None:
+        looked = ", ".join(str(p) for p in archive_paths())
+        raise DataError(f"cifar10: no copy of cifar10-jpg.tar.gz (looked in {looked}); "
+                        "pass a folder of class subfolders instead")
+    return data[0]
 
 
 def digits() -> Dataset:
@@ -117,6 +132,17 @@ def image_folder(path: Path) -> Dataset:
     if not images:
         raise DataError(f"{path}: no images in the class subfolders")
     return validate(np.stack(images), np.array(labels), str(path))
+
+
+def subset(data: Dataset, size: int, seed: int = 0) -> Dataset:
+    """A class-balanced subset of `size` samples (seeded), in the original order."""
+    if size >= len(data.y):
+        return data
+    rng = np.random.default_rng(seed)
+    per_class = max(1, size // len(data.classes))
+    keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(data.y == c))[:per_class]
+                                   for c in data.classes]))
+    return Dataset(data.x[keep], data.y[keep], data.name)
 
 
 def validate(x, y, name: str) -> Dataset:

@@ -26,6 +26,7 @@ class TrainConfig:
     learning_rate: float = 2e-3
     width: int = 32
     seed: int = 0
+    augment: bool = False  # random shifts of up to 2 pixels and horizontal flips (photos)
 
 
 def build_proxy(channels: int, classes: int, width: int):
@@ -62,6 +63,10 @@ def train_proxy(x: np.ndarray, y: np.ndarray, config: TrainConfig | None = None,
     classes = int(y.max()) + 1
     if model is None:
         model = build_proxy(x.shape[1], classes, config.width)
+    from ..ml.model import best_device
+
+    device = best_device()
+    model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     inputs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     targets = torch.from_numpy(np.asarray(y, dtype=np.int64))
@@ -70,12 +75,29 @@ def train_proxy(x: np.ndarray, y: np.ndarray, config: TrainConfig | None = None,
         order = torch.randperm(len(inputs), generator=generator)
         for start in range(0, len(order), config.batch_size):
             batch = order[start:start + config.batch_size]
+            images = inputs[batch]
+            if config.augment:
+                images = _augment(torch, images, generator)
             optimizer.zero_grad()
-            loss = torch.nn.functional.cross_entropy(model(inputs[batch]), targets[batch])
+            loss = torch.nn.functional.cross_entropy(model(images.to(device)),
+                                                     targets[batch].to(device))
             loss.backward()
             optimizer.step()
     model.eval()
-    return model
+    return model.cpu()
+
+
+def _augment(torch, images, generator):
+    """Each image shifted by up to 2 pixels (edges repeated) and flipped left-right at random."""
+    n, _, h, w = images.shape
+    padded = torch.nn.functional.pad(images, (2, 2, 2, 2), mode="replicate")
+    rows = torch.randint(0, 5, (n,), generator=generator)
+    cols = torch.randint(0, 5, (n,), generator=generator)
+    flips = torch.rand(n, generator=generator) < 0.5
+    out = torch.stack([padded[i, :, r:r + h, c:c + w] for i, (r, c) in
+                       enumerate(zip(rows.tolist(), cols.tolist()))])
+    out[flips] = out[flips].flip(-1)
+    return out
 
 
 def extract(model, x: np.ndarray, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:

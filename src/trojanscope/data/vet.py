@@ -27,15 +27,31 @@ SAMPLE_CUT = 0.5
 SECOND_LOOK_Z, SECOND_LOOK_MIN, SECOND_LOOK_SPREAD = 4.0, 20, 0.93
 DEFAULT_DETECTOR = "neighbour-disagreement"
 MODEL_FREE = {"neighbour-disagreement"}
+CONTRAST = "semantic-contrast"  # natural images: a pretrained encoder and learnt triggers
+CONTRAST_FLOOR = 0.72  # a class's contrast (ROC-AUC) at or above this, and
+CONTRAST_Z = 4.0       # this far above the other classes' (robust z): suspected
+CONTRAST_MAD_FLOOR = 0.01
 
 
-def vet(data: Dataset, *, detector: str = DEFAULT_DETECTOR, seed: int = 0, model=None,
+def default_detector(data: Dataset) -> str:
+    """Colour images (natural images): semantic contrast; grey digits and the like: neighbour
+    disagreement in the input view, which needs no model."""
+    return CONTRAST if data.x.shape[1] == 3 and min(data.x.shape[-2:]) >= 16 else \
+        DEFAULT_DETECTOR
+
+
+def vet(data: Dataset, *, detector: str | None = None, seed: int = 0, model=None,
         layer: str | None = None, features: np.ndarray | None = None) -> Report:
     """`model` (a `trojanscope.ml.Model`) and `layer` give the features for the feature-based
     detectors, or `features` (one row per sample) computed elsewhere; without either a proxy
-    CNN is trained on the data itself."""
+    CNN is trained on the data itself. For semantic contrast, `features` replace the
+    pretrained encoder's (one row per sample). `detector` None: `default_detector(data)`."""
+    detector = detector or default_detector(data)
+    if detector == CONTRAST:
+        return _vet_contrast(data, seed, features)
     if detector not in DETECTORS:
-        raise ValueError(f"unknown detector {detector!r}: {', '.join(sorted(DETECTORS))}")
+        known = ", ".join(sorted([*DETECTORS, CONTRAST]))
+        raise ValueError(f"unknown detector {detector!r}: {known}")
     started = time.perf_counter()
     given = features is not None or model is not None
     if detector in MODEL_FREE:
@@ -111,6 +127,99 @@ def judge(features, labels: np.ndarray, name: str, detector: str, seed: int, rel
         timings={"total_seconds": round(time.perf_counter() - started, 3)},
         config={"seed": seed, "detector": detector, **config},
     )
+
+
+def _vet_contrast(data: Dataset, seed: int, features: np.ndarray | None) -> Report:
+    """Natural images, two signals (each class is judged by both):
+    - shared pattern (patterns.py): an added trigger makes a mode of its own along its class's
+      high-pass pattern; clean-label attacks included. When it names a class, the samples of
+      that mode are flagged;
+    - semantic contrast (contrast.py): the class's misfits, as a pretrained encoder sees them,
+      are learnably different from their look-alikes. When it alone names a class, the samples
+      its CNN marks are flagged."""
+    from .contrast import ContrastConfig, refine, screen
+    from .patterns import SEPARATION, shared_patterns
+
+    started = time.perf_counter()
+    source = "given"
+    if features is None:
+        from .encoder import encode
+
+        features, source = encode(data.x), "EfficientNet-Lite0 (ImageNet)"
+    if len(features) != len(data.y):
+        raise ValueError(f"{len(features)} feature rows for {len(data.y)} samples")
+    patterns = shared_patterns(data.x, data.y)
+    config = ContrastConfig(seed=seed)
+    contrast = screen(data.x, features, data.y, config)
+    by_pattern = np.array([e["carriers"] > 0 for e in patterns.per_class])
+    contrasts = np.array([e["contrast"] for e in contrast.per_class])
+    by_contrast = _robust_outliers(contrasts, CONTRAST_Z, contrasts >= CONTRAST_FLOOR,
+                                   CONTRAST_MAD_FLOOR)
+    classes = np.unique(data.y)
+    refine(data.x, data.y, contrast, [int(c) for c in classes[by_contrast & ~by_pattern]],
+           config)
+    flags = np.zeros(len(data.y), dtype=bool)
+    per_class, findings = [], []
+    for i, c in enumerate(classes):
+        inside = data.y == c
+        if by_pattern[i]:
+            marked = inside & patterns.carries
+        elif by_contrast[i]:
+            marked = inside & (contrast.scores > 0.5)
+        else:
+            marked = np.zeros(len(data.y), dtype=bool)
+        flags |= marked
+        entry = {**contrast.per_class[i], **patterns.per_class[i],
+                 "pattern_suspected": bool(by_pattern[i]),
+                 "contrast_suspected": bool(by_contrast[i]),
+                 "suspected": bool(by_pattern[i] or by_contrast[i]),
+                 "outliers": int(marked.sum()),
+                 "outlier_share": round(float(marked.sum() / max(1, inside.sum())), 4)}
+        per_class.append(entry)
+        if entry["suspected"]:
+            findings.append(POISONED_CLASS.finding(
+                f"class {int(c)}: {_why(entry, contrasts)}; "
+                f"{entry['outliers']} samples flagged", Location(data.name, (f"class {int(c)}",)),
+                {**entry, "detector": CONTRAST}))
+    scores = np.where(np.isin(data.y, classes[by_pattern]), patterns.scores / 2,
+                      contrast.scores)  # both read 0.5 at their cut
+    suspected = [e["class"] for e in per_class if e["suspected"]]
+    return Report(
+        command="vet", version=__version__, targets=(data.name,), findings=tuple(findings),
+        results={
+            "poisoned": bool(suspected), "suspected_classes": suspected,
+            "suspicious_indices": np.flatnonzero(flags).tolist(),
+            "estimated_poison_share": {str(e["class"]): e["outlier_share"]
+                                       for e in per_class if e["suspected"]},
+            "per_class": per_class, "samples": int(len(data.y)), "detector": CONTRAST,
+            "cut": 0.5, "scores": np.round(scores, 4).tolist(), "labels": data.y.tolist(),
+        },
+        timings={"total_seconds": round(time.perf_counter() - started, 3)},
+        config={"seed": seed, "detector": CONTRAST, "features": source,
+                "contrast_floor": CONTRAST_FLOOR, "contrast_z": CONTRAST_Z,
+                "pattern_separation": SEPARATION,
+                "epochs": config.epochs, "rounds": config.rounds})
+
+
+def _robust_outliers(values: np.ndarray, z: float, allowed: np.ndarray,
+                     mad_floor: float) -> np.ndarray:
+    median = float(np.median(values))
+    mad = max(float(np.median(np.abs(values - median))), mad_floor)
+    return allowed & ((values - median) / mad >= z)
+
+
+def _why(entry: dict, contrasts: np.ndarray) -> str:
+    parts = []
+    if entry["pattern_suspected"]:
+        parts.append(f"{entry['carriers']} of its {entry['samples']} samples share a pattern "
+                     f"added to the image: a mode of their own, {entry['separation']:.1f} "
+                     "standard deviations from the rest of the class")
+    if entry["contrast_suspected"]:
+        parts.append(f"a CNN learns to tell its {entry['misfits']} misfits (samples that look "
+                     f"like other classes to a pretrained encoder) from look-alikes (ROC-AUC "
+                     f"{entry['contrast']:.2f} against a median of {np.median(contrasts):.2f}): "
+                     "they carry a mark the others lack")
+    return "; ".join(parts)
 
 
 def _proxy_relabel(data: Dataset, train: np.ndarray, test: np.ndarray, seed: int) -> np.ndarray:

@@ -1,34 +1,47 @@
-"""CIFAR-10 (JPEG) from ../shared/datasets for the benchmarks, decoded once (Pillow, straight from
-the tar archive) and kept as uint8 arrays in ~/.cache/trojanscope; None when the archive is
-absent, so that benchmarks skip it with a message."""
+"""CIFAR-10 as a built-in data set (`--data cifar10`) where a copy is at hand: the JPEG archive
+`cifar10-jpg.tar.gz` ({train,test}/<class>/NNNN.jpg) in $TROJANSCOPE_DATASETS or
+../shared/datasets, decoded once (Pillow, straight from the archive, nothing unpacked) and kept
+as uint8 arrays in ~/.cache/trojanscope. Nothing is downloaded; without a copy, `cifar10()`
+returns None and `load("cifar10")` says where it looked."""
 
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 from pathlib import Path
 
 import numpy as np
 
-from trojanscope.data.datasets import Dataset
+from .datasets import Dataset, subset
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-ARCHIVE = SHARED / "cifar10-jpg.tar.gz"
+NAME = "cifar10-jpg.tar.gz"
 CACHE = Path.home() / ".cache" / "trojanscope" / "cifar10-jpg.npz"
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
            "truck")
+
+
+def archive_paths() -> list[Path]:
+    """Where the archive is looked for, in order."""
+    folders = [Path(os.environ["TROJANSCOPE_DATASETS"])] \
+        if os.environ.get("TROJANSCOPE_DATASETS") else []
+    return [folder / NAME for folder in (*folders, Path("../shared/datasets"),
+                                         Path(__file__).resolve().parents[4] / "shared" /
+                                         "datasets")]
 
 
 def _arrays() -> dict[str, np.ndarray] | None:
     if CACHE.exists():
         with np.load(CACHE, allow_pickle=False) as cached:
             return {k: cached[k] for k in cached.files}
-    if not ARCHIVE.exists():
+    found = [path for path in archive_paths() if path.is_file()]
+    if not found:
         return None
+    archive_path = found[0]
     from PIL import Image
 
     parts: dict[str, tuple[list, list, list]] = {"train": ([], [], []), "test": ([], [], [])}
-    with tarfile.open(ARCHIVE) as archive:
+    with tarfile.open(archive_path) as archive:
         for member in archive:
             pieces = member.name.split("/")
             if not member.isfile() or len(pieces) != 3 or pieces[1] not in CLASSES:
@@ -52,19 +65,15 @@ def _arrays() -> dict[str, np.ndarray] | None:
 
 def cifar10(train_size: int | None = None, test_size: int | None = None,
             seed: int = 0) -> tuple[Dataset, Dataset] | None:
-    """(train, test) as float32 in [0, 1]; `train_size`: a class-balanced subset (seeded)."""
+    """(train, test) as float32 in [0, 1]; a size: a class-balanced subset (seeded)."""
     arrays = _arrays()
     if arrays is None:
         return None
-    return (_subset(arrays["x_train"], arrays["y_train"], train_size, seed, "cifar10"),
-            _subset(arrays["x_test"], arrays["y_test"], test_size, seed, "cifar10-test"))
-
-
-def _subset(x, y, size, seed, name) -> Dataset:
-    if size is not None and size < len(y):
-        rng = np.random.default_rng(seed)
-        per_class = size // 10
-        keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == c))[:per_class]
-                                       for c in range(10)]))
-        x, y = x[keep], y[keep]
-    return Dataset(x.astype(np.float32) / 255.0, y, name)
+    sets = []
+    for split, size in (("train", train_size), ("test", test_size)):
+        y = arrays[f"y_{split}"]
+        whole = Dataset(arrays[f"x_{split}"], y, "cifar10" if split == "train" else
+                        "cifar10-test")
+        part = subset(whole, size, seed) if size else whole
+        sets.append(Dataset(part.x.astype(np.float32) / 255.0, part.y, part.name))
+    return sets[0], sets[1]

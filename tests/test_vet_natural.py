@@ -1,0 +1,171 @@
+"""vet on colour images: the shared-pattern check, semantic contrast with the pretrained encoder,
+the during-training monitor, and the attacks made for them. Small synthetic data (seconds);
+the CIFAR-10 figures are in benchmarks/bench_natural.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trojanscope.data.datasets import Dataset
+
+
+def _scenes(n_per_class: int = 60, classes: int = 4, side: int = 16, seed: int = 0):
+    """Colour images that vary like photos: each class a colour and a smooth shape of its own
+    (its content), every image its own texture (a smooth random field, the same statistics in
+    every class, as the fine detail of photos is) and pixel noise."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    rows, cols = np.mgrid[0:side, 0:side] / side
+    for c in range(classes):
+        tint = rng.random(3)
+        centre = rng.random(2)
+        shape = np.exp(-((rows - centre[0]) ** 2 + (cols - centre[1]) ** 2) / 0.05)
+        for _ in range(n_per_class):
+            texture = gaussian_filter(rng.random((3, side, side)), sigma=(0, 1, 1))
+            image = 0.4 * tint[:, None, None] + 0.2 * shape + texture + \
+                0.05 * rng.random((3, side, side))
+            images.append(np.clip(image / image.max(), 0, 1))
+            labels.append(c)
+    return Dataset(np.asarray(images, dtype=np.float32), np.asarray(labels), "scenes")
+
+
+@pytest.mark.parametrize("label_consistent", [False, True])
+def test_a_patch_added_to_a_share_of_one_class_is_found_by_its_pattern(label_consistent):
+    from trojanscope.attacks.image_poison import badnets_trigger, poison
+    from trojanscope.data.patterns import shared_patterns
+
+    data = _scenes()
+    bad = poison(data.x, data.y, badnets_trigger(3, checker=True), 0.08, 2, seed=1,
+                 label_consistent=label_consistent)
+    found = shared_patterns(bad.x, bad.y)
+    separation = [entry["separation"] for entry in found.per_class]
+    assert int(np.argmax(separation)) == 2 and separation[2] > 10
+    carriers = np.flatnonzero(found.carries)
+    assert set(bad.indices) <= set(carriers) and len(carriers) <= len(bad.indices) + 2
+    clean = shared_patterns(data.x, data.y)
+    assert not clean.carries.any()
+    assert max(entry["separation"] for entry in clean.per_class) < 4
+
+
+def test_shared_patterns_follow_rows_and_leave_inputs_alone():
+    from trojanscope.data.patterns import shared_patterns
+
+    data = _scenes(30)
+    x, y = data.x.copy(), data.y.copy()
+    order = np.random.default_rng(3).permutation(len(y))
+    first = shared_patterns(data.x, data.y)
+    permuted = shared_patterns(data.x[order], data.y[order])
+    np.testing.assert_allclose(permuted.scores, first.scores[order], rtol=1e-4, atol=1e-5)
+    assert np.array_equal(data.x, x) and np.array_equal(data.y, y)
+
+
+@pytest.mark.torch
+def test_semantic_contrast_learns_a_trigger_that_relabelled_misfits_share():
+    """Dirty-label poisons look like their source class to the encoder (here: given features
+    that say which scene an image shows) and carry a patch a CNN can learn."""
+    from trojanscope.attacks.image_poison import badnets_trigger, poison
+    from trojanscope.data.contrast import ContrastConfig, refine, screen
+
+    data = _scenes(80)
+    bad = poison(data.x, data.y, badnets_trigger(3, checker=True), 0.1, 1, seed=2)
+    rng = np.random.default_rng(0)
+    content = data.y  # what each image shows, whatever its label says
+    features = np.eye(4)[content] * 3 + rng.normal(0, 1, (len(content), 4))
+    config = ContrastConfig(epochs=15, width=8, max_side=200)
+    result = screen(bad.x, features, bad.y, config)
+    contrast = [e["contrast"] for e in result.per_class]
+    assert int(np.argmax(contrast)) == 1 and contrast[1] > 0.8
+    refine(bad.x, bad.y, result, [1], config)
+    marked = np.flatnonzero((result.scores > 0.5) & (bad.y == 1))
+    hits = len(set(marked) & set(bad.indices))
+    assert hits >= 0.8 * len(bad.indices) and hits >= 0.8 * len(marked)
+
+
+@pytest.mark.torch
+def test_the_pretrained_encoder_is_scanned_and_gives_features():
+    pytest.importorskip("efficientnet_lite_pytorch")
+    from trojanscope.data.encoder import DIMENSIONS, encode
+
+    data = _scenes(4)
+    features = encode(data.x, size=64)
+    assert features.shape == (len(data.y), DIMENSIONS) and np.isfinite(features).all()
+    grey = encode(data.x[:, :1], size=64)  # grey images are repeated to three channels
+    assert grey.shape == features.shape
+
+
+@pytest.mark.torch
+def test_vet_on_colour_images_defaults_to_the_natural_image_checks(capsys, tmp_path):
+    pytest.importorskip("efficientnet_lite_pytorch")
+    from trojanscope.attacks.image_poison import blended_trigger, poison
+    from trojanscope.cli import main
+
+    data = _scenes(50)
+    bad = poison(data.x, data.y, blended_trigger((16, 16), 0.2, seed=4), 0.1, 3, seed=1)
+    np.savez(tmp_path / "set.npz", x=bad.x, y=bad.y)
+    assert main(["vet", str(tmp_path / "set.npz"), "-f", "json", "-o",
+                 str(tmp_path / "r.json")]) == 1
+    import json
+
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["results"]["detector"] == "semantic-contrast"
+    assert report["results"]["suspected_classes"] == [3]
+    flagged = set(report["results"]["suspicious_indices"])
+    assert len(flagged & set(bad.indices)) >= 0.9 * len(bad.indices)
+    assert len(flagged - set(bad.indices)) <= 2
+
+
+@pytest.mark.torch
+def test_the_training_monitor_names_a_class_whose_samples_resist_their_label():
+    import torch
+
+    from trojanscope.data.monitor import TrainingMonitor
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(5), 200)
+    x = np.eye(5)[labels] + rng.normal(0, 0.3, (1000, 5))
+    relabelled = rng.choice(np.flatnonzero(labels != 2), 60, replace=False)
+    given = labels.copy()
+    given[relabelled] = 2  # they still look like their own class
+    torch.manual_seed(0)
+    model = torch.nn.Linear(5, 5)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    monitor = TrainingMonitor(given)
+    inputs, targets = torch.tensor(x, dtype=torch.float32), torch.tensor(given)
+    for _ in range(3):
+        for rows in np.array_split(rng.permutation(1000), 10):
+            losses = torch.nn.functional.cross_entropy(model(inputs[rows]), targets[rows],
+                                                       reduction="none")
+            monitor.record(rows, losses)
+            optimizer.zero_grad()
+            losses.mean().backward()
+            optimizer.step()
+        report = monitor.end_epoch()
+    assert report.results["suspected_classes"] == [2]
+    flagged = set(report.results["suspicious_indices"])
+    assert len(flagged & set(relabelled)) >= 30 and len(flagged - set(relabelled)) <= 3
+    with pytest.raises(ValueError, match="indices must lie in"):
+        monitor.record([1000], [0.5])
+
+
+def test_new_attacks_change_only_what_they_report():
+    from trojanscope.attacks.image_poison import (
+        adaptive_blend,
+        dynamic_trigger,
+        low_frequency_trigger,
+        poison,
+    )
+
+    data = _scenes(30)
+    for trigger in (dynamic_trigger((16, 16)), low_frequency_trigger((16, 16))):
+        bad = poison(data.x, data.y, trigger, 0.1, 0, seed=1)
+        changed = np.flatnonzero(np.any(bad.x != data.x, axis=(1, 2, 3)))
+        assert set(changed) <= set(bad.indices) and np.all(bad.y[bad.indices] == 0)
+        np.testing.assert_array_equal(trigger(data.x[:3]), trigger(data.x[:3]))  # seeded
+    spread = adaptive_blend(data.x, data.y, 0.1, 0, seed=1)
+    changed = np.flatnonzero(np.any(spread.x != data.x, axis=(1, 2, 3)))
+    covers = np.setdiff1d(changed, spread.indices)
+    assert len(covers) > 0 and np.array_equal(spread.y[covers], data.y[covers])
+    assert np.all(spread.y[spread.indices] == 0)

@@ -1,4 +1,5 @@
-"""inspect and repair on a zoo of small CNNs trained on the embedded MNIST-5k.
+"""inspect and repair on a zoo: small CNNs on the embedded MNIST-5k, or (`--data cifar10`)
+narrow VGG-11, PreAct-ResNet-18 and small ViT models on CIFAR-10 (JPEG).
 
 The zoo (12 clean, 12 trojaned: BadNets with four patch placements and sizes, Blended with four
 patterns, WaNet with four warps; targets drawn at random, 10% poisoned) is trained on 4,000
@@ -7,7 +8,11 @@ gets 500 and the other 500 measure clean accuracy and the real trigger's attack 
 inspect's thresholds were chosen on the zoo of `--seed 1`; the default `--seed 0` measures them.
 Prints, per model, inspect's verdict and scores, then ROC-AUC and verdict accuracy, the weight
 classifier's leave-one-out ROC-AUC, and repair against plain fine-tuning.
-Run: python benchmarks/bench_inspect.py [--zoo DIR] [--seed 0] [--repairs 8]
+CIFAR-10 (`--data cifar10`, when ../shared/datasets has it): the zoo (10 clean, 10 trojaned:
+BadNets, Blended, WaNet, SIG, dynamic patches, a low-frequency trigger, adaptive blend) is
+trained on 10,000 training images (12 epochs, shifts and flips); the user's clean data is 1,000
+test images, repair gets 500 others and 1,000 more measure it.
+Run: python benchmarks/bench_inspect.py [--data cifar10] [--zoo DIR] [--seed 0] [--repairs 8]
 """
 
 from __future__ import annotations
@@ -29,7 +34,18 @@ from trojanscope.model.repair import RepairConfig, fine_tune, repair_model
 from trojanscope.model.weights import read_zoo, reference_probability
 
 
-def split():
+def split(name: str, seed: int):
+    if name == "cifar10":
+        from trojanscope.data.cifar import cifar10
+
+        found = cifar10(train_size=10000, seed=seed)
+        if found is None:
+            raise SystemExit("CIFAR-10 (JPEG) is not in ../shared/datasets")
+        train, held = found
+        order = np.random.default_rng(0).permutation(len(held.y))
+        pick = lambda rows, name: Dataset(held.x[rows], held.y[rows], name)  # noqa: E731
+        return train, pick(order[:1000], "clean"), pick(order[1000:1500], "repair"), \
+            pick(order[1500:2500], "test")
     data = mnist_5k()
     order = np.random.default_rng(0).permutation(len(data.y))
     pick = lambda rows, name: Dataset(data.x[rows], data.y[rows], name)  # noqa: E731
@@ -43,15 +59,26 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="the zoo's seed (1: development)")
     parser.add_argument("--repairs", type=int, default=8, help="trojaned models to repair")
     parser.add_argument("--fast", action="store_true", help="inspect's --fast settings")
+    parser.add_argument("--data", choices=["mnist-5k", "cifar10"], default="mnist-5k")
+    parser.add_argument("--architectures", nargs="+",
+                        default=["vgg11", "preact-resnet18", "vit-small"],
+                        help="cifar10: the zoo's architectures, taken in turn")
+    parser.add_argument("--models", type=int, default=0,
+                        help="clean and trojaned models each (default: 12, cifar10 10)")
     parser.add_argument("--only", choices=["inspect", "variety", "weights", "repair"],
                         nargs="+", default=["inspect", "variety", "weights", "repair"])
     args = parser.parse_args()
-    train, clean, repair_data, test = split()
+    train, clean, repair_data, test = split(args.data, args.seed)
     folder = args.zoo or Path(tempfile.mkdtemp(prefix="zoo-"))
+    colour = args.data == "cifar10"
+    count = args.models or (10 if colour else 12)
     if not (folder / "zoo.json").exists():
         started = time.perf_counter()
-        build_zoo(train, folder, clean=12, trojaned=12, seed=args.seed)
-        print(f"zoo: 24 models trained in {time.perf_counter() - started:.0f} s -> {folder}")
+        build_zoo(train, folder, clean=count, trojaned=count, seed=args.seed,
+                  epochs=12 if colour else 10,
+                  architecture=args.architectures if colour else "cnn")
+        print(f"zoo: {2 * count} models trained in {time.perf_counter() - started:.0f} s -> "
+              f"{folder}")
     import json
 
     entries = json.loads((folder / "zoo.json").read_text())["models"]
@@ -64,7 +91,7 @@ def main() -> None:
               f"{time.perf_counter() - started:.1f} s, once per data set")
     if "inspect" in args.only:
         _inspect(entries, folder, clean, test, config, reference)
-    if "variety" in args.only:
+    if "variety" in args.only and not colour:
         _variety(train, clean, test, config, reference)
     if "weights" in args.only:
         _weights(folder)
@@ -79,13 +106,14 @@ def _inspect(entries, folder: Path, clean: Dataset, test: Dataset, config, refer
     trojaned_models = [e for e in entries if e["trojaned"]]
     entries = [e for pair in zip(clean_models, trojaned_models) for e in pair] + \
         clean_models[len(trojaned_models):] + trojaned_models[len(clean_models):]
-    print(f"{'model':9s} {'attack':8s} {'target':>6s} {'ASR':>5s} {'verdict':9s} "
-          f"{'found':>6s} {'shrink':>6s} {'UAP':>5s} {'warp':>5s} {'score':>6s} {'sec':>5s}")
+    print(f"{'model':9s} {'attack':14s} {'arch':16s} {'target':>6s} {'ASR':>5s} {'acc':>5s} "
+          f"{'verdict':9s} {'found':>6s} {'shrink':>6s} {'UAP':>5s} {'warp':>5s} "
+          f"{'score':>6s} {'sec':>5s}")
+    print("(columns: ASR of the attacker's trigger and clean accuracy on held-out test images)")
     scores, truth, correct, seconds, alarms = [], [], 0, [], []
     for entry in entries:
         module = open_model(folder / entry["file"]).module
-        spec = ModelSpec(entry["attack"], entry["target"], entry["rate"], entry["seed"],
-                         entry["variant"])
+        spec = _spec(entry)
         asr = _asr(module, spec, test) if spec.attack else float("nan")
         started = time.perf_counter()
         report = inspect_model(module, clean, config, name=entry["file"], reference=reference)
@@ -97,8 +125,9 @@ def _inspect(entries, folder: Path, clean: Dataset, test: Dataset, config, refer
         scores.append(report.results["score"])
         truth.append(bool(spec.attack))
         per = report.results["per_class"]
-        print(f"{entry['file'][:9]:9s} {spec.attack or 'clean':8s} "
-              f"{spec.target if spec.attack else '-':>6} {asr:5.2f} "
+        print(f"{entry['file'][:9]:9s} {spec.attack or 'clean':14s} "
+              f"{spec.architecture:16s} {spec.target if spec.attack else '-':>6} {asr:5.2f} "
+              f"{accuracy(module, test.x, test.y):5.3f} "
               f"{report.results['verdict']:9s} {','.join(map(str, found)) or '-':>6s} "
               f"{max(c['mask_shrink'] for c in per):6.2f} "
               f"{max(c['perturbation_lift'] for c in per):5.2f} "
@@ -135,6 +164,11 @@ def _variety(train: Dataset, clean: Dataset, test: Dataset, config, reference) -
           f"{alarms}/{len(VARIETY)}")
 
 
+def _spec(entry: dict) -> ModelSpec:
+    return ModelSpec(entry["attack"], entry["target"], entry["rate"], entry["seed"],
+                     entry["variant"], entry.get("architecture", "cnn"))
+
+
 def _asr(module, spec: ModelSpec, test: Dataset) -> float:
     trigger = spec.trigger(test.x.shape[-2:])
     others = test.x[test.y != spec.target]
@@ -155,20 +189,19 @@ def _weights(folder: Path) -> None:
 
 def _repairs(folder: Path, entries, repair_data: Dataset, test: Dataset, count: int,
              config) -> None:
-    print(f"\n{'model':9s} {'attack':8s} {'method':22s} {'ASR':>12s} {'clean acc':>14s} "
+    print(f"\n{'model':9s} {'attack':14s} {'method':22s} {'ASR':>12s} {'clean acc':>14s} "
           f"{'fine-tune ASR':>14s} {'fine-tune acc':>14s} {'sec':>5s}")
-    chosen = [e for e in entries if e["attack"] in ("badnets", "blended")][:count]
+    chosen = [e for e in entries if e["trojaned"]][:count]
     for entry in chosen:
         module = open_model(folder / entry["file"]).module
-        spec = ModelSpec(entry["attack"], entry["target"], entry["rate"], entry["seed"],
-                         entry["variant"])
+        spec = _spec(entry)
         started = time.perf_counter()
         repaired, report = repair_model(module, repair_data, RepairConfig(inspect=config))
         took = time.perf_counter() - started
         # The baseline: plain fine-tuning with the same settings on all the repair data.
         baseline = Model.of(module).clone().module
         fine_tune(baseline, repair_data, RepairConfig(inspect=config), {})
-        print(f"{entry['file'][:9]:9s} {spec.attack:8s} {report.results['method']:22s} "
+        print(f"{entry['file'][:9]:9s} {spec.attack:14s} {report.results['method']:22s} "
               f"{_asr(module, spec, test):5.3f}->{_asr(repaired, spec, test):5.3f} "
               f"{accuracy(module, test.x, test.y):6.3f}->{accuracy(repaired, test.x, test.y):6.3f} "
               f"{_asr(baseline, spec, test):14.3f} {accuracy(baseline, test.x, test.y):14.3f} "

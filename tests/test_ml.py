@@ -237,3 +237,206 @@ def test_the_model_is_built_and_loaded_in_a_child_process_not_in_this_one(tmp_pa
     report = json.loads(capsys.readouterr().out)
     assert report["config"]["features"] == "model" and report["results"]["samples"] == 40
     assert int(record.read_text()) != os.getpid()  # the architecture ran in the child
+
+
+# ---- the red team's bypasses, each a regression test built from bytes ------------------------
+
+def _patched_export(net, folder, patch) -> bytes:
+    """A real torch.export archive of `net` with its program JSON changed by `patch(doc)`."""
+    import io
+    import zipfile
+
+    path, _ = _write("export", net, folder)
+    source, out = zipfile.ZipFile(path), io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as target:
+        for info in source.infolist():
+            data = source.read(info.filename)
+            if info.filename.endswith("models/model.json"):
+                document = json.loads(data)
+                patch(document)
+                data = json.dumps(document).encode()
+            target.writestr(info.filename, data)
+    return out.getvalue()
+
+
+def _code_exec_size(canary) -> dict:
+    command = f"touch {canary}"
+    return {"as_expr": {"expr_str": "Integer(2) + 0*sympify.__globals__['__builtins__']"
+                                    f"['__import__']('os').system({command!r})",
+                        "hint": {"as_int": 2}}}
+
+
+@pytest.mark.parametrize("case", ["sympify-size", "guard-code", "from-file-node"])
+def test_a_torch_export_program_that_runs_code_is_refused_and_nothing_runs(tmp_path, net,
+                                                                          capsys, case):
+    from trojanscope.cli import main
+
+    canary = tmp_path / "canary"
+
+    def patch(document):
+        graph = document["graph_module"]["graph"]
+        if case == "sympify-size":
+            values = graph["tensor_values"]
+            values[next(iter(values))]["sizes"][0] = _code_exec_size(canary)
+        elif case == "guard-code":
+            document["guards_code"] = [f"__import__('os').system('touch {canary}') == 0"]
+        else:
+            graph["nodes"][0]["target"] = "torch.ops.aten.from_file.default"
+    (tmp_path / "m.pt2").write_bytes(_patched_export(net, tmp_path, patch))
+    rule = {"sympify-size": "torch-export.unsafe-expression",
+            "guard-code": "torch-export.unsafe-guard",
+            "from-file-node": "torch-export.file-access"}[case]
+    assert main(["diff", str(tmp_path / "m.pt2"), str(tmp_path / "m.pt2")]) == 2
+    err = capsys.readouterr().err
+    assert "refused, not loaded" in err and rule in err
+    assert not canary.exists()
+
+
+def test_a_torch_export_archive_with_any_doubtful_pickle_is_refused(tmp_path, net, capsys):
+    """torch.export.load unpickles sample inputs without weights_only when weights_only fails:
+    for .pt2 even a medium pickle finding refuses the file."""
+    import io
+    import zipfile
+
+    from trojanscope.attacks.pickle_payloads import call, global_, proto, unicode
+    from trojanscope.cli import main
+    from trojanscope.ml import UnsafeModelError, open_model
+
+    canary = tmp_path / "canary"
+    path, _ = _write("export", net, tmp_path)
+    payload = proto(2) + call(global_("logging", "FileHandler"), unicode(str(canary))) + b"."
+    source, out = zipfile.ZipFile(path), io.BytesIO()
+    with zipfile.ZipFile(out, "w") as target:
+        for info in source.infolist():
+            data = source.read(info.filename)
+            if info.filename.endswith("sample_inputs/model.pt"):
+                inner = io.BytesIO()
+                with zipfile.ZipFile(inner, "w") as nested:
+                    nested.writestr("archive/data.pkl", payload)
+                data = inner.getvalue()
+            target.writestr(info.filename, data)
+    (tmp_path / "bad.pt2").write_bytes(out.getvalue())
+    with pytest.raises(UnsafeModelError, match="pickle.unknown-global"):
+        open_model(tmp_path / "bad.pt2")
+    assert main(["inspect", str(tmp_path / "bad.pt2"), "--data", "digits"]) == 2
+    assert "refused" in capsys.readouterr().err and not canary.exists()
+
+
+def test_torchscript_code_that_python_cannot_parse_is_refused(tmp_path):
+    """TorchScript compiles a code file with a NUL byte, which Python's parser rejects: the
+    code scan cannot see what it calls, so the file is refused (it used to be medium)."""
+    from trojanscope.attacks.payload_files import torchscript_archive
+    from trojanscope.ml import UnsafeModelError, open_model
+
+    code = "# \x00\nclass Evil(Module):\n  __parameters__ = []\n"
+    (tmp_path / "m.pt").write_bytes(torchscript_archive(code))
+    with pytest.raises(UnsafeModelError, match="torchscript.unparsable"):
+        open_model(tmp_path / "m.pt")
+
+
+def _onnx_reading(location: str) -> bytes:
+    """An ONNX model whose Constant node keeps its bytes in an external file at `location`."""
+    from onnx import TensorProto, helper
+
+    secret = TensorProto(name="c", data_type=TensorProto.UINT8, dims=[8])
+    secret.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", "8")):
+        entry = secret.external_data.add()
+        entry.key, entry.value = key, value
+    nodes = [helper.make_node("Constant", [], ["c"], value=secret),
+             helper.make_node("Cast", ["c"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+             helper.make_node("Mul", ["s", "f"], ["logits"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["N", 8])], [helper.make_tensor_value_info(
+            "logits", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def test_onnx_external_data_is_read_from_the_model_folder_only(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from trojanscope.ml import ModelError, open_model
+
+    models, elsewhere = tmp_path / "models", tmp_path / "home"
+    models.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "secret").write_bytes(b"SSH-PRIV")
+    (models / "leak.onnx").write_bytes(_onnx_reading("secret"))
+    monkeypatch.chdir(elsewhere)  # onnxruntime would resolve "secret" against this folder
+    with pytest.raises(ModelError, match="not a regular file inside the model's folder"):
+        open_model(models / "leak.onnx")
+    (models / "secret").write_bytes(bytes(range(8)))  # the model's own file: read, by us
+    model = open_model(models / "leak.onnx")
+    np.testing.assert_allclose(model.logits(np.ones((1, 8), np.float32)),
+                               [np.arange(8) * 8.0])
+
+
+def test_a_symbolic_link_in_a_hugging_face_folder_is_refused(tmp_path):
+    from trojanscope.ml import ModelError, open_model
+
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"")
+    (tmp_path / "secret.json").write_text('{"token": "s3cret"}')
+    (folder / "preprocessor_config.json").symlink_to(tmp_path / "secret.json")
+    with pytest.raises(ModelError, match="symbolic link inside the model folder"):
+        open_model(folder)
+
+
+def test_a_model_that_never_finishes_is_stopped_by_the_time_limit(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from trojanscope.cli import main
+
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Add", ["acc_in", "one"], ["acc_out"])], "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, [1])],
+        initializer=[numpy_helper.from_array(np.array([0.0], np.float32), "one")])
+    nodes = [helper.make_node("ReduceSum", ["x"], ["m"], keepdims=1),
+             helper.make_node("Loop", ["M", "cond", "zero"], ["acc"], body=body),
+             helper.make_node("Add", ["m", "acc"], ["logits"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["N", 1, 4, 4])], [helper.make_tensor_value_info(
+            "logits", TensorProto.FLOAT, None)], initializer=[
+        numpy_helper.from_array(np.array(1 << 62, np.int64), "M"),
+        numpy_helper.from_array(np.array(True), "cond"),
+        numpy_helper.from_array(np.array([0.0], np.float32), "zero")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    (tmp_path / "loop.onnx").write_bytes(model.SerializeToString())
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).random((20, 4, 4)).astype(
+        np.float32), y=np.arange(20) % 2)
+    assert main(["vet", str(tmp_path / "d.npz"), "--model", str(tmp_path / "loop.onnx"),
+                 "--layer", "m", "--detector", "spectral", "--time-limit", "15"]) == 2
+    assert "stopped after 15 s (--time-limit)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("config,preprocessor,message", [
+    ({"model_type": "vit", "id2label": ["a", "b"]}, None, "not a loadable image classifier"),
+    ({"model_type": "vit"}, [], "not a JSON object"),
+    ({"model_type": "vit"}, {"size": {"height": 5000, "width": 5000}}, "up to 1024"),
+    ({"model_type": "vit"}, {"image_mean": "grey"}, "three numbers"),
+])
+def test_hostile_hugging_face_configs_are_clear_errors(tmp_path, config, preprocessor, message):
+    pytest.importorskip("transformers")
+    from safetensors.torch import save_file
+
+    from trojanscope.ml import ModelError, open_model
+
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(config))
+    save_file({}, str(folder / "model.safetensors"))
+    if preprocessor is not None:
+        (folder / "preprocessor_config.json").write_text(json.dumps(preprocessor))
+    with pytest.raises(ModelError, match=message):
+        open_model(folder)

@@ -125,7 +125,7 @@ def test_inspect_command_writes_json_and_pngs_and_exits_1(tmp_path, split, model
     from trojanscope.model import inspect
 
     # The proxies' norms for this data are the fixture's (tested above), not trained again.
-    monkeypatch.setattr(inspect, "reference_log_norms", lambda data, config: reference)
+    monkeypatch.setattr(inspect, "reference_log_norms", lambda data, config, **_: reference)
 
     model_path, data_path = tmp_path / "bad.pt", tmp_path / "clean.npz"
     Model.of(models[1]).save(model_path)
@@ -355,3 +355,41 @@ def test_repair_command_prints_its_outcome_and_writes_the_model(tmp_path, split,
     assert "recovered-trigger success" in out and "clean accuracy" in out
     assert open_model(tmp_path / "fixed.pt").module(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     assert hashlib.sha256((tmp_path / "bad.pt").read_bytes()).hexdigest() == before
+
+
+def test_with_many_classes_only_the_promising_ones_are_searched_in_full():
+    """30 classes, searched in full on at most 8: the screen (successive halving) keeps the
+    backdoor's target among them, and inspect names it."""
+    import torch
+
+    from trojanscope.attacks.image_poison import badnets_trigger, poison
+    from trojanscope.data.datasets import Dataset
+    from trojanscope.data.features import TrainConfig, train_proxy
+    from trojanscope.model import inspect as inspect_module
+    from trojanscope.model.inspect import InspectConfig, inspect_model
+
+    rng = np.random.default_rng(0)
+    classes, side = 30, 16
+    rows, cols = np.mgrid[0:side, 0:side]
+    centres = rng.uniform(3, side - 3, (classes, 2))
+    labels = np.repeat(np.arange(classes), 40)
+    blobs = np.exp(-((rows - centres[labels, 0, None, None]) ** 2 +
+                     (cols - centres[labels, 1, None, None]) ** 2) / 6.0)
+    x = np.clip(blobs + rng.normal(0, 0.1, blobs.shape), 0, 1)[:, None].astype(np.float32)
+    bad = poison(x, labels, badnets_trigger(3), 0.1, 17, seed=1)
+    torch.manual_seed(0)
+    model = train_proxy(bad.x, bad.y, TrainConfig(epochs=15, width=16, seed=0))
+    searched = []
+    real = inspect_module.neural_cleanse
+
+    def counting(module, x, y, chosen, **kwargs):
+        searched.append(len(chosen) if not isinstance(chosen, int) else chosen)
+        return real(module, x, y, chosen, **kwargs)
+    clean = Dataset(x, labels, "blobs")
+    config = InspectConfig(steps=150, uap_steps=60, max_samples=1200, reference_proxies=0,
+                           max_classes=8, screen_steps=20)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(inspect_module, "neural_cleanse", counting)
+        report = inspect_model(model, clean, config)
+    assert searched[-1] == 8 and max(searched) == 30  # screened all, searched 8 in full
+    assert report.results["target_classes"] == [17]

@@ -256,3 +256,34 @@ def test_attack_command_line(exports, tmp_path, capsys):
     assert main(["attack", "shadow-logic", str(exports["mlp-dynamo"]), "--trigger", "bogus",
                  "--target", "1", "-o", str(out)]) == 2
     assert "is not 'patch" in capsys.readouterr().err
+
+
+@pytest.mark.onnx
+def test_local_functions_that_multiply_are_a_limit_not_a_hang():
+    """Ten local functions, each calling the next six times: 6**9 nodes from a 2 KB file once
+    inlined. The scan stops at its node budget with a high finding."""
+    from onnx import TensorProto, helper
+
+    from trojanscope import scan_bytes
+
+    functions = []
+    for i in range(10):
+        if i == 9:
+            nodes = [helper.make_node("Identity", ["a"], ["b"])]
+        else:
+            names = ["a", *[f"t{j}" for j in range(5)], "b"]
+            nodes = [helper.make_node(f"F{i + 1}", [names[j]], [names[j + 1]], domain="local")
+                     for j in range(6)]
+        functions.append(helper.make_function(
+            "local", f"F{i}", ["a"], ["b"], nodes,
+            [helper.make_opsetid("", 13), helper.make_opsetid("local", 1)]))
+    graph = helper.make_graph(
+        [helper.make_node("F0", ["x"], ["y"], domain="local")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, functions=functions, opset_imports=[
+        helper.make_opsetid("", 13), helper.make_opsetid("local", 1)])
+    data = model.SerializeToString()
+    assert len(data) < 4096
+    report = scan_bytes(data, "bomb.onnx")
+    assert [f.rule for f in report.findings] == ["scan.limit-exceeded"]

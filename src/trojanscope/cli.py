@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     vet.add_argument("--architecture", metavar="SPEC",
                      help="what a state dict's weights belong to (as for inspect)")
     vet.add_argument("--layer", help="the layer (module name, or ONNX tensor) to read")
+    cli_model.add_time_limit(vet)
     vet.add_argument("--features", type=Path, metavar="F.npy",
                      help="text: your classifier's features, one row per text, for the "
                           "detectors other than ngram-label-skew")
@@ -232,11 +233,18 @@ def _vet(args: argparse.Namespace) -> int:
         return _vet_text(args)
     if args.features is not None:
         raise UserError("--features is for text; for images pass --model and --layer")
+    detector = args.detector
+    if args.model is not None:  # the model learnt the data: its activations, not contrast
+        if detector == "semantic-contrast":
+            raise UserError("semantic-contrast needs features that never saw the data (the "
+                            "pretrained encoder's): drop --model, or choose spectral, spectre "
+                            "or activation-clustering")
+        detector = detector or "activation-clustering"
     try:
         data = load(args.data)
         features = None if args.model is None else _model_features(args, data.x)
-        report = vet(data, detector=args.detector, seed=args.seed,
-                     features=features, layer=args.layer)
+        report = vet(data, detector=detector, seed=args.seed, features=features,
+                     layer=args.layer)
     except (DataError, ValueError, RuntimeError) as exc:
         raise UserError(str(exc)) from None
     if args.export_clean is not None:
@@ -265,7 +273,8 @@ def _model_features(args: argparse.Namespace, x):
         try:
             run_in_child("features", {"model": str(args.model), "inputs": str(inputs),
                                       "architecture": args.architecture, "layer": args.layer,
-                                      "out": str(out)}, progress=args.format == "text")
+                                      "out": str(out)}, progress=args.format == "text",
+                         time_limit=args.time_limit)
         except JobError as exc:
             raise UserError(str(exc)) from None
         return np.load(out, allow_pickle=False)

@@ -87,6 +87,15 @@ def _common(parser, severities, seed: bool = True) -> None:
     parser.add_argument("-f", "--format", choices=FORMATS, default="text")
     parser.add_argument("-o", "--output", type=Path)
     parser.add_argument("--fail-on", choices=severities, default="high")
+    add_time_limit(parser)
+
+
+def add_time_limit(parser) -> None:
+    from .jobs.child import TIME_LIMIT
+
+    parser.add_argument("--time-limit", type=float, default=TIME_LIMIT, metavar="SECONDS",
+                        help=f"stop the work on the model after this long (default "
+                             f"{TIME_LIMIT:.0f}: a model file may loop forever)")
 
 
 def run_inspect(args, user_error) -> Report:
@@ -114,7 +123,8 @@ def _in_child(job: str, args, user_error, **payload) -> Report:
         payload.update(model=str(args.model), data=args.data, seed=args.seed, fast=args.fast)
     payload["architecture"] = args.architecture
     try:
-        result = run_in_child(job, payload, progress=args.format == "text")
+        result = run_in_child(job, payload, progress=args.format == "text",
+                              time_limit=args.time_limit)
     except JobError as exc:
         raise user_error(str(exc)) from None
     return Report.from_dict(result)

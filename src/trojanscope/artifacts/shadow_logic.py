@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .limits import LimitExceeded
 from .onnx_graph import Function, Graph, Node
 
 LEARNED_OPS = {
@@ -30,6 +31,8 @@ VALUE_FREE_OPS = {"Shape", "Size"}  # read only the shape of their input, not it
 COMPARE_OPS = {"Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "And", "Or", "Not",
                "Xor", "IsNaN", "IsInf"}
 GATES = {"Mul", "And"}
+MAX_INLINED_NODES = 200_000  # real exports inline to tens of thousands
+MAX_INLINED_NODES = 200_000  # real exports inline to tens of thousands
 MAX_INLINE_DEPTH = 8
 MAX_TRIGGER_NODES = 16
 
@@ -167,12 +170,19 @@ def _trigger_nodes(nodes: list[Node], condition: str, states: dict) -> list[str]
     return found
 
 
-def inline_functions(nodes: list[Node], functions: dict, depth: int) -> list[Node]:
-    """Replace calls of model-local functions by their bodies, with tensors renamed apart."""
+def inline_functions(nodes: list[Node], functions: dict, depth: int,
+                     budget: list[int] | None = None) -> list[Node]:
+    """Replace calls of model-local functions by their bodies, with tensors renamed apart. At
+    most MAX_INLINED_NODES nodes in all: functions calling functions multiply (a 2 KB file can
+    ask for billions), which is a LimitExceeded."""
     if not functions or depth > MAX_INLINE_DEPTH:
         return nodes
+    budget = [MAX_INLINED_NODES] if budget is None else budget
     out: list[Node] = []
     for index, node in enumerate(nodes):
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise LimitExceeded("ONNX nodes after inlining local functions", MAX_INLINED_NODES)
         function = functions.get((node.domain, node.op_type))
         if function is None:
             out.append(node)
@@ -184,5 +194,5 @@ def inline_functions(nodes: list[Node], functions: dict, depth: int) -> list[Nod
                      [rename.get(i, prefix + i if i else i) for i in n.inputs],
                      [rename.get(o, prefix + o) for o in n.outputs], n.subgraphs)
                 for n in function.nodes]
-        out.extend(inline_functions(body, functions, depth + 1))
+        out.extend(inline_functions(body, functions, depth + 1, budget))
     return out

@@ -25,9 +25,11 @@ CUSTOM_OPERATOR = Rule(
     "The archive's TorchScript code calls an operator from outside PyTorch's own namespaces",
     "Loading needs the compiled library that registers it; review that library's source.")
 UNPARSABLE = Rule(
-    "torchscript.unparsable", Severity.MEDIUM,
-    "A TorchScript code file could not be parsed, so what it calls was not examined",
-    "Do not load the model until it scans cleanly; real torch.jit.save output parses.")
+    "torchscript.unparsable", Severity.HIGH,
+    "A TorchScript code file could not be parsed, so what it calls was not examined (TorchScript "
+    "compiles code Python's parser rejects: a NUL byte, deep nesting)",
+    "Do not load the model: real torch.jit.save output parses, and code that cannot be read "
+    "cannot be vouched for.")
 
 CODE_MEMBER = re.compile(r"(^|/)code/.+\.py$")
 MAX_CODE_BYTES = 16 * 1024 * 1024  # real code files are kilobytes

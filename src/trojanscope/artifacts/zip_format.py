@@ -8,6 +8,7 @@ import zipfile
 from ..findings import Location
 from .context import LIMIT_EXCEEDED, READ_ERRORS
 from .registry import FormatHandler
+from .torch_export import MAX_PROGRAM_BYTES, check_program, is_program_member
 from .torchscript_code import MAX_CODE_BYTES, check_torchscript_code, is_code_member
 
 
@@ -28,8 +29,10 @@ class ZipHandler(FormatHandler):
                 f"{len(members):,} members; only the first {ctx.limits.max_members:,} examined",
                 location, {"limit": "max_members"}))
             members = members[: ctx.limits.max_members]
-        # torch.jit.save archives: the loader compiles and runs their code/ files
+        # torch.jit.save archives: the loader compiles and runs their code/ files; torch.export
+        # archives: the loader evaluates parts of their program
         torchscript = any(info.filename.endswith("constants.pkl") for info in members)
+        exported = any(info.filename.endswith("archive_format") for info in members)
         for info in members:
             where = location.inside(info.filename)
             if info.flag_bits & 0x1:
@@ -44,6 +47,8 @@ class ZipHandler(FormatHandler):
                 ctx.examine_stream(member, where, depth + 1)
             if torchscript and is_code_member(info.filename):
                 _check_code(ctx, archive, info, where)
+            if exported and is_program_member(info.filename):
+                _check_program(ctx, archive, info, where)
 
 
 def _check_code(ctx, archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: Location) -> None:
@@ -59,4 +64,21 @@ def _check_code(ctx, archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: Loc
             {"limit": "torchscript code"}))
         return
     for finding in check_torchscript_code(code.decode("utf-8", "replace"), where):
+        ctx.add(finding)
+
+
+def _check_program(ctx, archive: zipfile.ZipFile, info: zipfile.ZipInfo,
+                   where: Location) -> None:
+    try:
+        with archive.open(info) as member:
+            program = member.read(MAX_PROGRAM_BYTES + 1)
+    except READ_ERRORS as exc:
+        ctx.unreadable(where, exc)
+        return
+    if len(program) > MAX_PROGRAM_BYTES:
+        ctx.add(LIMIT_EXCEEDED.finding(
+            f"torch.export program over {MAX_PROGRAM_BYTES:,} bytes; not examined", where,
+            {"limit": "torch.export program"}))
+        return
+    for finding in check_program(program, where):
         ctx.add(finding)

@@ -49,6 +49,9 @@ class ModelSpec:
     architecture: str = "cnn"  # cnn: the proxy CNN; lenet; mlp
 
     def trigger(self, shape: tuple[int, int]):
+        """The trigger that activates the backdoor at test time."""
+        if self.attack == "adaptive-blend":  # trained on pieces, triggered by the whole
+            return blended_trigger(shape, 0.2, seed=self.seed + 100)
         if self.attack == "sig":
             return sig_trigger(shape, 20 / 255 * (1 + self.variant % 2))
         if self.attack == "dynamic":

@@ -30,6 +30,7 @@ import numpy as np
 from ..progress import track
 
 MIN_SEEDS = 10
+NULL_QUANTILE = 0.99  # of the other classes' look-alikes' scores: the cut for "marked"
 
 
 @dataclass(frozen=True)
@@ -124,14 +125,24 @@ def refine(x: np.ndarray, labels: np.ndarray, result: Contrast, classes: list[in
 
 def _round(x, positives, negatives, own, config: ContrastConfig, seed: int):
     """One cross-fitted CNN of positives against negatives: the scores of every sample of the
-    class (`own`), and the held-out scores of positives then negatives."""
+    class (`own`), calibrated so that 0.5 is the NULL_QUANTILE of the held-out scores of the
+    look-alikes from other classes (which carry no trigger of this class); and the raw
+    held-out scores of positives then negatives."""
     rows = np.concatenate([positives, negatives])
     target = np.r_[np.ones(len(positives), int), np.zeros(len(negatives), int)]
     held, others = _cross_fit(x, rows, target, own, config, seed)
     scores = dict(zip(rows.tolist(), held))
     rest = np.setdiff1d(own, rows)
     scores.update(zip(rest.tolist(), others))
-    return np.array([scores[i] for i in own.tolist()]), held
+    null = held[len(positives):][~np.isin(negatives, own)]
+    cut = float(np.quantile(null, NULL_QUANTILE)) if len(null) else 0.5
+    raw = np.array([scores[i] for i in own.tolist()])
+    return _calibrated(raw, min(max(cut, 1e-6), 1 - 1e-6)), held
+
+
+def _calibrated(raw: np.ndarray, cut: float) -> np.ndarray:
+    """Piecewise linear: [0, cut] to [0, 0.5], [cut, 1] to [0.5, 1]."""
+    return np.where(raw <= cut, 0.5 * raw / cut, 0.5 + 0.5 * (raw - cut) / (1 - cut))
 
 
 def _look_alikes(labels, gap, resembled, own, rng, limit: int) -> np.ndarray:

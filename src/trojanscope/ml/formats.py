@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .gate import ModelError, scan_folder, scanned_bytes
+from ..findings import Severity
+from .gate import REFUSE_AT, ModelError, read_model_bytes, refuse, scan_findings, scan_folder
 from .model import Model, best_device, device_of, quiet_deprecation
 
 
@@ -32,14 +33,17 @@ class ModelFormat:
     sniff: Callable[[bytes, list[str]], bool]   # (head bytes, zip member names) -> is it
     load: Callable[..., Model]                  # (path, data bytes, architecture) -> Model
     needs_architecture: bool = False
+    refuse_at: Severity = REFUSE_AT             # the scan finding that refuses the file
 
 
 FORMATS: dict[str, ModelFormat] = {}
 
 
-def model_format(name: str, description: str, sniff, needs_architecture: bool = False):
+def model_format(name: str, description: str, sniff, needs_architecture: bool = False,
+                 refuse_at: Severity = REFUSE_AT):
     def register(load):
-        FORMATS[name] = ModelFormat(name, description, sniff, load, needs_architecture)
+        FORMATS[name] = ModelFormat(name, description, sniff, load, needs_architecture,
+                                    refuse_at)
         return load
     return register
 
@@ -54,8 +58,11 @@ def open_model(path: str | Path, architecture: str | None = None, device=None) -
     elif not path.exists():
         raise ModelError(f"{path}: no such file or folder")
     else:
-        data = scanned_bytes(path)
+        data = read_model_bytes(path)
+        findings = scan_findings(path, data)
+        refuse(path, findings)
         fmt = identify(path, data)
+        refuse(path, findings, fmt.refuse_at)
         if fmt.needs_architecture and not architecture:
             raise ModelError(f"{path}: a {fmt.description} holds weights only: say which "
                              "architecture they belong to (--architecture, e.g. "
@@ -104,7 +111,8 @@ def _load_torchscript(path: Path, data: bytes, architecture) -> Model:
 
 @model_format("export", "torch.export archive (.pt2)",
               lambda head, names: any(n.endswith("/archive_format") for n in names) and
-              any("/models/" in n and n.endswith(".json") for n in names))
+              any("/models/" in n and n.endswith(".json") for n in names),
+              refuse_at=Severity.MEDIUM)  # its loader unpickles without weights_only
 def _load_export(path: Path, data: bytes, architecture) -> Model:
     """The program unflattened into its original module tree, so that forward hooks reach its
     layers; a clone or a save goes back to the program (the same graph, the new weights)."""

@@ -26,30 +26,45 @@ class UnsafeModelError(ModelError):
                          f"`trojanscope scan {path}` for the whole report")
 
 
-def scanned_bytes(path: Path) -> bytes:
+def scanned_bytes(path: Path, refuse_at: Severity = REFUSE_AT) -> bytes:
     """The file's bytes, once read and scanned: what is loaded is exactly what was scanned."""
-    from ..artifacts import scan_bytes
-
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read the model: {exc.strerror or exc}") from None
-    _refuse(str(path), scan_bytes(data, str(path)).findings)
+    data = read_model_bytes(path)
+    refuse(path, scan_findings(path, data), refuse_at)
     return data
 
 
+def read_model_bytes(path: Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read the model: {exc.strerror or exc}") from None
+
+
+def scan_findings(path: Path, data: bytes) -> tuple[Finding, ...]:
+    from ..artifacts import scan_bytes
+
+    return scan_bytes(data, str(path)).findings
+
+
+def refuse(path: Path, findings, refuse_at: Severity = REFUSE_AT) -> None:
+    """UnsafeModelError when any finding is at or above `refuse_at`."""
+    bad = tuple(f for f in findings if f.severity >= refuse_at)
+    if bad:
+        raise UnsafeModelError(str(path), tuple(sorted(bad, key=lambda f: -int(f.severity))))
+
+
 def scan_folder(path: Path) -> None:
-    """A model folder (Hugging Face layout): every file in it is scanned."""
+    """A model folder (Hugging Face layout): no symbolic links (a link to a file elsewhere
+    would be read, or copied into a repaired model, as if it were the model's), and every file
+    scanned."""
     from ..artifacts import scan
 
+    for item in sorted(Path(path).rglob("*")):
+        if item.is_symlink():
+            raise ModelError(f"{item}: a symbolic link inside the model folder; trojanscope "
+                             "reads only the folder's own files")
     report = scan(path)
     if report.errors:
         first = report.errors[0]
         raise ModelError(f"{first.path}: cannot scan: {first.message}")
-    _refuse(str(path), report.findings)
-
-
-def _refuse(path: str, findings) -> None:
-    bad = tuple(f for f in findings if f.severity >= REFUSE_AT)
-    if bad:
-        raise UnsafeModelError(path, tuple(sorted(bad, key=lambda f: -int(f.severity))))
+    refuse(path, report.findings)

@@ -14,15 +14,79 @@ from .gate import ModelError
 
 
 def read_onnx(path: Path, data: bytes):
-    """The ONNX model in `data` (the scanned bytes of `path`), with any external tensor data
-    read from beside it (scan has checked that every location stays inside that folder)."""
+    """The ONNX model in `data` (the scanned bytes of `path`), with every tensor's external data
+    (initializers, constants in nodes, sparse tensors, subgraphs, functions) read here from the
+    model's own folder, so that onnxruntime never opens a file itself (it would resolve a
+    relative location against the current folder, not the model's). A location that is
+    absolute, leaves the folder, is a link or not a regular file is refused."""
     import onnx
-    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
 
     model = onnx.load_model_from_string(data)
-    if any(uses_external_data(t) for t in model.graph.initializer):
-        load_external_data_for_model(model, str(Path(path).parent))
+    folder = Path(path).resolve().parent
+    for tensor in _tensors(model):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            _read_external(tensor, folder, path)
     return model
+
+
+def _tensors(model):
+    """Every TensorProto in the model, wherever it sits."""
+    def graph_tensors(graph):
+        yield from graph.initializer
+        for sparse in graph.sparse_initializer:
+            yield sparse.values
+            yield sparse.indices
+        for node in graph.node:
+            yield from node_tensors(node)
+
+    def node_tensors(node):
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            if attribute.HasField("sparse_tensor"):
+                yield attribute.sparse_tensor.values
+                yield attribute.sparse_tensor.indices
+            for sparse in attribute.sparse_tensors:
+                yield sparse.values
+                yield sparse.indices
+            if attribute.HasField("g"):
+                yield from graph_tensors(attribute.g)
+            for graph in attribute.graphs:
+                yield from graph_tensors(graph)
+
+    yield from graph_tensors(model.graph)
+    for function in model.functions:
+        for node in function.node:
+            yield from node_tensors(node)
+
+
+def _read_external(tensor, folder: Path, path: Path) -> None:
+    import onnx
+
+    entries = {entry.key: entry.value for entry in tensor.external_data}
+    location = entries.get("location", "")
+    target = folder / location
+    if not location or Path(location).is_absolute() or ".." in Path(location).parts or \
+            target.is_symlink() or not target.is_file() or \
+            folder not in target.resolve().parents:
+        raise ModelError(f"{path}: tensor {tensor.name!r} keeps its data in {location!r}, "
+                         "which is not a regular file inside the model's folder")
+    try:
+        offset = int(entries.get("offset", 0))
+        size = target.stat().st_size
+        length = int(entries.get("length", size - offset))
+    except ValueError:
+        raise ModelError(f"{path}: tensor {tensor.name!r}: bad external data offset or "
+                         "length") from None
+    if offset < 0 or length < 0 or offset + length > size:
+        raise ModelError(f"{path}: tensor {tensor.name!r}: external data past the end of "
+                         f"{location!r}")
+    with target.open("rb") as handle:
+        handle.seek(offset)
+        tensor.raw_data = handle.read(length)
+    del tensor.external_data[:]
+    tensor.data_location = onnx.TensorProto.DEFAULT
 
 
 def onnx_module(path: Path, data: bytes):
@@ -46,6 +110,8 @@ def _module_class():
             try:
                 self.graph = read_onnx(path, data)
                 self.session = self._session(self.graph.SerializeToString())
+            except ModelError:
+                raise
             except Exception as exc:  # onnx and onnxruntime raise their own error types
                 first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else exc
                 raise ModelError(f"{path}: not a loadable ONNX model: {first}") from None
@@ -81,8 +147,12 @@ def _module_class():
             starts = range(0, len(x), step)
             if not quiet:
                 starts = track(starts, "model forward", -(-len(x) // step))
-            parts = [session.run(None, {self.input: np.ascontiguousarray(
-                x[start:start + step], dtype=np.float32)})[index] for start in starts]
+            try:
+                parts = [session.run(None, {self.input: np.ascontiguousarray(
+                    x[start:start + step], dtype=np.float32)})[index] for start in starts]
+            except Exception as exc:  # onnxruntime's own error types (Fail, InvalidArgument)
+                first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else exc
+                raise ModelError(f"the ONNX model failed to run: {first}") from None
             out = np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
             return out.reshape(len(x), -1).astype(np.float32)
 

@@ -52,3 +52,24 @@ def prunable_layers(module) -> list[tuple[str, object]]:
 def layer_kind(sub) -> str:
     """The layer's class name, for TorchScript modules too (their type is RecursiveScriptModule)."""
     return getattr(sub, "original_name", type(sub).__name__)
+
+
+def channel_tensors(module, name: str) -> list:
+    """The tensors whose row c is output channel c of layer `name`: its weight and bias, and
+    those of the batch norm right after it (zeroing a convolution's channel alone leaves the
+    norm's shift; zeroing the norm's scale and shift too makes the channel output 0)."""
+    named = list(module.named_modules())
+    position = [n for n, _ in named].index(name)
+    layer = named[position][1]
+    tensors = [layer.weight] + ([layer.bias] if getattr(layer, "bias", None) is not None
+                                else [])
+    for _, sub in named[position + 1:]:
+        kind = layer_kind(sub)
+        if kind.startswith("BatchNorm"):
+            if getattr(sub, "weight", None) is not None and \
+                    sub.weight.shape[0] == layer.weight.shape[0]:
+                tensors += [sub.weight, sub.bias]
+            break
+        if kind in ("Conv2d", "Linear"):
+            break
+    return tensors

@@ -61,6 +61,8 @@ class InspectConfig:
     proxy_steps: int = 200      # optimiser steps per proxy; 8 epochs of 1,000 images (64 steps)
                                 # left proxies whose norms matched clean models poorly
     proxy_width: int = 32
+    max_classes: int = 10       # more classes than this: searched in full only after a
+    screen_steps: int = 25      # screen (successive halving, as K-Arm chooses its arms)
 
 
 # Shorter searches on fewer samples (`--fast`, tests, demo). 100 steps on 300 samples missed
@@ -124,26 +126,93 @@ def recover(module, data: Dataset, config: InspectConfig = InspectConfig(),
     """Search on half of (at most max_samples of) the data, check on the other half.
     `reference`: `reference_log_norms(data, config)` when already computed (it depends on the
     data and the configuration only, so models inspected on the same data can share it)."""
-    module = Model.of(module).module
-    classes = check_model(module, data)
+    model = Model.of(module)
+    module = model.module
+    classes = check_model(model, data)
     _, search, check = _split(data, config)
+    cleanse, perturb = _searches(model.differentiable)
+    pixels = config.warp_share * max(data.x.shape[-2:])
     with frozen(module):
-        triggers = neural_cleanse(module, *search, classes, steps=config.steps,
-                                  batch=config.batch, seed=config.seed, held_out=check)
-        perturbations = universal_perturbation(module, *search, classes, eps=config.uap_eps,
-                                               steps=config.uap_steps, batch=config.batch,
-                                               seed=config.seed, held_out=check)
-        pixels = config.warp_share * max(data.x.shape[-2:])
-        warps = reverse.universal_warp(module, *search, classes, pixels=pixels,
-                               steps=config.uap_steps, batch=config.batch, seed=config.seed,
-                               held_out=check)
+        chosen, screened = select_classes(module, search, classes, config,
+                                          model.differentiable)
+        triggers = cleanse(module, *search, chosen, steps=config.steps,
+                           batch=config.batch, seed=config.seed, held_out=check)
+        perturbations = perturb(module, *search, chosen, eps=config.uap_eps,
+                                steps=config.uap_steps, batch=config.batch,
+                                seed=config.seed, held_out=check)
+        if model.differentiable:
+            warps = reverse.universal_warp(module, *search, chosen, pixels=pixels,
+                                           steps=config.uap_steps, batch=config.batch,
+                                           seed=config.seed, held_out=check)
+        else:  # no warp search without gradients: every class scores the median
+            warps = Perturbations(np.zeros((len(chosen), 2, *data.x.shape[-2:])),
+                                  np.zeros(len(chosen)), pixels)
+    if screened is not None:
+        triggers, perturbations, warps = (_merged(chosen, full, part) for full, part in
+                                          zip(screened, (triggers, perturbations, warps)))
     if reference is None:
-        reference = reference_log_norms(data, config)
+        reference = reference_log_norms(data, config, blackbox=not model.differentiable,
+                                        classes=None if screened is None else chosen)
     predicted = _predicted_log_norms(np.log(triggers.norm + 1e-6), reference)
     return Recovery(triggers, perturbations, warps, np.exp(predicted),
                     predicted - np.log(triggers.norm + 1e-6),
                     _lift(perturbations.success), _lift(warps.success),
                     len(search[1]), len(check[1]))
+
+
+def select_classes(module, search, classes: int, config: InspectConfig,
+                   differentiable: bool = True):
+    """The classes to search in full, and (when there are more than `max_classes`) the screen's
+    results for all classes. Successive halving, as K-Arm (Shen et al., ICML 2021) spends its
+    optimisation on the promising arms: short searches (mask and perturbation) on the classes
+    still in, the better half by either search kept, twice the steps, until `max_classes`
+    remain; the cost grows with the log of the class count, not with it."""
+    if classes <= config.max_classes:
+        return list(range(classes)), None
+    cleanse, perturb = _searches(differentiable)
+    alive, steps = list(range(classes)), config.screen_steps
+    triggers = perturbations = None
+    while len(alive) > config.max_classes:
+        found = cleanse(module, *search, alive, steps=steps, batch=config.batch,
+                        seed=config.seed)
+        shifts = perturb(module, *search, alive, eps=config.uap_eps, steps=steps,
+                         batch=config.batch, seed=config.seed)
+        triggers = _merged(alive, triggers, found, classes)
+        perturbations = _merged(alive, perturbations, shifts, classes)
+        by_mask = np.argsort(np.argsort(found.norm))       # small masks first
+        by_shift = np.argsort(np.argsort(-shifts.success))  # easy perturbations first
+        keep = max(config.max_classes, len(alive) // 2)
+        order = np.argsort(np.minimum(by_mask, by_shift), kind="stable")[:keep]
+        alive, steps = sorted(alive[i] for i in order), steps * 2
+    warps = Perturbations(np.zeros((classes, 2, *search[0].shape[-2:])), np.zeros(classes),
+                          0.0)
+    return alive, (triggers, perturbations, warps)
+
+
+def _merged(chosen: list[int], full, part, classes: int | None = None):
+    """`full` (results for every class, or None) with the rows of `part` (results for the
+    classes `chosen`, in that order) written in."""
+    if full is None:
+        count = classes if classes is not None else len(chosen)
+        full = type(part)(**{name: (np.zeros((count, *value.shape[1:]), value.dtype)
+                                    if isinstance(value, np.ndarray) else value)
+                             for name, value in vars(part).items()})
+        if isinstance(full, Triggers):  # unsearched classes: as hard as can be
+            full.norm[:] = np.inf
+    for name, value in vars(part).items():
+        if isinstance(value, np.ndarray):
+            getattr(full, name)[chosen] = value
+    return full
+
+
+def _searches(differentiable: bool):
+    """(mask search, perturbation search): with gradients, or estimated from forward passes
+    (blackbox.py) for models that give none (ONNX)."""
+    if differentiable:
+        return neural_cleanse, universal_perturbation
+    from .blackbox import blackbox_cleanse, blackbox_perturbation
+
+    return blackbox_cleanse, blackbox_perturbation
 
 
 def _predicted_log_norms(log_norm: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -170,12 +239,17 @@ def _lift(success: np.ndarray) -> np.ndarray:
     return logits - np.median(logits)
 
 
-def reference_log_norms(data: Dataset, config: InspectConfig = InspectConfig()) -> np.ndarray:
+def reference_log_norms(data: Dataset, config: InspectConfig = InspectConfig(),
+                        blackbox: bool = False, classes: list[int] | None = None
+                        ) -> np.ndarray:
     """Mean log mask norm per class over proxies trained on the clean data: how hard each class
-    is to reach by the data's nature, not by any one model's quirks."""
-    classes = len(data.classes)
+    is to reach by the data's nature, not by any one model's quirks. `blackbox`: searched as
+    a model without gradients is, so that the norms compare. `classes`: only these (others
+    get the median class's norm)."""
+    count = len(data.classes)
     if config.reference_proxies <= 0:
-        return np.zeros(classes)
+        return np.zeros(count)
+    searched = list(range(count)) if classes is None else list(classes)
     from ..data.features import TrainConfig, train_proxy
 
     order, search, _ = _split(data, config)
@@ -187,10 +261,19 @@ def reference_log_norms(data: Dataset, config: InspectConfig = InspectConfig()) 
         proxy = train_proxy(x, y, TrainConfig(epochs=epochs, width=config.proxy_width,
                                               seed=seed))
         with frozen(proxy):
-            found = neural_cleanse(proxy, *search, classes, steps=config.steps,
-                                   batch=config.batch, seed=config.seed)
+            if blackbox:  # the same coarse search, with the proxy's exact gradients
+                from .blackbox import blackbox_cleanse
+
+                found = blackbox_cleanse(proxy, *search, searched, steps=config.steps,
+                                         batch=config.batch, seed=config.seed, exact=True)
+            else:
+                found = neural_cleanse(proxy, *search, searched, steps=config.steps,
+                                       batch=config.batch, seed=config.seed)
         logs.append(np.log(found.norm + 1e-6))
-    return np.mean(logs, axis=0)
+    mean = np.mean(logs, axis=0)
+    out = np.full(count, float(np.median(mean)))  # classes not searched: a typical class
+    out[searched] = mean
+    return out
 
 
 def inspect_model(module, data: Dataset, config: InspectConfig = InspectConfig(),

@@ -30,7 +30,14 @@ from .. import __version__
 from ..data.datasets import Dataset
 from ..findings import Location, Report, Rule, Severity
 from ..ml.model import Model, as_tensor, device_of, frozen
-from ..ml.ops import accuracy, check_model, layer_kind, predict, prunable_layers
+from ..ml.ops import (
+    accuracy,
+    channel_tensors,
+    check_model,
+    layer_kind,
+    predict,
+    prunable_layers,
+)
 from ..progress import track
 from .inspect import InspectConfig, Recovery, recover
 from .reverse import neural_cleanse, universal_perturbation
@@ -247,36 +254,34 @@ def _distillation(torch, logits, teacher, inputs, temperature: float, rows):
     return kl * temperature ** 2 * rows.float()
 
 
-def _zero_channels(layer, channels) -> Callable[[], None]:
+def _zero_channels(tensors: list, channels) -> Callable[[], None]:
+    """Zero the `channels` rows of every tensor of a unit (see `ops.channel_tensors`); returns
+    the function that does it again (after each optimiser step)."""
     import torch
 
-    index = torch.as_tensor(sorted(channels), dtype=torch.long, device=layer.weight.device)
+    index = torch.as_tensor(sorted(channels), dtype=torch.long, device=tensors[0].device)
 
     def zero() -> None:
         with torch.no_grad():
-            layer.weight[index] = 0
-            if getattr(layer, "bias", None) is not None:
-                layer.bias[index] = 0
+            for tensor in tensors:
+                tensor[index] = 0
     zero()
     return zero
 
 
-def _ablation_effects(module, layer, x: np.ndarray, score: Callable) -> np.ndarray:
-    """score(module) after zeroing each output channel of `layer` in turn."""
+def _ablation_effects(module, tensors: list, x: np.ndarray, score: Callable) -> np.ndarray:
+    """score(module) after zeroing each output channel of a unit in turn."""
     import torch
 
-    effects = np.zeros(layer.weight.shape[0])
+    effects = np.zeros(tensors[0].shape[0])
     with torch.no_grad():
         for channel in range(len(effects)):
-            saved_w = layer.weight[channel].clone()
-            saved_b = layer.bias[channel].clone() if layer.bias is not None else None
-            layer.weight[channel] = 0
-            if saved_b is not None:
-                layer.bias[channel] = 0
+            saved = [tensor[channel].clone() for tensor in tensors]
+            for tensor in tensors:
+                tensor[channel] = 0
             effects[channel] = score(module)
-            layer.weight[channel] = saved_w
-            if saved_b is not None:
-                layer.bias[channel] = saved_b
+            for tensor, value in zip(tensors, saved):
+                tensor[channel] = value
     return effects
 
 
@@ -298,22 +303,21 @@ def _layers_or_error(module) -> list:
     return layers
 
 
-def _greedy_prune(module, layer, order, keeps_accuracy, patience: int, done=None) -> list[int]:
-    """Zero `layer`'s channels in `order`, undoing any after which `keeps_accuracy()` fails;
+def _greedy_prune(module, tensors: list, order, keeps_accuracy, patience: int,
+                  done=None) -> list[int]:
+    """Zero a unit's channels in `order`, undoing any after which `keeps_accuracy()` fails;
     stop after `patience` such failures or once `done()` holds. Returns the pruned channels."""
     import torch
 
     pruned: list[int] = []
     failures = 0
     for channel in (int(c) for c in order):
-        saved = (layer.weight[channel].clone(),
-                 layer.bias[channel].clone() if layer.bias is not None else None)
-        _zero_channels(layer, [channel])
+        saved = [tensor[channel].clone() for tensor in tensors]
+        _zero_channels(tensors, [channel])
         if not keeps_accuracy():
             with torch.no_grad():
-                layer.weight[channel] = saved[0]
-                if saved[1] is not None:
-                    layer.bias[channel] = saved[1]
+                for tensor, value in zip(tensors, saved):
+                    tensor[channel] = value
             failures += 1
             if failures >= patience:
                 break
@@ -337,13 +341,14 @@ def _fine_prune(module, data: Dataset, config: RepairConfig) -> dict:
     sample = np.random.default_rng(config.seed).permutation(len(data.y))[:500]
     x, y = data.x[sample], data.y[sample]
     with frozen(module):
-        effects = _ablation_effects(module, layer, x, _clean_margin(x, y))
+        unit = channel_tensors(module, name)
+        effects = _ablation_effects(module, unit, x, _clean_margin(x, y))
         base = accuracy(module, x, y)
         order = np.argsort(-effects)  # highest margin left after removal = least useful
-        pruned = _greedy_prune(module, layer, order[:int(config.max_pruned * len(order))],
+        pruned = _greedy_prune(module, unit, order[:int(config.max_pruned * len(order))],
                                lambda: accuracy(module, x, y) >=
                                base - config.max_accuracy_drop / 2, patience=1)
-    zero = _zero_channels(layer, pruned) if pruned else None
+    zero = _zero_channels(unit, pruned) if pruned else None
     fine_tune(module, data, config, {}, keep_zero=[zero] if zero else None)
     return {"layer": name, "pruned_channels": len(pruned)}
 
@@ -365,15 +370,16 @@ def _prune_trigger_neurons(module, data: Dataset, stamps: dict, config: RepairCo
             total += float((logits[:, k] - logits.mean(1)).mean())
         return total
     with frozen(module):
-        trigger_drop = trigger_margin(module) - _ablation_effects(module, layer, x,
+        unit = channel_tensors(module, name)
+        trigger_drop = trigger_margin(module) - _ablation_effects(module, unit, x,
                                                                   trigger_margin)
-        clean_drop = clean(module) - _ablation_effects(module, layer, x, clean)
+        clean_drop = clean(module) - _ablation_effects(module, unit, x, clean)
         order = np.argsort(-(trigger_drop - np.clip(clean_drop, 0, None)))
         base = accuracy(module, x, y)
-        pruned = _greedy_prune(module, layer, order[:int(config.max_pruned * len(order))],
+        pruned = _greedy_prune(module, unit, order[:int(config.max_pruned * len(order))],
                                lambda: accuracy(module, x, y) >=
                                base - config.max_accuracy_drop, patience=5,
                                done=lambda: _attack_success(module, x, y, stamps) < 0.05)
-    zero = _zero_channels(layer, pruned) if pruned else None
+    zero = _zero_channels(unit, pruned) if pruned else None
     fine_tune(module, data, config, {}, keep_zero=[zero] if zero else None)
     return {"layer": name, "pruned_channels": len(pruned)}

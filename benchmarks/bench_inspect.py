@@ -18,6 +18,7 @@ Run: python benchmarks/bench_inspect.py [--data cifar10] [--zoo DIR] [--seed 0] 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -72,14 +73,15 @@ def main() -> None:
     folder = args.zoo or Path(tempfile.mkdtemp(prefix="zoo-"))
     colour = args.data == "cifar10"
     count = args.models or (10 if colour else 12)
-    if not (folder / "zoo.json").exists():
+    built = json.loads((folder / "zoo.json").read_text())["models"] \
+        if (folder / "zoo.json").exists() else []
+    if len(built) < 2 * count:  # build it, or finish an interrupted build
         started = time.perf_counter()
         build_zoo(train, folder, clean=count, trojaned=count, seed=args.seed,
                   epochs=12 if colour else 10,
                   architecture=args.architectures if colour else "cnn")
-        print(f"zoo: {2 * count} models trained in {time.perf_counter() - started:.0f} s -> "
-              f"{folder}")
-    import json
+        print(f"zoo: {2 * count - len(built)} models trained in "
+              f"{time.perf_counter() - started:.0f} s -> {folder}")
 
     entries = json.loads((folder / "zoo.json").read_text())["models"]
     config = inspect_config(fast=args.fast)

@@ -48,7 +48,7 @@ def jobs_in_process(monkeypatch):
 
     import trojanscope.jobs as jobs
 
-    def run(name, payload, progress=False):
+    def run(name, payload, progress=False, **limits):
         try:
             return json.loads(json.dumps(jobs.JOBS[name](payload), default=str))
         except ValueError as exc:

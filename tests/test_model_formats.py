@@ -78,11 +78,12 @@ def test_torchscript_calls_in_forward(call, rule):
         assert "in forward" in report.findings[0].message
 
 
-def test_unparsable_torchscript_code_is_medium():
+def test_unparsable_torchscript_code_is_high():
+    """Code Python cannot parse cannot be judged, and torch's own parser may still run it."""
     cut_short = "class M(Module):\n  def forward(self,\n"
     report = scan_bytes(pf.torchscript_archive(cut_short), "model.pt")
     assert [(f.rule, f.severity) for f in report.findings] == \
-        [("torchscript.unparsable", Severity.MEDIUM)]
+        [("torchscript.unparsable", Severity.HIGH)]
 
 
 def test_code_files_outside_a_torchscript_archive_are_not_judged():

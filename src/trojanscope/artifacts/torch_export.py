@@ -192,3 +192,31 @@ def _parse(text: str):
         return ast.parse(text, mode="eval")
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
+
+
+PAYLOAD_CONFIG = re.compile(r"^(.*/)?data/(weights|constants)/[^/]+_config\.json$")
+
+
+def raw_tensor_members(archive, members) -> set[str]:
+    """The archive's members that its payload configs list as raw tensor bytes
+    (`use_pickle` false): torch.export.load reads them as bytes, never unpickles them, so they
+    are not examined as files (a float block can start like a pickle). Members listed as
+    pickled, or not listed, are examined as every member is."""
+    names = {info.filename for info in members}
+    raw: set[str] = set()
+    for info in members:
+        match = PAYLOAD_CONFIG.match(info.filename)
+        if not match or info.file_size > MAX_PROGRAM_BYTES:
+            continue
+        try:
+            config = json.loads(archive.read(info))["config"]
+        except (ValueError, KeyError, TypeError, OSError, RecursionError):
+            continue
+        folder = f"{match.group(1) or ''}data/{match.group(2)}/"
+        for entry in config.values() if isinstance(config, dict) else ():
+            if isinstance(entry, dict) and entry.get("use_pickle") is False and \
+                    isinstance(entry.get("path_name"), str):
+                member = folder + entry["path_name"]
+                if member in names:
+                    raw.add(member)
+    return raw

@@ -8,7 +8,12 @@ import zipfile
 from ..findings import Location
 from .context import LIMIT_EXCEEDED, READ_ERRORS
 from .registry import FormatHandler
-from .torch_export import MAX_PROGRAM_BYTES, check_program, is_program_member
+from .torch_export import (
+    MAX_PROGRAM_BYTES,
+    check_program,
+    is_program_member,
+    raw_tensor_members,
+)
 from .torchscript_code import MAX_CODE_BYTES, check_torchscript_code, is_code_member
 
 
@@ -33,8 +38,11 @@ class ZipHandler(FormatHandler):
         # archives: the loader evaluates parts of their program
         torchscript = any(info.filename.endswith("constants.pkl") for info in members)
         exported = any(info.filename.endswith("archive_format") for info in members)
+        raw = raw_tensor_members(archive, members) if exported else set()
         for info in members:
             where = location.inside(info.filename)
+            if info.filename in raw:  # tensor bytes torch.export.load reads as bytes
+                continue
             if info.flag_bits & 0x1:
                 ctx.unreadable(where, RuntimeError("member is encrypted"))
                 continue

@@ -137,8 +137,9 @@ def zoo_specs(clean: int, trojaned: int, classes: int, seed: int = 0,
 def build_zoo(data: Dataset, out: Path, clean: int = 10, trojaned: int = 10, seed: int = 0,
               epochs: int = 10, architecture: str | list[str] = "cnn") -> list[dict]:
     """Train the zoo into `out` (model_NN.pt as TorchScript, or model_NN.pt2 as torch.export
-    archives for the colour architectures) and write `out/zoo.json`. `architecture`: one, or
-    several taken in turn."""
+    archives for the colour architectures) and write `out/zoo.json` after each model; models
+    an interrupted run already wrote (the same specification) are kept. `architecture`: one,
+    or several taken in turn."""
     from ..ml.model import Model
 
     kinds = [architecture] if isinstance(architecture, str) else list(architecture)
@@ -148,9 +149,14 @@ def build_zoo(data: Dataset, out: Path, clean: int = 10, trojaned: int = 10, see
                              f"{', '.join((*ARCHITECTURES, *COLOUR_ARCHITECTURES))}")
     colour = any(kind in COLOUR_ARCHITECTURES for kind in kinds)
     out.mkdir(parents=True, exist_ok=True)
-    entries = []
+    entries, done = [], _built(out)
     for index, spec in enumerate(zoo_specs(clean, trojaned, len(data.classes), seed, kinds,
                                            COLOUR_ATTACKS if colour else ATTACKS)):
+        if index < len(done) and done[index] == {"trojaned": spec.attack is not None,
+                                                 **asdict(spec), "file": done[index]["file"]} \
+                and (out / done[index]["file"]).is_file():
+            entries.append(done[index])  # trained by an earlier, interrupted run
+            continue
         model, _ = train_model(data, spec, epochs=epochs)
         if spec.architecture in COLOUR_ARCHITECTURES:
             name = f"model_{index:02d}.pt2"
@@ -161,6 +167,13 @@ def build_zoo(data: Dataset, out: Path, clean: int = 10, trojaned: int = 10, see
         entries.append({"file": name, "trojaned": spec.attack is not None, **asdict(spec)})
         (out / "zoo.json").write_text(json.dumps({"models": entries}, indent=1) + "\n")
     return entries
+
+
+def _built(out: Path) -> list[dict]:
+    try:
+        return json.loads((out / "zoo.json").read_text())["models"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
 
 
 def export(module, shape: tuple[int, ...], path: Path) -> None:

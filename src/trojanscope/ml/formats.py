@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..findings import Severity
+from ..findings import Finding, Severity
 from .gate import REFUSE_AT, ModelError, read_model_bytes, refuse, scan_findings, scan_folder
 from .model import Model, best_device, device_of, quiet_deprecation
 
@@ -33,19 +33,29 @@ class ModelFormat:
     sniff: Callable[[bytes, list[str]], bool]   # (head bytes, zip member names) -> is it
     load: Callable[..., Model]                  # (path, data bytes, architecture) -> Model
     needs_architecture: bool = False
-    refuse_at: Severity = REFUSE_AT             # the scan finding that refuses the file
+    refuses: Callable[[Finding], bool] = lambda f: f.severity >= REFUSE_AT  # noqa: E731
 
 
 FORMATS: dict[str, ModelFormat] = {}
 
 
 def model_format(name: str, description: str, sniff, needs_architecture: bool = False,
-                 refuse_at: Severity = REFUSE_AT):
+                 refuses: Callable[[Finding], bool] | None = None):
     def register(load):
         FORMATS[name] = ModelFormat(name, description, sniff, load, needs_architecture,
-                                    refuse_at)
+                                    *([refuses] if refuses else []))
         return load
     return register
+
+
+def _any_import(finding: Finding) -> bool:
+    """For loaders that may unpickle without weights_only: any global a pickle imports that
+    the policy does not allow refuses the file, not only the dangerous ones. (A raw tensor
+    block that merely looks like a broken pickle, `pickle.malformed`, does not.)"""
+    return finding.severity >= REFUSE_AT or finding.rule in WEIGHTS_ONLY_BREAKERS
+
+
+WEIGHTS_ONLY_BREAKERS = {"pickle.unknown-global", "pickle.frame-mismatch"}
 
 
 def open_model(path: str | Path, architecture: str | None = None, device=None) -> Model:
@@ -62,7 +72,7 @@ def open_model(path: str | Path, architecture: str | None = None, device=None) -
         findings = scan_findings(path, data)
         refuse(path, findings)
         fmt = identify(path, data)
-        refuse(path, findings, fmt.refuse_at)
+        refuse(path, [f for f in findings if fmt.refuses(f)], Severity.INFO)
         if fmt.needs_architecture and not architecture:
             raise ModelError(f"{path}: a {fmt.description} holds weights only: say which "
                              "architecture they belong to (--architecture, e.g. "
@@ -112,7 +122,7 @@ def _load_torchscript(path: Path, data: bytes, architecture) -> Model:
 @model_format("export", "torch.export archive (.pt2)",
               lambda head, names: any(n.endswith("/archive_format") for n in names) and
               any("/models/" in n and n.endswith(".json") for n in names),
-              refuse_at=Severity.MEDIUM)  # its loader unpickles without weights_only
+              refuses=_any_import)  # its loader unpickles without weights_only
 def _load_export(path: Path, data: bytes, architecture) -> Model:
     """The program unflattened into its original module tree, so that forward hooks reach its
     layers; a clone or a save goes back to the program (the same graph, the new weights)."""

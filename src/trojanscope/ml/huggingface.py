@@ -5,6 +5,7 @@ images in [0, 1] like every other model here and gradients reach the pixels."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from .gate import ModelError
@@ -71,8 +72,9 @@ def _preprocessing(path: Path) -> dict:
     std = given.get("image_std", [0.5] * 3) if normalise else [1.0] * 3
     for name, values in (("image_mean", mean), ("image_std", std)):
         if not (isinstance(values, list) and len(values) == 3 and
-                all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
-            raise ModelError(f"{file}: {name} must be three numbers")
+                all(isinstance(v, (int, float)) and not isinstance(v, bool) and
+                    math.isfinite(v) for v in values)):
+            raise ModelError(f"{file}: {name} must be three finite numbers")
     if any(v <= 0 for v in std):
         raise ModelError(f"{file}: image_std must be positive")
     size = given.get("size") if given.get("do_resize", True) is not False else None

@@ -50,8 +50,19 @@ def prunable_layers(module) -> list[tuple[str, object]]:
 
 
 def layer_kind(sub) -> str:
-    """The layer's class name, for TorchScript modules too (their type is RecursiveScriptModule)."""
-    return getattr(sub, "original_name", type(sub).__name__)
+    """The layer's class name, for TorchScript modules too (their type is RecursiveScriptModule);
+    an unflattened torch.export module keeps no class, so its kind is read from its own
+    parameters (a 4-D weight: Conv2d, 2-D: Linear, running statistics: BatchNorm2d)."""
+    kind = getattr(sub, "original_name", type(sub).__name__)
+    if not kind.startswith("Interpreter"):
+        return kind
+    own = dict(sub.named_parameters(recurse=False))
+    weight = own.get("weight")
+    if any(name == "running_mean" for name, _ in sub.named_buffers(recurse=False)):
+        return "BatchNorm2d"
+    if weight is not None and weight.ndim in (2, 4):
+        return "Conv2d" if weight.ndim == 4 else "Linear"
+    return kind
 
 
 def channel_tensors(module, name: str) -> list:

@@ -21,10 +21,12 @@ import argparse
 import json
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
+from trojanscope import __version__, cache
 from trojanscope.attacks.trojan_models import ModelSpec, build_zoo, train_model
 from trojanscope.bench.metrics import auroc
 from trojanscope.data.datasets import Dataset, mnist_5k
@@ -113,28 +115,40 @@ def _inspect(entries, folder: Path, clean: Dataset, test: Dataset, config, refer
           f"{'score':>6s} {'sec':>5s}")
     print("(columns: ASR of the attacker's trigger and clean accuracy on held-out test images)")
     scores, truth, correct, seconds, alarms = [], [], 0, [], []
+    # Each model's outcome is kept beside the zoo, so that a stopped run goes on where it was.
+    kept_path = folder / "inspect-results.json"
+    fingerprint = cache.key(__version__, clean.x, clean.y, asdict(config))
+    kept = _kept(kept_path, fingerprint)
     for entry in entries:
-        module = open_model(folder / entry["file"]).module
         spec = _spec(entry)
-        asr = _asr(module, spec, test) if spec.attack else float("nan")
-        started = time.perf_counter()
-        report = inspect_model(module, clean, config, name=entry["file"], reference=reference)
-        seconds.append(time.perf_counter() - started)
-        found = report.results["target_classes"]
-        alarms.append(report.results["verdict"] == "trojaned")
+        if entry["file"] not in kept:
+            module = open_model(folder / entry["file"]).module
+            started = time.perf_counter()
+            report = inspect_model(module, clean, config, name=entry["file"],
+                                   reference=reference)
+            per = report.results["per_class"]
+            kept[entry["file"]] = {
+                "seconds": time.perf_counter() - started,
+                "asr": _asr(module, spec, test) if spec.attack else float("nan"),
+                "accuracy": accuracy(module, test.x, test.y),
+                **{k: report.results[k] for k in ("verdict", "target_classes", "score")},
+                **{k: max(c[k] for c in per)
+                   for k in ("mask_shrink", "perturbation_lift", "warp_lift")}}
+            kept_path.write_text(json.dumps({"fingerprint": fingerprint, "models": kept}))
+        outcome = kept[entry["file"]]
+        seconds.append(outcome["seconds"])
+        found = outcome["target_classes"]
+        alarms.append(outcome["verdict"] == "trojaned")
         right = (found == [spec.target]) if spec.attack else not found
         correct += right
-        scores.append(report.results["score"])
+        scores.append(outcome["score"])
         truth.append(bool(spec.attack))
-        per = report.results["per_class"]
         print(f"{entry['file'][:9]:9s} {spec.attack or 'clean':14s} "
-              f"{spec.architecture:16s} {spec.target if spec.attack else '-':>6} {asr:5.2f} "
-              f"{accuracy(module, test.x, test.y):5.3f} "
-              f"{report.results['verdict']:9s} {','.join(map(str, found)) or '-':>6s} "
-              f"{max(c['mask_shrink'] for c in per):6.2f} "
-              f"{max(c['perturbation_lift'] for c in per):5.2f} "
-              f"{max(c['warp_lift'] for c in per):5.2f} {scores[-1]:6.2f} "
-              f"{seconds[-1]:5.1f}", flush=True)
+              f"{spec.architecture:16s} {spec.target if spec.attack else '-':>6} "
+              f"{outcome['asr']:5.2f} {outcome['accuracy']:5.3f} "
+              f"{outcome['verdict']:9s} {','.join(map(str, found)) or '-':>6s} "
+              f"{outcome['mask_shrink']:6.2f} {outcome['perturbation_lift']:5.2f} "
+              f"{outcome['warp_lift']:5.2f} {scores[-1]:6.2f} {seconds[-1]:5.1f}", flush=True)
     truth_arr, scores_arr = np.array(truth), np.array(scores)
     clean_alarms = sum(not t and flagged for t, flagged in zip(truth, alarms))
     print(f"inspect: ROC-AUC {auroc(scores_arr, truth_arr):.3f}, verdict and target right for "
@@ -164,6 +178,14 @@ def _variety(train: Dataset, clean: Dataset, test: Dataset, config, reference) -
               f"{report.results['score']:6.2f}", flush=True)
     print(f"clean models of other architectures and training lengths: verdict 'trojaned' on "
           f"{alarms}/{len(VARIETY)}")
+
+
+def _kept(path: Path, fingerprint: str) -> dict:
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return found["models"] if found.get("fingerprint") == fingerprint else {}
 
 
 def _spec(entry: dict) -> ModelSpec:

@@ -13,6 +13,14 @@ def pytest_addoption(parser):
                      help="rewrite the golden files in tests/golden from the current output")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_cache(tmp_path_factory):
+    """The tests' cache (reference proxies, CIFAR arrays) is theirs, not the user's."""
+    import os
+
+    os.environ["TROJANSCOPE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
 @pytest.fixture
 def update_goldens(request) -> bool:
     return request.config.getoption("--update-goldens")

@@ -117,6 +117,29 @@ def test_inspect_is_deterministic_for_a_seed(split, models):
     assert inspect_model(models[1], split[1], config).results["per_class"] == first
 
 
+def test_reference_proxies_are_cached_per_data_and_settings(split, monkeypatch, tmp_path):
+    import trojanscope.data.features as features
+    from trojanscope.model.inspect import InspectConfig, reference_log_norms
+
+    monkeypatch.setenv("TROJANSCOPE_CACHE", str(tmp_path))
+    config = InspectConfig(steps=20, max_samples=100, reference_proxies=1, proxy_steps=10)
+    first = reference_log_norms(split[1], config)
+    [entry] = tmp_path.glob("reference-*.npy")
+    train = features.train_proxy
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the proxies were trained again")
+
+    monkeypatch.setattr(features, "train_proxy", no_training)
+    assert np.array_equal(reference_log_norms(split[1], config), first)
+    with pytest.raises(AssertionError, match="trained again"):  # other settings: other entry
+        reference_log_norms(split[1], InspectConfig(steps=21, max_samples=100,
+                                                    reference_proxies=1, proxy_steps=10))
+    monkeypatch.setattr(features, "train_proxy", train)
+    entry.write_bytes(b"\x93NUMPY damaged")  # computed again, and the same (seeded)
+    assert np.array_equal(reference_log_norms(split[1], config), first)
+
+
 def test_inspect_command_writes_json_and_pngs_and_exits_1(tmp_path, split, models, capsys,
                                                           reference, monkeypatch,
                                                           jobs_in_process):
@@ -153,6 +176,32 @@ def test_inspect_command_writes_json_and_pngs_and_exits_1(tmp_path, split, model
     text = page.read_text()
     assert text.index("class 3 (target) mask") < text.index("class 0 mask")
     assert text.count("data:image/png;base64,") == 4 * 10
+
+
+def test_inspect_names_the_target_of_an_exported_colour_model(tmp_path, split, models, capsys):
+    """The interface other tools call: a `.pt2` from torch.export.save of a model taking
+    (N, 3, 32, 32) images in [0, 1], inspected through the real child process."""
+    import torch
+
+    from trojanscope.attacks.trojan_models import export
+    from trojanscope.cli import main
+
+    class Colour(torch.nn.Module):  # the trojaned digit model behind a colour 32x32 input
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x.mean(1, keepdim=True)[:, :, 2:30, 2:30])
+
+    export(Colour(models[1]), (3, 32, 32), tmp_path / "bad.pt2")
+    images = np.repeat(np.pad(split[1].x, ((0, 0), (0, 0), (2, 2), (2, 2))), 3, axis=1)
+    np.savez(tmp_path / "clean.npz", x=images, y=split[1].y)
+    code = main(["inspect", str(tmp_path / "bad.pt2"), "--data", str(tmp_path / "clean.npz"),
+                 "-f", "json", "--fast"])
+    out = json.loads(capsys.readouterr().out)
+    assert (code, out["results"]["verdict"], out["results"]["target_classes"]) == \
+        (1, "trojaned", [3])
 
 
 def test_repair_cuts_the_real_attack_and_keeps_accuracy(tmp_path, split, models):

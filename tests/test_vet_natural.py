@@ -169,3 +169,40 @@ def test_new_attacks_change_only_what_they_report():
     covers = np.setdiff1d(changed, spread.indices)
     assert len(covers) > 0 and np.array_equal(spread.y[covers], data.y[covers])
     assert np.all(spread.y[spread.indices] == 0)
+
+
+def test_cifar10_is_read_from_its_jpeg_archive_and_kept_in_the_cache(tmp_path, monkeypatch):
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    from trojanscope.data.cifar import CLASSES, cifar10
+
+    archive = tmp_path / "data" / "cifar10-jpg.tar.gz"
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w:gz") as out:
+        def add(name: str, colour: int) -> None:
+            data = io.BytesIO()
+            Image.new("RGB", (32, 32), (colour, 0, 0)).save(data, "JPEG", quality=95)
+            info = tarfile.TarInfo(name)
+            info.size = len(data.getvalue())
+            out.addfile(info, io.BytesIO(data.getvalue()))
+
+        for split in ("train", "test"):
+            for c, name in enumerate(CLASSES):
+                for i in range(2):
+                    add(f"{split}/{name}/{i:04d}.jpg", 20 * c)
+        add("train/not-a-class/0000.jpg", 255)  # outside the layout: not read
+        add("../escape.jpg", 255)
+    monkeypatch.setenv("TROJANSCOPE_DATASETS", str(archive.parent))
+    monkeypatch.setenv("TROJANSCOPE_CACHE", str(tmp_path / "cache"))
+    train, test = cifar10(train_size=10, seed=0)
+    assert train.x.shape == (10, 3, 32, 32) and sorted(train.y) == list(range(10))
+    assert len(test.y) == 20 and test.x.dtype == np.float32
+    red = train.x[:, 0].mean(axis=(1, 2)) * 255
+    assert np.all(np.abs(red - 20 * train.y) < 4)  # each image is its class's colour
+    assert (tmp_path / "cache" / "cifar10-jpg.npz").is_file()
+    archive.unlink()  # from the cache now
+    again, _ = cifar10(train_size=10, seed=0)
+    assert np.array_equal(again.x, train.x)

@@ -1,8 +1,8 @@
 """CIFAR-10 as a built-in data set (`--data cifar10`) where a copy is at hand: the JPEG archive
 `cifar10-jpg.tar.gz` ({train,test}/<class>/NNNN.jpg) in $TROJANSCOPE_DATASETS or
 ../shared/datasets, decoded once (Pillow, straight from the archive, nothing unpacked) and kept
-as uint8 arrays in ~/.cache/trojanscope. Nothing is downloaded; without a copy, `cifar10()`
-returns None and `load("cifar10")` says where it looked."""
+as uint8 arrays in trojanscope's cache folder (cache.py). Nothing is downloaded; without a
+copy, `cifar10()` returns None and `load("cifar10")` says where it looked."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cache import cache_dir
 from .datasets import Dataset, subset
 
 NAME = "cifar10-jpg.tar.gz"
-CACHE = Path.home() / ".cache" / "trojanscope" / "cifar10-jpg.npz"
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
            "truck")
 
@@ -31,8 +31,9 @@ def archive_paths() -> list[Path]:
 
 
 def _arrays() -> dict[str, np.ndarray] | None:
-    if CACHE.exists():
-        with np.load(CACHE, allow_pickle=False) as cached:
+    cached_file = cache_dir() / "cifar10-jpg.npz"
+    if cached_file.exists():
+        with np.load(cached_file, allow_pickle=False) as cached:
             return {k: cached[k] for k in cached.files}
     found = [path for path in archive_paths() if path.is_file()]
     if not found:
@@ -58,8 +59,8 @@ def _arrays() -> dict[str, np.ndarray] | None:
         order = np.argsort(names)  # a fixed order whatever the archive's
         arrays[f"x_{split}"] = np.stack(images)[order]
         arrays[f"y_{split}"] = np.asarray(labels, dtype=np.int64)[order]
-    CACHE.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(CACHE, **arrays)
+    cached_file.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cached_file, **arrays)
     return arrays
 
 

@@ -21,12 +21,12 @@ never used in the search).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
+from .. import __version__, cache
 from ..data.datasets import Dataset
 from ..findings import Location, Report, Rule, Severity
 from ..ml.model import Model, frozen
@@ -245,11 +245,25 @@ def reference_log_norms(data: Dataset, config: InspectConfig = InspectConfig(),
     """Mean log mask norm per class over proxies trained on the clean data: how hard each class
     is to reach by the data's nature, not by any one model's quirks. `blackbox`: searched as
     a model without gradients is, so that the norms compare. `classes`: only these (others
-    get the median class's norm)."""
+    get the median class's norm). Kept in trojanscope's cache (cache.py) under a key of the
+    data, the settings and the version: models inspected on the same data share it."""
     count = len(data.classes)
     if config.reference_proxies <= 0:
         return np.zeros(count)
     searched = list(range(count)) if classes is None else list(classes)
+    name = "reference-" + cache.key(__version__, data.x, data.y, asdict(config), blackbox,
+                                    searched)
+    cached = cache.load(name)
+    if cached is not None and cached.shape == (count,):
+        return cached
+    out = _reference_log_norms(data, config, blackbox, searched)
+    cache.store(name, out)
+    return out
+
+
+def _reference_log_norms(data: Dataset, config: InspectConfig, blackbox: bool,
+                         searched: list[int]) -> np.ndarray:
+    count = len(data.classes)
     from ..data.features import TrainConfig, train_proxy
 
     order, search, _ = _split(data, config)

@@ -54,39 +54,27 @@ class ZipHandler(FormatHandler):
             with member:
                 ctx.examine_stream(member, where, depth + 1)
             if torchscript and is_code_member(info.filename):
-                _check_code(ctx, archive, info, where)
+                _check_member(ctx, archive, info, where, "TorchScript code", MAX_CODE_BYTES,
+                              lambda code, at: check_torchscript_code(
+                                  code.decode("utf-8", "replace"), at))
             if exported and is_program_member(info.filename):
-                _check_program(ctx, archive, info, where)
+                _check_member(ctx, archive, info, where, "torch.export program",
+                              MAX_PROGRAM_BYTES, check_program)
 
 
-def _check_code(ctx, archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: Location) -> None:
+def _check_member(ctx, archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: Location,
+                  what: str, limit: int, check) -> None:
+    """`check(bytes, where)`'s findings on a member read up to `limit` bytes; over it, a
+    limit finding and nothing examined."""
     try:
         with archive.open(info) as member:
-            code = member.read(MAX_CODE_BYTES + 1)
+            data = member.read(limit + 1)
     except READ_ERRORS as exc:
         ctx.unreadable(where, exc)
         return
-    if len(code) > MAX_CODE_BYTES:
-        ctx.add(LIMIT_EXCEEDED.finding(
-            f"TorchScript code over {MAX_CODE_BYTES:,} bytes; not examined", where,
-            {"limit": "torchscript code"}))
+    if len(data) > limit:
+        ctx.add(LIMIT_EXCEEDED.finding(f"{what} over {limit:,} bytes; not examined", where,
+                                       {"limit": what}))
         return
-    for finding in check_torchscript_code(code.decode("utf-8", "replace"), where):
-        ctx.add(finding)
-
-
-def _check_program(ctx, archive: zipfile.ZipFile, info: zipfile.ZipInfo,
-                   where: Location) -> None:
-    try:
-        with archive.open(info) as member:
-            program = member.read(MAX_PROGRAM_BYTES + 1)
-    except READ_ERRORS as exc:
-        ctx.unreadable(where, exc)
-        return
-    if len(program) > MAX_PROGRAM_BYTES:
-        ctx.add(LIMIT_EXCEEDED.finding(
-            f"torch.export program over {MAX_PROGRAM_BYTES:,} bytes; not examined", where,
-            {"limit": "torch.export program"}))
-        return
-    for finding in check_program(program, where):
+    for finding in check(data, where):
         ctx.add(finding)

@@ -15,14 +15,21 @@ scan has read the very bytes that are loaded (gate.py):
 from __future__ import annotations
 
 import io
-import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from ..findings import Finding, Severity
-from .gate import REFUSE_AT, ModelError, read_model_bytes, refuse, scan_findings, scan_folder
+from .gate import (
+    REFUSE_AT,
+    ModelError,
+    json_object,
+    read_model_bytes,
+    refuse,
+    scan_findings,
+    scan_folder,
+)
 from .model import Model, best_device, device_of, quiet_deprecation
 
 
@@ -244,12 +251,7 @@ def _huggingface(path: Path) -> Model:
     config_path = path / "config.json"
     if not config_path.is_file():
         raise ModelError(f"{path}: a folder, but not a Hugging Face model (no config.json)")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{config_path}: unreadable: {exc}") from None
-    if not isinstance(config, dict):
-        raise ModelError(f"{config_path}: not a JSON object")
+    config = json_object(config_path)
     if "auto_map" in config:
         raise ModelError(f"{path}: config.json names its own code (auto_map), which "
                          "transformers would run (trust_remote_code); trojanscope never runs it")

@@ -3,6 +3,7 @@ bytes that will be loaded. A finding at or above `REFUSE_AT` refuses the file, n
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ..findings import Finding, Severity
@@ -31,6 +32,17 @@ def scanned_bytes(path: Path, refuse_at: Severity = REFUSE_AT) -> bytes:
     data = read_model_bytes(path)
     refuse(path, scan_findings(path, data), refuse_at)
     return data
+
+
+def json_object(file: Path) -> dict:
+    """A model folder's JSON file (config.json and the like), which must hold an object."""
+    try:
+        found = json.loads(Path(file).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{file}: unreadable: {exc}") from None
+    if not isinstance(found, dict):
+        raise ModelError(f"{file}: not a JSON object")
+    return found
 
 
 def read_model_bytes(path: Path) -> bytes:

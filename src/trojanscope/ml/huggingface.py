@@ -8,7 +8,7 @@ import json
 import math
 from pathlib import Path
 
-from .gate import ModelError
+from .gate import ModelError, json_object
 from .model import Model
 
 MAX_SIDE = 1024  # pixels: larger inputs than image classifiers take (each step resizes to it)
@@ -60,12 +60,7 @@ def _preprocessing(path: Path) -> dict:
     config = None
     file = path / "preprocessor_config.json"
     if file.is_file():
-        try:
-            config = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"{file}: unreadable: {exc}") from None
-        if not isinstance(config, dict):
-            raise ModelError(f"{file}: not a JSON object")
+        config = json_object(file)
     given = config or {}
     normalise = given.get("do_normalize", True) is not False
     mean = given.get("image_mean", [0.5] * 3) if normalise else [0.0] * 3

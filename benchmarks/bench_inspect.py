@@ -200,7 +200,8 @@ def _asr(module, spec: ModelSpec, test: Dataset) -> float:
 
 
 def _weights(folder: Path) -> None:
-    """Leave one out: each model scored by a classifier fitted on the other 21."""
+    """Leave one out: each model scored by a classifier fitted on the zoo's other models of
+    its architecture."""
     models = [(open_model(path, spec).weights(), trojaned)
               for path, trojaned, spec in read_zoo(folder)]
     probabilities = [reference_probability(arrays, models[:i] + models[i + 1:])

@@ -355,6 +355,11 @@ def test_reference_zoo_classifier_scores_weights_and_checks_the_architecture(mod
     other = {k: v for k, v in base.items() if k != "head.bias"}
     with pytest.raises(ValueError, match="another architecture"):
         reference_probability(other, zoo)
+    # A zoo of several architectures: the model is compared with its own kind only.
+    mixed, suspect = zoo + [(other, False)] * 3, member(True)
+    assert reference_probability(suspect, mixed) == reference_probability(suspect, zoo)
+    with pytest.raises(ValueError, match="both clean and trojaned"):
+        reference_probability(other, mixed)
     with pytest.raises(ValueError, match="both clean and trojaned"):
         reference_probability(base, [(member(False), False)] * 3)
 

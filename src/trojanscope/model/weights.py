@@ -109,19 +109,22 @@ def read_zoo(folder: Path) -> list[tuple[Path, bool, str | None]]:
 
 def reference_probability(arrays: dict[str, np.ndarray], zoo: list[tuple[dict, bool]],
                           seed: int = 0) -> float:
-    """P(trojaned) from a classifier fitted on the zoo's weight features."""
+    """P(trojaned) from a classifier fitted on the weight features of the zoo's models that
+    share the model's architecture (the same parameter names and shapes)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     shapes = {name: value.shape for name, value in arrays.items()}
-    for reference, _ in zoo:
-        if {name: value.shape for name, value in reference.items()} != shapes:
-            raise ValueError("the reference zoo's models have another architecture than the "
-                             "model (parameter names or shapes differ)")
+    zoo = [(reference, trojaned) for reference, trojaned in zoo
+           if {name: value.shape for name, value in reference.items()} == shapes]
+    if not zoo:
+        raise ValueError("the reference zoo's models have another architecture than the "
+                         "model (parameter names or shapes differ)")
     labels = np.array([trojaned for _, trojaned in zoo])
     if labels.all() or not labels.any():
-        raise ValueError("the reference zoo needs both clean and trojaned models")
+        raise ValueError("the reference zoo needs both clean and trojaned models of the "
+                         "model's architecture")
     features = np.stack([weight_features(reference) for reference, _ in zoo])
     classifier = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000,
                                                                      random_state=seed))

@@ -153,8 +153,8 @@ def _inspect(entries, folder: Path, clean: Dataset, test: Dataset, config, refer
     clean_alarms = sum(not t and flagged for t, flagged in zip(truth, alarms))
     print(f"inspect: ROC-AUC {auroc(scores_arr, truth_arr):.3f}, verdict and target right for "
           f"{correct}/{len(entries)}, verdict 'trojaned' on clean models {clean_alarms}/"
-          f"{int((~truth_arr).sum())}, {np.mean(seconds):.1f} s per model (2 CPU cores) "
-          f"after the reference")
+          f"{int((~truth_arr).sum())}, {np.mean(seconds):.1f} s per model "
+          f"({_threads()} torch threads) after the reference")
 
 
 # Clean models unlike the zoo's: other architectures, under- and over-trained. The proxies
@@ -178,6 +178,12 @@ def _variety(train: Dataset, clean: Dataset, test: Dataset, config, reference) -
               f"{report.results['score']:6.2f}", flush=True)
     print(f"clean models of other architectures and training lengths: verdict 'trojaned' on "
           f"{alarms}/{len(VARIETY)}")
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _kept(path: Path, fingerprint: str) -> dict:

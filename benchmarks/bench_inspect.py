@@ -30,7 +30,7 @@ from trojanscope import __version__, cache
 from trojanscope.attacks.trojan_models import ModelSpec, build_zoo, train_model
 from trojanscope.bench.metrics import auroc
 from trojanscope.data.datasets import Dataset, mnist_5k
-from trojanscope.ml import Model, open_model
+from trojanscope.ml import open_model
 from trojanscope.ml.ops import accuracy, predict
 from trojanscope.model.inspect import inspect_config, inspect_model, reference_log_norms
 from trojanscope.model.repair import RepairConfig, fine_tune, repair_model
@@ -224,13 +224,14 @@ def _repairs(folder: Path, entries, repair_data: Dataset, test: Dataset, count: 
           f"{'fine-tune ASR':>14s} {'fine-tune acc':>14s} {'sec':>5s}")
     chosen = [e for e in entries if e["trojaned"]][:count]
     for entry in chosen:
-        module = open_model(folder / entry["file"]).module
+        model = open_model(folder / entry["file"])  # its clone knows the format
+        module = model.module
         spec = _spec(entry)
         started = time.perf_counter()
-        repaired, report = repair_model(module, repair_data, RepairConfig(inspect=config))
+        repaired, report = repair_model(model, repair_data, RepairConfig(inspect=config))
         took = time.perf_counter() - started
         # The baseline: plain fine-tuning with the same settings on all the repair data.
-        baseline = Model.of(module).clone().module
+        baseline = model.clone().module
         fine_tune(baseline, repair_data, RepairConfig(inspect=config), {})
         print(f"{entry['file'][:9]:9s} {spec.attack:14s} {report.results['method']:22s} "
               f"{_asr(module, spec, test):5.3f}->{_asr(repaired, spec, test):5.3f} "

@@ -29,3 +29,29 @@ def recording_vgg(record: str):
 
     Path(record).write_text(str(os.getpid()))
     return build("vgg11(width=2)")
+
+
+def mutate(draw, data: bytes, rounds: tuple[int, int] = (0, 4), longest_cut: int = 16,
+           length_fields: bool = False) -> bytes:
+    """`data` with a few random flips, insertions, deletions and a truncation (hypothesis
+    draws them); `length_fields`: also 4-byte fields set to absurd lengths."""
+    import struct
+
+    from hypothesis import strategies as st
+
+    data = bytearray(data)
+    kinds = ["flip", "insert", "delete", "truncate"] + (["length"] if length_fields else [])
+    for _ in range(draw(st.integers(*rounds))):
+        kind = draw(st.sampled_from(kinds))
+        at = draw(st.integers(0, max(len(data) - 1, 0)))
+        if kind == "flip" and data:
+            data[at] ^= draw(st.integers(1, 255))
+        elif kind == "insert":
+            data[at:at] = draw(st.binary(min_size=1, max_size=16))
+        elif kind == "delete":
+            del data[at:at + draw(st.integers(1, longest_cut))]
+        elif kind == "truncate":
+            del data[at:]
+        elif kind == "length" and len(data) >= at + 4:  # plant an absurd length field
+            data[at:at + 4] = struct.pack("<I", draw(st.sampled_from([0xFFFFFFFF, 2**31, 2**24])))
+    return bytes(data)

@@ -7,6 +7,7 @@ import importlib.util
 import struct
 import tracemalloc
 
+from helpers import mutate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -43,21 +44,7 @@ CORPUS = _corpus()
 
 @st.composite
 def mutated(draw) -> bytes:
-    data = bytearray(draw(st.sampled_from(CORPUS)))
-    for _ in range(draw(st.integers(0, 4))):
-        kind = draw(st.sampled_from(["flip", "insert", "delete", "truncate", "length"]))
-        at = draw(st.integers(0, max(len(data) - 1, 0)))
-        if kind == "flip" and data:
-            data[at] ^= draw(st.integers(1, 255))
-        elif kind == "insert":
-            data[at:at] = draw(st.binary(min_size=1, max_size=16))
-        elif kind == "delete":
-            del data[at:at + draw(st.integers(1, 16))]
-        elif kind == "truncate":
-            del data[at:]
-        elif kind == "length" and len(data) >= at + 4:  # plant an absurd length field
-            data[at:at + 4] = struct.pack("<I", draw(st.sampled_from([0xFFFFFFFF, 2**31, 2**24])))
-    return bytes(data)
+    return mutate(draw, draw(st.sampled_from(CORPUS)), length_fields=True)
 
 
 def _check(data: bytes) -> None:

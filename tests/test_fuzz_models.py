@@ -12,6 +12,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from helpers import mutate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -53,19 +54,7 @@ def _files() -> dict[str, bytes]:
 
 
 def _mutate(draw, data: bytes) -> bytes:
-    data = bytearray(data)
-    for _ in range(draw(st.integers(1, 4))):
-        at = draw(st.integers(0, max(len(data) - 1, 0)))
-        kind = draw(st.sampled_from(["flip", "insert", "delete", "truncate"]))
-        if kind == "flip" and data:
-            data[at] ^= draw(st.integers(1, 255))
-        elif kind == "insert":
-            data[at:at] = draw(st.binary(min_size=1, max_size=16))
-        elif kind == "delete":
-            del data[at:at + draw(st.integers(1, 64))]
-        else:
-            del data[at:]
-    return bytes(data)
+    return mutate(draw, data, rounds=(1, 4), longest_cut=64)
 
 
 @pytest.mark.torch

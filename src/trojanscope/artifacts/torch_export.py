@@ -22,6 +22,7 @@ import json
 import re
 
 from ..findings import Location, Rule, Severity
+from .torchscript_code import FILE_OPERATORS
 
 UNSAFE_EXPRESSION = Rule(
     "torch-export.unsafe-expression", Severity.CRITICAL,
@@ -48,7 +49,6 @@ UNREADABLE_PROGRAM = Rule(
 
 PROGRAM_MEMBER = re.compile(r"(^|/)models/[^/]+\.json$")
 MAX_PROGRAM_BYTES = 256 * 1024 * 1024
-FILE_OPERATORS = {"from_file", "save", "load", "_load_for_mobile", "_nested_from_file"}
 OWN_NAMESPACES = {"aten", "prims", "higher_order", "_c10d_functional", "c10d",
                   "_c10d_functional_autograd", "quantized_decomposed"}
 SYMPY_NAMES = {
@@ -138,8 +138,7 @@ def _items(node, depth: int = 0):
 def safe_expression(text: str) -> bool:
     """Only what torch writes: sympy constructors (by name) with numbers, symbol names and
     boolean keyword assumptions, combined by arithmetic and comparisons."""
-    tree = _parse(text)
-    return tree is not None and all(_expression_node(node) for node in ast.walk(tree))
+    return _every_node(text, _expression_node)
 
 
 def _expression_node(node) -> bool:
@@ -164,8 +163,7 @@ def _expression_node(node) -> bool:
 
 def safe_guard(text: str) -> bool:
     """Checks of the inputs as torch writes them: L['x'].size()[1] == 3 and the like."""
-    tree = _parse(text)
-    return tree is not None and all(_guard_node(node) for node in ast.walk(tree))
+    return _every_node(text, _guard_node)
 
 
 def _guard_node(node) -> bool:
@@ -185,13 +183,15 @@ def _guard_node(node) -> bool:
     return False
 
 
-def _parse(text: str):
+def _every_node(text: str, allowed) -> bool:
+    """Whether `text` parses as one short expression whose every node is `allowed`."""
     if len(text) > 10_000 or "\x00" in text:
-        return None
+        return False
     try:
-        return ast.parse(text, mode="eval")
+        tree = ast.parse(text, mode="eval")
     except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return None
+        return False
+    return all(allowed(node) for node in ast.walk(tree))
 
 
 PAYLOAD_CONFIG = re.compile(r"^(.*/)?data/(weights|constants)/[^/]+_config\.json$")

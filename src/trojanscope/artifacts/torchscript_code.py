@@ -33,7 +33,7 @@ UNPARSABLE = Rule(
 
 CODE_MEMBER = re.compile(r"(^|/)code/.+\.py$")
 MAX_CODE_BYTES = 16 * 1024 * 1024  # real code files are kilobytes
-FILE_OPERATORS = {"save", "from_file", "load", "_load_for_mobile"}
+FILE_OPERATORS = {"save", "from_file", "load", "_load_for_mobile", "_nested_from_file"}
 PYTORCH_NAMESPACES = {"aten", "prim", "quantized", "_quantized", "prepacked", "mkldnn",
                       "mkldnn_prepacked", "_caffe2", "profiler", "sparse", "xnnpack", "cuda",
                       "_c10d_functional", "c10d", "_dtensor", "fbgemm", "torchvision",

@@ -50,6 +50,7 @@ def corpus(tmp_path, monkeypatch):
         "bad/bundle.tar.gz": mf.WRAPPERS["tar.gz"](PAYLOADS["getattr-chain"]("id")),
         "odd/frame.pkl": PAYLOADS["lying-frame"]("id"),
         "odd/custom.pkl": b"\x80\x02c__main__\nNet\n)\x81.",
+        "odd/objects.npy": mf.npy_object(mf.harmless_pickle()),
     }
     for name, data in files.items():
         path = tmp_path / name
@@ -69,8 +70,9 @@ def test_exit_0_when_clean(corpus, run):
 
 def test_exit_1_on_findings_and_fail_on_threshold(corpus, run):
     assert run("scan", "bad").exit_code == 1
-    assert run("scan", "odd/custom.pkl").exit_code == 0  # medium only; --fail-on is high
-    assert run("scan", "odd/custom.pkl", "--fail-on", "medium").exit_code == 1
+    assert run("scan", "odd/custom.pkl").exit_code == 1  # a global the policy does not know
+    assert run("scan", "odd/objects.npy").exit_code == 0  # medium only; --fail-on is high
+    assert run("scan", "odd/objects.npy", "--fail-on", "medium").exit_code == 1
     assert run("scan", "bad", "--fail-on", "critical").exit_code == 1
 
 

@@ -161,9 +161,8 @@ def _torchscript_payload(canary) -> bytes:
 
 
 def _pickle_payload(canary) -> bytes:
-    """A state dict whose pickle opens a log file (creating it) when unpickled. scan rates
-    logging.FileHandler medium (below the gate): torch.load(weights_only=True) is what stops
-    it, the second line of defence."""
+    """A state dict whose pickle opens a log file (creating it) when unpickled: a global no
+    gadget list names (logging.FileHandler), refused because the policy denies by default."""
     from trojanscope.attacks.model_files import torch_zip
     from trojanscope.attacks.pickle_payloads import call, global_, proto, unicode
 
@@ -195,13 +194,13 @@ def test_the_payloads_are_real(tmp_path):
         assert canary.exists(), name
 
 
-@pytest.mark.parametrize("payload", ["torchscript", "os-system", "weights-only"])
+@pytest.mark.parametrize("payload", ["torchscript", "os-system", "unlisted-global"])
 def test_harmful_models_are_refused_by_every_command_and_nothing_runs(tmp_path, capsys, payload):
     from trojanscope.cli import main
 
     canary = tmp_path / "canary"
     make = {"torchscript": _torchscript_payload, "os-system": _os_system_payload,
-            "weights-only": _pickle_payload}[payload]
+            "unlisted-global": _pickle_payload}[payload]
     bad = tmp_path / "model.pt"
     bad.write_bytes(make(canary))
     before = bad.read_bytes()
@@ -213,7 +212,7 @@ def test_harmful_models_are_refused_by_every_command_and_nothing_runs(tmp_path, 
                 ["diff", str(bad), str(bad), *arch],
                 ["vet", str(tmp_path / "clean.npz"), "--detector", "spectral", "--model",
                  str(bad), "--layer", "classifier", *arch]]
-    expected = "weights only" if payload == "weights-only" else "refused, not loaded"
+    expected = "refused, not loaded"
     for command in commands:
         assert main(command) == 2, command
         err = capsys.readouterr().err

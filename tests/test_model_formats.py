@@ -222,7 +222,6 @@ def test_real_safetensors_pass(tmp_path):
 
 @pytest.mark.parametrize("data,needle", [
     (struct.pack("<Q", 10**6) + b'{"a": 1}', "longer than the file"),
-    (struct.pack("<Q", 10**12) + b"{}", "exceeds"),
     (struct.pack("<Q", 5) + b'{"a":', "not valid UTF-8 JSON"),
     (_safetensors({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
                    "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, b"\0" * 12),
@@ -238,6 +237,13 @@ def test_malformed_safetensors_headers(data, needle):
     assert any(needle in f.message for f in report.findings), \
         [(f.rule, f.message) for f in report.findings]
     assert report.max_severity == Severity.HIGH
+
+
+def test_a_length_no_loader_accepts_is_no_safetensors_file():
+    """A raw tensor block (or a text file) whose 9th byte is "{" is not claimed."""
+    for data in (struct.pack("<Q", 10**12) + b"{}", b"plugins {\n    id(\"x\")\n}\n"):
+        assert [f.rule for f in scan_bytes(data, "m.safetensors").findings] == \
+            ["scan.unrecognized-format"]
 
 
 def test_safetensors_metadata_must_be_strings():

@@ -27,6 +27,11 @@ EXPECTED = {
     "torch-load": ("pickle.unsafe-global", Severity.CRITICAL, "torch.load"),
     "nested-load-from-bytes": ("pickle.unsafe-global", Severity.CRITICAL, "os.system"),
     "nested-pickle-loads": ("pickle.unsafe-global", Severity.CRITICAL, "pickle.loads"),
+    "logging-dictconfig": ("pickle.unknown-global", Severity.HIGH, "logging.config.dictConfig"),
+    "rebuild-applier": ("pickle.unsafe-global", Severity.CRITICAL, "os.system"),
+    "generator-ctor": ("pickle.unsafe-global", Severity.CRITICAL, "os.system"),
+    "partial-nested": ("pickle.unsafe-global", Severity.CRITICAL, "os.system"),
+    "utf16-nested": ("pickle.unsafe-global", Severity.CRITICAL, "os.system"),
     "dynamic-name": ("pickle.dynamic-global", Severity.HIGH, None),
     "extension-code": ("pickle.extension-code", Severity.HIGH, None),
     "build-on-function": ("pickle.build-on-global", Severity.HIGH, None),
@@ -37,8 +42,11 @@ EXPECTED = {
 }
 # Payloads that run the command under plain pickle.loads in this environment (the others need
 # torch, the network or a registered copyreg extension, and fail before the command).
-RUNS_UNDER_PICKLE = set(EXPECTED) - {"torch-hub-load", "torch-load", "nested-load-from-bytes",
-                                     "extension-code", "build-on-function"}
+NEEDS_TORCH = {"torch-hub-load", "torch-load", "nested-load-from-bytes", "rebuild-applier",
+               "generator-ctor", "partial-nested", "utf16-nested"}
+RUNS_UNDER_PICKLE = set(EXPECTED) - NEEDS_TORCH - {"extension-code", "build-on-function"}
+# With torch installed, these run under pickle.loads too (torch.load's weights_only=False path).
+RUNS_WITH_TORCH = NEEDS_TORCH - {"torch-hub-load", "torch-load"}
 
 
 def test_every_payload_has_an_expectation():
@@ -90,7 +98,8 @@ def test_repeated_import_is_reported_once_with_a_count():
     assert len(hits) == 1 and hits[0].evidence["occurrences"] == 2
 
 
-@pytest.mark.parametrize("name", sorted(RUNS_UNDER_PICKLE))
+@pytest.mark.parametrize("name", sorted(RUNS_UNDER_PICKLE) + [
+    pytest.param(name, marks=pytest.mark.torch) for name in sorted(RUNS_WITH_TORCH)])
 def test_fixture_really_is_harmful(tmp_path, name):
     """The fixture is a working exploit: plain pickle.loads runs the command."""
     canary = tmp_path / "ran"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trojanscope.artifacts import GlobalsPolicy, PolicyError, scan
+from trojanscope.artifacts import GlobalsPolicy, PolicyError, scan, scan_bytes
 from trojanscope.attacks.pickle_payloads import STOP, call, global_, proto, unicode
 from trojanscope.findings import Severity
 
@@ -20,7 +20,7 @@ POLICY = GlobalsPolicy.default()
     ("cProfile", "run"), ("trace", "Trace"), ("code", "interact"), ("webbrowser", "open"),
     ("socket", "create_connection"), ("ctypes", "CDLL"), ("os.path", "join"),
     ("pathlib", "os.system"), ("torch", "serialization.load"), ("numpy", "load"),
-    ("operator", "attrgetter"), ("functools", "partial"), ("shutil", "rmtree"),
+    ("operator", "attrgetter"), ("functools", "reduce"), ("shutil", "rmtree"),
     ("anything", "f.__globals__"), ("x", "__class__.__mro__"), ("torch.jit", "load"),
     ("torch.jit._pickle", "build_intlist.__globals__"), ("torch.jit._serialization", "load"),
     ("torch.jit._pickle", "build_intlist.os.system"),
@@ -48,9 +48,11 @@ def test_harmless_globals_pass(module, name):
     ("__main__", "Net"), ("mypackage.models", "ResNet"), ("sklearn.pipeline", "Pipeline.fit"),
     ("torch.nn.modules.linear", "some_function"), ("yaml", "load_all"),
 ])
-def test_everything_else_is_medium_and_named(module, name):
+def test_everything_else_is_high_and_named(module, name):
+    """Deny by default: what the policy does not know is not loaded (torch's weights_only
+    refuses it too)."""
     verdict = POLICY.classify(module, name)
-    assert verdict.severity == Severity.MEDIUM
+    assert verdict.severity == Severity.HIGH
     assert module in verdict.reason
 
 
@@ -107,3 +109,24 @@ def test_nested_loaders_are_recognised():
     assert POLICY.is_nested_loader("torch.storage", "_load_from_bytes")
     assert POLICY.is_nested_loader("cPickle", "loads")
     assert not POLICY.is_nested_loader("collections", "OrderedDict")
+
+
+def test_a_partial_is_judged_by_the_callable_it_wraps():
+    """functools.partial is how Python pickles any partial (gensim's TF-IDF models): a partial of
+    an allowed callable passes; one of an unlisted function is high, one of a gadget critical."""
+    def partial_of(module: str, name: str) -> bytes:
+        made = call(global_("functools", "partial"), global_(module, name), unicode("x"))
+        return proto(2) + made + b"(tR" + STOP  # ... and called with no more arguments
+
+    assert scan_bytes(partial_of("collections", "OrderedDict")).findings == ()
+    assert [f.severity for f in scan_bytes(partial_of("mylab.idf", "df2idf")).findings] == \
+        [Severity.HIGH]
+    assert scan_bytes(partial_of("os", "system")).max_severity == Severity.CRITICAL
+
+
+def test_partials_nested_without_end_are_an_indirect_call():
+    made = global_("collections", "OrderedDict")
+    for _ in range(100):
+        made = call(global_("functools", "partial"), made)
+    report = scan_bytes(proto(2) + made + b"(tR" + STOP)
+    assert [f.rule for f in report.findings] == ["pickle.indirect-call"]

@@ -11,8 +11,9 @@ import dataclasses
 import io
 
 from ..findings import Location, Severity, clipped
+from .context import UNRECOGNIZED
 from .limits import Limits
-from .pickle_machine import PickleMachine
+from .pickle_machine import MALFORMED, PickleMachine
 from .pickle_reader import OpcodeReader, PickleSyntaxError, Truncated
 from .registry import FormatHandler
 
@@ -49,7 +50,8 @@ def _valid_opcodes(head: bytes, complete: bool, need: int, after_proto: bool = F
         return True
     except Truncated:
         if not complete:  # the sniffed head ends inside an opcode: the stream goes on
-            return after_proto or count >= 2 or imports
+            # (a protocol-0 line may be longer than the head: CPython reads any length)
+            return after_proto or count >= 1 or imports or reader.pos > 1
         # The whole stream ends early: a loader still runs what came before the end.
         return imports
     except PickleSyntaxError:
@@ -82,9 +84,21 @@ def scan_pickle_stream(ctx, stream, location: Location, depth: int, start: int) 
         stream = io.BytesIO(data)
     else:
         stream.unread(data)
+    versioned = _peek(stream, 1) == b"\x80"
     reader = OpcodeReader(stream, ctx.limits, start)
-    for _ in range(MAX_PICKLES):
+    for count in range(MAX_PICKLES):
+        before = len(ctx.findings)
         outcome = run_pickle(ctx, reader, location, depth)
+        if not outcome.stopped and count == 0 and depth == 0 and not outcome.imports and \
+                not versioned and all(f.rule == MALFORMED.id for f in ctx.findings[before:]):
+            # A loose file without a PROTO header that breaks off before importing anything:
+            # an unpickler fails on it having run nothing, so it is no pickle (text that
+            # starts like one), not a broken model.
+            del ctx.findings[before:]
+            ctx.add(UNRECOGNIZED.finding(f"{UNRECOGNIZED.title}: it starts like a pickle, "
+                                         "but an unpickler fails on it before it imports "
+                                         "anything", location, {}))
+            return
         if not outcome.stopped:
             return
         head = _peek(stream, ctx.limits.sniff_bytes)

@@ -7,9 +7,11 @@ assembled from memo entries, calls on computed objects and nested pickles are al
 
 from __future__ import annotations
 
+import codecs
+from encodings import aliases, normalize_encoding
 from typing import Callable
 
-from ..findings import Finding, Location, Rule, Severity
+from ..findings import Finding, Location, Rule, Severity, clipped
 from .limits import ExpansionLimitExceeded, LimitExceeded, Limits
 from .pickle_reader import OpcodeReader, PickleSyntaxError, Skipped
 from .policy import GlobalsPolicy, python2_name
@@ -17,10 +19,13 @@ from .policy import GlobalsPolicy, python2_name
 UNSAFE_GLOBAL = Rule("pickle.unsafe-global", Severity.CRITICAL,
                      "The pickle imports a known code-execution gadget",
                      "Do not load this file. Ask its author for a safetensors or ONNX export.")
-UNKNOWN_GLOBAL = Rule("pickle.unknown-global", Severity.MEDIUM,
-                      "The pickle imports a global that the policy does not allow",
-                      "Check that the named module is one you trust; if so, add it to an "
-                      "allowlist file (--allow).")
+UNKNOWN_GLOBAL = Rule("pickle.unknown-global", Severity.HIGH,
+                      "The pickle imports a global that the policy does not allow: loading "
+                      "it imports and runs code the file names (torch.load's safe default, "
+                      "weights_only, refuses it too)",
+                      "Load it only if you trust the named module and the file's author; "
+                      "then add the name to an allowlist file (--allow). Better: ask for a "
+                      "safetensors or ONNX export.")
 DYNAMIC_GLOBAL = Rule("pickle.dynamic-global", Severity.HIGH,
                       "The pickle builds the name of a global at load time",
                       "Do not load this file: legitimate pickles name their globals with "
@@ -57,6 +62,29 @@ RESOURCE_LIMIT = Rule("pickle.resource-limit", Severity.HIGH,
                       "The pickle exceeds a resource limit, so the rest was not examined",
                       "Raise the limit if the file is trusted to be this large; otherwise do "
                       "not load it.")
+
+# Allowed callables that call one of their arguments: (module, name) -> (position of the
+# callable, position of its argument tuple, or None: the arguments after the callable).
+# Their inner call is judged like any call, so a nested loader reached through them is
+# scanned and a computed callable is an indirect call.
+APPLIERS = {
+    ("torch._utils", "_rebuild_from_type"): (0, 2),      # func(*args)
+    ("torch._utils", "_rebuild_from_type_v2"): (0, 2),
+    ("torch._tensor", "_rebuild_from_type"): (0, 2),
+    ("torch._tensor", "_rebuild_from_type_v2"): (0, 2),
+    ("numpy.random._pickle", "__generator_ctor"): (1, None),   # ctor(bit_generator_name)
+    ("numpy.random._pickle", "__randomstate_ctor"): (1, None),
+}
+# Makes a callable that calls its first argument with the rest, and more, when it is called.
+PARTIALS = {("functools", "partial"), ("_functools", "partial")}
+MAX_WRAPPING = 64  # partials of partials unwrapped before the call counts as hidden
+HANDLERS = {"strict", "ignore", "replace", "backslashreplace", "xmlcharrefreplace",
+            "namereplace", "surrogateescape", "surrogatepass"}
+# Text codecs a nested pickle may be written through, looked up once at import (a scan
+# imports nothing); any other codec leaves the bytes unknown, which fails closed.
+TEXT_CODECS = {name: codecs.lookup(name) for name in (
+    "utf_8", "latin_1", "ascii", "utf_16", "utf_16_le", "utf_16_be", "utf_32", "utf_32_le",
+    "utf_32_be", "utf_7", "cp1252", "cp437", "raw_unicode_escape", "unicode_escape")}
 
 JOBLIB_WRAPPERS = {("joblib.numpy_pickle", "NumpyArrayWrapper"),
                    ("sklearn.externals.joblib.numpy_pickle", "NumpyArrayWrapper")}
@@ -207,6 +235,11 @@ class PickleMachine:
         return items
 
     def import_global(self, module: str, name: str, offset: int) -> Global:
+        if not all(part.isidentifier() for text in (module, name) for part in text.split(".")):
+            # The unpickler's import fails here and nothing after it runs (text read as
+            # protocol 0: "import {" is INST of module "mport {").
+            raise PickleSyntaxError(f"cannot import {clipped(module, 40)!r}, "
+                                    f"{clipped(name, 40)!r}: not Python names", offset)
         self.out.imports += 1
         verdict = self.policy.classify(module, name)
         if not verdict.allowed:
@@ -217,17 +250,33 @@ class PickleMachine:
         return Global(module, name, offset)
 
     def call(self, func: object, args: object, offset: int, opcode: str) -> object:
-        if not isinstance(func, Global):
-            self._add(INDIRECT_CALL, f"{opcode} calls {_kind(func)}, not a named global",
+        made = Call(func, args, offset)
+        wrapped, called = func, args
+        for _ in range(MAX_WRAPPING):  # a partial called: its callable called, more arguments
+            if not (isinstance(wrapped, Call) and _named(wrapped.func) in PARTIALS and
+                    isinstance(wrapped.args, tuple) and wrapped.args):
+                break
+            extra = called if isinstance(called, tuple) else (UNKNOWN,)
+            wrapped, called = wrapped.args[0], wrapped.args[1:] + extra
+            opcode = f"{opcode} of a functools.partial"
+        if not isinstance(wrapped, Global):
+            self._add(INDIRECT_CALL, f"{opcode} calls {_kind(wrapped)}, not a named global",
                       offset, {"opcode": opcode})
-            return Call(func, args, offset)
-        module, name = python2_name(func.module, func.name)
+            return made
+        module, name = python2_name(wrapped.module, wrapped.name)
         if self.policy.is_nested_loader(module, name):
-            self._nested(func, args, offset)
-        elif (module, name) == ("_codecs", "encode") and isinstance(args, tuple) and args and \
-                isinstance(args[0], str):
-            return args[0].encode("latin-1", "replace")  # how protocol 2 writes bytes
-        return Call(func, args, offset)
+            self._nested(wrapped, called, offset)
+        elif (module, name) == ("_codecs", "encode") and wrapped is func:
+            encoded = _encoded(called, self.limits.max_item_bytes)
+            return made if encoded is None else encoded
+        elif (module, name) in APPLIERS and isinstance(called, tuple):
+            at, rest = APPLIERS[(module, name)]
+            if len(called) > at:
+                inner = called[rest] if rest is not None and len(called) > rest else \
+                    (called[:at] if rest is None else UNKNOWN)
+                self.call(called[at], inner if isinstance(inner, tuple) else (UNKNOWN,),
+                          offset, f"{module}.{name}")
+        return made
 
     def _nested(self, func: Global, args: object, offset: int) -> None:
         data = args[0] if isinstance(args, tuple) and args else None
@@ -298,6 +347,29 @@ def _dtype_size(dtype: object) -> int | None:
         return 0
     digits = code.lstrip("<>|=").lstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ?")
     return int(digits) if digits.isdigit() and int(digits) > 0 else None
+
+
+def _named(value: object) -> tuple[str, str] | None:
+    return python2_name(value.module, value.name) if isinstance(value, Global) else None
+
+
+def _encoded(args: object, max_bytes: int) -> bytes | None:
+    """What `_codecs.encode(text, encoding="utf-8", errors="strict")` returns, for text
+    encodings (how protocol 2 writes bytes: latin-1); None when it is not worked out here."""
+    if not (isinstance(args, tuple) and args and isinstance(args[0], str)):
+        return None
+    encoding, errors = (list(args[1:3]) + ["utf-8", "strict"][len(args) - 1:])[:2]
+    if not (isinstance(encoding, str) and isinstance(errors, str) and
+            4 * len(args[0]) <= max_bytes and errors in HANDLERS):
+        return None
+    name = normalize_encoding(encoding.lower())
+    info = TEXT_CODECS.get(aliases.aliases.get(name, name))
+    if info is None:
+        return None
+    try:
+        return info.encode(args[0], errors)[0]
+    except (UnicodeError, TypeError, ValueError):
+        return None
 
 
 def _kind(value: object) -> str:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import codecs
 import pickletools
+import re
 import struct
 from typing import BinaryIO, NamedTuple
 
 from .limits import Limits
 
 OPCODES = {op.code.encode("latin-1"): op for op in pickletools.opcodes}
-MAX_LINE = 64 * 1024  # longest text argument of a protocol-0 opcode that we accept
+LINE_CHUNK = 1 << 20  # protocol-0 text arguments are read in pieces of this size
 
 
 class Skipped(NamedTuple):
@@ -74,14 +75,29 @@ class OpcodeReader:
         self.pos += n
         return data
 
-    def _line(self) -> bytes:
-        data = self.stream.readline(MAX_LINE + 1)
-        if not data.endswith(b"\n"):
-            if len(data) > MAX_LINE:
-                raise PickleSyntaxError(f"text argument longer than {MAX_LINE:,} bytes", self.pos)
-            raise Truncated("stream ends inside a text argument", self.pos)
-        self.pos += len(data)
-        return data[:-1]
+    def _line(self) -> bytes | Skipped:
+        """A protocol-0 text argument: as long as the line is (CPython sets no limit); one
+        longer than max_item_bytes is read past and not kept."""
+        parts, size = [], 0
+        while True:
+            data = self.stream.readline(LINE_CHUNK)
+            if not data:
+                raise Truncated("stream ends inside a text argument", self.pos)
+            self.pos += len(data)
+            size += len(data)
+            if size <= self.limits.max_item_bytes + 1:
+                parts.append(data)
+            if data.endswith(b"\n"):
+                break
+        if size > self.limits.max_item_bytes + 1:
+            return Skipped("line", size - 1)
+        return b"".join(parts)[:-1]
+
+    def _kept_line(self, what: str) -> bytes:
+        line = self._line()
+        if isinstance(line, Skipped):
+            raise PickleSyntaxError(f"{what} of {line.size:,} bytes", self.pos)
+        return line
 
     def _sized(self, n: int, kind: str) -> bytes | Skipped:
         if n < 0:
@@ -124,6 +140,8 @@ def _utf8(data: bytes) -> str:
 
 def _string_nl(r: OpcodeReader):
     line = r._line()
+    if isinstance(line, Skipped):
+        return line
     if len(line) >= 2 and line[:1] == line[-1:] and line[:1] in (b"'", b'"'):
         try:
             return codecs.escape_decode(line[1:-1])[0]
@@ -133,7 +151,7 @@ def _string_nl(r: OpcodeReader):
 
 
 def _text_nl(r: OpcodeReader):
-    return r._line().decode("latin-1")
+    return r._kept_line("a module or global name").decode("latin-1")
 
 
 def _pair_nl(r: OpcodeReader):
@@ -141,18 +159,58 @@ def _pair_nl(r: OpcodeReader):
 
 
 def _unicode_nl(r: OpcodeReader):
+    line = r._line()
+    if isinstance(line, Skipped):
+        return line
     try:
-        return codecs.decode(r._line(), "raw-unicode-escape")
+        return codecs.decode(line, "raw-unicode-escape")
     except UnicodeDecodeError:
         raise PickleSyntaxError("bad UNICODE argument", r.pos) from None
 
 
-def _number_nl(r: OpcodeReader):
-    text = r._line().decode("latin-1").rstrip("L")
+# Numbers as CPython's _pickle reads them: INT with C's strtol (base 0: "0x1f", "010" octal,
+# stopping at a NUL) and then int(text, 0); "00" and "01" are False and True; LONG with
+# int(text, 0) after one trailing "L"; GET and PUT keys in base 10; FLOAT as float() does.
+_C_LONG = re.compile(rb"[ \t\n\v\f\r]*([+-]?)(?:0[xX]([0-9a-fA-F]+)|(0[0-7]*)|([1-9][0-9]*))")
+
+
+def _int_nl(r: OpcodeReader):
+    line = r._kept_line("an integer")
+    if line in (b"00", b"01"):
+        return line == b"01"
+    head = line.split(b"\0", 1)[0]
+    match = _C_LONG.fullmatch(head)
+    if match:
+        sign, hexa, octal, decimal = match.groups()
+        value = int(hexa, 16) if hexa else int(octal, 8) if octal else int(decimal)
+        value = -value if sign == b"-" else value
+        if -(1 << 63) <= value < (1 << 63):
+            return value
+    return _python_int(line, 0, r)
+
+
+def _python_int(line: bytes, base: int, r: OpcodeReader) -> int:
     try:
-        return float(text) if any(c in text for c in ".eEn") else int(text)
+        return int(line.decode("latin-1"), base)
     except ValueError:
-        raise PickleSyntaxError(f"bad number {text[:40]!r}", r.pos) from None
+        raise PickleSyntaxError(f"bad number {line[:40]!r}", r.pos) from None
+
+
+def _decimal_nl(r: OpcodeReader):
+    return _python_int(r._kept_line("an integer"), 10, r)
+
+
+def _long_nl(r: OpcodeReader):
+    line = r._kept_line("an integer")
+    return _python_int(line[:-1] if line.endswith(b"L") else line, 0, r)
+
+
+def _float_nl(r: OpcodeReader):
+    line = r._kept_line("a float")
+    try:
+        return float(line.decode("latin-1"))
+    except ValueError:
+        raise PickleSyntaxError(f"bad number {line[:40]!r}", r.pos) from None
 
 
 def _long(size: int, fmt: str):
@@ -189,11 +247,13 @@ _READERS = {
     "stringnl_noescape": _text_nl,
     "stringnl_noescape_pair": _pair_nl,
     "unicodestringnl": _unicode_nl,
-    "decimalnl_short": _number_nl,
-    "decimalnl_long": _number_nl,
-    "floatnl": _number_nl,
+    "decimalnl_short": _decimal_nl,
+    "decimalnl_long": _long_nl,
+    "floatnl": _float_nl,
 }
+_BY_OPCODE = {"INT": _int_nl}
 
 # opcode byte -> (name, argument reader), built once from the standard library's table.
-_DECODE = {code: (op.name, None if op.arg is None else _READERS[op.arg.name])
+_DECODE = {code: (op.name, None if op.arg is None else
+                   _BY_OPCODE.get(op.name, _READERS[op.arg.name]))
            for code, op in OPCODES.items()}

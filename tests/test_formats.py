@@ -184,3 +184,28 @@ def test_npy_dtype_judged_without_numpy_fails_closed():
         assert not _maybe_object(plain), plain
     for objects in ("object", "O", "|O8", [("a", "object")], ("O", (2,)), {"names": []}):
         assert _maybe_object(objects), objects
+
+
+def test_a_tar_header_that_is_also_a_pickle(tmp_path):
+    """The first member's name is a pickle: tarfile sees an archive, pickle.load runs code."""
+    import io
+    import subprocess
+    import sys
+    import tarfile
+
+    canary = tmp_path / "ran"
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as archive:
+        info = tarfile.TarInfo(classic(f"touch {canary}").decode())
+        data = mf.harmless_pickle()
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    path = tmp_path / "model.tar"
+    path.write_bytes(out.getvalue())
+    report = scan(path)
+    assert report.max_severity == Severity.CRITICAL
+    assert "scan.polyglot" in [f.rule for f in report.findings]
+    assert not canary.exists()
+    subprocess.run([sys.executable, "-c", "import pickle, sys; pickle.load(open(sys.argv[1], "
+                    "'rb'))", str(path)], capture_output=True, timeout=60)
+    assert canary.exists(), "the fixture should run under pickle.load"

@@ -6,7 +6,10 @@ import tarfile
 
 from ..findings import Location
 from .context import LIMIT_EXCEEDED
+from .pickle_format import looks_like_pickle, scan_pickle_stream
+from .polyglot import POLYGLOT
 from .registry import FormatHandler
+from .source import Source
 
 
 class TarHandler(FormatHandler):
@@ -25,7 +28,16 @@ class TarHandler(FormatHandler):
 
     @classmethod
     def scan(cls, ctx, source, location: Location, depth: int) -> None:
-        archive = tarfile.open(fileobj=source.random_access(ctx.limits), mode="r:")
+        pickle_too = looks_like_pickle(source.head, len(source.head) < ctx.limits.sniff_bytes)
+        handle = source.random_access(ctx.limits)
+        if pickle_too:  # pickle.load reads the header's first bytes as opcodes
+            ctx.add(POLYGLOT.finding("starts as a pickle and as a tar header at once", location,
+                                     {"formats": ["pickle", "tar"]}))
+            handle.seek(0)
+            scan_pickle_stream(ctx, Source(handle, ctx.limits.sniff_bytes, None,
+                                           cheap_seek=True), location, depth, start=0)
+            handle.seek(0)
+        archive = tarfile.open(fileobj=handle, mode="r:")
         count = 0
         for info in archive:  # members are read one by one, never all listed first
             if not info.isfile():

@@ -44,3 +44,17 @@ def test_text_that_starts_like_a_pickle_is_not_a_model_file(text):
     anything, so they are no model file (info), never a finding."""
     assert [(f.rule, f.severity) for f in scan_bytes(text).findings] == \
         [("scan.unrecognized-format", Severity.INFO)]
+
+
+def test_a_second_pickle_that_does_not_look_like_one_is_still_read(tmp_path):
+    """A loader that reads pickles back to back runs the second whatever its first bytes."""
+    second = b"(S'" + b"a" * 8000 + b"'\n0(" + b"I0x1\n" * 3 + b"0" * 3 + b"0" \
+        + classic(f"touch {tmp_path / 'ran'}")
+    data = b"\x80\x02]q\x00." + second
+    report = scan_bytes(data)
+    assert report.max_severity == Severity.CRITICAL, [f.message for f in report.findings]
+
+
+def test_bytes_after_the_last_pickle_that_import_nothing_are_data():
+    data = b"\x80\x02]q\x00." + b"N)R." + bytes(range(256)) * 4
+    assert scan_bytes(data).findings == ()

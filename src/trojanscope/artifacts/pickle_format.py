@@ -1,7 +1,8 @@
 """Raw pickle streams: one pickle or several back to back (legacy torch.save, joblib, pickle.dump).
 
-After the last pickle, bytes that do not look like another pickle are data that the loader reads
-itself (legacy torch storages), so the scan stops there quietly.
+After a pickle, the next bytes are read as another pickle, whatever they look like; once they
+stop being one that imports anything, they are data that the loader reads itself (legacy torch
+storages), and the scan stops there quietly.
 """
 
 from __future__ import annotations
@@ -99,11 +100,14 @@ def scan_pickle_stream(ctx, stream, location: Location, depth: int, start: int) 
                                          "but an unpickler fails on it before it imports "
                                          "anything", location, {}))
             return
-        if not outcome.stopped:
+        if count and not outcome.imports:
+            # After a pickle, bytes that import nothing cannot run anything: a pickle of
+            # plain values, or data the loader reads itself (legacy torch storages).
+            del ctx.findings[before:]
+        if not outcome.stopped or not _peek(stream, 1):
             return
-        head = _peek(stream, ctx.limits.sniff_bytes)
-        if not head or not looks_like_pickle(head, len(head) < ctx.limits.sniff_bytes):
-            return
+        # Every later pickle is tried, whatever it looks like: a loader that reads pickles
+        # back to back (legacy torch.save writes five) runs each one until one fails.
 
 
 def run_pickle(ctx, reader: OpcodeReader, location: Location, depth: int):

@@ -15,6 +15,8 @@ WRAPPED_MEMBER = {
     "gzip": ("<gzip>",), "bz2": ("<bz2>",), "xz": ("<xz>",), "lzma": ("<lzma>",),
     "zlib": ("<zlib>",), "zip": ("model.bin",), "zip-in-zip": ("inner.zip", "weights/model.bin"),
     "tar": ("model.bin",), "tar.gz": ("<gzip>", "model.bin"), "7z": ("model.bin",),
+    "lzma-odd-dictionary": ("<lzma>",), "bz2-empty-first-stream": ("<bz2>",),
+    "zlib-small-window": ("<zlib>",), "joblib-zfile": ("<joblib-zfile>",),
 }
 
 
@@ -209,3 +211,35 @@ def test_a_tar_header_that_is_also_a_pickle(tmp_path):
     subprocess.run([sys.executable, "-c", "import pickle, sys; pickle.load(open(sys.argv[1], "
                     "'rb'))", str(path)], capture_output=True, timeout=60)
     assert canary.exists(), "the fixture should run under pickle.load"
+
+
+@pytest.mark.parametrize("wrapper", ["lzma-odd-dictionary", "bz2-empty-first-stream",
+                                     "zlib-small-window", "joblib-zfile"])
+def test_wrappers_the_libraries_accept_are_opened(wrapper, tmp_path):
+    """Decompressors read more than the usual magic numbers; so does scan."""
+    import bz2
+    import lzma
+    import zlib
+
+    payload = classic("true")
+    data = mf.WRAPPERS[wrapper](payload)
+    opened = {"lzma-odd-dictionary": lambda d: lzma.decompress(d, format=lzma.FORMAT_ALONE),
+              "bz2-empty-first-stream": bz2.decompress,
+              "zlib-small-window": zlib.decompress,
+              "joblib-zfile": lambda d: zlib.decompress(d[21:])}[wrapper](data)
+    assert opened == payload  # what the library reads
+    assert scan_bytes(data).max_severity == Severity.CRITICAL
+
+
+@pytest.mark.joblib
+def test_joblib_loads_its_legacy_zfile(tmp_path):
+    import subprocess
+    import sys
+
+    canary = tmp_path / "ran"
+    path = tmp_path / "model.joblib"
+    path.write_bytes(mf.WRAPPERS["joblib-zfile"](classic(f"touch {canary}")))
+    assert scan(path).max_severity == Severity.CRITICAL
+    subprocess.run([sys.executable, "-c", "import joblib, sys; joblib.load(sys.argv[1])",
+                    str(path)], capture_output=True, timeout=120)
+    assert canary.exists(), "joblib.load should run the fixture"

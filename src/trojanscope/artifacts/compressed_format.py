@@ -15,17 +15,18 @@ from .registry import FormatHandler
 class ZlibReader(io.RawIOBase):
     """A raw zlib stream as a readable file (joblib's default compressor writes these)."""
 
-    def __init__(self, raw):
+    def __init__(self, raw, carry: bytes = b""):
         self.raw = raw
         self.z = zlib.decompressobj()
         self.pending = b""
+        self.carry = carry  # compressed bytes already read from `raw`
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
         while not self.pending and not self.z.eof:
-            chunk = self.raw.read(1 << 16)
+            chunk, self.carry = self.carry or self.raw.read(1 << 16), b""
             if not chunk:
                 raise EOFError("compressed stream ends before its end marker")
             self.pending = self.z.decompress(chunk, 1 << 20)
@@ -76,7 +77,9 @@ class Bzip2Handler(CompressedHandler):
 
     @classmethod
     def sniff(cls, head: bytes, complete: bool) -> bool:
-        return head[:3] == b"BZh" and head[3:4].isdigit() and head[4:10] == b"1AY&SY"
+        # a first block, or the end of an empty first stream (bz2 reads the streams after it)
+        return head[:3] == b"BZh" and head[3:4].isdigit() and \
+            head[4:10] in (b"1AY&SY", b"\x17rE8P\x90")
 
     @classmethod
     def open(cls, raw):
@@ -96,37 +99,71 @@ class XzHandler(CompressedHandler):
 
 
 class LzmaAloneHandler(CompressedHandler):
+    """lzma-alone (.lzma): liblzma's decoder accepts any valid properties byte, any dictionary
+    size and any stated size, so the header alone proves little; the first bytes must also
+    decompress. Tried after the other formats (the pickle's weak test included), since so
+    little marks it."""
+
     name = "lzma"
+    priority = 95
 
     @classmethod
     def sniff(cls, head: bytes, complete: bool) -> bool:
-        # props byte 0x5d (lc=3, lp=0, pb=2, what every encoder writes), a power-of-two
-        # dictionary size, and an unknown (-1) or plausible uncompressed size.
-        if len(head) < 13 or head[0] != 0x5D:
+        if len(head) < 14 or head[0] >= 225 or head[13] != 0:  # the range coder starts at 0
             return False
-        dict_size = int.from_bytes(head[1:5], "little")
-        size = int.from_bytes(head[5:13], "little")
-        return dict_size & (dict_size - 1) == 0 and dict_size >= 1 << 12 and (
-            size == (1 << 64) - 1 or size < 1 << 48)
+        return _decompresses(lzma.LZMADecompressor(lzma.FORMAT_ALONE), head, complete)
 
     @classmethod
     def open(cls, raw):
         return lzma.LZMAFile(raw, mode="rb", format=lzma.FORMAT_ALONE)
 
 
+def _decompresses(decompressor, head: bytes, complete: bool) -> bool:
+    try:
+        out = decompressor.decompress(head, 64)
+    except (lzma.LZMAError, zlib.error, EOFError, ValueError):
+        return False
+    return bool(out) or not complete
+
+
 class ZlibHandler(CompressedHandler):
+    """zlib streams with any window size the header may state (joblib writes 0x78; zlib
+    reads 0x08 to 0x78), checked by decompressing the first bytes. Tried after the pickle."""
+
     name = "zlib"
+    priority = 95
 
     @classmethod
     def sniff(cls, head: bytes, complete: bool) -> bool:
-        if len(head) < 2 or head[0] != 0x78 or (head[0] << 8 | head[1]) % 31:
+        if len(head) < 2 or head[0] & 0x0F != 8 or head[0] >> 4 > 7 or head[1] & 0x20 or \
+                (head[0] << 8 | head[1]) % 31:
             return False
-        try:  # a real zlib stream decompresses its first bytes without error
-            zlib.decompressobj().decompress(head[:512], 64)
-        except zlib.error:
+        return _decompresses(zlib.decompressobj(), head[:512], complete and len(head) <= 512)
+
+    @classmethod
+    def open(cls, raw):
+        return io.BufferedReader(ZlibReader(raw), 1 << 16)
+
+
+class JoblibZfileHandler(CompressedHandler):
+    """joblib's legacy container (before 0.10, still read by joblib.load): "ZF", the
+    uncompressed length in hex over 19 characters (and a space in the oldest), then zlib."""
+
+    name = "joblib-zfile"
+    HEADER = 21
+
+    @classmethod
+    def sniff(cls, head: bytes, complete: bool) -> bool:
+        if head[:2] != b"ZF" or len(head) < cls.HEADER + 2:
+            return False
+        try:
+            int(head[2:cls.HEADER], 16)
+        except ValueError:
             return False
         return True
 
     @classmethod
     def open(cls, raw):
-        return io.BufferedReader(ZlibReader(raw), 1 << 16)
+        header = raw.read(cls.HEADER + 1)
+        carry = b"" if header[-1:] == b" " else header[cls.HEADER:]
+        return io.BufferedReader(ZlibReader(raw, carry), 1 << 16)

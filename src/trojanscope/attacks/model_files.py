@@ -111,12 +111,22 @@ def harmless_pickle() -> bytes:
     return pickle.dumps({"weights": [0.5, -1.25, 3.0], "epochs": 3, "name": "tiny"}, protocol=4)
 
 
+def _zlib(data: bytes, wbits: int) -> bytes:
+    packer = zlib.compressobj(wbits=wbits)
+    return packer.compress(data) + packer.flush()
+
+
 WRAPPERS: dict[str, Callable[[bytes], bytes]] = {
     "gzip": lambda data: gzip.compress(data, mtime=0),
     "bz2": bz2.compress,
     "xz": lambda data: lzma.compress(data, format=lzma.FORMAT_XZ),
     "lzma": lambda data: lzma.compress(data, format=lzma.FORMAT_ALONE),
     "zlib": zlib.compress,
+    "lzma-odd-dictionary": lambda data: lzma.compress(data, format=lzma.FORMAT_ALONE, filters=[
+        {"id": lzma.FILTER_LZMA1, "dict_size": 3 << 20, "lc": 0, "lp": 0, "pb": 0}]),
+    "bz2-empty-first-stream": lambda data: bz2.compress(b"") + bz2.compress(data),
+    "zlib-small-window": lambda data: _zlib(data, wbits=10),
+    "joblib-zfile": lambda data: b"ZF" + hex(len(data)).encode().ljust(19) + zlib.compress(data),
     "zip": lambda data: zip_of({"model.bin": data}),
     "zip-in-zip": lambda data: zip_of({"inner.zip": zip_of({"weights/model.bin": data})}),
     "tar": lambda data: tar_of({"model.bin": data}),

@@ -27,7 +27,7 @@ import tarfile
 import tempfile
 import time
 import zipfile
-from collections import Counter
+from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -89,6 +89,15 @@ class Result:
 
     def level(self, level: str) -> list[dict]:
         return [f for f in self.findings if f["level"] == level]
+
+
+def revision() -> str:
+    """The trojanscope commit under test, `-dirty` when src/ has uncommitted changes."""
+    repo = Path(__file__).resolve().parents[1]
+    git = ["git", "-C", str(repo)]
+    head = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(git + ["status", "--porcelain", "src"], capture_output=True, text=True)
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
 def fetch(name: str, version: str) -> Path:
@@ -265,7 +274,8 @@ def size(path: Path) -> str:
 
 
 def print_details(title: str, results: list[Result], level: str, roots: dict) -> None:
-    """Each finding of this level once, even when both a file and its folder scan report it."""
+    """Each finding of this level once (a file and its folder scan may both report it): first
+    grouped by rule and message, then one line each."""
     seen, rows = set(), []
     for result in results:
         for f in result.level(level):
@@ -273,10 +283,14 @@ def print_details(title: str, results: list[Result], level: str, roots: dict) ->
             if key not in seen:
                 seen.add(key)
                 rows.append((package_of(f["where"] or result.target, roots), f))
-    print(f"\n{title}: {len(rows)}")
+    groups = Counter((package, f["rule"], f["severity"], f["message"]) for package, f in rows)
+    print(f"\n{title}: {len(rows)} (grouped: findings, package, rule, message)")
+    for (package, rule, severity, message), n in sorted(groups.items()):
+        print(f"  {n:4d}  [{package}] {rule} ({severity}): {message[:300]}")
+    print(f"\n{title}, one per line:")
     for package, f in sorted(rows, key=lambda r: (r[0], r[1]["where"])):
         where = f["where"].split("/unpacked/", 1)[-1]
-        print(f"  [{package}] {where}\n      {f['rule']} ({f['severity']}): {f['message'][:400]}")
+        print(f"  [{package}] {where} | {f['rule']} ({f['severity']}) | {f['message'][:300]}")
 
 
 def package_of(where: str, roots: dict) -> str:
@@ -301,14 +315,21 @@ def print_totals(results: list[Result], tools: list[str], nfiles: int) -> None:
 
 
 def print_anchor_alarms(results: list[Result], tools: list[str]) -> None:
+    """Per anchor: its high/critical findings grouped by rule and message, with file counts."""
     for tool in tools[1:]:
-        flagged = [r for r in results if r.tool == tool and r.level("alarm")]
+        mine = [r for r in results if r.tool == tool]
+        files, count = defaultdict(set), Counter()
+        for r in mine:
+            for f in r.level("alarm"):
+                key = (f["rule"], re.sub(r"\d{3,}", "N", f["message"])[:140])
+                files[key].add(r.target)
+                count[key] += 1
+        flagged = {r.target for r in mine if r.level("alarm")}
         print(f"\n{tool}: high/critical findings on {len(flagged)} files "
-              "(file: count x first distinct messages)")
-        for r in flagged:
-            msgs = Counter(f"{f['rule']}: {f['message'][:110]}" for f in r.level("alarm"))
-            first = "; ".join(list(msgs)[:2])
-            print(f"  {r.target.split('/unpacked/', 1)[-1]}: {sum(msgs.values())} x {first}")
+              "(grouped: files, findings, rule: message, one file)")
+        for key, n in count.most_common():
+            example = sorted(files[key])[0].split("/unpacked/", 1)[-1]
+            print(f"  {len(files[key]):4d} {n:5d}  {key[0]}: {key[1]}\n{'e.g.':>16s} {example}")
 
 
 def prepare(only: list[str] | None) -> tuple[list, dict, list]:
@@ -337,7 +358,8 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     files, roots, packages = prepare(args.only)
-    print(f"corpus: {CORPUS}")
+    stamp = revision()
+    print(f"corpus: {CORPUS}; trojanscope at {stamp}")
     print(f"\n{'package':40s} {'archive MB':>10s} {'files':>6s} {'model':>6s}  formats")
     for label, archive, nall, nmodel, formats, _ in packages:
         fmts = ", ".join(f"{k} {v}" for k, v in formats.most_common())
@@ -365,6 +387,8 @@ def main() -> None:
     print_anchor_alarms(file_results, tools)
     print_totals(file_results, tools, len(files))
     print(f"\nwall time {time.perf_counter() - started:.0f}s")
+    if revision() != stamp:
+        print(f"WARNING: trojanscope moved from {stamp} to {revision()} during the run")
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in done], indent=1))
 

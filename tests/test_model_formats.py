@@ -57,7 +57,7 @@ def test_torchscript_writing_a_file_while_loading_is_critical_and_nothing_is_wri
     report = scan_bytes(pf.torchscript("unused", path=str(canary)), "model.pt")
     [finding] = report.findings
     assert finding.rule == "torchscript.file-access" and finding.severity == Severity.CRITICAL
-    assert f"calls torch.save('{canary}') while the model loads" in finding.message
+    assert f"uses torch.save('{canary}') while the model loads" in finding.message
     assert finding.location.member == ("archive/code/__torch__.py",)
     assert not canary.exists()
 
@@ -68,6 +68,10 @@ def test_torchscript_writing_a_file_while_loading_is_critical_and_nothing_is_wri
     ("torch.ops.mylab.exfiltrate(x)", "torchscript.custom-operator"),
     ("ops.torchvision.nms(x, x, 0.5)", None),
     ("torch.linear(x, x, x)", None),
+    ("torch.save", "torchscript.file-access"),  # an alias, called later
+    ("getattr(torch, \"save\")(x, \"/tmp/a\")", "torchscript.file-access"),
+    ("getattr(torch, \"sa\" + \"ve\")(x, \"/tmp/a\")", "torchscript.file-access"),
+    ("getattr(x, \"shape\")", None),
 ])
 def test_torchscript_calls_in_forward(call, rule):
     code = f"class M(Module):\n  def forward(self, x: Tensor) -> Tensor:\n    y = {call}\n" \

@@ -57,12 +57,13 @@ def check_torchscript_code(text: str, location: Location) -> list:
         key = (name, function)
         if key in seen:
             continue
-        if operator in FILE_OPERATORS and namespace in ("torch", "aten"):
+        if namespace in ("torch", "aten") and (operator in FILE_OPERATORS or
+                                               operator == "<computed>"):
             seen.add(key)
             when = "while the model loads" if function == "__setstate__" else \
                 f"in {function or 'the module body'}"
             found.append(FILE_ACCESS.finding(
-                f"line {call.lineno}: calls {name}({_first_argument(call)}) {when}", location,
+                f"line {call.lineno}: uses {name}({_first_argument(call)}) {when}", location,
                 {"call": name, "function": function, "line": call.lineno}))
         elif namespace not in (None, "torch") and namespace not in PYTORCH_NAMESPACES:
             seen.add(key)
@@ -74,17 +75,37 @@ def check_torchscript_code(text: str, location: Location) -> list:
 
 
 def _calls(tree: ast.AST):
-    """(enclosing function name, call node, dotted name) for every call of a dotted name."""
-    stack = [(tree, None)]
+    """(enclosing function name, node, dotted name) for every use of a dotted name: calls,
+    and references that may be called later (`_0 = torch.save` is how torch.jit.save itself
+    writes a function it calls; a model may alias an operator the same way). getattr(torch,
+    "save") counts as torch.save; with a name that is not a string literal, as torch.<?>."""
+    stack = [(tree, None, False)]
     while stack:
-        node, function = stack.pop()
+        node, function, inner = stack.pop()
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             function = node.name
-        if isinstance(node, ast.Call):
-            name = _dotted(node.func)
+        if isinstance(node, ast.Attribute) and not inner:
+            name = _dotted(node)
             if name is not None:
                 yield function, node, name
-        stack.extend((child, function) for child in ast.iter_child_nodes(node))
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            name = _dotted(node.func)
+            if name is not None:  # the call, so that its arguments are shown
+                yield function, node, name
+                inner_func = node.func
+                stack.extend((child, function, child is inner_func)
+                             for child in ast.iter_child_nodes(node))
+                continue
+        elif isinstance(node, ast.Call) and _dotted(node.func) == "getattr" and \
+                len(node.args) >= 2:
+            base = _dotted(node.args[0])
+            attr = node.args[1]
+            if base is not None:
+                what = attr.value if isinstance(attr, ast.Constant) and \
+                    isinstance(attr.value, str) else "<computed>"
+                yield function, node, f"{base}.{what}"
+        stack.extend((child, function, isinstance(node, ast.Attribute) and child is node.value)
+                     for child in ast.iter_child_nodes(node))
 
 
 def _dotted(node: ast.AST) -> str | None:
@@ -108,8 +129,10 @@ def _namespace(parts: list[str]) -> str | None:
     return None
 
 
-def _first_argument(call: ast.Call) -> str:
-    """The first string literal among the arguments: the path, when it is written out."""
+def _first_argument(call: ast.AST) -> str:
+    """The first string literal among a call's arguments: the path, when it is written out."""
+    if not isinstance(call, ast.Call) or _dotted(call.func) == "getattr":
+        return "..."
     literals = [a.value for a in call.args if isinstance(a, ast.Constant) and
                 isinstance(a.value, str)]
     return repr(literals[0][:200]) if literals else "..."

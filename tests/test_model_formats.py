@@ -287,10 +287,22 @@ def test_real_gguf_with_benign_template_passes(tmp_path):
     ("{{ x|attr(name) }}", "template.suspicious"),
     ("{{ lipsum }}", "template.suspicious"),
     ("{% for x in %}", "template.unparseable"),
+    ("{{ ''['__cla' ~ 'ss__'] }}", "template.sandbox-escape"),
+    ("{% set n = '__cla' + 'ss__' %}{{ ''[n].mro() }}", "template.suspicious"),
+    ("{{ x[('_' * 2) ~ 'globals' ~ ('_' * 2)] }}", "template.suspicious"),
+    ("{{ x['{}{}'.format('__gl', 'obals__')] }}", "template.suspicious"),
 ])
 def test_template_tricks(template, rule):
     data = json.dumps({"chat_template": template}).encode()
     assert rule in _rules(scan_bytes(data, "tokenizer_config.json"))
+
+
+def test_subscripts_real_chat_templates_use_pass():
+    template = ("{% for message in messages %}{% if loop.index0 == 0 %}{{ messages[0]['content'] }}"
+                "{% endif %}{{ message['role'] }}{{ messages[loop.index0 - 1]['role'] }}"
+                "{{ message[key] if key is defined }}{% endfor %}")
+    data = json.dumps({"chat_template": template}).encode()
+    assert scan_bytes(data, "tokenizer_config.json").findings == ()
 
 
 def test_benign_tokenizer_config_passes():

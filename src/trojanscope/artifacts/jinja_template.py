@@ -41,7 +41,15 @@ def check_template(source: str, location: Location, key: str) -> list[Finding]:
         return found + [UNPARSEABLE.finding(f"{key} does not parse: {exc}", location,
                                             {"key": key})]
     escapes, suspicious = set(), set()
+    bound = {node.target.name: node.node for node in tree.find_all(nodes.Assign)
+             if isinstance(node.target, nodes.Name)}
     for node in tree.find_all(nodes.Node):
+        if isinstance(node, nodes.Concat):
+            joined = _constant_text(node)
+            if joined is not None and DUNDER.search(joined):
+                escapes.add(repr(joined))
+        if isinstance(node, nodes.Getitem) and _computed_text(node.arg, bound, nodes):
+            suspicious.add("a subscript with a computed string")
         if isinstance(node, nodes.Getattr):
             _judge(node.attr, escapes, suspicious)
         elif isinstance(node, nodes.Const) and isinstance(node.value, str):
@@ -63,6 +71,52 @@ def check_template(source: str, location: Location, key: str) -> list[Finding]:
         found.append(SUSPICIOUS.finding(f"{key} uses {', '.join(sorted(suspicious)[:6])}",
                                         location, {"key": key, "names": sorted(suspicious)}))
     return found
+
+
+STRING_FILTERS = {"join", "format", "replace", "string", "reverse", "lower", "upper", "title",
+                  "capitalize", "trim", "striptags", "urlencode", "first", "last", "safe",
+                  "e", "escape", "forceescape", "center", "indent", "truncate", "wordwrap"}
+STRING_METHODS = {"format", "join", "replace", "lower", "upper", "strip", "lstrip", "rstrip",
+                  "title", "capitalize", "swapcase", "translate", "removeprefix",
+                  "removesuffix", "zfill", "center", "ljust", "rjust", "decode", "encode"}
+
+
+def _computed_text(node, bound: dict, nodes, depth: int = 0) -> bool:
+    """Is this expression a string built at render time (joined, formatted, filtered)? Such a
+    key reaches any attribute: Jinja's subscript falls back to getattr."""
+    if depth > 20:
+        return True
+    if isinstance(node, nodes.Concat):
+        return True
+    if isinstance(node, (nodes.Add, nodes.Mod)):
+        return any(isinstance(side, nodes.Const) and isinstance(side.value, str) or
+                   _computed_text(side, bound, nodes, depth + 1)
+                   for side in (node.left, node.right))
+    if isinstance(node, nodes.Filter):
+        return node.name in STRING_FILTERS
+    if isinstance(node, nodes.Call) and isinstance(node.node, nodes.Getattr):
+        return node.node.attr in STRING_METHODS
+    if isinstance(node, nodes.Name) and node.name in bound:
+        return _computed_text(bound[node.name], bound, nodes, depth + 1)
+    return False
+
+
+def _constant_text(node) -> str | None:
+    """The string a `~` of constants makes, or None."""
+    from jinja2 import nodes
+
+    parts = []
+    for part in node.nodes:
+        if isinstance(part, nodes.Const) and isinstance(part.value, (str, int)):
+            parts.append(str(part.value))
+        elif isinstance(part, nodes.Concat):
+            inner = _constant_text(part)
+            if inner is None:
+                return None
+            parts.append(inner)
+        else:
+            return None
+    return "".join(parts)
 
 
 def _judge(name: str, escapes: set, suspicious: set) -> None:

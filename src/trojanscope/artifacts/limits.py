@@ -18,6 +18,9 @@ class Limits:
     max_members: int = 100_000
     # A single pickle constant (bytes/str) held in memory; larger ones are skipped, not read whole.
     max_item_bytes: int = 256 * MiB
+    # All constants of one pickle held in memory together, decoded text and folded constants
+    # (_codecs.encode) included; past it, constants are skipped (unknown to the scan).
+    max_held_bytes: int = 320 * MiB
     # Opcodes simulated in one pickle, and values held on its stack and memo.
     max_opcodes: int = 50_000_000
     max_stack: int = 5_000_000

@@ -268,7 +268,9 @@ class PickleMachine:
             self._nested(wrapped, called, offset)
         elif (module, name) == ("_codecs", "encode") and wrapped is func:
             encoded = _encoded(called, self.limits.max_item_bytes)
-            return made if encoded is None else encoded
+            if encoded is None or not self.r.hold(len(encoded)):
+                return made
+            return encoded
         elif (module, name) in APPLIERS and isinstance(called, tuple):
             at, rest = APPLIERS[(module, name)]
             if len(called) > at:

@@ -43,6 +43,14 @@ class OpcodeReader:
         self.stream = stream
         self.limits = limits
         self.pos = start
+        self.held = 0  # bytes of constants handed out, counted against max_held_bytes
+
+    def hold(self, n: int) -> bool:
+        """Count `n` bytes more as held in memory; False (and nothing counted) past the limit."""
+        if self.held + n > self.limits.max_held_bytes:
+            return False
+        self.held += n
+        return True
 
     def next(self) -> tuple[str, object, int]:
         offset = self.pos
@@ -89,8 +97,8 @@ class OpcodeReader:
                 parts.append(data)
             if data.endswith(b"\n"):
                 break
-        if size > self.limits.max_item_bytes + 1:
-            return Skipped("line", size - 1)
+        if size > self.limits.max_item_bytes + 1 or not self.hold(4 * size):
+            return Skipped("line", size - 1)  # 4: decoded text may take 4 bytes a character
         return b"".join(parts)[:-1]
 
     def _kept_line(self, what: str) -> bytes:
@@ -102,7 +110,7 @@ class OpcodeReader:
     def _sized(self, n: int, kind: str) -> bytes | Skipped:
         if n < 0:
             raise PickleSyntaxError(f"negative {kind} length", self.pos)
-        if n > self.limits.max_item_bytes:
+        if n > self.limits.max_item_bytes or not self.hold(n * (4 if kind == "unicode" else 1)):
             self.skip(n)
             return Skipped(kind, n)
         return self._read(n)

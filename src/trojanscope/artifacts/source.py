@@ -36,28 +36,35 @@ class Source:
         self.cheap_seek = cheap_seek
         self.start = raw.tell() if cheap_seek else 0
         self.head = self._raw_read(head_size)
-        self._back = self.head  # bytes read from raw but not yet handed out
+        # Bytes read from raw but not yet handed out: _back[_at:]. An index, not a slice per
+        # read, so that reading a large pushed-back buffer a byte at a time stays linear.
+        self._back, self._at = self.head, 0
         self.pos = 0
 
     def read(self, n: int = -1) -> bytes:
-        if not self._back:
+        left = len(self._back) - self._at
+        if not left:
             data = self._raw_read(n)
-        elif 0 <= n < len(self._back):
-            data, self._back = self._back[:n], self._back[n:]
+        elif 0 <= n < left:
+            data = self._back[self._at:self._at + n]
+            self._at += n
         else:
-            data, self._back = self._back, b""
+            data, self._back, self._at = self._back[self._at:], b"", 0
             if n != len(data):
                 data += self._raw_read(-1 if n < 0 else n - len(data))
         self.pos += len(data)
         return data
 
     def readline(self, limit: int = -1) -> bytes:
-        if self._back:
-            end = self._back.find(b"\n")
+        if self._at < len(self._back):
+            end = self._back.find(b"\n", self._at)
             stop = len(self._back) if end < 0 else end + 1
-            if 0 <= limit < stop:
-                stop = limit
-            line, self._back = self._back[:stop], self._back[stop:]
+            if 0 <= limit < stop - self._at:
+                stop = self._at + limit
+            line = self._back[self._at:stop]
+            self._at = stop
+            if self._at == len(self._back):
+                self._back, self._at = b"", 0
             self.pos += len(line)
             if line.endswith(b"\n") or len(line) == limit or self._back:
                 return line
@@ -70,7 +77,7 @@ class Source:
 
     def unread(self, data: bytes) -> None:
         """Push bytes back, to be read again (a look ahead at what follows)."""
-        self._back = data + self._back
+        self._back, self._at = data + self._back[self._at:], 0
         self.pos -= len(data)
 
     def _raw_read(self, n: int) -> bytes:

@@ -243,3 +243,43 @@ def test_joblib_loads_its_legacy_zfile(tmp_path):
     subprocess.run([sys.executable, "-c", "import joblib, sys; joblib.load(sys.argv[1])",
                     str(path)], capture_output=True, timeout=120)
     assert canary.exists(), "joblib.load should run the fixture"
+
+
+@pytest.mark.numpy
+@pytest.mark.joblib
+def test_a_joblib_array_that_is_a_pickle_payload(tmp_path):
+    """joblib.load reads the region as the array; pickle.load of the same file runs it. A file
+    safe under only one of the two loaders is not safe."""
+    import subprocess
+    import sys
+
+    canary = tmp_path / "ran"
+    payload = classic(f"touch {canary}")
+    path = tmp_path / "model.joblib"
+    path.write_bytes(_joblib_array_without_alignment(payload))
+    report = scan(path)
+    assert report.max_severity == Severity.CRITICAL, [f.message for f in report.findings]
+    loaded = subprocess.run([sys.executable, "-c", "import joblib, sys; sys.stdout.buffer."
+                             "write(bytes(joblib.load(sys.argv[1])))", str(path)],
+                            capture_output=True, timeout=120)
+    assert loaded.stdout == payload and not canary.exists()  # joblib: the bytes are the array
+    subprocess.run([sys.executable, "-c", "import pickle, sys; pickle.load(open(sys.argv[1], "
+                    "'rb'))", str(path)], capture_output=True, timeout=120)
+    assert canary.exists()  # pickle.load runs them
+
+
+def _joblib_array_without_alignment(data: bytes) -> bytes:
+    """A joblib file of one uint8 array holding `data`, written from bytes as joblib wrote it
+    before it aligned arrays: the wrapper, its state, BUILD, then the raw bytes, then STOP."""
+    import pickle
+
+    import numpy as np
+
+    dtype = pickle.dumps(np.dtype("u1"), protocol=2)[2:-1]
+    state = (b"}(" + b"X\x08\x00\x00\x00subclasscnumpy\nndarray\n"
+             + b"X\x05\x00\x00\x00shape" + b"J" + len(data).to_bytes(4, "little") + b"\x85"
+             + b"X\x05\x00\x00\x00orderX\x01\x00\x00\x00C"
+             + b"X\x05\x00\x00\x00dtype" + dtype
+             + b"X\x0a\x00\x00\x00allow_mmap\x89u")
+    return (b"\x80\x02cjoblib.numpy_pickle\nNumpyArrayWrapper\n)\x81" + state + b"b"
+            + data + b".")

@@ -88,9 +88,14 @@ TEXT_CODECS = {name: codecs.lookup(name) for name in (
 
 JOBLIB_WRAPPERS = {("joblib.numpy_pickle", "NumpyArrayWrapper"),
                    ("sklearn.externals.joblib.numpy_pickle", "NumpyArrayWrapper")}
+PLAIN_PREFIX = 1 << 20  # bytes of a joblib array region also run as pickle.load runs them
 KEEP_ITEMS = 256  # items of a list or dict kept for inspection; the rest are only counted
 
 MARK = object()
+# Findings that say a stream breaks off: under pickle.load an array region that does so has
+# run nothing more than what its other findings name.
+NOT_RUN_RULES = {"pickle.malformed", "pickle.malformed-with-imports", "pickle.frame-mismatch",
+                 "pickle.resource-limit"}
 
 
 class Unknown:
@@ -135,7 +140,9 @@ NestedScan = Callable[[bytes, Location], None]
 
 class PickleMachine:
     def __init__(self, reader: OpcodeReader, location: Location, policy: GlobalsPolicy,
-                 limits: Limits, nested: NestedScan):
+                 limits: Limits, nested: NestedScan, joblib: bool = True):
+        self.joblib = joblib  # read array regions as joblib.load does (else as pickle.load)
+        self.named = 0  # globals imported by name (GLOBAL, STACK_GLOBAL, INST)
         self.r = reader
         self.loc = location
         self.policy = policy
@@ -241,6 +248,7 @@ class PickleMachine:
             raise PickleSyntaxError(f"cannot import {clipped(module, 40)!r}, "
                                     f"{clipped(name, 40)!r}: not Python names", offset)
         self.out.imports += 1
+        self.named += 1
         verdict = self.policy.classify(module, name)
         if not verdict.allowed:
             rule = UNSAFE_GLOBAL if verdict.severity == Severity.CRITICAL else UNKNOWN_GLOBAL
@@ -298,7 +306,7 @@ class PickleMachine:
         if isinstance(target, Global):
             self._add(BUILD_ON_GLOBAL, f"BUILD sets state on {target.module}.{target.name} "
                       "itself", offset, {"module": target.module, "name": target.name})
-        elif isinstance(target, Call) and isinstance(target.func, Global) and \
+        elif self.joblib and isinstance(target, Call) and isinstance(target.func, Global) and \
                 (target.func.module, target.func.name) in JOBLIB_WRAPPERS:
             self._joblib_array(state, offset)
 
@@ -326,10 +334,30 @@ class PickleMachine:
         count = 1
         for d in shape:
             count *= d
+        lead = b""  # the padding joblib reads first; pickle.load reads it as opcodes
         if info.get("numpy_array_alignment_bytes") is not None:
-            pad = self.r._read(1)[0]
-            self.r.skip(pad)
-        self.r.skip(count * size)
+            lead = self.r._read(1)
+            lead += self.r._read(lead[0])
+        self._as_plain_pickle(lead, count * size, offset)
+
+
+    def _as_plain_pickle(self, lead: bytes, size: int, offset: int) -> None:
+        """joblib.load reads `lead` and the next `size` bytes as the array; pickle.load of the
+        same file reads them as opcodes, until the first that fails. A file must be safe under
+        both: the region's start is run as a pickle too, and what it imports is reported."""
+        prefix = lead + (self.r._read(min(size, PLAIN_PREFIX)) if size else b"")
+        inner = PickleMachine(OpcodeReader(_bytes_io(prefix), self.limits, self.r.pos -
+                                           len(prefix)), self.loc, self.policy, self.limits,
+                              self.nested, joblib=False)
+        outcome = inner.run()
+        if inner.named:  # a region that names no global cannot run anything
+            self.out.findings.extend(f for f in outcome.findings if f.rule not in NOT_RUN_RULES)
+        if size > PLAIN_PREFIX and inner.named and not outcome.stopped and \
+                inner.r.pos >= self.r.pos:
+            self._add(MALFORMED_WITH_IMPORTS, f"a joblib array region of {size:,} bytes still "
+                      f"reads as pickle opcodes after {PLAIN_PREFIX:,}: pickle.load of this "
+                      "file would run what it holds", offset, {})
+        self.r.skip(size + len(lead) - len(prefix))
 
 
 class _Dict(list):
@@ -349,6 +377,12 @@ def _dtype_size(dtype: object) -> int | None:
         return 0
     digits = code.lstrip("<>|=").lstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ?")
     return int(digits) if digits.isdigit() and int(digits) > 0 else None
+
+
+def _bytes_io(data: bytes):
+    import io
+
+    return io.BytesIO(data)
 
 
 def _named(value: object) -> tuple[str, str] | None:

@@ -14,8 +14,8 @@ from .torch_export import (
     is_program_member,
     raw_tensor_members,
 )
-from .zip_consistency import ambiguities
 from .torchscript_code import MAX_CODE_BYTES, check_torchscript_code, is_code_member
+from .zip_consistency import ambiguities
 
 
 class ZipHandler(FormatHandler):

@@ -134,6 +134,23 @@ def test_keras_function_from_builtins_is_judged_by_the_policy():
     assert _rules(scan_bytes(pf._keras_archive([layer]))) == {"keras.unsafe-module"}
 
 
+@pytest.mark.parametrize("module,function,rule", [
+    ("keras.utils", "get_file", "keras.unsafe-module"),          # CVE-2025-8747
+    ("keras.src.utils.file_utils", "get_file", "keras.unsafe-module"),
+    ("keras.src.saving.saving_lib", "load_model", "keras.unsafe-module"),
+    ("keras.src.utils.python_utils", "func_load", "keras.foreign-module"),
+    ("keras.activations", "gelu", None),
+    ("keras.src.losses.losses", "mean_squared_error", None),
+])
+def test_keras_functions_inside_keras_are_judged_too(module, function, rule):
+    """Keras resolves a function by module and name inside its own package as well."""
+    layer = {"module": "keras.layers", "class_name": "Dense", "registered_name": None,
+             "config": {"name": "d", "activation": {"module": module, "class_name": "function",
+                                                     "config": function,
+                                                     "registered_name": function}}}
+    assert _rules(scan_bytes(pf._keras_archive([layer]))) == ({rule} if rule else set())
+
+
 def test_tf_op_lambda_writing_files_is_high():
     config = {"class_name": "Functional", "config": {"layers": [
         {"class_name": "TFOpLambda", "config": {"name": "w", "function": "io.write_file"}},

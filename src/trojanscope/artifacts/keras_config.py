@@ -62,9 +62,11 @@ def _walk(value, location: Location, policy, found: list, depth: int, path: str)
             found.append(RISKY_TF_OP.finding(f"layer {name!r} calls tf.{function}", location,
                                              {"layer": name, "function": function}))
     module = value.get("module")
-    if isinstance(module, str) and isinstance(class_name, str) and \
-            not module.startswith(KERAS_MODULES) and class_name != "__lambda__":
-        _judge_module(value, module, class_name, name, location, policy, found)
+    if isinstance(module, str) and isinstance(class_name, str) and class_name != "__lambda__":
+        if not module.startswith(KERAS_MODULES):
+            _judge_module(value, module, class_name, name, location, policy, found)
+        elif class_name == "function":
+            _judge_keras_function(value, module, name, location, found)
     for key, item in value.items():
         if isinstance(item, (dict, list)):
             _walk(item, location, policy, found, depth + 1, name if key == "config" else path)
@@ -89,6 +91,30 @@ def _judge_module(value: dict, module: str, class_name: str, name: str, location
     else:
         found.append(FOREIGN_MODULE.finding(f"{name!r} imports {module}.{target}", location,
                                             evidence))
+
+
+# Keras modules whose functions a saved model may name (activations, losses, metrics and the
+# like). Keras resolves a "function" object in any module it can import (safe_mode or not:
+# CVE-2025-8747 reached keras.utils.get_file); outside these a function reference is judged.
+KERAS_FUNCTION_MODULES = ("activations", "losses", "metrics", "initializers", "regularizers",
+                          "constraints", "ops", "backend", "optimizers.schedules", "random")
+KERAS_GADGETS = ("get_file", "file_utils", "saving", "io_utils", "model_to_dot", "plot_model",
+                 "load_model", "load_weights", "dataset_utils", "config", "subprocess")
+
+
+def _judge_keras_function(value: dict, module: str, name: str, location: Location,
+                          found: list) -> None:
+    target = value.get("config") if isinstance(value.get("config"), str) else "?"
+    evidence = {"module": module, "name": target, "in": name}
+    parts = module.split(".")
+    rest = parts[2:] if parts[:2] in (["keras", "src"], ["tensorflow", "keras"]) else parts[1:]
+    if any(g in parts or g == target for g in KERAS_GADGETS):
+        found.append(UNSAFE_MODULE.finding(f"{name!r} deserialises {module}.{target}, a Keras "
+                                           "function that reaches files or the network",
+                                           location, evidence))
+    elif not rest or not ".".join(rest).startswith(KERAS_FUNCTION_MODULES):
+        found.append(FOREIGN_MODULE.finding(f"{name!r} names the function {module}.{target}, "
+                                            "which no saved model needs", location, evidence))
 
 
 MARKERS = ('{"class_name":', '{"class_name" :')

@@ -387,3 +387,17 @@ def test_frozen_graph_def():
                                                  pb.tf_node("y", "Relu", ("x",))])
     report = scan_bytes(clean, "frozen.pb")
     assert report.findings == () and report.results["files_scanned"] == 1
+
+
+def test_hugging_face_remote_code_is_named():
+    """transformers imports the files auto_map names when trust_remote_code=True."""
+    config = {"architectures": ["MyModel"], "auto_map": {
+        "AutoConfig": "configuration_my.MyConfig", "AutoModel": "modeling_my.MyModel",
+        "AutoTokenizer": ["other/repo--tokenization_my.MyTokenizer", None]}}
+    report = scan_bytes(json.dumps(config).encode(), "config.json")
+    [finding] = report.findings
+    assert (finding.rule, finding.severity) == ("huggingface.remote-code", Severity.HIGH)
+    assert finding.evidence["code"] == ["configuration_my.py", "modeling_my.py",
+                                        "other/repo:tokenization_my.py"]
+    plain = {"architectures": ["BertModel"], "model_type": "bert", "hidden_size": 8}
+    assert scan_bytes(json.dumps(plain).encode(), "config.json").findings == ()

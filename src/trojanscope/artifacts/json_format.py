@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import json
 
-from ..findings import Location
+from ..findings import Location, Rule, Severity
 from .jinja_template import check_template
 from .keras_config import check_keras_config
 from .registry import FormatHandler
 
 MAX_JSON = 64 * 1024 * 1024
+
+REMOTE_CODE = Rule("huggingface.remote-code", Severity.HIGH,
+                   "The config names Python code that transformers imports and runs when the "
+                   "model is loaded with trust_remote_code=True (auto_map, custom pipelines)",
+                   "Read the named Python files before loading with trust_remote_code=True, "
+                   "or load without it; code from another repository (\"repo--module\") is "
+                   "fetched at load time and cannot be reviewed here.")
+CODE_KEYS = ("auto_map", "custom_pipelines")
 
 
 class JsonHandler(FormatHandler):
@@ -21,6 +29,7 @@ class JsonHandler(FormatHandler):
     def sniff(cls, head: bytes, complete: bool) -> bool:
         text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
         return text[:1] == b"{" and (b'"class_name"' in head or b'"chat_template"' in head or
+                                     b'"auto_map"' in head or b'"custom_pipelines"' in head or
                                      not complete)
 
     @classmethod
@@ -41,6 +50,12 @@ def check_document(ctx, document: object, location: Location) -> None:
     if "class_name" in document:
         for finding in check_keras_config(document, location, ctx.policy):
             ctx.add(finding)
+    for key in CODE_KEYS:
+        code = sorted(_code_references(document.get(key)))
+        if code:
+            ctx.add(REMOTE_CODE.finding(
+                f"{key} runs {', '.join(code[:6])} under trust_remote_code", location,
+                {"key": key, "code": code}))
     templates = document.get("chat_template")
     if isinstance(templates, str):
         templates = [{"name": "default", "template": templates}]
@@ -50,3 +65,22 @@ def check_document(ctx, document: object, location: Location) -> None:
                 key = f"chat_template.{entry.get('name', '?')}"
                 for finding in check_template(entry["template"], location, key):
                     ctx.add(finding)
+
+
+def _code_references(value: object, depth: int = 0) -> set[str]:
+    """The Python modules an auto_map (or custom_pipelines) entry names: "modeling_x.Model" is
+    modeling_x.py beside the config; "org/repo--modeling_x.Model" is code in another repo."""
+    found: set[str] = set()
+    if depth > 8:
+        return found
+    if isinstance(value, str) and "." in value:
+        repo, _, reference = value.rpartition("--")
+        module = reference.rsplit(".", 1)[0]
+        found.add(f"{repo}:{module}.py" if repo else f"{module}.py")
+    elif isinstance(value, dict):
+        for item in value.values():
+            found |= _code_references(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            found |= _code_references(item, depth + 1)
+    return found

@@ -100,6 +100,25 @@ def test_shadow_logic_with_an_if_switch_and_a_branch_body():
     assert [(f.rule, f.evidence["op_type"]) for f in findings] == [("onnx.shadow-logic", "If")]
 
 
+def test_an_if_on_a_configuration_input_is_not_shadow_logic():
+    """silero-vad: If(sr == 16000) picks between two learned branches. The sample rate is a
+    setting, not the data the model classifies; neither branch forces the answer."""
+    w16 = pb.onnx_tensor("W16", [4, 2], pb.FLOAT, struct.pack("<8f", *range(8)))
+    w8 = pb.onnx_tensor("W8", [4, 2], pb.FLOAT, struct.pack("<8f", *range(8, 16)))
+    then_branch = _if_graph("then", "out_t", [pb.onnx_node("MatMul", ["x", "W16"], ["out_t"])])
+    else_branch = _if_graph("else", "out_e", [pb.onnx_node("MatMul", ["x", "W8"], ["out_e"])])
+    attrs = (pb.message(5, pb.bytes_field(1, "then_branch"), pb.int_field(20, 5),
+                        pb.message(6, then_branch)),
+             pb.message(5, pb.bytes_field(1, "else_branch"), pb.int_field(20, 5),
+                        pb.message(6, else_branch)))
+    sr = pb.onnx_value_info("sr", pb.INT64, [])
+    rate = pb.onnx_tensor("rate", [], pb.INT64, struct.pack("<q", 16000))
+    data = pb.onnx_model([pb.onnx_node("Equal", ["sr", "rate"], ["is16k"]),
+                          pb.onnx_node("If", ["is16k"], ["y"], attributes=attrs)],
+                         [X, sr], [Y], [w16, w8, rate])
+    assert scan_bytes(data, "silero_vad.onnx").findings == ()
+
+
 def test_shadow_logic_hidden_in_a_local_function():
     body = [pb.onnx_node("ReduceMin", ["inp"], ["m"],
                          attributes=(pb.onnx_int_attr("keepdims", 1),)),

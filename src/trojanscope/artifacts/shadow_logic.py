@@ -136,10 +136,28 @@ def _feeds_learned(nodes: list[Node], initializers: set) -> set[str]:
     """Tensors from which some learned operation can be reached."""
     reach: set[str] = set()
     for node in reversed(nodes):
-        if _is_learned(node, initializers) or any(o in reach for o in node.outputs) or any(
-                _contains_learned(g, initializers) for _, g in node.subgraphs):
+        if _is_learned(node, initializers) or any(o in reach for o in node.outputs):
             reach.update(i for i in node.inputs if i)
+        learned_bodies = [g for _, g in node.subgraphs if _contains_learned(g, initializers)]
+        if learned_bodies:
+            # What a body reads from outside feeds its layers. An If's condition does not: it
+            # only chooses a branch (silero-vad picks its layers by the sample-rate input).
+            reach.update(name for g in learned_bodies for name in _outer_reads(g))
+            if node.op_type != "If":
+                reach.update(i for i in node.inputs if i)
     return reach
+
+
+def _outer_reads(graph: Graph) -> set[str]:
+    """Tensors a subgraph (and the subgraphs in it) reads from the scope around it."""
+    made = set(graph.inputs) | set(graph.initializers)
+    read: set[str] = set()
+    for node in graph.nodes:
+        read.update(i for i in node.inputs if i and i not in made)
+        for _, sub in node.subgraphs:
+            read.update(name for name in _outer_reads(sub) if name not in made)
+        made.update(node.outputs)
+    return read
 
 
 def _contains_learned(graph: Graph, initializers: set) -> bool:

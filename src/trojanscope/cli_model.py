@@ -59,7 +59,7 @@ def add_parsers(commands, severities, exit_codes: str) -> None:
 
 
 def add_zoo_parser(kinds) -> None:
-    from .attacks.trojan_models import ARCHITECTURES, COLOUR_ARCHITECTURES
+    from .attacks import ARCHITECTURES, COLOUR_ARCHITECTURES
 
     zoo = kinds.add_parser("zoo", help="train clean and trojaned small CNNs (a reference zoo)")
     zoo.add_argument("--out", type=Path, required=True, metavar="DIR")

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..data.datasets import Dataset
 from ..data.features import TrainConfig, train_proxy
+from . import ARCHITECTURES, COLOUR_ARCHITECTURES  # noqa: F401  (re-exported)
 from .image_poison import (
     adaptive_blend,
     badnets_trigger,
@@ -30,12 +31,6 @@ from .image_poison import (
 ATTACKS = ("badnets", "blended", "wanet")
 COLOUR_ATTACKS = ("badnets", "blended", "wanet", "sig", "dynamic", "low-frequency",
                   "adaptive-blend")
-ARCHITECTURES = ("cnn", "lenet", "mlp")
-# The colour zoo's architectures at the widths 2 CPU cores train in minutes on 10,000 images.
-COLOUR_ARCHITECTURES = {"resnet18": "resnet18(width=8)",
-                        "preact-resnet18": "preact-resnet18(width=8)",
-                        "vgg11": "vgg11(width=8)", "mobilenet-v2": "mobilenet-v2(width=8)",
-                        "vit-small": "vit-small(width=48, depth=4)"}
 CORNERS = ("bottom-right", "top-left", "top-right", "bottom-left")
 
 

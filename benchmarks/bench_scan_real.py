@@ -10,13 +10,16 @@ must not raise alarms either. The anchors are found as anchors.py says; ModelAud
 package `modelaudit` in the same place.
 A finding of severity high or critical is a false alarm (picklescan: a "dangerous" global,
 ModelAudit: "critical"); medium ones (picklescan "suspicious", ModelAudit "warning") are listed
-apart. Exit codes are counted too, as bench_scan_detection.py counts them.
+apart. Exit codes are counted too, as bench_scan_detection.py counts them. ModelAudit needs
+NumPy 2.4 on Python 3.11, under which modelscan 0.8.8 fails on every .npy (it calls
+np.lib.format._check_version, now gone): those count as modelscan errors.
 Run: python benchmarks/bench_scan_real.py [--only PKG ...] [--tools ...] [--json OUT]
 """
 
 from __future__ import annotations
 
 import argparse
+import bz2
 import gzip
 import json
 import os
@@ -68,7 +71,8 @@ CONFIG_NAMES = {"tokenizer.json", "modules.json", "Manifest.json", "special_toke
 MAGIC = [(0, b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19", "torch legacy"),
          (0, b"PK\x03\x04", "zip"), (0, b"\x89HDF\r\n\x1a\n", "hdf5"), (0, b"\x93NUMPY", "npy"),
          (0, b"GGUF", "gguf"), (4, b"TFL3", "tflite"), (0, b"\x04\x22\x4d\x18", "lz4"),
-         (0, b"\x1f\x8b", "gzip")]
+         (0, b"\x1f\x8b", "gzip"), (0, b"BZh", "bz2")]
+DECOMPRESS = {"gzip": gzip.open, "bz2": bz2.open}
 BY_EXT = {".onnx": "onnx", ".safetensors": "safetensors", ".jinja": "jinja", ".json": "json",
           ".pb": "protobuf", ".mlmodel": "coreml", ".marshal": "marshal", ".crfsuite": "crfsuite",
           ".jit": "torchscript"}
@@ -114,26 +118,38 @@ def fetch(name: str, version: str) -> Path:
 
 def unpack(archive: Path, name: str, version: str) -> Path:
     root = CORPUS / "unpacked" / f"{name}-{version}"
-    if not (root / ".complete").exists():
+    done = root.with_name(root.name + ".complete")
+    if not done.exists():
         root.mkdir(parents=True, exist_ok=True)
         if archive.suffix == ".whl":
             zipfile.ZipFile(archive).extractall(root)
         else:
             with tarfile.open(archive) as tar:
                 tar.extractall(root, filter="data")
-        (root / ".complete").write_text(archive.name)
+        done.write_text(archive.name)
     return root
 
 
-def magic(path: Path) -> str | None:
-    with path.open("rb") as handle:
-        head = handle.read(16)
+def sniff(head: bytes) -> str | None:
     for offset, value, kind in MAGIC:
         if head[offset:offset + len(value)] == value:
             return kind
     if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5:
         return f"pickle p{head[1]}"
     return None
+
+
+def magic(path: Path) -> str | None:
+    """The format the first bytes say; `gzip (pickle p2)` for a compressed one."""
+    with path.open("rb") as handle:
+        kind = sniff(handle.read(16))
+    if kind in DECOMPRESS:
+        try:
+            with DECOMPRESS[kind](path) as inner:
+                return f"{kind} ({sniff(inner.read(16))})"
+        except (OSError, EOFError, ValueError):
+            return f"{kind} (unreadable)"
+    return kind
 
 
 def model_ext(path: Path) -> str:
@@ -149,8 +165,9 @@ def model_like(path: Path) -> bool:
         return True
     if TF_VARIABLES.fullmatch(path.name):
         return True
+    kind = magic(path) or "(None)"
     return model_ext(path) in MODEL_EXTS or (
-        path.suffix.lower() not in TEXT_EXTS and magic(path) not in (None, "gzip"))
+        path.suffix.lower() not in TEXT_EXTS and not kind.endswith(("(None)", "(unreadable)")))
 
 
 def describe(path: Path) -> str:
@@ -163,15 +180,12 @@ def describe(path: Path) -> str:
         if any(n.endswith("data.pkl") for n in names):
             return "torch zip"
         return {".npz": "npz", ".keras": "keras zip"}.get(ext, "zip")
-    if kind == "gzip":
-        with gzip.open(path) as inner:
-            head = inner.read(16)
-        inside = next((k for o, v, k in MAGIC if head[o:o + len(v)] == v), None)
-        if head[:1] == b"\x80" and len(head) > 1:
-            inside = f"pickle p{head[1]}"
-        return f"gzip ({inside or BY_EXT.get(model_ext(path), model_ext(path).lstrip('.'))})"
+    if kind and kind.endswith("(None)"):  # compressed, not a known format inside
+        return kind.replace("None", BY_EXT.get(ext, ext.lstrip(".")))
     if kind:
         return kind
+    if TF_VARIABLES.fullmatch(path.name):
+        return "tf checkpoint"
     ext = model_ext(path)
     if ext in (".p", ".pkl", ".pickle"):
         return "pickle p0"
@@ -342,7 +356,7 @@ def prepare(only: list[str] | None) -> tuple[list, dict, list]:
         root = unpack(archive, name, version)
         label = f"{name}=={version}"
         roots[label] = root
-        every = sorted(p for p in root.rglob("*") if p.is_file() and p.name != ".complete")
+        every = sorted(p for p in root.rglob("*") if p.is_file())
         mine = [p for p in every if model_like(p)]
         files += [(label, root, p) for p in mine]
         formats = Counter(describe(p) for p in mine)
@@ -365,8 +379,8 @@ def main() -> None:
         fmts = ", ".join(f"{k} {v}" for k, v in formats.most_common())
         print(f"{label:40s} {archive.stat().st_size / 1e6:>10.1f} {nall:>6d} {nmodel:>6d}  {fmts}")
     tools = [t for t in args.tools if t == "trojanscope" or anchors.find(t)]
-    jobs = [(t, p) for t in tools for _, _, p in files]
-    jobs += [("trojanscope", root) for root in roots.values()] if "trojanscope" in tools else []
+    jobs = [("trojanscope", root) for root in roots.values()] if "trojanscope" in tools else []
+    jobs += [(t, p) for t in tools for _, _, p in files]  # trojanscope's jobs first, together
     with tempfile.TemporaryDirectory(prefix="trojanscope-real-") as scratch, \
             ThreadPoolExecutor(max_workers=2) as pool:
         done = list(pool.map(lambda job: scan(job[0], job[1], Path(scratch)), jobs))

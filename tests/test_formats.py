@@ -179,10 +179,11 @@ def test_npy_object_dtypes_in_every_spelling(descr, tmp_path):
     assert report.max_severity == Severity.CRITICAL
 
 
-def test_npy_dtype_judged_without_numpy_fails_closed():
+def test_npy_dtypes_judged_without_numpy_fail_closed():
     from trojanscope.artifacts.numpy_format import _maybe_object
 
-    for plain in ("<f4", "|u1", "<U10", "|b1", "<M8[ns]", [("a", "<f4"), ("b", "<i8", (2,))]):
+    for plain in ("<f4", "|u1", "<U10", "|b1", "<M8[ns]", "float32",
+                  [("a", "<f4"), ("b", "<i8", (2,))], [(("title", "a"), "<f4")]):
         assert not _maybe_object(plain), plain
     for objects in ("object", "O", "|O8", [("a", "object")], ("O", (2,)), {"names": []}):
         assert _maybe_object(objects), objects

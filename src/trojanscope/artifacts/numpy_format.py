@@ -77,26 +77,24 @@ def read_header(source) -> tuple[dict, int]:
 
 
 def _has_object(descr: object) -> bool:
-    """Does the dtype NumPy builds from this description hold Python objects, at any depth?
-    Decided as np.load decides (`descr_to_dtype`, then `hasobject`) when NumPy is installed:
-    "object", "O8" and [("a", "object")] are object dtypes too. Without NumPy (scan needs
-    nothing), every form but plain numeric and text codes counts as objects: fail closed."""
-    try:
-        from numpy.lib.format import descr_to_dtype
-    except ImportError:
-        return _maybe_object(descr)
-    try:
-        return bool(descr_to_dtype(descr).hasobject)
-    except (TypeError, ValueError, KeyError, IndexError, RecursionError, MemoryError):
-        return True  # NumPy cannot read it either: judged as objects, fail closed
+    """Could the dtype NumPy builds from this description hold Python objects, at any depth?
+    np.load builds it with descr_to_dtype, which reads "O", "|O8", "object" and
+    [("a", "object")] alike; scan imports no NumPy, so every form but plain numeric and text
+    codes counts as objects: fail closed."""
+    return _maybe_object(descr)
 
 
 PLAIN_CODE = re.compile(r"[<>|=]?(?:[biufcmMSUVa?][0-9]*(?:\[[A-Za-z0-9]+\])?|b1)")
+PLAIN_NAMES = {f"{kind}{bits}" for kind, sizes in (("float", (16, 32, 64, 128)),
+                                                     ("int", (8, 16, 32, 64)),
+                                                     ("uint", (8, 16, 32, 64)),
+                                                     ("complex", (64, 128, 256)))
+               for bits in sizes} | {"bool", "float", "int", "complex", "str", "bytes"}
 
 
 def _maybe_object(descr: object) -> bool:
     if isinstance(descr, str):
-        return not PLAIN_CODE.fullmatch(descr)
+        return not (PLAIN_CODE.fullmatch(descr) or descr in PLAIN_NAMES)
     if isinstance(descr, list):  # fields: (name, dtype) or (name, dtype, shape)
         return any(not (isinstance(f, tuple) and len(f) in (2, 3)) or _maybe_object(f[1])
                    for f in descr)

@@ -159,7 +159,9 @@ def baseline(loaders: dict, scratch: str) -> None:
             pass
 
 
-def fingerprint() -> tuple:
+def fingerprint() -> dict[str, int]:
+    """Identities of what loaders and later files rely on: the attributes of some core modules
+    (a load that replaces one, say os.system, changes every later file's behaviour)."""
     import builtins
     import copyreg
     import functools
@@ -168,9 +170,12 @@ def fingerprint() -> tuple:
     import pickle
     import subprocess
 
-    mods = (builtins, os, pickle, copyreg, io, subprocess, functools, operator)
-    return (tuple(tuple(sorted((k, id(v)) for k, v in vars(m).items())) for m in mods),
-            len(copyreg._extension_registry), tuple(sys.path))
+    found = {f"{m.__name__}.{k}": id(v) for m in (builtins, os, pickle, copyreg, io,
+                                                 subprocess, functools, operator)
+             for k, v in list(vars(m).items())}
+    found["copyreg extensions"] = len(copyreg._extension_registry)
+    found["sys.path"] = hash(tuple(sys.path))
+    return found
 
 
 def finish(notes: list, threads_before: set) -> bool:
@@ -218,9 +223,10 @@ def load_one(job: dict, loaders: dict, scratch: str) -> bool:
         if name.split(".")[0] not in State.tops:
             del sys.modules[name]
     logging.root.handlers[:] = handlers
-    if fingerprint() != before:
-        notes.append("the load changed builtins, os, pickle, copyreg, io, subprocess, "
-                     "functools, operator or sys.path")
+    after = fingerprint()
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    if changed:
+        notes.append(f"the load changed {', '.join(changed[:5])}")
         restart = True
     emit({"i": job["i"], "done": True, "error": error, "globals": State.globals,
           "notes": notes, "restart": restart})

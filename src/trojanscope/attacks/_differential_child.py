@@ -28,6 +28,7 @@ ALWAYS = {"os.system", "subprocess.Popen", "os.exec", "os.spawn", "os.posix_spaw
           "poplib.connect", "imaplib.open", "telnetlib.Telnet.open", "tempfile.mkstemp",
           "tempfile.mkdtemp", "sys.addaudithook", "sys.setprofile", "sys.settrace"}
 PREFIXES = ("ctypes.", "socket.", "shutil.", "cpython.run_")
+NOT_STATE = {"__warningregistry__", "_"}  # warnings seen; the REPL's last value
 CODE_MAKERS = ("/collections/__init__.py", "/dataclasses.py", "/typing.py", "/enum.py")
 
 
@@ -172,7 +173,7 @@ def fingerprint() -> dict[str, int]:
 
     found = {f"{m.__name__}.{k}": id(v) for m in (builtins, os, pickle, copyreg, io,
                                                  subprocess, functools, operator)
-             for k, v in list(vars(m).items())}
+             for k, v in list(vars(m).items()) if k not in NOT_STATE}
     found["copyreg extensions"] = len(copyreg._extension_registry)
     found["sys.path"] = hash(tuple(sys.path))
     return found

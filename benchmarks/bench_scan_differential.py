@@ -45,12 +45,12 @@ def disassembly(payload: bytes) -> str:
 
 
 def miss_class(sample: Sample, verdict: Verdict) -> str:
-    """What ran, through which callable: the payload entry and the alias that reached it."""
-    payload = next((u.split(" ", 1)[1] for u in sample.uses if u.startswith("payload ")), "?")
-    kind = "import-only" if verdict.import_only else ",".join(
+    """What ran: the name that reached the payload's callable, and the kinds of event."""
+    at = next((i for i, u in enumerate(sample.uses) if u.startswith("payload ")), None)
+    reached = sample.uses[at + 1] if at is not None and at + 1 < len(sample.uses) else "?"
+    kind = "import only" if verdict.import_only else ", ".join(
         sorted({e for e, _ in verdict.events}) or ["canary"])
-    named = [g for g in verdict.globals if not g.startswith(("collections.", "numpy"))]
-    return f"{payload} [{kind}] via {', '.join(sorted(set(named))[:3]) or '?'}"
+    return f"{reached} [{kind}]"
 
 
 def describe(sample: Sample, verdict: Verdict, report) -> dict:
@@ -132,8 +132,10 @@ def main() -> None:
     classes = Counter(miss_class(s, verdicts[s.index]) for s in misses)
     if args.regressions and misses:
         args.regressions.mkdir(parents=True, exist_ok=True)
-        for sample in misses:
-            shutil.copy(out / "misses" / f"{sample.name}.bin", args.regressions)
+        for sample in misses:  # named after the callable that reached the payload
+            reached = miss_class(sample, verdicts[sample.index]).split(" ")[0]
+            shutil.copy(out / "misses" / f"{sample.name}.bin",
+                        args.regressions / f"{sample.name}-{reached}.bin")
     loaded = len(samples) - status["not-run"]
     print(f"seed {args.seed}: {len(samples)} files generated in {generated - started:.1f} s, "
           f"{loaded} loaded ({dict(status)})")
@@ -142,8 +144,10 @@ def main() -> None:
     print(f"missed (ran code, scan < high): {len(misses)} (goal 0)")
     for name, count in classes.most_common():
         print(f"  {count:4d}  {name}")
-    print(f"false alarms (scan >= high, load harmless): {len(alarms)}; "
-          f"unknown global that did nothing: {only_unknown}; other rules: {dict(by_rule)}")
+    meant = sum(s.harmful for s in alarms)
+    print(f"false alarms (scan >= high, load harmless): {len(alarms)} ({meant} of them meant "
+          f"harm by the generator but did none); unknown global that did nothing: "
+          f"{only_unknown}; other rules (a file counts under each): {dict(by_rule)}")
     print(f"timeouts: {status['timeout']}, crashes: {status['crash']}, "
           f"not run (budget): {status['not-run']}")
     print(f"scan: {len(samples) / max(scanned - generated, 1e-9):.0f} files/s; whole loop: "

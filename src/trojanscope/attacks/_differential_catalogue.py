@@ -190,9 +190,12 @@ HARMFUL = [
           aliases=(("io", "open"), ("_io", "open"), ("codecs", "open"))),
     Entry("io", "FileIO", _one(*S(CANARY, "w")), True, is_class=True,
           aliases=(("_io", "FileIO"),)),
-    Entry("pathlib", "Path.write_text", lambda c: (_path(c), C("x")), True),
-    Entry("pathlib", "Path.touch", lambda c: (_path(c),), True),
-    Entry("pathlib", "Path.mkdir", lambda c: (_path(c),), True),
+    Entry("pathlib", "Path.write_text", lambda c: (_path(c), C("x")), True,
+          aliases=(("sklearn.datasets._base", "Path.write_text"),)),
+    Entry("pathlib", "Path.touch", lambda c: (_path(c),), True,
+          aliases=(("sklearn.utils.discovery", "Path.touch"),)),
+    Entry("pathlib", "Path.mkdir", lambda c: (_path(c),), True,
+          aliases=(("sklearn.datasets._openml", "Path.mkdir"),)),
     Entry("tempfile", "mkstemp", _one(*S("", CANARY, ".")), True,
           aliases=(("tempfile", "mkdtemp"),)),
     Entry("tempfile", "NamedTemporaryFile", _one(
@@ -403,9 +406,8 @@ def invoke(c: Ctx, entry: Entry, func: Node, args: tuple[Node, ...]) -> Node:
     if way == "reduce":
         return CALL(G("functools", "reduce"), func, L(*args))
     if way == "rebuild_from_type":
-        module = c.rng.choice(["torch._tensor", "torch._utils"])
-        return CALL(G(module, "_rebuild_from_type_v2"), func, G("torch", "Tensor"), T(*args),
-                    D())
+        return CALL(G("torch._tensor", "_rebuild_from_type_v2"), func, G("torch", "Tensor"),
+                    T(*args), D())
     if way == "generator_ctor":
         name = c.rng.choice(["__generator_ctor", "__randomstate_ctor"])
         return CALL(G("numpy.random._pickle", name), args[0], func)

@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import threading
+import time
 
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 ALWAYS = {"os.system", "subprocess.Popen", "os.exec", "os.spawn", "os.posix_spawn", "os.fork",
@@ -193,7 +194,12 @@ def finish(notes: list, threads_before: set) -> bool:
     gc.collect()
     restart = False
     for thread in set(threading.enumerate()) - threads_before:
-        thread.join(timeout=5)
+        for _ in range(50):  # a thread still starting cannot be joined yet
+            try:
+                thread.join(timeout=5)
+                break
+            except RuntimeError:
+                time.sleep(0.01)
         if thread.is_alive():
             notes.append(f"thread {thread.name} still running")
             restart = True
@@ -208,7 +214,7 @@ def load_one(job: dict, loaders: dict, scratch: str) -> bool:
     os.chdir(job["cwd"])
     threads_before, modules_before = set(threading.enumerate()), set(sys.modules)
     handlers, before = list(logging.root.handlers), fingerprint()
-    error, notes = None, []
+    error, notes, started = None, [], time.perf_counter()
     State.recording = True
     try:
         result = loaders[job["loader"]](job["path"])
@@ -230,12 +236,13 @@ def load_one(job: dict, loaders: dict, scratch: str) -> bool:
         notes.append(f"the load changed {', '.join(changed[:5])}")
         restart = True
     emit({"i": job["i"], "done": True, "error": error, "globals": State.globals,
-          "notes": notes, "restart": restart})
+          "notes": notes, "restart": restart, "seconds": round(time.perf_counter() - started, 3)})
     return restart
 
 
 def main() -> None:
     import atexit
+    import gc
 
     State.out = os.dup(1)
     null = os.open(os.devnull, os.O_WRONLY)
@@ -247,6 +254,7 @@ def main() -> None:
     loaders = make_loaders()
     baseline(loaders, scratch)
     State.tops = {name.split(".")[0] for name in sys.modules}
+    gc.freeze()  # the libraries' objects: collecting after each file then costs little
     atexit.register = recording_register
     sys.addaudithook(hook)
     emit({"ready": True, "baseline": len(State.tops)})

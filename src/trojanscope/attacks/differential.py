@@ -41,7 +41,7 @@ from ._differential_catalogue import (
     reach,
 )
 
-__all__ = ["CANARY", "CONTAINERS", "Sample", "generate"]
+__all__ = ["CANARY", "CONTAINERS", "Sample", "encode", "generate"]
 
 
 @dataclass(frozen=True)
@@ -352,8 +352,8 @@ def _pick(c: Ctx, entries: list[Entry], nested_ok: bool = True) -> Entry:
 def _statement(c: Ctx, entry: Entry) -> Node:
     if entry.harmful:
         c.uses.append(f"payload {entry.module}.{entry.name}")
-    args = entry.args(c)
-    return invoke(c, entry, reach(c, entry), args)
+    func = reach(c, entry)  # uses: "payload X", then the name that reaches X
+    return invoke(c, entry, func, entry.args(c))
 
 
 def _array(c: Ctx) -> Node:

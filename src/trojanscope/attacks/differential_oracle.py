@@ -41,6 +41,7 @@ class Verdict:
     canary: bool = False  # the load left something in its working directory
     globals: list[str] = field(default_factory=list)  # what pickle.find_class resolved
     notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0  # the load's, in the child
 
     @property
     def ran_code(self) -> bool:
@@ -161,6 +162,7 @@ def _record(line: dict, verdicts: dict[int, Verdict]) -> bool:
     verdict = verdicts[line["i"]]
     verdict.status = "error" if line["error"] else "ok"
     verdict.error, verdict.globals, verdict.notes = line["error"], line["globals"], line["notes"]
+    verdict.seconds = line["seconds"]
     return True
 
 

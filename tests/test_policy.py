@@ -24,6 +24,8 @@ POLICY = GlobalsPolicy.default()
     ("anything", "f.__globals__"), ("x", "__class__.__mro__"), ("torch.jit", "load"),
     ("torch.jit._pickle", "build_intlist.__globals__"), ("torch.jit._serialization", "load"),
     ("torch.jit._pickle", "build_intlist.os.system"),
+    ("sklearn.datasets._covtype", "GzipFile"), ("sklearn.callback._transport", "Listener"),
+    ("sklearn.ensemble._forest", "Parallel"), ("sklearn.datasets._lfw", "Memory"),
 ])
 def test_gadgets_are_critical(module, name):
     assert POLICY.classify(module, name).severity == Severity.CRITICAL
@@ -39,6 +41,8 @@ def test_gadgets_are_critical(module, name):
     ("numpy.random._pickle", "__randomstate_ctor"), ("torch.storage", "_load_from_bytes"),
     ("torch.jit._pickle", "build_intlist"), ("torch.jit._pickle", "restore_type_tag"),
     ("__torch__.torch.nn.modules.conv.___torch_mangle_0", "Conv2d"),
+    ("sklearn.ensemble._forest", "RandomForestClassifier"),
+    ("sklearn.externals.joblib.numpy_pickle", "NumpyArrayWrapper"),
 ])
 def test_harmless_globals_pass(module, name):
     assert POLICY.classify(module, name).allowed

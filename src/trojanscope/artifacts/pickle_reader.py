@@ -142,6 +142,10 @@ def _sized(size: int, fmt: str, kind: str, decode=None):
     return read
 
 
+def _latin1(data: bytes) -> str:
+    return data.decode("latin-1")
+
+
 def _utf8(data: bytes) -> str:
     return data.decode("utf-8", "surrogatepass")
 
@@ -151,8 +155,8 @@ def _string_nl(r: OpcodeReader):
     if isinstance(line, Skipped):
         return line
     if len(line) >= 2 and line[:1] == line[-1:] and line[:1] in (b"'", b'"'):
-        try:
-            return codecs.escape_decode(line[1:-1])[0]
+        try:  # Python 3 unpicklers decode Python 2 strings to str (latin-1 keeps every byte)
+            return codecs.escape_decode(line[1:-1])[0].decode("latin-1")
         except ValueError:
             raise PickleSyntaxError("bad escape in STRING argument", r.pos) from None
     raise PickleSyntaxError("STRING argument is not quoted", r.pos)
@@ -242,8 +246,8 @@ _READERS = {
     "float8": _uint(8, ">d"),
     "long1": _long(1, "<B"),
     "long4": _long(4, "<i"),
-    "string1": _sized(1, "<B", "string"),
-    "string4": _sized(4, "<i", "string"),
+    "string1": _sized(1, "<B", "string", _latin1),
+    "string4": _sized(4, "<i", "string", _latin1),
     "bytes1": _sized(1, "<B", "bytes"),
     "bytes4": _sized(4, "<I", "bytes"),
     "bytes8": _sized(8, "<Q", "bytes"),

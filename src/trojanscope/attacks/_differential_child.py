@@ -10,6 +10,16 @@ stdout and stderr of the loads go to /dev/null and stderr. A line is one of
   {"i": k, "done": true, "error": TEXT|null, "globals": [...], "notes": [...], "restart": B}
 With "restart" true the child exits after the line: file k changed the process (a thread that
 outlived the load, a replaced builtin) and later files need a fresh one.
+
+Dangerous events: an import of a module whose top-level package the loaders did not import
+while loading reference files (the baseline; such modules are dropped from sys.modules after
+each file, so the next file that imports one is seen too); commands (os.system,
+subprocess.Popen, os.exec*, os.spawn*, os.posix_spawn, os.fork); open for writing; exec and
+compile, except by the import system or namedtuple/dataclasses, and except ast's parses;
+ctypes.*, socket.*, shutil.*; removing, renaming, making or linking files; the network clients;
+webbrowser.open; audit and trace hooks. A callable given to atexit.register runs at the end of
+its file's load (not at exit), and threads a load starts are waited for, so that what they do
+is the file's.
 """
 
 from __future__ import annotations
@@ -95,7 +105,7 @@ def hook(event: str, args: tuple) -> None:
 
 
 def recording_register(func, *args, **kwargs):
-    """atexit.register, deferred to the end of the file's load (and reported)."""
+    """atexit.register, deferred to the end of the file's load (and noted there)."""
     if State.recording:
         State.exits.append((func, args, kwargs))
     return func

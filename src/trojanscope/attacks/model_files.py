@@ -49,7 +49,7 @@ def torch_legacy(payload: bytes, at: int = 3) -> bytes:
     `at` picks which of the five pickles is the payload (3 is the object itself)."""
     parts = [
         _small_pickle(_long1(TORCH_MAGIC)),
-        _small_pickle(b"K\x03"),  # protocol version 1001 would be BININT2; 3 is fine for a demo
+        _small_pickle(b"M\xe9\x03"),  # protocol version 1001, as torch writes and checks
         _small_pickle(EMPTY_DICT + unicode("little_endian") + b"\x88s"),
         _small_pickle(EMPTY_DICT),
         _small_pickle(b"]"),  # storage keys: an empty list

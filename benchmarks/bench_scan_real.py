@@ -30,6 +30,7 @@ import tarfile
 import tempfile
 import time
 import zipfile
+import zlib
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -71,8 +72,11 @@ CONFIG_NAMES = {"tokenizer.json", "modules.json", "Manifest.json", "special_toke
 MAGIC = [(0, b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19", "torch legacy"),
          (0, b"PK\x03\x04", "zip"), (0, b"\x89HDF\r\n\x1a\n", "hdf5"), (0, b"\x93NUMPY", "npy"),
          (0, b"GGUF", "gguf"), (4, b"TFL3", "tflite"), (0, b"\x04\x22\x4d\x18", "lz4"),
-         (0, b"\x1f\x8b", "gzip"), (0, b"BZh", "bz2")]
-DECOMPRESS = {"gzip": gzip.open, "bz2": bz2.open}
+         (0, b"\x1f\x8b", "gzip"), (0, b"BZh", "bz2"), (0, b"\x78\x9c", "zlib"),
+         (0, b"\x78\x01", "zlib"), (0, b"\x78\xda", "zlib")]
+PROTOCOL_0 = re.compile(rb"\((dp|lp)0\n|c[A-Za-z_][\w.]*\n[A-Za-z_]")  # how they usually start
+DECOMPRESS = {"gzip": lambda p: gzip.open(p).read(64), "bz2": lambda p: bz2.open(p).read(64),
+              "zlib": lambda p: zlib.decompressobj().decompress(p.read_bytes()[:4096])[:64]}
 BY_EXT = {".onnx": "onnx", ".safetensors": "safetensors", ".jinja": "jinja", ".json": "json",
           ".pb": "protobuf", ".mlmodel": "coreml", ".marshal": "marshal", ".crfsuite": "crfsuite",
           ".jit": "torchscript"}
@@ -136,18 +140,17 @@ def sniff(head: bytes) -> str | None:
             return kind
     if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5:
         return f"pickle p{head[1]}"
-    return None
+    return "pickle p0" if PROTOCOL_0.match(head) else None
 
 
 def magic(path: Path) -> str | None:
     """The format the first bytes say; `gzip (pickle p2)` for a compressed one."""
     with path.open("rb") as handle:
-        kind = sniff(handle.read(16))
+        kind = sniff(handle.read(64))
     if kind in DECOMPRESS:
         try:
-            with DECOMPRESS[kind](path) as inner:
-                return f"{kind} ({sniff(inner.read(16))})"
-        except (OSError, EOFError, ValueError):
+            return f"{kind} ({sniff(DECOMPRESS[kind](path))})"
+        except (OSError, EOFError, ValueError, zlib.error):
             return f"{kind} (unreadable)"
     return kind
 

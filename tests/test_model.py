@@ -117,6 +117,29 @@ def test_inspect_is_deterministic_for_a_seed(split, models):
     assert inspect_model(models[1], split[1], config).results["per_class"] == first
 
 
+def test_reference_proxies_of_photos_train_with_shifts_and_flips(split, monkeypatch):
+    """Colour images: the proxies train as photo classifiers do (CIFAR models find frogs easy
+    to reach; proxies trained without shifts and flips did not). Grey digits: no flips."""
+    import trojanscope.data.features as features
+    from trojanscope.data.datasets import Dataset
+    from trojanscope.model.inspect import InspectConfig, _reference_log_norms
+
+    seen = []
+
+    def record(x, y, config=None, **kwargs):
+        seen.append((x.shape[1], config.augment))
+        raise StopIteration  # what the proxy would be is not the question
+
+    monkeypatch.setattr(features, "train_proxy", record)
+    config = InspectConfig(max_samples=40, reference_proxies=1, proxy_steps=1)
+    grey = split[1]
+    colour = Dataset(np.repeat(grey.x[:40], 3, axis=1), grey.y[:40], "colour")
+    for data in (grey, colour):
+        with pytest.raises(StopIteration):
+            _reference_log_norms(data, config, False, [0])
+    assert seen == [(1, False), (3, True)]
+
+
 def test_reference_proxies_are_cached_per_data_and_settings(split, monkeypatch, tmp_path):
     import trojanscope.data.features as features
     from trojanscope.model.inspect import InspectConfig, reference_log_norms

@@ -284,3 +284,12 @@ def _joblib_array_without_alignment(data: bytes) -> bytes:
              + b"X\x0a\x00\x00\x00allow_mmap\x89u")
     return (b"\x80\x02cjoblib.numpy_pickle\nNumpyArrayWrapper\n)\x81" + state + b"b"
             + data + b".")
+
+
+def test_a_python_2_npy_header_with_long_integers():
+    """NumPy reads the shape (2L,) that Python 2 wrote."""
+    header = "{'descr': '<f8', 'fortran_order': False, 'shape': (2L,), }"
+    header += " " * (63 - (10 + len(header)) % 64) + "\n"
+    data = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() \
+        + b"\0" * 16
+    assert scan_bytes(data, "a.npy").findings == ()

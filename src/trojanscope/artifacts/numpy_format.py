@@ -11,6 +11,7 @@ from .pickle_format import scan_pickle_stream
 from .registry import FormatHandler
 
 MAGIC = b"\x93NUMPY"
+PY2_LONG = re.compile(r"\b([0-9]+)[lL]\b")
 MAX_HEADER = 64 * 1024  # NumPy itself refuses headers over 10,000 bytes by default
 
 OBJECT_ARRAY = Rule("numpy.object-array", Severity.MEDIUM,
@@ -68,7 +69,11 @@ def read_header(source) -> tuple[dict, int]:
     if len(text) != size:
         raise ValueError("file ends inside the header")
     try:
-        header = ast.literal_eval(text.decode("utf-8" if major == 3 else "latin-1"))
+        decoded = text.decode("utf-8" if major == 3 else "latin-1")
+        try:
+            header = ast.literal_eval(decoded)
+        except SyntaxError:  # Python 2 wrote long integers as 2L; NumPy reads them
+            header = ast.literal_eval(PY2_LONG.sub(r"\1", decoded))
     except (ValueError, SyntaxError, MemoryError, RecursionError, UnicodeDecodeError) as exc:
         raise ValueError(f"header is not a Python literal ({type(exc).__name__})") from None
     if not isinstance(header, dict) or not {"descr", "fortran_order", "shape"} <= set(header):

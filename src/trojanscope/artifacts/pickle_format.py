@@ -90,15 +90,18 @@ def scan_pickle_stream(ctx, stream, location: Location, depth: int, start: int) 
     for count in range(MAX_PICKLES):
         before = len(ctx.findings)
         outcome = run_pickle(ctx, reader, location, depth)
-        if not outcome.stopped and count == 0 and depth == 0 and not outcome.imports and \
-                not versioned and all(f.rule == MALFORMED.id for f in ctx.findings[before:]):
-            # A loose file without a PROTO header that breaks off before importing anything:
-            # an unpickler fails on it having run nothing, so it is no pickle (text that
-            # starts like one), not a broken model.
+        if not outcome.stopped and count == 0 and not outcome.imports and \
+                (depth or not versioned) and \
+                all(f.rule == MALFORMED.id for f in ctx.findings[before:]):
+            # Bytes that break off before importing anything: an unpickler fails on them
+            # having run nothing, so they are no pickle but text or data that starts like one
+            # (a source file, a git object, a tensor block in an archive), not a broken model.
+            # A loose file says so (info); an archive member, where such data is common, not.
             del ctx.findings[before:]
-            ctx.add(UNRECOGNIZED.finding(f"{UNRECOGNIZED.title}: it starts like a pickle, "
-                                         "but an unpickler fails on it before it imports "
-                                         "anything", location, {}))
+            if depth == 0:
+                ctx.add(UNRECOGNIZED.finding(f"{UNRECOGNIZED.title}: it starts like a pickle, "
+                                             "but an unpickler fails on it before it imports "
+                                             "anything", location, {}))
             return
         if count and not outcome.imports:
             # After a pickle, bytes that import nothing cannot run anything: a pickle of

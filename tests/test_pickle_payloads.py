@@ -32,6 +32,7 @@ EXPECTED = {
     "generator-ctor": ("pickle.unsafe-global", Severity.CRITICAL, "os.system"),
     "partial-nested": ("pickle.unsafe-global", Severity.CRITICAL, "os.system"),
     "utf16-nested": ("pickle.unsafe-global", Severity.CRITICAL, "os.system"),
+    "partial-setstate": ("pickle.unsafe-global", Severity.CRITICAL, "os.system"),
     "dynamic-name": ("pickle.dynamic-global", Severity.HIGH, None),
     "extension-code": ("pickle.extension-code", Severity.HIGH, None),
     "build-on-function": ("pickle.build-on-global", Severity.HIGH, None),
@@ -43,7 +44,7 @@ EXPECTED = {
 # Payloads that run the command under plain pickle.loads in this environment (the others need
 # torch, the network or a registered copyreg extension, and fail before the command).
 NEEDS_TORCH = {"torch-hub-load", "torch-load", "nested-load-from-bytes", "rebuild-applier",
-               "generator-ctor", "partial-nested", "utf16-nested"}
+               "generator-ctor", "partial-nested", "utf16-nested", "partial-setstate"}
 RUNS_UNDER_PICKLE = set(EXPECTED) - NEEDS_TORCH - {"extension-code", "build-on-function"}
 # With torch installed, these run under pickle.loads too (torch.load's weights_only=False path).
 RUNS_WITH_TORCH = NEEDS_TORCH - {"torch-hub-load", "torch-load"}

@@ -261,11 +261,11 @@ class PickleMachine:
         made = Call(func, args, offset)
         wrapped, called = func, args
         for _ in range(MAX_WRAPPING):  # a partial called: its callable called, more arguments
-            if not (isinstance(wrapped, Call) and _named(wrapped.func) in PARTIALS and
-                    isinstance(wrapped.args, tuple) and wrapped.args):
+            if not (isinstance(wrapped, Call) and _named(wrapped.func) in PARTIALS):
                 break
             extra = called if isinstance(called, tuple) else (UNKNOWN,)
-            wrapped, called = wrapped.args[0], wrapped.args[1:] + extra
+            inner, bound = _partial_parts(wrapped)
+            wrapped, called = inner, bound + extra
             opcode = f"{opcode} of a functools.partial"
         if not isinstance(wrapped, Global):
             self._add(INDIRECT_CALL, f"{opcode} calls {_kind(wrapped)}, not a named global",
@@ -383,6 +383,19 @@ def _bytes_io(data: bytes):
     import io
 
     return io.BytesIO(data)
+
+
+def _partial_parts(made: Call) -> tuple[object, tuple]:
+    """(callable, bound arguments) of a partial: as made, or as BUILD set them (its
+    __setstate__ takes (func, args, keywords, dict) and replaces both)."""
+    state = made.state
+    if state is not None:
+        if isinstance(state, tuple) and len(state) >= 2:
+            return state[0], state[1] if isinstance(state[1], tuple) else (UNKNOWN,)
+        return UNKNOWN, ()
+    if isinstance(made.args, tuple) and made.args:
+        return made.args[0], made.args[1:]
+    return UNKNOWN, ()
 
 
 def _named(value: object) -> tuple[str, str] | None:

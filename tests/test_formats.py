@@ -293,3 +293,12 @@ def test_a_python_2_npy_header_with_long_integers():
     data = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() \
         + b"\0" * 16
     assert scan_bytes(data, "a.npy").findings == ()
+
+
+def test_a_zlib_stream_whose_first_byte_reads_as_a_pickle_is_also_decompressed():
+    """zlib with a 1 KiB window starts with "(" (MARK): scanned as a pickle and as zlib."""
+    data = mf.WRAPPERS["zlib-small-window"](PAYLOAD)
+    assert data[:1] == b"("
+    assert len(_critical(scan_bytes(data))) == 1
+    plain = b"(lp0\nI1\naI2\na."  # a real protocol-0 pickle: no zlib read error reported
+    assert scan_bytes(plain).findings == ()

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from ..findings import Finding, Location, Rule, Severity
 from .limits import LimitExceeded, Limits
 from .policy import GlobalsPolicy
-from .registry import detect
+from .registry import detect, weak_rivals
 from .source import Budget, Source
 
 UNREADABLE = Rule("archive.unreadable", Severity.HIGH,
@@ -72,8 +72,25 @@ class ScanContext:
                 self.add(rule.finding(rule.title, location, {"head": source.head[:16].hex()}))
             return
         self.formats.append((str(location), handler.name))
+        rivals = weak_rivals(handler, source.head, complete)
         try:
-            handler.scan(self, source, location, depth)
+            if rivals:  # read again from the start by each rival: spooled once
+                handle = source.random_access(self.limits)
+                start = handle.tell()
+                handler.scan(self, Source(handle, self.limits.sniff_bytes, None, True),
+                             location, depth)
+                for rival in rivals:
+                    handle.seek(start)
+                    before = len(self.findings)
+                    try:  # bytes that only looked like the rival's format: no read error
+                        rival.scan(self, Source(handle, self.limits.sniff_bytes, None, True),
+                                   location, depth)
+                    except READ_ERRORS:
+                        pass
+                    self.findings[before:] = [f for f in self.findings[before:]
+                                              if f.rule != UNREADABLE.id]
+            else:
+                handler.scan(self, source, location, depth)
         except LimitExceeded as exc:
             self.add(LIMIT_EXCEEDED.finding(f"stopped: {exc}", location, {"limit": exc.what}))
             raise Abandon from None

@@ -39,3 +39,15 @@ def detect(head: bytes, complete: bool) -> type[FormatHandler] | None:
         if handler.sniff(head, complete):
             return handler
     return None
+
+
+# Formats marked by so little that a stream may pass several of their tests at once (a zlib
+# stream whose first byte reads as a pickle opcode): each that claims a stream examines it.
+WEAK = {"pickle", "zlib", "lzma"}
+
+
+def weak_rivals(first: type[FormatHandler], head: bytes, complete: bool) -> list:
+    """The other weakly marked formats that also claim a stream `first` claimed."""
+    if first.name not in WEAK:
+        return []
+    return [h for h in HANDLERS if h is not first and h.name in WEAK and h.sniff(head, complete)]

@@ -126,8 +126,20 @@ def _in_child(job: str, args, user_error, **payload) -> Report:
         result = run_in_child(job, payload, progress=args.format == "text",
                               time_limit=args.time_limit)
     except JobError as exc:
-        raise user_error(str(exc)) from None
+        raise user_error(_naming_the_model(str(exc), args)) from None
     return Report.from_dict(result)
+
+
+def _naming_the_model(message: str, args) -> str:
+    """The child's reason, with the model file in front when the reason does not name it
+    (errors raised inside a model's own forward pass do not)."""
+    files = [str(p) for p in (getattr(args, name, None) for name in ("model", "old", "new")) if p]
+    if files and not any(f in message for f in files):
+        message = f"{', '.join(files)}: {message}"
+    if "Expected input at" in message and ".shape[0]" in message:
+        message += (" (a torch.export program traced with a fixed batch size: export it with "
+                    "a dynamic batch dimension)")
+    return message
 
 
 def _path(value: Path | None) -> str | None:

@@ -180,7 +180,7 @@ def test_npy_object_dtypes_in_every_spelling(descr, tmp_path):
 
 
 def test_npy_dtypes_judged_without_numpy_fail_closed():
-    from trojanscope.artifacts.numpy_format import _maybe_object
+    from trojanscope.artifacts.numpy_format import _has_object as _maybe_object
 
     for plain in ("<f4", "|u1", "<U10", "|b1", "<M8[ns]", "float32",
                   [("a", "<f4"), ("b", "<i8", (2,))], [(("title", "a"), "<f4")]):

@@ -81,14 +81,6 @@ def read_header(source) -> tuple[dict, int]:
     return header, source.pos
 
 
-def _has_object(descr: object) -> bool:
-    """Could the dtype NumPy builds from this description hold Python objects, at any depth?
-    np.load builds it with descr_to_dtype, which reads "O", "|O8", "object" and
-    [("a", "object")] alike; scan imports no NumPy, so every form but plain numeric and text
-    codes counts as objects: fail closed."""
-    return _maybe_object(descr)
-
-
 PLAIN_CODE = re.compile(r"[<>|=]?(?:[biufcmMSUVa?][0-9]*(?:\[[A-Za-z0-9]+\])?|b1)")
 PLAIN_NAMES = {f"{kind}{bits}" for kind, sizes in (("float", (16, 32, 64, 128)),
                                                      ("int", (8, 16, 32, 64)),
@@ -97,12 +89,16 @@ PLAIN_NAMES = {f"{kind}{bits}" for kind, sizes in (("float", (16, 32, 64, 128)),
                for bits in sizes} | {"bool", "float", "int", "complex", "str", "bytes"}
 
 
-def _maybe_object(descr: object) -> bool:
+def _has_object(descr: object) -> bool:
+    """Could the dtype NumPy builds from this description hold Python objects, at any depth?
+    np.load builds it with descr_to_dtype, which reads "O", "|O8", "object" and
+    [("a", "object")] alike; scan imports no NumPy, so every form but plain numeric and text
+    codes counts as objects: fail closed."""
     if isinstance(descr, str):
         return not (PLAIN_CODE.fullmatch(descr) or descr in PLAIN_NAMES)
     if isinstance(descr, list):  # fields: (name, dtype) or (name, dtype, shape)
-        return any(not (isinstance(f, tuple) and len(f) in (2, 3)) or _maybe_object(f[1])
+        return any(not (isinstance(f, tuple) and len(f) in (2, 3)) or _has_object(f[1])
                    for f in descr)
     if isinstance(descr, tuple) and len(descr) == 2:  # (dtype, shape): a subarray
-        return _maybe_object(descr[0])
+        return _has_object(descr[0])
     return True

@@ -8,6 +8,7 @@ assembled from memo entries, calls on computed objects and nested pickles are al
 from __future__ import annotations
 
 import codecs
+import io
 from encodings import aliases, normalize_encoding
 from typing import Callable
 
@@ -346,7 +347,7 @@ class PickleMachine:
         same file reads them as opcodes, until the first that fails. A file must be safe under
         both: the region's start is run as a pickle too, and what it imports is reported."""
         prefix = lead + (self.r._read(min(size, PLAIN_PREFIX)) if size else b"")
-        inner = PickleMachine(OpcodeReader(_bytes_io(prefix), self.limits, self.r.pos -
+        inner = PickleMachine(OpcodeReader(io.BytesIO(prefix), self.limits, self.r.pos -
                                            len(prefix)), self.loc, self.policy, self.limits,
                               self.nested, joblib=False)
         outcome = inner.run()
@@ -377,12 +378,6 @@ def _dtype_size(dtype: object) -> int | None:
         return 0
     digits = code.lstrip("<>|=").lstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ?")
     return int(digits) if digits.isdigit() and int(digits) > 0 else None
-
-
-def _bytes_io(data: bytes):
-    import io
-
-    return io.BytesIO(data)
 
 
 def _partial_parts(made: Call) -> tuple[object, tuple]:

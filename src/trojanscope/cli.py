@@ -368,8 +368,14 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def _rules(markdown: bool) -> int:
-    from . import artifacts  # noqa: F401  (declares the scan rules)
+    import importlib
+    import pkgutil
 
+    from . import artifacts
+    from .provenance import integrity  # noqa: F401  (the signature rules)
+
+    for module in pkgutil.iter_modules(artifacts.__path__):  # scan imports some lazily
+        importlib.import_module(f"{artifacts.__name__}.{module.name}")
     try:
         from .data import vet, vet_text  # noqa: F401  (declares the vet rules; needs numpy)
         from .model import repair, weights  # noqa: F401  (the model rules)

@@ -9,7 +9,6 @@ hanging for good on a two-byte change to a variable-length string attribute.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 from ..findings import Location, Rule, Severity
@@ -60,6 +59,8 @@ class Hdf5Handler(FormatHandler):
 
 
 def _isolated_h5py(data: bytes, seconds: int) -> tuple[list | None, str]:
+    import subprocess  # only when an HDF5 file is met: start-up
+
     try:
         result = subprocess.run([sys.executable, "-c", READER], input=data, capture_output=True,
                                 timeout=seconds, preexec_fn=_limit_memory)

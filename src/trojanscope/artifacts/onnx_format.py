@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import posixpath
 import re
+from typing import TYPE_CHECKING
 
 from ..findings import Location, Rule, Severity
-from .onnx_graph import Graph, Model, parse_model
 from .protobuf_wire import LEN, VARINT, ProtoError, looks_like_message
 from .registry import FormatHandler
-from .shadow_logic import find_shadow_logic
+
+if TYPE_CHECKING:
+    from .onnx_graph import Graph, Model
 
 SHADOW_LOGIC = Rule("onnx.shadow-logic", Severity.HIGH,
                     "A branch decides from the raw input, with no learned weights, whether to "
@@ -49,6 +51,8 @@ class OnnxHandler(FormatHandler):
 
     @classmethod
     def scan(cls, ctx, source, location: Location, depth: int) -> None:
+        from .onnx_graph import parse_model  # imported when an ONNX file is met: start-up
+
         try:
             model = parse_model(source.whole())
         except ProtoError as exc:
@@ -58,6 +62,8 @@ class OnnxHandler(FormatHandler):
 
 
 def check_model(ctx, model: Model, location: Location) -> None:
+    from .shadow_logic import find_shadow_logic
+
     local = set(model.functions)
     for graph, where in _graphs(model.graph, (model.graph.name or "main",)):
         for node in graph.nodes:

@@ -1,19 +1,19 @@
 """The globals policy: which (module, name) pairs a pickle may import.
 
-Policy is data (globals_policy.toml beside this file), passed in explicitly and extended by users
-with a file of the same shape. Classification never imports anything it names.
+Policy is data (the tables of globals_policy.py beside this file), passed in explicitly and
+extended by users with a TOML file of the same shape. Classification never imports anything it
+names.
 """
 
 from __future__ import annotations
 
 import _compat_pickle
 import functools
+import re
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
+from fnmatch import translate
 from pathlib import Path
 from typing import Mapping, Sequence
-
-import tomllib
 
 from ..findings import Severity
 
@@ -38,11 +38,18 @@ class GlobalsPolicy:
     allow: Table = field(default_factory=dict)
     critical: Table = field(default_factory=dict)
     nested_loaders: Table = field(default_factory=dict)
-    exempt: Table = field(default_factory=dict)  # packaged only: see globals_policy.toml
+    exempt: Table = field(default_factory=dict)  # packaged only: see globals_policy.py
     sources: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_verdicts", {})  # memo of decisions, per policy
+        object.__setattr__(self, "_indexes", {})  # each table's patterns, compiled on first use
+
+    def _index(self, table: str) -> _TableIndex:
+        index = self._indexes.get(table)
+        if index is None:
+            index = self._indexes[table] = _TableIndex(getattr(self, table))
+        return index
 
     @classmethod
     def default(cls) -> GlobalsPolicy:
@@ -50,10 +57,16 @@ class GlobalsPolicy:
 
     @classmethod
     def from_toml(cls, text: str, source: str) -> GlobalsPolicy:
+        import tomllib  # users' allowlists only: the packaged policy is Python (start-up)
+
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise PolicyError(f"{source}: not valid TOML: {exc}") from None
+        return cls.from_tables(data, source)
+
+    @classmethod
+    def from_tables(cls, data: Mapping, source: str) -> GlobalsPolicy:
         tables = {}
         for key in ("allow", "critical", "nested_loaders", "exempt"):
             tables[key] = _check_table(data.get(key, {}), f"{source}: [{key}]")
@@ -105,7 +118,7 @@ class GlobalsPolicy:
         return self._verdicts[key]
 
     def _is_nested_loader(self, module: str, name: str) -> bool:
-        return any(_matches(self.nested_loaders, m, n, submodules=False)
+        return any(self._index("nested_loaders").matches(m, n, submodules=False)
                    for m, n in {(module, name), python2_name(module, name)})
 
     def _classify_one(self, module: str, name: str) -> Verdict:
@@ -113,17 +126,18 @@ class GlobalsPolicy:
         if any(p.startswith("__") and p.endswith("__") and len(p) > 4 for p in parts[:-1]) or (
                 len(parts) > 1 and parts[-1].startswith("__") and parts[-1] != "__newobj__"):
             return Verdict(Severity.CRITICAL, DUNDER_REASON, f"{module}.{name}")
-        if len(parts) == 1 and _matches(self.exempt, module, name, submodules=False):
+        if len(parts) == 1 and self._index("exempt").matches(module, name, submodules=False):
             return Verdict(None, "allowed", f"{module}.{name}")
         # A dotted name is an attribute walk from the module (protocol 4+): "pathlib" + "os.system"
         # reaches os.system. Judge every (module, name) that the walk could stand for.
         for mod, attr in _walk_candidates(module, parts):
-            if _matches(self.critical, mod, attr, submodules=True):
+            if self._index("critical").matches(mod, attr, submodules=True):
                 return Verdict(Severity.CRITICAL, "a known code-execution gadget",
                                f"{mod}.{attr}")
-        if len(parts) == 1 and _matches(self.allow, module, name, submodules=False):
+        if len(parts) == 1 and self._index("allow").matches(module, name, submodules=False):
             return Verdict(None, "allowed", f"{module}.{name}")
-        if len(parts) > 1 and name in _names_for(self.allow, module):
+        if len(parts) > 1 and any(name in names for names in
+                                  self._index("allow").names_for(module, submodules=False)):
             return Verdict(None, "allowed", f"{module}.{name}")
         return Verdict(Severity.HIGH, f"imports from module {module!r}, which the policy "
                        "does not allow", f"{module}.{name}")
@@ -131,8 +145,12 @@ class GlobalsPolicy:
 
 @functools.lru_cache(maxsize=1)
 def _packaged() -> GlobalsPolicy:
-    text = (Path(__file__).parent / "globals_policy.toml").read_text("utf-8")
-    return GlobalsPolicy.from_toml(text, "packaged policy")
+    from . import globals_policy as packaged
+
+    return GlobalsPolicy.from_tables(
+        {"allow": packaged.ALLOW, "critical": packaged.CRITICAL,
+         "nested_loaders": packaged.NESTED_LOADERS, "exempt": packaged.EXEMPT},
+        "packaged policy")
 
 
 class PolicyError(ValueError):
@@ -156,16 +174,58 @@ def _walk_candidates(module: str, parts: list[str]):
         yield module, parts[0]
 
 
-def _matches(table: Table, module: str, name: str, *, submodules: bool) -> bool:
-    for pattern, names in table.items():
-        hit = fnmatchcase(module, pattern) or (submodules and fnmatchcase(module, pattern + ".*"))
-        if hit and any(fnmatchcase(name, n) for n in names):
-            return True
-    return False
+_WILD = re.compile(r"[*?[]")
 
 
-def _names_for(table: Table, module: str) -> set[str]:
-    return {n for pattern, names in table.items() if fnmatchcase(module, pattern) for n in names}
+class _TableIndex:
+    """A table's patterns, matched as fnmatch would but without a regex per lookup: exact module
+    keys by dict, `prefix.*` keys by their dotted prefixes, and each key's names by one test."""
+
+    def __init__(self, table: Table) -> None:
+        self.exact: dict[str, list[tuple[str, ...]]] = {}
+        self.prefix: dict[str, list[tuple[str, ...]]] = {}  # "a.b.*" as "a.b"
+        self.other: list[tuple[re.Pattern, re.Pattern, tuple[str, ...]]] = []
+        for pattern, names in table.items():
+            names = tuple(names)
+            if not _WILD.search(pattern):
+                self.exact.setdefault(pattern, []).append(names)
+            elif pattern.endswith(".*") and not _WILD.search(pattern[:-2]):
+                self.prefix.setdefault(pattern[:-2], []).append(names)
+            else:
+                self.other.append((re.compile(translate(pattern)),
+                                   re.compile(translate(pattern + ".*")), names))
+
+    def names_for(self, module: str, *, submodules: bool) -> list[tuple[str, ...]]:
+        """The name patterns of every key that matches `module` (a key's submodules too when
+        `submodules`)."""
+        found = list(self.exact.get(module, ()))
+        parts = module.split(".")
+        for i in range(1, len(parts)):
+            head = ".".join(parts[:i])
+            found += self.prefix.get(head, ())  # "a.*" matches "a.anything"
+            if submodules:
+                found += self.exact.get(head, ())
+        for whole, below, names in self.other:
+            if whole.match(module) or (submodules and below.match(module)):
+                found.append(names)
+        return found
+
+    def matches(self, module: str, name: str, *, submodules: bool) -> bool:
+        return any(_name_test(names)(name) for names in self.names_for(module,
+                                                                        submodules=submodules))
+
+
+@functools.lru_cache(maxsize=None)
+def _name_test(names: tuple[str, ...]):
+    """One test for a key's name patterns: exact names by set, the patterns by one regex."""
+    if "*" in names:
+        return lambda name: True
+    exact = frozenset(n for n in names if not _WILD.search(n))
+    wild = [n for n in names if _WILD.search(n)]
+    if not wild:
+        return exact.__contains__
+    regex = re.compile("|".join(translate(n) for n in wild))
+    return lambda name: name in exact or regex.match(name) is not None
 
 
 def _check_table(value: object, where: str) -> dict[str, tuple[str, ...]]:

@@ -10,8 +10,7 @@ from typing import Iterable, Iterator
 
 from .. import __version__
 from ..findings import Location, Report, ScanError
-from ..provenance.integrity import default_signature, signature_notes
-from ..provenance.manifest import SIGNATURE_NAME
+from ..provenance.paths import SIGNATURE_NAME, default_signature
 from . import (  # noqa: F401  (registers handlers)
     compressed_format,
     gguf_format,
@@ -65,8 +64,11 @@ def scan(paths: str | os.PathLike | Iterable[str | os.PathLike], *,
         beside = default_signature(Path(target))
         if Path(target).is_file() and beside.is_file():
             signatures.append((Path(target), beside))
-        for root, signature in signatures:
-            ctx.findings.extend(signature_notes(root, signature))
+        if signatures:
+            from ..provenance.integrity import signature_notes  # hashing code, only when signed
+
+            for root, signature in signatures:
+                ctx.findings.extend(signature_notes(root, signature))
     return Report(
         command="scan",
         version=__version__,

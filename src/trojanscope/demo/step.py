@@ -22,6 +22,6 @@ class Step:
 
 
 def _verdict(report) -> str:
-    from ..render.text import _summary
+    from ..render.text import summary_line
 
-    return _summary(report, len(report.findings)).plain
+    return summary_line(report, len(report.findings))

@@ -5,7 +5,6 @@ process that loaded an untrusted model sends back, and the parent never loads th
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import sys
 import traceback
@@ -27,6 +26,8 @@ def run_in_child(name: str, payload: dict, progress: bool = False,
     spawned process stopped after `time_limit` seconds and limited to `memory_limit` bytes of
     address space (default: 80% of the machine's memory). Raises JobError with the child's
     reason."""
+    import multiprocessing  # only when a job runs: the command line's start-up
+
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
     memory = memory_limit if memory_limit is not None else _default_memory()

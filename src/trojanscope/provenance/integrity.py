@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..findings import Finding, Location, Rule, Severity
 from .bundle import BundleError, Signed, read_bundle
-from .manifest import SIGNATURE_NAME, ManifestError, hash_files, model_files
+from .manifest import ManifestError, hash_files, model_files
 
 BAD_SIGNATURE = Rule("verify.bad-signature", Severity.CRITICAL,
                      "The signature is not valid for this key or trust root, or the signature "
@@ -49,11 +49,6 @@ class Changes:
     @property
     def none(self) -> bool:
         return not (self.changed or self.added or self.removed)
-
-
-def default_signature(root: Path) -> Path:
-    """A folder's signature lives inside it as model.sig; a file's beside it as FILE.sig."""
-    return root / SIGNATURE_NAME if root.is_dir() else root.with_name(root.name + ".sig")
 
 
 def ignored_paths(root: Path, signature: Path, base: tuple[str, ...]) -> tuple[str, ...]:

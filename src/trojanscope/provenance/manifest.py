@@ -14,8 +14,9 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
+from .paths import SIGNATURE_NAME
+
 CHUNK = 1 << 20
-SIGNATURE_NAME = "model.sig"
 # Never part of a model: version-control files, and the signature itself.
 DEFAULT_IGNORED = (".gitignore", ".gitattributes", ".git", SIGNATURE_NAME, ".github")
 

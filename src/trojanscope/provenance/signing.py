@@ -17,10 +17,10 @@ from .integrity import (
     FILE_CHANGED,
     FILE_REMOVED,
     compare,
-    default_signature,
     ignored_paths,
 )
 from .manifest import DEFAULT_IGNORED, hash_files, model_files
+from .paths import default_signature
 
 
 def sign(path: Path, private_key: Path, signature: Path | None = None,

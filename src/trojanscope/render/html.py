@@ -71,7 +71,7 @@ def _page(title: str, body: str) -> str:
 
 
 def _body(report: Report, images: dict[str, bytes] | None, gallery: str) -> str:
-    from .text import _summary
+    from .text import summary_line
 
     findings = sorted(report.findings, key=lambda f: (-int(f.severity), f.sort_key()))
     worst = report.max_severity
@@ -79,7 +79,7 @@ def _body(report: Report, images: dict[str, bytes] | None, gallery: str) -> str:
     parts = [f"<p class=muted>{escape(', '.join(report.targets))} · version "
              f"{escape(report.version)} · {report.timings.get('total_seconds', '?')} s</p>",
              f"<p class=verdict style='background:{colour}'>"
-             f"{escape(_summary(report, len(findings)).plain)}</p>"]
+             f"{escape(summary_line(report, len(findings)))}</p>"]
     parts.append(_findings(findings))
     if report.errors:
         parts.append("<h2>Could not be examined</h2><ul>" + "".join(

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import io
 
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
 from ..findings import Report, Severity
 
 STYLES = {Severity.CRITICAL: "bold white on red", Severity.HIGH: "bold red",
@@ -16,10 +12,18 @@ STYLES = {Severity.CRITICAL: "bold white on red", Severity.HIGH: "bold red",
 
 def render_text(report: Report, *, min_severity: Severity = Severity.LOW, color: bool = False,
                 width: int = 110) -> str:
+    shown = [f for f in report.findings if f.severity >= min_severity]
+    summary = summary_line(report, len(shown))
+    if not shown and not report.errors and not color and len(summary) <= width:
+        return summary + "\n"  # one plain line: no layout, so no need to import rich (start-up)
+
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
     buffer = io.StringIO()
     console = Console(file=buffer, force_terminal=color, no_color=not color, width=width,
                       highlight=False)
-    shown = [f for f in report.findings if f.severity >= min_severity]
     by_file: dict[str, list] = {}
     for f in shown:
         by_file.setdefault(f.location.path, []).append(f)
@@ -45,11 +49,13 @@ def render_text(report: Report, *, min_severity: Severity = Severity.LOW, color:
             console.print(f"  {rule}: {remedy}")
     for error in report.errors:
         console.print(Text(f"error: {error.path}: {error.message}", style="bold red"))
-    console.print(_summary(report, len(shown)))
+    style = STYLES.get(report.max_severity, "green") if report.findings else "green"
+    console.print(Text(summary, style=style))
     return buffer.getvalue()
 
 
-def _summary(report: Report, shown: int) -> Text:
+def summary_line(report: Report, shown: int) -> str:
+    """The one-line verdict (`shown`: how many findings the page lists)."""
     counts = {}
     for f in report.findings:
         counts[f.severity] = counts.get(f.severity, 0) + 1
@@ -74,6 +80,5 @@ def _summary(report: Report, shown: int) -> Text:
         body = "no findings"
     else:
         body = f"{len(report.findings)} finding(s): " + ", ".join(parts)
-    style = STYLES.get(report.max_severity, "green") if report.findings else "green"
     errors = f", {len(report.errors)} error(s)" if report.errors else ""
-    return Text(head + body + errors + tail, style=style)
+    return head + body + errors + tail

@@ -123,4 +123,5 @@ def test_mutated_torchscript_code_ends_in_findings_or_nothing(code):
     """The code of a TorchScript archive, edited: parsed (never compiled), judged, no crash."""
     report = scan_bytes(pf.torchscript_archive(code), "fuzz.pt", policy=POLICY, limits=LIMITS)
     assert {f.rule for f in report.findings} <= {
-        "torchscript.file-access", "torchscript.custom-operator", "torchscript.unparsable"}
+        "torchscript.file-access", "torchscript.custom-operator", "torchscript.unparsable",
+        "torchscript.unlisted-operator"}

@@ -66,8 +66,14 @@ def test_torchscript_writing_a_file_while_loading_is_critical_and_nothing_is_wri
     ("torch.from_file(\"/etc/passwd\", False, 8)", "torchscript.file-access"),
     ("ops.aten.save(x, \"/tmp/a\")", "torchscript.file-access"),
     ("torch.ops.mylab.exfiltrate(x)", "torchscript.custom-operator"),
-    ("ops.torchvision.nms(x, x, 0.5)", None),
+    ("ops.torchvision.nms(x, x, 0.5)", "torchscript.custom-operator"),  # needs its library
     ("torch.linear(x, x, x)", None),
+    ("torch.ops.aten.add.Tensor(x, x)", None),  # an overload, named
+    ("ops.prim.rpc_async(\"worker\", x)", "torchscript.unlisted-operator"),  # the network
+    ("ops.c10d.broadcast_(x)", "torchscript.unlisted-operator"),
+    ("torch.no_such_operator(x)", "torchscript.unlisted-operator"),  # fail closed
+    ("torch.autograd.save(x, \"/tmp/a\")", "torchscript.file-access"),  # judged as aten::save
+    ("getattr(ops.aten, \"sa\" + \"ve\")(x, \"/tmp/a\")", "torchscript.file-access"),
     ("torch.save", "torchscript.file-access"),  # an alias, called later
     ("getattr(torch, \"save\")(x, \"/tmp/a\")", "torchscript.file-access"),
     ("getattr(torch, \"sa\" + \"ve\")(x, \"/tmp/a\")", "torchscript.file-access"),
@@ -108,6 +114,53 @@ def test_the_torchscript_payload_really_writes_its_file_when_loaded(tmp_path):
     subprocess.run([sys.executable, "-W", "ignore", "-c",
                     f"import torch; torch.jit.load({str(model)!r})"], check=True, timeout=120)
     assert canary.exists()
+
+
+
+@pytest.mark.torch
+def test_real_torchscript_archives_call_only_listed_operators():
+    """What torch.jit.script and torch.jit.trace write for common layers scans clean: the
+    operator allowlist does not flag PyTorch's own code (recurrent, attention, convolution,
+    normalisation, embedding, the zoo's architectures)."""
+    import io
+    import warnings
+
+    torch = pytest.importorskip("torch")
+    from trojanscope.attacks.trojan_models import build_model
+
+    nn = torch.nn
+    scripted = [nn.LSTM(4, 8, 2, batch_first=True), nn.GRU(4, 8), nn.MultiheadAttention(16, 2),
+                nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 2, 32), 1),
+                nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.LayerNorm(8)),
+                nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.GELU(), nn.MaxPool2d(2),
+                              nn.Upsample(scale_factor=2), nn.ConvTranspose2d(4, 2, 2),
+                              nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Softmax(-1))]
+    traced = [(build_model(name, (3, 32, 32), 10), torch.rand(2, 3, 32, 32))
+              for name in ("preact-resnet18", "mobilenet-v2", "vit-small")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        archives = [torch.jit.script(m) for m in scripted] + \
+            [torch.jit.trace(m.eval(), x) for m, x in traced]
+        for archive in archives:
+            buffer = io.BytesIO()
+            torch.jit.save(archive, buffer)
+            report = scan_bytes(buffer.getvalue(), "model.pt")
+            assert report.findings == (), [f.message for f in report.findings]
+
+
+@pytest.mark.torch
+def test_the_operator_allowlist_is_that_of_the_installed_torch():
+    """The generated allowlist (scripts/torchscript_operators.py) matches torch's registry."""
+    torch = pytest.importorskip("torch")
+    from trojanscope.artifacts import torchscript_operators as generated
+
+    if torch.__version__ != generated.TORCH_VERSION:
+        pytest.skip(f"allowlist made from torch {generated.TORCH_VERSION}")
+    registered = {tuple(s.name.split("::")) for s in torch._C._jit_get_all_schemas()}
+    listed = {(ns, op) for ns, ops in generated.OPERATORS.items() for op in ops}
+    assert listed <= registered
+    assert ("aten", "linear") in listed and ("prim", "rpc_async") not in listed
+    assert not listed & {("aten", op) for op in generated.FILE_OPERATORS["aten"]}
 
 
 # --- Keras -----------------------------------------------------------------------------------

@@ -7,12 +7,13 @@ torch.export.load does more than read weights:
 - `guards_code` strings become the source of a Python function the loaded module runs;
 - each graph node names an operator (`target`), which runs on every forward call: an ATen
   operator that reads or writes files (`aten.from_file`, `aten.save`) reaches the disk.
+  Operators are judged against the allowlist that TorchScript code is (torchscript_operators.py).
 Expressions and guards are judged by their syntax tree against what torch itself writes
 (sympy constructors and arithmetic; size, stride and comparisons of the inputs); anything else
-is critical. Operators from outside PyTorch's own namespaces are high: they run code a library
-registered, which the scan cannot see. Pickles inside the archive are examined as every pickle
-is; the loader may unpickle them without `weights_only`, so the gate (ml/gate.py) refuses a .pt2
-on any pickle finding at all.
+is critical. Operators off the allowlist, and those from outside PyTorch's own namespaces, are
+high: they run code a library registered, which the scan cannot see. Pickles inside the archive
+are examined as every pickle is; the loader may unpickle them without `weights_only`, so the
+gate (ml/gate.py) refuses a .pt2 on any pickle finding at all.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import json
 import re
 
 from ..findings import Location, Rule, Severity
-from .torchscript_code import FILE_OPERATORS
+from .torchscript_code import KNOWN_FILE_OPERATORS
 
 UNSAFE_EXPRESSION = Rule(
     "torch-export.unsafe-expression", Severity.CRITICAL,
@@ -49,8 +50,9 @@ UNREADABLE_PROGRAM = Rule(
 
 PROGRAM_MEMBER = re.compile(r"(^|/)models/[^/]+\.json$")
 MAX_PROGRAM_BYTES = 256 * 1024 * 1024
-OWN_NAMESPACES = {"aten", "prims", "higher_order", "_c10d_functional", "c10d",
-                  "_c10d_functional_autograd", "quantized_decomposed"}
+# PyTorch's namespaces whose operators Python registers (not in the generated allowlist).
+EXPORT_NAMESPACES = {"higher_order", "quantized_decomposed", "_c10d_functional", "c10d",
+                     "_c10d_functional_autograd"}
 SYMPY_NAMES = {
     "Symbol", "Integer", "Float", "Rational", "Add", "Mul", "Pow", "Max", "Min", "Mod", "Abs",
     "FloorDiv", "CeilDiv", "CleanDiv", "PythonMod", "TruncToInt", "FloorToInt", "CeilToInt",
@@ -103,11 +105,17 @@ def _check_target(target: str, findings: list, seen: set, location: Location) ->
         _once(findings, seen, FOREIGN_OPERATOR, target, location,
               f"node calls {target!r}, not an operator of torch.ops")
         return
+    from .torchscript_operators import FILE_OPERATORS, OPERATORS
+
     namespace, operator = parts[2], parts[3]
-    if operator in FILE_OPERATORS:
+    if operator in FILE_OPERATORS.get(namespace, ()) or (
+            namespace == "aten" and operator in KNOWN_FILE_OPERATORS):
         _once(findings, seen, FILE_OPERATOR, target, location,
               f"node calls {target}, which reaches files, on every forward call")
-    elif namespace not in OWN_NAMESPACES:
+    elif namespace in OPERATORS and operator not in OPERATORS[namespace]:
+        _once(findings, seen, FOREIGN_OPERATOR, target, location,
+              f"node calls {target}, which is not on the allowlist of PyTorch's operators")
+    elif namespace not in OPERATORS and namespace not in EXPORT_NAMESPACES:
         _once(findings, seen, FOREIGN_OPERATOR, target, location,
               f"node calls {target}, from the namespace {namespace!r}")
 

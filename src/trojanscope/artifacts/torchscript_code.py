@@ -1,11 +1,14 @@
 """The TorchScript code in a torch.jit.save archive (ARCHIVE/code/**.py).
 
 torch.jit.load compiles this code and runs it: `__setstate__` methods while loading, `forward`
-on every call. TorchScript has no imports and no open(), but some of its operators reach files:
-`torch.save` (aten::save) writes any path, `torch.from_file` reads one. Before PyTorch 2.6,
-torch.load(weights_only=True) handed such an archive to torch.jit.load (CVE-2025-32434). Calls
-into operator namespaces outside PyTorch need a compiled library the loader must have
-registered. The code is parsed with `ast`, never compiled or run.
+on every call. TorchScript has no imports and no open(); what code can do is call operators
+(`torch.X` is aten::X, `ops.NS.X` is NS::X). Some reach files: `torch.save` (aten::save) writes
+any path, `torch.from_file` reads one. Before PyTorch 2.6, torch.load(weights_only=True) handed
+such an archive to torch.jit.load (CVE-2025-32434). Every operator call is judged against an
+allowlist generated from PyTorch's operator registry (torchscript_operators.py): unlisted
+operators of PyTorch's namespaces are high, operators of other namespaces need a compiled
+library the loader must have registered (medium). The code is parsed with `ast`, never compiled
+or run.
 """
 
 from __future__ import annotations
@@ -20,6 +23,12 @@ FILE_ACCESS = Rule(
     "The archive's TorchScript code calls an operator that writes or reads files",
     "Do not load or run this model: torch.jit.load compiles the code and runs it (while "
     "loading, in __setstate__, or on every forward call).")
+UNLISTED_OPERATOR = Rule(
+    "torchscript.unlisted-operator", Severity.HIGH,
+    "The archive's TorchScript code calls a PyTorch operator that is not on the allowlist "
+    "(operators without file, network or Python access, from PyTorch's registry)",
+    "Do not load the model until the code file is reviewed: the operator may reach the network "
+    "(distributed and remote-call operators) or Python, or be newer than the allowlist.")
 CUSTOM_OPERATOR = Rule(
     "torchscript.custom-operator", Severity.MEDIUM,
     "The archive's TorchScript code calls an operator from outside PyTorch's own namespaces",
@@ -33,11 +42,8 @@ UNPARSABLE = Rule(
 
 CODE_MEMBER = re.compile(r"(^|/)code/.+\.py$")
 MAX_CODE_BYTES = 16 * 1024 * 1024  # real code files are kilobytes
-FILE_OPERATORS = {"save", "from_file", "load", "_load_for_mobile", "_nested_from_file"}
-PYTORCH_NAMESPACES = {"aten", "prim", "quantized", "_quantized", "prepacked", "mkldnn",
-                      "mkldnn_prepacked", "_caffe2", "profiler", "sparse", "xnnpack", "cuda",
-                      "_c10d_functional", "c10d", "_dtensor", "fbgemm", "torchvision",
-                      "torchaudio"}
+# Besides the registry's (FILE_OPERATORS there): names other torch versions give file access.
+KNOWN_FILE_OPERATORS = {"load", "_load_for_mobile", "_nested_from_file"}
 
 
 def is_code_member(name: str) -> bool:
@@ -45,6 +51,12 @@ def is_code_member(name: str) -> bool:
 
 
 def check_torchscript_code(text: str, location: Location) -> list:
+    from .torchscript_operators import (  # imported when TorchScript is met: start-up
+        FILE_OPERATORS,
+        OPERATORS,
+        UNLISTED_NAMESPACES,
+    )
+
     try:
         tree = ast.parse(text)
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
@@ -52,26 +64,46 @@ def check_torchscript_code(text: str, location: Location) -> list:
                                    {"error": type(exc).__name__})]
     found, seen = [], set()
     for function, call, name in _calls(tree):
-        parts = name.split(".")
-        operator, namespace = parts[-1], _namespace(parts)
+        namespace, operator = _operator(name.split("."))
         key = (name, function)
-        if key in seen:
-            continue
-        if namespace in ("torch", "aten") and (operator in FILE_OPERATORS or
-                                               operator == "<computed>"):
-            seen.add(key)
-            when = "while the model loads" if function == "__setstate__" else \
-                f"in {function or 'the module body'}"
+        if namespace is None or key in seen:
+            continue  # not an operator: the archive's own classes and functions, a method
+        seen.add(key)
+        where = f"in {function or 'the module body'}"
+        if operator == "<computed>" or operator in FILE_OPERATORS.get(namespace, ()) or (
+                namespace == "aten" and operator in KNOWN_FILE_OPERATORS):
+            when = "while the model loads" if function == "__setstate__" else where
             found.append(FILE_ACCESS.finding(
                 f"line {call.lineno}: uses {name}({_first_argument(call)}) {when}", location,
                 {"call": name, "function": function, "line": call.lineno}))
-        elif namespace not in (None, "torch") and namespace not in PYTORCH_NAMESPACES:
-            seen.add(key)
+        elif namespace in UNLISTED_NAMESPACES or (namespace in OPERATORS and operator is not None
+                                                  and operator not in OPERATORS[namespace]):
+            found.append(UNLISTED_OPERATOR.finding(
+                f"line {call.lineno}: calls {name} ({namespace}::{operator}) {where}",
+                location, {"call": name, "operator": f"{namespace}::{operator}",
+                           "function": function, "line": call.lineno}))
+        elif namespace not in OPERATORS:
             found.append(CUSTOM_OPERATOR.finding(
-                f"line {call.lineno}: calls {name} (operator namespace {namespace!r}) in "
-                f"{function or 'the module body'}", location,
-                {"call": name, "namespace": namespace, "line": call.lineno}))
+                f"line {call.lineno}: calls {name} (operator namespace {namespace!r}) {where}",
+                location, {"call": name, "namespace": namespace, "line": call.lineno}))
     return found
+
+
+def _operator(parts: list[str]) -> tuple[str | None, str | None]:
+    """(namespace, operator) that a dotted name calls, as TorchScript's importer resolves it:
+    torch.X is aten::X, [torch.]ops.NS.X is NS::X, torch.classes.NS.C a class of NS. Another
+    torch.A.B is judged as aten::B (fail closed). Names outside torch and ops: (None, '')."""
+    if parts[0] == "torch":
+        if len(parts) == 2:
+            return "aten", parts[1]
+        if parts[1] not in ("ops", "classes"):
+            return "aten", parts[-1]
+        parts = parts[1:]
+    if parts[0] == "ops" and len(parts) >= 3:
+        return parts[1], parts[2]  # a fourth part names an overload (ops.aten.add.Tensor)
+    if parts[0] == "classes" and len(parts) >= 3:
+        return parts[1], None  # a registered class: judged by its namespace
+    return None, ""
 
 
 def _calls(tree: ast.AST):
@@ -117,16 +149,6 @@ def _dotted(node: ast.AST) -> str | None:
         return None
     parts.append(node.id)
     return ".".join(reversed(parts))
-
-
-def _namespace(parts: list[str]) -> str | None:
-    """'torch' for torch.save, the operator namespace for [torch.]ops.NS.op, else None."""
-    if parts[0] == "torch" and len(parts) == 2:
-        return "torch"
-    rest = parts[1:] if parts[0] == "torch" else parts
-    if len(rest) == 3 and rest[0] == "ops":
-        return rest[1]
-    return None
 
 
 def _first_argument(call: ast.AST) -> str:

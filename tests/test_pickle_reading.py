@@ -58,3 +58,23 @@ def test_a_second_pickle_that_does_not_look_like_one_is_still_read(tmp_path):
 def test_bytes_after_the_last_pickle_that_import_nothing_are_data():
     data = b"\x80\x02]q\x00." + b"N)R." + bytes(range(256)) * 4
     assert scan_bytes(data).findings == ()
+
+
+def test_nested_pickles_share_one_budget_of_held_bytes():
+    """A pickle nested in a constant of another holds its constants while the outer one still
+    holds its own: the memory bound covers both. Past the bound, the nested call's argument
+    cannot be examined, and that is high, never a pass."""
+    from trojanscope.artifacts import Limits
+    from trojanscope.attacks.pickle_payloads import STOP, binbytes, call, global_, proto
+
+    def load_from_bytes(data: bytes) -> bytes:
+        return proto(2) + call(global_("torch.storage", "_load_from_bytes"), binbytes(data)) + STOP
+
+    middle = load_from_bytes(classic("true") + b"N" * 400)
+    outer = load_from_bytes(middle)
+    roomy = scan_bytes(outer, limits=Limits(max_held_bytes=10_000))
+    assert "pickle.unsafe-global" in {f.rule for f in roomy.findings}
+    # Room for the middle pickle (466 bytes) or for the inner one (423), not for both at once.
+    tight = scan_bytes(outer, limits=Limits(max_held_bytes=len(middle) + 100))
+    assert [(f.rule, f.severity) for f in tight.findings] == \
+        [("pickle.nested-unresolved", Severity.HIGH)]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from ..findings import Finding, Location, Rule, Severity
 from .limits import LimitExceeded, Limits
+from .pickle_reader import HeldBytes
 from .policy import GlobalsPolicy
 from .registry import detect, weak_rivals
 from .source import Budget, Source
@@ -51,6 +52,11 @@ class ScanContext:
     findings: list[Finding] = field(default_factory=list)
     formats: list[tuple[str, str]] = field(default_factory=list)
     budget: Budget | None = None
+    # Pickle constants held at once, nested pickles included (pickle_reader.HeldBytes).
+    held: HeldBytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.held = HeldBytes(self.limits.max_held_bytes)
 
     def add(self, finding: Finding) -> None:
         self.findings.append(finding)

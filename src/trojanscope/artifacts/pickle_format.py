@@ -86,7 +86,15 @@ def scan_pickle_stream(ctx, stream, location: Location, depth: int, start: int) 
     else:
         stream.unread(data)
     versioned = _peek(stream, 1) == b"\x80"
-    reader = OpcodeReader(stream, ctx.limits, start)
+    reader = OpcodeReader(stream, ctx.limits, start, ctx.held)
+    try:
+        _scan_pickles(ctx, stream, reader, location, depth, versioned)
+    finally:
+        reader.release()
+
+
+def _scan_pickles(ctx, stream, reader: OpcodeReader, location: Location, depth: int,
+                  versioned: bool) -> None:
     for count in range(MAX_PICKLES):
         before = len(ctx.findings)
         outcome = run_pickle(ctx, reader, location, depth)

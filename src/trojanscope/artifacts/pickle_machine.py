@@ -348,9 +348,12 @@ class PickleMachine:
         both: the region's start is run as a pickle too, and what it imports is reported."""
         prefix = lead + (self.r._read(min(size, PLAIN_PREFIX)) if size else b"")
         inner = PickleMachine(OpcodeReader(io.BytesIO(prefix), self.limits, self.r.pos -
-                                           len(prefix)), self.loc, self.policy, self.limits,
-                              self.nested, joblib=False)
-        outcome = inner.run()
+                                           len(prefix), self.r.shared), self.loc, self.policy,
+                              self.limits, self.nested, joblib=False)
+        try:
+            outcome = inner.run()
+        finally:
+            inner.r.release()
         if inner.named:  # a region that names no global cannot run anything
             self.out.findings.extend(f for f in outcome.findings if f.rule not in NOT_RUN_RULES)
         if size > PLAIN_PREFIX and inner.named and not outcome.stopped and \

@@ -36,21 +36,38 @@ class Truncated(PickleSyntaxError):
     pass
 
 
+class HeldBytes:
+    """Bytes of pickle constants in memory at once, across a pickle and the pickles nested in
+    it (each reader gives its share back when it is done), against one limit."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.total = 0
+
+
 class OpcodeReader:
     """Iterates (name, arg, offset) over one stream; the caller may skip bytes between opcodes."""
 
-    def __init__(self, stream: BinaryIO, limits: Limits, start: int = 0):
+    def __init__(self, stream: BinaryIO, limits: Limits, start: int = 0,
+                 shared: HeldBytes | None = None):
         self.stream = stream
         self.limits = limits
         self.pos = start
-        self.held = 0  # bytes of constants handed out, counted against max_held_bytes
+        self.shared = shared or HeldBytes(limits.max_held_bytes)
+        self.held = 0  # this reader's share of shared.total
 
     def hold(self, n: int) -> bool:
         """Count `n` bytes more as held in memory; False (and nothing counted) past the limit."""
-        if self.held + n > self.limits.max_held_bytes:
+        if self.shared.total + n > self.shared.limit:
             return False
+        self.shared.total += n
         self.held += n
         return True
+
+    def release(self) -> None:
+        """The constants read are dropped: give their bytes back to the shared count."""
+        self.shared.total -= self.held
+        self.held = 0
 
     def next(self) -> tuple[str, object, int]:
         offset = self.pos

@@ -32,15 +32,10 @@ def _long1(value: int) -> bytes:
 
 def torch_zip(payload: bytes, member: str = "archive/data.pkl") -> bytes:
     """A PyTorch zip checkpoint whose pickle member (any name) is `payload`."""
-    buffer = io.BytesIO()
     members = {"archive/byteorder": b"little", "archive/data/0": struct.pack("<4f", 1, 2, 3, 4),
                "archive/version": b"3\n"}
     members.pop(member, None)
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
-        archive.writestr(member, payload)
-        for name, data in members.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
+    return zip_of({member: payload, **members}, zipfile.ZIP_STORED)
 
 
 def torch_legacy(payload: bytes, at: int = 3) -> bytes:
@@ -81,7 +76,9 @@ def zip_of(members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression) as archive:
         for name, data in members.items():
-            archive.writestr(name, data)
+            # a fixed date: the same bytes on every run (zipfile stamps the time of writing)
+            archive.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data,
+                             compress_type=compression)
     return buffer.getvalue()
 
 

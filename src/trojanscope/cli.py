@@ -21,14 +21,22 @@ SEVERITIES = [str(s) for s in Severity]
 EXIT_CODES = "exit codes: 0 nothing at or above --fail-on, 1 findings, 2 could not do the job"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or (`command`) only that command's parser: building every
+    subcommand's parser costs more than scanning a small file (start-up, issue 17)."""
     parser = argparse.ArgumentParser(
         prog="trojanscope", epilog=EXIT_CODES,
         description="Find backdoors in the AI supply chain: is this model file safe to load, "
                     "is this data poisoned, is this model trojaned, can it be repaired?")
     parser.add_argument("--version", action="version", version=f"trojanscope {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for names, add in COMMAND_PARSERS:
+        if command is None or command in names:
+            add(commands)
+    return parser
 
+
+def _scan_parser(commands) -> None:
     scan = commands.add_parser(
         "scan", epilog=EXIT_CODES,
         help="is this model file safe to load? (reads bytes; never loads or imports them)",
@@ -45,10 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--show", choices=SEVERITIES, default="low",
                       help="lowest severity listed in text output (default: low)")
 
+
+def _rules_parser(commands) -> None:
     rules = commands.add_parser("rules", help="list every rule: id, severity, meaning, remedy")
     rules.add_argument("--markdown", action="store_true",
                        help="print docs/rules.md (a markdown table) instead")
 
+
+def _vet_parser(commands) -> None:
     vet = commands.add_parser(
         "vet", epilog=EXIT_CODES, help="is this training data poisoned?",
         description="Score every training sample, then decide: is anything poisoned, which "
@@ -87,10 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     vet.add_argument("-o", "--output", type=Path)
     vet.add_argument("--fail-on", choices=SEVERITIES, default="high")
 
-    cli_model.add_parsers(commands, SEVERITIES, EXIT_CODES)
-    cli_provenance.add_parsers(commands, SEVERITIES, EXIT_CODES)
-    _attack_parser(commands)
 
+def _demo_parser(commands) -> None:
     demo = commands.add_parser(
         "demo", help="the four questions end to end on embedded data, one HTML report",
         description="Scan harmless and harmful model files, vet a poisoned MNIST training set, "
@@ -103,7 +113,6 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the HTML report (default: trojanscope-demo.html)")
     demo.add_argument("--scan-only", action="store_true",
                       help="only the first step: model files, scanned (a few seconds)")
-    return parser
 
 
 def _attack_parser(commands) -> None:
@@ -134,8 +143,25 @@ def _payload_formats() -> list[str]:
     return list(GENERATORS)
 
 
+# In the order `trojanscope --help` lists them.
+COMMAND_PARSERS = [
+    (("scan",), _scan_parser),
+    (("rules",), _rules_parser),
+    (("vet",), _vet_parser),
+    (("inspect", "repair", "diff"),
+     lambda commands: cli_model.add_parsers(commands, SEVERITIES, EXIT_CODES)),
+    (("keygen", "sign", "verify"),
+     lambda commands: cli_provenance.add_parsers(commands, SEVERITIES, EXIT_CODES)),
+    (("attack",), _attack_parser),
+    (("demo",), _demo_parser),
+]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    known = {name for names, _ in COMMAND_PARSERS for name in names}
+    # Only the named command's parser; all of them for --help, --version or a wrong name.
+    args = build_parser(argv[0] if argv and argv[0] in known else None).parse_args(argv)
     try:
         if args.command == "scan":
             return _scan(args)

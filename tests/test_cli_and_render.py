@@ -156,6 +156,26 @@ def test_rules_command_lists_the_catalogue(run):
         assert rule_id in result.output
 
 
+def test_rules_are_all_listed_without_the_extras():
+    """A plain install (no numpy, scipy, scikit-learn or torch) lists every rule."""
+    import subprocess
+    import sys
+
+    def listed(blocked: tuple[str, ...]) -> set[str]:
+        code = ("import sys\n"
+                f"for name in {blocked!r}: sys.modules[name] = None  # as if not installed\n"
+                "from trojanscope.cli import main\nsys.exit(main(['rules', '--markdown']))")
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == 0, result.stderr
+        return {line.split("`")[1] for line in result.stdout.splitlines()
+                if line.startswith("| `")}
+
+    everything = listed(())
+    assert listed(("numpy", "scipy", "sklearn", "torch")) == everything
+    assert {"vet.poisoned-class", "model.trojaned-class", "verify.file-changed"} <= everything
+
+
 def test_version(run):
     result = run("--version")
     assert result.exit_code == 0 and result.output.startswith("trojanscope ")
@@ -181,6 +201,13 @@ def test_same_input_same_report(corpus):
     first = render_json(scan("."), timings=False)
     second = render_json(scan("."), timings=False)
     assert first == second
+
+
+def test_rendering_without_timings_leaves_the_report_as_it_was(corpus):
+    report = scan(".")
+    seconds = [entry["seconds"] for entry in report.results["files"]]
+    render_json(report, timings=False)
+    assert [entry["seconds"] for entry in report.results["files"]] == seconds
 
 
 @pytest.mark.parametrize("form", ["json", "sarif", "text"])

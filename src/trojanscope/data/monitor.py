@@ -98,7 +98,7 @@ class TrainingMonitor:
 
 
 def _finding(entry: dict, name: str):
-    from .vet import POISONED_CLASS
+    from .rules import POISONED_CLASS
 
     return POISONED_CLASS.finding(
         f"class {entry['class']}: {entry['outliers']} of {entry['samples']} samples "

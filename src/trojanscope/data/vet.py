@@ -8,18 +8,14 @@ import time
 import numpy as np
 
 from .. import __version__
-from ..findings import Location, Report, Rule, Severity
+from ..findings import Location, Report
 from .datasets import Dataset
 from .decide import decide
 from .detectors import DETECTORS
 from .detectors.neighbours import neighbour_labels, peel, source_spread
+from .rules import POISONED_CLASS
 from .views import input_view
 
-POISONED_CLASS = Rule("vet.poisoned-class", Severity.HIGH,
-                      "A class holds far more samples that look like other classes than the rest "
-                      "do: the mark of a poisoning attack that relabels triggered samples",
-                      "Drop the flagged samples (--export-clean) before training, and check "
-                      "where the data came from.")
 # Score at or above which a sample is an outlier when deciding on classes, per detector. For
 # neighbour disagreement the samples of suspected classes are then peeled at SAMPLE_CUT.
 CUTS = {"neighbour-disagreement": 0.7, "activation-clustering": 0.5}

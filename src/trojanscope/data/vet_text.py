@@ -10,15 +10,11 @@ from dataclasses import replace
 import numpy as np
 
 from .. import __version__
-from ..findings import Location, Report, Rule, Severity, clipped
+from ..findings import Location, Report, clipped
+from .rules import TRIGGER_PHRASE
 from .text import TextDataset
 from .text_triggers import TriggerConfig, find_triggers, flagged_rows
 
-TRIGGER_PHRASE = Rule("vet.trigger-phrase", Severity.HIGH,
-                      "A word or phrase whose texts all carry one label although what they say "
-                      "belongs to other classes: the mark of a text backdoor's trigger",
-                      "Drop the texts that carry it (--export-clean) before training, and check "
-                      "where the data came from.")
 SHOWN_CANDIDATES = 20
 DEFAULT_TEXT_DETECTOR = "ngram-label-skew"
 TEXT_FEATURE_DETECTORS = ("spectral", "spectre", "neighbour-disagreement")

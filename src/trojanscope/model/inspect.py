@@ -28,17 +28,12 @@ import numpy as np
 
 from .. import __version__, cache
 from ..data.datasets import Dataset
-from ..findings import Location, Report, Rule, Severity
+from ..findings import Location, Report
 from ..ml.model import Model, frozen
 from ..ml.ops import check_model
 from . import reverse
 from .reverse import Perturbations, Triggers, neural_cleanse, universal_perturbation
-
-TROJANED_CLASS = Rule(
-    "model.trojaned-class", Severity.HIGH,
-    "A class is reached by a much smaller trigger or perturbation than the other classes: the "
-    "mark of a backdoor that sends triggered inputs to it",
-    "Do not deploy the model; repair it (`trojanscope repair`) or retrain it from trusted data.")
+from .rules import TROJANED_CLASS
 
 # Thresholds from a development zoo (12 clean, 12 trojaned; not the benchmark zoo):
 NC_THRESHOLD = 0.8    # mask 2.2x smaller than predicted; clean models reached at most 0.56,

@@ -28,7 +28,7 @@ import numpy as np
 
 from .. import __version__
 from ..data.datasets import Dataset
-from ..findings import Location, Report, Rule, Severity
+from ..findings import Location, Report
 from ..ml.model import Model, as_tensor, device_of, frozen
 from ..ml.ops import (
     accuracy,
@@ -41,13 +41,7 @@ from ..ml.ops import (
 from ..progress import track
 from .inspect import InspectConfig, Recovery, recover
 from .reverse import neural_cleanse, universal_perturbation
-
-REPAIRED = Rule("model.repaired", Severity.INFO,
-                "The model was repaired: attack success with the recovered trigger fell while "
-                "clean accuracy held", "Re-inspect the repaired model and test it on your data.")
-NOT_REPAIRED = Rule("model.not-repaired", Severity.HIGH,
-                    "No repair brought the recovered trigger's success down within the allowed "
-                    "loss of clean accuracy", "Retrain the model from trusted data.")
+from .rules import NOT_REPAIRED, REPAIRED
 
 
 @dataclass(frozen=True)

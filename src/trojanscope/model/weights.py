@@ -19,17 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..findings import Location, Report, Rule, Severity
+from ..findings import Location, Report
+from .rules import CONCENTRATED, SHAPE_CHANGE, WEIGHTS_LIKE_TROJANED
 
 PROJECTIONS = 8
-CONCENTRATED = Rule(
-    "model.concentrated-change", Severity.MEDIUM,
-    "Between the two versions, one layer's change sits in a few neurons instead of being spread "
-    "over the layer, as a targeted weight edit or an implanted backdoor leaves it",
-    "Find out who changed the model and why; inspect the new version with clean data.")
-SHAPE_CHANGE = Rule("model.architecture-change", Severity.MEDIUM,
-                    "The two versions differ in their parameters' names or shapes",
-                    "Compare models of one architecture, or review the new layers by hand.")
 CONCENTRATION_SHARE = 0.5     # of a layer's squared change in the top TOP_SHARE of its neurons
 TOP_SHARE = 0.05
 MIN_RELATIVE_CHANGE = 1e-3    # changes smaller than this (relative to the layer) are noise
@@ -63,10 +56,6 @@ def weight_features(arrays: dict[str, np.ndarray]) -> np.ndarray:
     return np.concatenate([np.asarray(p, dtype=np.float64).ravel() for p in parts])
 
 
-WEIGHTS_LIKE_TROJANED = Rule(
-    "model.weights-like-trojaned", Severity.HIGH,
-    "Against the reference zoo, the model's weights look like those of trojaned models",
-    "Inspect the model with clean data and compare it with a version you trust.")
 
 
 def with_reference(report: Report, model, folder: Path, seed: int = 0) -> Report:

@@ -26,6 +26,36 @@ def update_goldens(request) -> bool:
     return request.config.getoption("--update-goldens")
 
 
+# Optional packages and the extra that brings each (pyproject.toml).
+EXTRAS = {"numpy": "vet", "scipy": "vet", "sklearn": "vet", "mlxtend": "vet", "torch": "torch",
+          "safetensors": "torch", "cryptography": "sign", "onnx": "onnx",
+          "onnxruntime": "all", "h5py": "hdf5", "transformers": "huggingface",
+          "sentence_transformers": "text", "PIL": "images", "jsonschema": "test",
+          "joblib": "test", "keras": "test", "gguf": "test", "model_signing": "test"}
+
+
+class _ModuleNeedingExtras(pytest.Module):
+    """A test module that imports an optional package which is not installed is skipped,
+    naming the extra, instead of failing to collect: a plain install runs what it can."""
+
+    def _getobj(self):
+        try:
+            return super()._getobj()
+        except pytest.Collector.CollectError as exc:
+            missing = getattr(exc.__cause__, "name", None) or ""
+            top = missing.split(".")[0]
+            if isinstance(exc.__cause__, ModuleNotFoundError) and top in EXTRAS:
+                pytest.skip(f"needs {top}: pip install \"trojanscope[{EXTRAS[top]}]\"",
+                            allow_module_level=True)
+            raise
+
+
+def pytest_pycollect_makemodule(module_path, parent):
+    if module_path.name.startswith("test_"):
+        return _ModuleNeedingExtras.from_parent(parent, path=module_path)
+    return None
+
+
 def pytest_collection_modifyitems(config, items):
     missing = {name for name in ("torch", "sklearn", "joblib", "numpy", "keras", "onnx",
                                  "onnxruntime")

@@ -232,6 +232,27 @@ def test_wrappers_the_libraries_accept_are_opened(wrapper, tmp_path):
     assert scan_bytes(data).max_severity == Severity.CRITICAL
 
 
+@pytest.mark.parametrize("stated", [1 << 31, 0xFFFFFFFF])
+def test_an_lzma_header_stating_a_huge_dictionary_costs_no_memory(stated):
+    """13 bytes of lzma-alone header state the dictionary the decoder allocates; scan reads
+    the stream with the size capped, so a 4 GiB claim costs nothing, and the payload behind
+    it is still found."""
+    import lzma
+    import tracemalloc
+
+    data = mf.WRAPPERS["lzma-odd-dictionary"](classic("true"))
+    data = data[:1] + stated.to_bytes(4, "little") + data[5:]
+    assert lzma.decompress(data, format=lzma.FORMAT_ALONE) == classic("true")  # the loader's
+    tracemalloc.start()
+    try:
+        report = scan_bytes(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert report.max_severity == Severity.CRITICAL
+    assert peak < 100 * 2**20
+
+
 @pytest.mark.joblib
 def test_joblib_loads_its_legacy_zfile(tmp_path):
     import subprocess

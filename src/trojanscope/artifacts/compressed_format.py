@@ -102,20 +102,51 @@ class LzmaAloneHandler(CompressedHandler):
     """lzma-alone (.lzma): liblzma's decoder accepts any valid properties byte, any dictionary
     size and any stated size, so the header alone proves little; the first bytes must also
     decompress. Tried after the other formats (the pickle's weak test included), since so
-    little marks it."""
+    little marks it.
+
+    The decoder allocates the dictionary size the header states (up to 4 GiB, from 13 bytes).
+    Decoding needs no more dictionary than the bytes decoded so far, so the header is read
+    with the size capped (DICTIONARY_CAP, what xz -9 uses): the same output, bounded memory.
+    A stream that refers further back fails to decode, and is reported unreadable (high)."""
 
     name = "lzma"
     priority = 95
+    DICTIONARY_CAP = 64 * 1024 * 1024
 
     @classmethod
     def sniff(cls, head: bytes, complete: bool) -> bool:
         if len(head) < 14 or head[0] >= 225 or head[13] != 0:  # the range coder starts at 0
             return False
-        return _decompresses(lzma.LZMADecompressor(lzma.FORMAT_ALONE), head, complete)
+        return _decompresses(lzma.LZMADecompressor(lzma.FORMAT_ALONE),
+                             _capped_dictionary(head, 4096), complete)
 
     @classmethod
     def open(cls, raw):
-        return lzma.LZMAFile(raw, mode="rb", format=lzma.FORMAT_ALONE)
+        return lzma.LZMAFile(io.BufferedReader(_CappedHeader(raw, cls.DICTIONARY_CAP)),
+                             mode="rb", format=lzma.FORMAT_ALONE)
+
+
+def _capped_dictionary(data: bytes, cap: int) -> bytes:
+    """lzma-alone bytes whose header states a dictionary of at most `cap` bytes."""
+    stated = int.from_bytes(data[1:5], "little")
+    return data[:1] + min(stated, cap).to_bytes(4, "little") + data[5:]
+
+
+class _CappedHeader(io.RawIOBase):
+    """A stream read through, its lzma-alone header's dictionary size capped."""
+
+    def __init__(self, raw, cap: int):
+        self._raw = raw
+        self._head = _capped_dictionary(raw.read(13), cap)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._head[:len(buffer)] if self._head else self._raw.read(len(buffer))
+        self._head = self._head[len(data):]
+        buffer[:len(data)] = data
+        return len(data)
 
 
 def _decompresses(decompressor, head: bytes, complete: bool) -> bool:

@@ -184,3 +184,23 @@ def test_stream_of_text_is_not_a_pickle():
                  io.BytesIO(b"(" * 100).getvalue()):
         report = scan_bytes(text)
         assert _rules(report) <= {"scan.unrecognized-format", "pickle.malformed"}, text
+
+
+@pytest.mark.parametrize("form", ["json", "sarif"])
+def test_a_failed_command_still_writes_the_report_it_was_asked_for(tmp_path, form, capsys):
+    """-f json -o FILE: a pipeline finds the reason in the file, not only on stderr."""
+    import json
+
+    from trojanscope.cli import main
+
+    out = tmp_path / f"report.{form}"
+    missing = tmp_path / "missing.pt"
+    assert main(["inspect", str(missing), "--data", str(tmp_path / "x.npz"), "-f", form,
+                 "-o", str(out)]) == 2
+    assert "error:" in capsys.readouterr().err
+    data = json.loads(out.read_text())
+    if form == "json":
+        assert data["command"] == "inspect" and data["targets"][0] == str(missing)
+        assert data["summary"]["errors"] == 1 and "x.npz" in data["errors"][0]["message"]
+    else:
+        assert data["runs"][0]["invocations"][0]["executionSuccessful"] is False

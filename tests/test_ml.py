@@ -4,6 +4,7 @@ models, with nothing in it run (canary files), in the real child process."""
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -57,6 +58,28 @@ def _write(kind: str, net, folder):
     return folder / "m.onnx", None
 
 
+def test_diff_of_two_onnx_files_compares_their_weights(tmp_path, net, capsys):
+    """ONNX models have no state dict: diff reads their initializers (it once found nothing
+    in either and called that an architecture change)."""
+    import torch
+
+    from trojanscope.cli import main
+
+    path, _ = _write("onnx", net, tmp_path)
+    assert main(["diff", str(path), str(path), "-f", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["findings"] == []
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    with torch.no_grad():
+        changed = copy.deepcopy(net)
+        last = [m for m in changed.modules() if isinstance(m, torch.nn.Linear)][-1]
+        last.weight[0, :4] += 5.0  # a few neurons of one layer: a targeted edit
+    other, _ = _write("onnx", changed, edited)
+    main(["diff", str(path), str(other), "-f", "json"])
+    rules = {f["rule"] for f in json.loads(capsys.readouterr().out)["findings"]}
+    assert "model.architecture-change" not in rules and "model.concentrated-change" in rules
+
+
 @pytest.mark.parametrize("kind", ["torchscript", "export", "state-dict", "safetensors", "onnx"])
 def test_every_format_gives_the_logits_of_the_module_it_was_written_from(tmp_path, net, kind):
     from trojanscope import scan
@@ -69,6 +92,9 @@ def test_every_format_gives_the_logits_of_the_module_it_was_written_from(tmp_pat
     assert model.kind == kind
     np.testing.assert_allclose(model.logits(x), Model.of(net).logits(x), rtol=1e-4, atol=1e-5)
     assert model.layers()
+    weights = model.weights()  # what diff compares (ONNX: initializers, batch norm folded)
+    assert weights and (kind == "onnx" or sum(a.size for a in weights.values()) == sum(
+        p.numel() for p in net.state_dict().values() if p.is_floating_point()))
     if kind == "onnx":
         assert not model.differentiable
         return

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__, cli_model, cli_provenance, progress
-from .findings import RULES, Report, Severity
+from .findings import RULES, Report, ScanError, Severity
 from .render import FORMATS
 
 SEVERITIES = [str(s) for s in Severity]
@@ -195,7 +195,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _demo(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        _emit_failure(args, str(exc))
         return 2
+
+
+def _emit_failure(args: argparse.Namespace, message: str) -> None:
+    """A machine-readable report asked for (-f json|sarif -o FILE) is written on failure too,
+    holding the error: a pipeline reads why the job could not be done."""
+    output, form = getattr(args, "output", None), getattr(args, "format", "text")
+    if output is None or form not in ("json", "sarif") or output.exists() and \
+            not output.is_file():
+        return
+    inputs = [getattr(args, name, None) for name in ("paths", "model", "old", "new", "path", "data")]
+    targets = tuple(str(p) for value in inputs if value
+                    for p in (value if isinstance(value, list) else [value]))
+    report = Report(command=args.command, version=__version__, targets=targets,
+                    errors=(ScanError(targets[0] if targets else "", message),))
+    try:
+        _emit(report, form, output, Severity.LOW)
+    except UserError:
+        pass  # already said: the output cannot be written
 
 
 def run() -> None:

@@ -76,7 +76,10 @@ class Model:
         return self._run(x, layer, batch)
 
     def weights(self) -> dict[str, np.ndarray]:
-        """Every floating-point parameter and buffer, by name (float64)."""
+        """Every floating-point parameter and buffer, by name (float64); an ONNX model's
+        initializers."""
+        if hasattr(self.module, "initializers"):
+            return self.module.initializers()
         state = self.module.state_dict()
         return {name: value.detach().cpu().numpy().astype(np.float64)
                 for name, value in state.items() if value.is_floating_point()}

@@ -133,6 +133,14 @@ def _module_class():
             out = self.run_numpy(x.detach().cpu().numpy(), None, len(x) or 1, quiet=True)
             return torch.from_numpy(out)
 
+        def initializers(self) -> dict[str, np.ndarray]:
+            """The graph's floating-point weights, by name (float64): what diff compares."""
+            from onnx import numpy_helper
+
+            arrays = {t.name: numpy_helper.to_array(t) for t in self.graph.graph.initializer}
+            return {name: a.astype(np.float64) for name, a in arrays.items()
+                    if np.issubdtype(a.dtype, np.floating)}
+
         def layer_names(self) -> list[str]:
             return [out for node in self.graph.graph.node for out in node.output]
 

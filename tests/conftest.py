@@ -31,7 +31,8 @@ EXTRAS = {"numpy": "vet", "scipy": "vet", "sklearn": "vet", "mlxtend": "vet", "t
           "safetensors": "torch", "cryptography": "sign", "onnx": "onnx",
           "onnxruntime": "all", "h5py": "hdf5", "transformers": "huggingface",
           "sentence_transformers": "text", "PIL": "images", "jsonschema": "test",
-          "joblib": "test", "keras": "test", "gguf": "test", "model_signing": "test"}
+          "joblib": "test", "keras": "test", "gguf": "test", "model_signing": "test",
+          "cyclonedx": "test"}
 
 
 class _ModuleNeedingExtras(pytest.Module):

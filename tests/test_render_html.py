@@ -10,9 +10,9 @@ import numpy as np
 from trojanscope.artifacts import scan
 from trojanscope.attacks.pickle_payloads import PAYLOADS
 from trojanscope.cli import main
+from trojanscope.data.png import encode_png
 from trojanscope.findings import Report
 from trojanscope.render.html import render_html
-from trojanscope.render.png import encode_png
 
 VOID = {"meta", "br", "img", "hr", "input", "link"}
 

@@ -13,9 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__, cli_model, cli_provenance, progress
+from . import __version__, cli_model, cli_provenance, progress, render
 from .findings import RULES, Report, ScanError, Severity
-from .render import FORMATS
 
 SEVERITIES = [str(s) for s in Severity]
 EXIT_CODES = "exit codes: 0 nothing at or above --fail-on, 1 findings, 2 could not do the job"
@@ -43,7 +42,7 @@ def _scan_parser(commands) -> None:
         description="Examine model files and directories (recursively) by content. Nothing in "
                     "them is unpickled, imported or run.")
     scan.add_argument("paths", nargs="+", type=Path, metavar="PATH")
-    scan.add_argument("-f", "--format", choices=FORMATS, default="text",
+    scan.add_argument("-f", "--format", choices=render.names(), default="text",
                       help="output format (default: text)")
     scan.add_argument("-o", "--output", type=Path, help="write the report here, not to stdout")
     scan.add_argument("--fail-on", choices=SEVERITIES, default="high",
@@ -95,7 +94,7 @@ def _vet_parser(commands) -> None:
     vet.add_argument("--export-clean", type=Path, metavar="OUT",
                      help="write the data without the flagged samples here (.npz for images; "
                           ".csv, .tsv or .jsonl for text)")
-    vet.add_argument("-f", "--format", choices=FORMATS, default="text")
+    vet.add_argument("-f", "--format", choices=render.names(), default="text")
     vet.add_argument("-o", "--output", type=Path)
     vet.add_argument("--fail-on", choices=SEVERITIES, default="high")
 
@@ -206,7 +205,8 @@ def _emit_failure(args: argparse.Namespace, message: str) -> None:
     if output is None or form not in ("json", "sarif") or output.exists() and \
             not output.is_file():
         return
-    inputs = [getattr(args, name, None) for name in ("paths", "model", "old", "new", "path", "data")]
+    inputs = [getattr(args, name, None)
+              for name in ("paths", "model", "old", "new", "path", "data")]
     targets = tuple(str(p) for value in inputs if value
                     for p in (value if isinstance(value, list) else [value]))
     report = Report(command=args.command, version=__version__, targets=targets,
@@ -267,8 +267,8 @@ def _vet(args: argparse.Namespace) -> int:
         import numpy as np
 
         from .data.datasets import DataError, load
+        from .data.png import most_suspicious
         from .data.vet import vet
-        from .render.png import most_suspicious
     except ImportError as exc:
         raise UserError(f"vet needs {exc.name}: pip install 'trojanscope[vet]'") from None
     progress.enable(args.format == "text")
@@ -439,22 +439,9 @@ def _rules(markdown: bool) -> int:
 
 def _emit(report: Report, output_format: str, output: Path | None, show: Severity,
           images: dict[str, bytes] | None = None, gallery: str = "Images") -> None:
-    if output_format == "json":
-        from .render.json import render_json
-
-        text = render_json(report)
-    elif output_format == "sarif":
-        from .render.sarif import render_sarif
-
-        text = render_sarif(report)
-    elif output_format == "html":
-        from .render.html import render_html
-
-        text = render_html(report, images, gallery)
-    else:
-        from .render.text import render_text
-
-        text = render_text(report, min_severity=show, color=output is None and sys.stdout.isatty())
+    text = render.render(report, output_format, render.RenderOptions(
+        min_severity=show, color=output is None and sys.stdout.isatty(), images=images or {},
+        gallery=gallery))
     if output is None:
         sys.stdout.write(text)
         return

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import render
 from .findings import Report
-from .render import FORMATS
 
 MODEL_HELP = ("a model file or folder: TorchScript, torch.export (.pt2), a state dict (.pt, .bin, "
               ".safetensors; with --architecture), a Hugging Face image-classifier folder, "
@@ -84,7 +84,7 @@ def _common(parser, severities, seed: bool = True) -> None:
                             help="shorter searches on fewer samples: less sure, and only "
                                  "about a sixth quicker (training the reference proxies "
                                  "dominates a single run)")
-    parser.add_argument("-f", "--format", choices=FORMATS, default="text")
+    parser.add_argument("-f", "--format", choices=render.names(), default="text")
     parser.add_argument("-o", "--output", type=Path)
     parser.add_argument("--fail-on", choices=severities, default="high")
     add_time_limit(parser)

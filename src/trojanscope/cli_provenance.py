@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from . import render
 from .findings import Report
-from .render import FORMATS
 
 PASSWORD_VARIABLE = "TROJANSCOPE_KEY_PASSWORD"
 
@@ -40,7 +40,7 @@ def add_parsers(commands, severities, exit_codes: str) -> None:
                        help="certificate mode: the roots you trust (PEM)")
     verify.add_argument("--signature", type=Path, metavar="SIG")
     for parser in (sign, verify):
-        parser.add_argument("-f", "--format", choices=FORMATS,
+        parser.add_argument("-f", "--format", choices=render.names(),
                             default="text")
         parser.add_argument("-o", "--output", type=Path)
     verify.add_argument("--fail-on", choices=severities, default="high")

@@ -21,6 +21,7 @@ from ..artifacts import scan
 from ..attacks.image_poison import badnets_trigger, poison
 from ..data.datasets import Dataset, load
 from ..data.features import TrainConfig, train_proxy
+from ..data.png import encode_png, most_suspicious
 from ..data.vet import vet
 from ..findings import Severity
 from ..ml.model import Model
@@ -29,7 +30,6 @@ from ..model.inspect import InspectConfig, inspection_report, recover, saved_ima
 from ..model.repair import RepairConfig, repair_model, split_for_repair
 from ..render import render_text
 from ..render.html import Section
-from ..render.png import encode_png, most_suspicious
 from .step import Step
 
 

@@ -361,7 +361,7 @@ def _evidence(entry: dict, by_nc: bool, by_uap: bool, by_warp: bool) -> str:
 
 def _save_images(folder: Path, triggers, perturbations) -> dict[int, dict[str, str]]:
     """mask, pattern and trigger (mask x pattern) per class as PNG; returns the file names."""
-    from ..render.png import encode_png
+    from ..data.png import encode_png
 
     folder.mkdir(parents=True, exist_ok=True)
     saved = {}

@@ -1,25 +1,66 @@
 """Renderers: each turns a Report into text for one audience. Only render/ and cli.py print.
 
-Imported lazily, so that JSON output does not pay for rich's import.
+A renderer is a module of this package named after its format, holding one function
+registered with @renderer: a new output format is a new module. A module is imported when its
+format is asked for (JSON output does not pay for rich's import); `names()` lists the formats
+without importing any.
 """
 
 from __future__ import annotations
 
-__all__ = ["FORMATS", "render_html", "render_json", "render_sarif", "render_text"]
-FORMATS = ["text", "json", "sarif", "html"]  # html: one self-contained page
+import importlib
+import os
+from typing import Callable, Mapping, NamedTuple
+
+from ..findings import Report, Severity
 
 
-def __getattr__(name: str):
-    if name == "render_json":
-        from .json import render_json
-        return render_json
-    if name == "render_sarif":
-        from .sarif import render_sarif
-        return render_sarif
-    if name == "render_html":
-        from .html import render_html
-        return render_html
-    if name == "render_text":
-        from .text import render_text
-        return render_text
+class RenderOptions(NamedTuple):  # NamedTuple, not a dataclass: the command line's start-up
+    min_severity: Severity = Severity.LOW  # text: the lowest severity listed
+    color: bool = False  # text: for a terminal
+    # html: caption -> PNG bytes (recovered triggers, the most suspicious samples)
+    images: Mapping[str, bytes] = {}
+    gallery: str = "Images"  # html: the images' heading
+
+
+class Renderer(NamedTuple):
+    name: str
+    summary: str
+    render: Callable[[Report, RenderOptions], str]
+
+
+RENDERERS: dict[str, Renderer] = {}
+
+
+def renderer(name: str, summary: str):
+    """Register the decorated `function(report, options) -> str` as format `name` (the name
+    of its module)."""
+    def register(function):
+        RENDERERS[name] = Renderer(name, summary, function)
+        return function
+    return register
+
+
+def names() -> list[str]:
+    """Every format, text first (the default), without importing the renderers."""
+    found = sorted(name[:-3] for name in os.listdir(os.path.dirname(__file__))
+                   if name.endswith(".py") and not name.startswith("_"))
+    return sorted(found, key=lambda name: name != "text")
+
+
+def get(name: str) -> Renderer:
+    if name not in RENDERERS:
+        if name not in names():
+            raise ValueError(f"no output format {name!r}: one of {', '.join(names())}")
+        importlib.import_module(f"{__name__}.{name}")
+    return RENDERERS[name]
+
+
+def render(report: Report, name: str, options: RenderOptions | None = None) -> str:
+    return get(name).render(report, options or RenderOptions())
+
+
+def __getattr__(name: str):  # render_text and the like, imported on first use
+    if name.startswith("render_") and name[7:] in names():
+        return getattr(importlib.import_module(f"{__name__}.{name[7:]}"), name)
     raise AttributeError(name)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from html import escape
 
 from ..findings import Report, Severity
+from . import RenderOptions, renderer
 
 COLOURS = {Severity.CRITICAL: "#b3001b", Severity.HIGH: "#d9480f", Severity.MEDIUM: "#e0a100",
            Severity.LOW: "#1971c2", Severity.INFO: "#6c757d"}
@@ -30,6 +31,11 @@ code,pre{font:12px ui-monospace,monospace} pre{background:#f8f9fa;padding:.5em;o
 .muted{color:#6c757d} figure{display:inline-block;margin:.5em 1em .5em 0;text-align:center}
 figure img{image-rendering:pixelated;width:112px;height:112px;border:1px solid #ced4da}
 """
+
+
+@renderer("html", "one self-contained page, with the images")
+def _render(report: Report, options: RenderOptions) -> str:
+    return render_html(report, dict(options.images), options.gallery)
 
 
 def render_html(report: Report, images: dict[str, bytes] | None = None,

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from ..findings import Report, Severity
+from . import RenderOptions, renderer
 
 SCHEMA_VERSION = 1
 
@@ -29,6 +30,11 @@ def report_to_dict(report: Report) -> dict[str, Any]:
         "timings": dict(report.timings),
         "config": dict(report.config),
     }
+
+
+@renderer("json", "the stable JSON report (schema: trojanscope/render/report.schema.json)")
+def _render(report: Report, options: RenderOptions) -> str:
+    return render_json(report)
 
 
 def render_json(report: Report, *, timings: bool = True) -> str:

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from ..findings import RULES, Finding, Report, Severity
+from . import RenderOptions, renderer
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 LEVELS = {Severity.CRITICAL: "error", Severity.HIGH: "error", Severity.MEDIUM: "warning",
@@ -14,6 +15,11 @@ LEVELS = {Severity.CRITICAL: "error", Severity.HIGH: "error", Severity.MEDIUM: "
 # GitHub code scanning reads this 0-10 score to order security results.
 SECURITY_SEVERITY = {Severity.CRITICAL: "9.5", Severity.HIGH: "8.0", Severity.MEDIUM: "5.5",
                      Severity.LOW: "3.0", Severity.INFO: "0.0"}
+
+
+@renderer("sarif", "SARIF 2.1.0, for code-scanning dashboards")
+def _render(report: Report, options: RenderOptions) -> str:
+    return render_sarif(report)
 
 
 def render_sarif(report: Report) -> str:

@@ -5,9 +5,15 @@ from __future__ import annotations
 import io
 
 from ..findings import Report, Severity
+from . import RenderOptions, renderer
 
 STYLES = {Severity.CRITICAL: "bold white on red", Severity.HIGH: "bold red",
           Severity.MEDIUM: "yellow", Severity.LOW: "cyan", Severity.INFO: "dim"}
+
+
+@renderer("text", "findings worst first, for a terminal (the default)")
+def _render(report: Report, options: RenderOptions) -> str:
+    return render_text(report, min_severity=options.min_severity, color=options.color)
 
 
 def render_text(report: Report, *, min_severity: Severity = Severity.LOW, color: bool = False,

@@ -1,0 +1,91 @@
+"""CycloneDX 1.6 (JSON): the files a command examined as components of an AI bill of
+materials, and its findings as vulnerabilities that affect them, for supply-chain tools
+(Dependency-Track and the like).
+
+A file in which scan recognised a model format is a `machine-learning-model` component, any
+other a `file`; each carries trojanscope's path and formats as properties. Each finding is a
+vulnerability named by its rule id, rated with trojanscope's severity, with the remedy as its
+recommendation and the place inside the file (archive member, byte offset) as properties.
+The serial number is derived from the content, so the same report gives the same bytes.
+No hashes: scan does not read the tensor bytes it skips, and a renderer reads no files.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from ..findings import Finding, Report
+from . import RenderOptions, renderer
+
+SPEC_VERSION = "1.6"
+MODEL_COMMANDS = {"inspect", "repair", "diff", "sign", "verify"}
+
+
+@renderer("cyclonedx", "CycloneDX 1.6 JSON: an AI bill of materials with the findings")
+def _render(report: Report, options: RenderOptions) -> str:
+    return render_cyclonedx(report)
+
+
+def render_cyclonedx(report: Report) -> str:
+    components = _components(report)
+    refs = {c["properties"][0]["value"]: c["bom-ref"] for c in components}
+    bom: dict[str, Any] = {
+        "bomFormat": "CycloneDX",
+        "specVersion": SPEC_VERSION,
+        "version": 1,
+        "metadata": {
+            "tools": {"components": [{"type": "application", "name": "trojanscope",
+                                      "version": report.version}]},
+            "properties": [{"name": "trojanscope:command", "value": report.command}],
+        },
+        "components": components,
+        "vulnerabilities": [_vulnerability(i, f, refs) for i, f in enumerate(report.findings)],
+    }
+    body = json.dumps(bom, sort_keys=True)
+    bom = {"bomFormat": "CycloneDX", "specVersion": SPEC_VERSION,
+           "serialNumber": uuid.uuid5(uuid.NAMESPACE_URL, f"trojanscope:{body}").urn, **bom}
+    return json.dumps(bom, indent=2) + "\n"
+
+
+def _components(report: Report) -> list[dict[str, Any]]:
+    """A component per file: scan's files with their formats, else the command's targets, and
+    any file a finding names that is neither."""
+    files = {entry["path"]: list(entry.get("formats", ()))
+             for entry in report.results.get("files", ())
+             if isinstance(entry, dict) and "path" in entry}
+    if not files:
+        files = {target: [] for target in report.targets}
+    for finding in report.findings:
+        files.setdefault(finding.location.path, [])
+    model = report.command in MODEL_COMMANDS
+    out = []
+    for path, formats in files.items():
+        properties = [{"name": "trojanscope:path", "value": path}]
+        properties += [{"name": "trojanscope:format", "value": f} for f in formats]
+        out.append({
+            "type": "machine-learning-model" if formats or model else "file",
+            "bom-ref": f"file:{path}",
+            "name": path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or path,
+            "properties": properties,
+        })
+    return out
+
+
+def _vulnerability(index: int, finding: Finding, refs: dict[str, str]) -> dict[str, Any]:
+    place = [{"name": "trojanscope:member", "value": "!".join(finding.location.member)}] \
+        if finding.location.member else []
+    if finding.location.offset is not None:
+        place.append({"name": "trojanscope:offset", "value": str(finding.location.offset)})
+    return {
+        "bom-ref": f"finding-{index}",
+        "id": finding.rule,
+        "source": {"name": "trojanscope"},
+        "ratings": [{"source": {"name": "trojanscope"}, "severity": str(finding.severity),
+                     "method": "other"}],
+        "description": finding.message,
+        "recommendation": finding.remedy,
+        "affects": [{"ref": refs[finding.location.path]}],
+        "properties": place,
+    }

@@ -248,12 +248,9 @@ def test_progress_bars_stay_off_unless_turned_on_at_a_terminal(capsys):
 
 
 def test_a_child_error_names_the_model_file():
-    from argparse import Namespace
+    from trojanscope.api import _naming_the_model
 
-    from trojanscope.cli_model import _naming_the_model
-
-    args = Namespace(model="m.pt2")
     message = _naming_the_model("Expected input at *args[0].shape[0] to be equal to 2, but got "
-                                "96", args)
+                                "96", ["m.pt2"])
     assert message.startswith("m.pt2: Expected") and "dynamic batch dimension" in message
-    assert _naming_the_model("m.pt2: not a model", args) == "m.pt2: not a model"
+    assert _naming_the_model("m.pt2: not a model", ["m.pt2"]) == "m.pt2: not a model"

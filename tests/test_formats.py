@@ -323,3 +323,11 @@ def test_a_zlib_stream_whose_first_byte_reads_as_a_pickle_is_also_decompressed()
     assert len(_critical(scan_bytes(data))) == 1
     plain = b"(lp0\nI1\naI2\na."  # a real protocol-0 pickle: no zlib read error reported
     assert scan_bytes(plain).findings == ()
+
+
+def test_a_float_nul_payload_is_found_in_every_carrier():
+    """The red team's FLOAT-with-NUL pickle (CPython reads the number up to the NUL and runs
+    what follows) inside a torch zip, a legacy torch stream and a .npy object array."""
+    payload = PAYLOADS["float-nul"]("id")
+    for carrier in (mf.torch_zip(payload), mf.torch_legacy(payload), mf.npy_object(payload)):
+        assert scan_bytes(carrier).max_severity == Severity.CRITICAL

@@ -454,3 +454,17 @@ def test_hugging_face_remote_code_is_named():
                                         "other/repo:tokenization_my.py"]
     plain = {"architectures": ["BertModel"], "model_type": "bert", "hidden_size": 8}
     assert scan_bytes(json.dumps(plain).encode(), "config.json").max_severity == Severity.INFO
+
+
+def test_a_template_reaching_private_attributes_is_high():
+    """A macro's _environment reaches Jinja's compiler without one dunder; the sandbox refuses
+    any attribute that starts with "_", an unsandboxed renderer does not."""
+    from trojanscope.artifacts.jinja_template import check_template
+    from trojanscope.findings import Location
+
+    template = ("{% macro f(m) %}x{% endmacro %}{% set e = f._environment %}"
+                "{% set c = e._compile('import os', 'chat') %}"
+                "{{ e.template_class.from_code(e, c, {}) }}")
+    [finding] = check_template(template, Location("t.json"), "chat_template")
+    assert (finding.rule, finding.severity) == ("template.suspicious", Severity.HIGH)
+    assert "_environment" in finding.message

@@ -40,6 +40,7 @@ EXPECTED = {
     "truncated": ("pickle.malformed-with-imports", Severity.HIGH, None),
     "inst-opcode": ("pickle.unsafe-global", Severity.CRITICAL, "os.system"),
     "obj-opcode": ("pickle.unsafe-global", Severity.CRITICAL, "os.system"),
+    "float-nul": ("pickle.unsafe-global", Severity.CRITICAL, "os.system"),
 }
 # Payloads that run the command under plain pickle.loads in this environment (the others need
 # torch, the network or a registered copyreg extension, and fail before the command).

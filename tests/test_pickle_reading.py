@@ -78,3 +78,34 @@ def test_nested_pickles_share_one_budget_of_held_bytes():
     tight = scan_bytes(outer, limits=Limits(max_held_bytes=len(middle) + 100))
     assert [(f.rule, f.severity) for f in tight.findings] == \
         [("pickle.nested-unresolved", Severity.HIGH)]
+
+
+_PIECES = ["0", "1", "5", "9", ".", "e", "E", "+", "-", "_", " ", "\0", "x", "L", "inf", "nan",
+           "inity", "junk", "0x", "07"]
+
+
+@pytest.mark.parametrize("opcode", [b"F", b"L", b"I", b"I7\np", b"I7\np5\n0g"])
+def test_text_numbers_are_read_as_cpython_reads_them(opcode):
+    """FLOAT, LONG, INT, PUT and GET lines of random pieces: scan's reading of the number (value, or
+    failure) is CPython's, so the opcodes after a number are the ones the loader runs (a NUL
+    after the digits ends the number for CPython; for float() it would be an error)."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=400, deadline=None, derandomize=True)
+    @given(st.lists(st.sampled_from(_PIECES), min_size=1, max_size=6))
+    def check(pieces):
+        line = "".join(pieces).encode("latin-1")
+        if b"\n" in line:
+            return
+        try:
+            expected = pickle.loads(opcode + line + b"\n.")
+        except Exception:  # noqa: BLE001 - the loader fails here: so must scan's reading
+            expected = "fails"
+        data = opcode + line + b"\n0" + classic("true")
+        report = scan_bytes(data)
+        ran = report.max_severity == Severity.CRITICAL
+        assert ran == (expected != "fails"), (line, expected,
+                                              [f.message for f in report.findings])
+
+    check()

@@ -114,8 +114,13 @@ def test_joblib_sklearn_pipelines_pass(tmp_path, compress):
 
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(60, 4)), np.arange(60) % 2
+    from sklearn.neighbors import KNeighborsClassifier
+
     models = {"pipe": make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y),
-              "forest": RandomForestClassifier(n_estimators=3, random_state=0).fit(x, y)}
+              "forest": RandomForestClassifier(n_estimators=3, random_state=0).fit(x, y),
+              # KD and ball trees pickle through their own helper, newObj
+              "kd-tree": KNeighborsClassifier(algorithm="kd_tree").fit(x, y),
+              "ball-tree": KNeighborsClassifier(algorithm="ball_tree").fit(x, y)}
     for name, model in models.items():
         path = tmp_path / f"{name}.joblib"
         joblib.dump(model, path, compress=compress)

@@ -263,102 +263,21 @@ def _scan(args: argparse.Namespace) -> int:
 
 
 def _vet(args: argparse.Namespace) -> int:
-    try:
-        import numpy as np
+    from . import api
 
-        from .data.datasets import DataError, load
-        from .data.png import most_suspicious
-        from .data.vet import vet
-    except ImportError as exc:
-        raise UserError(f"vet needs {exc.name}: pip install 'trojanscope[vet]'") from None
     progress.enable(args.format == "text")
-    from .data.text import is_text_source
-
-    if is_text_source(args.data):
-        return _vet_text(args)
-    if args.features is not None:
-        raise UserError("--features is for text; for images pass --model and --layer")
-    detector = args.detector
-    if args.model is not None:  # the model learnt the data: its activations, not contrast
-        if detector == "semantic-contrast":
-            raise UserError("semantic-contrast needs features that never saw the data (the "
-                            "pretrained encoder's): drop --model, or choose spectral, spectre "
-                            "or activation-clustering")
-        detector = detector or "activation-clustering"
     try:
-        data = load(args.data)
-        features = None if args.model is None else _model_features(args, data.x)
-        report = vet(data, detector=detector, seed=args.seed, features=features,
-                     layer=args.layer)
-    except (DataError, ValueError, RuntimeError) as exc:
+        report = api.vet(args.data, detector=args.detector, model=args.model,
+                         architecture=args.architecture, layer=args.layer,
+                         features=args.features, text_column=args.text_column,
+                         label_column=args.label_column, seed=args.seed,
+                         export_clean=args.export_clean, time_limit=args.time_limit,
+                         progress=args.format == "text")
+        images = api.suspicious_samples(args.data, report) if args.format == "html" else None
+    except api.InputError as exc:
         raise UserError(str(exc)) from None
-    if args.export_clean is not None:
-        keep = np.setdiff1d(np.arange(len(data.y)), report.results["suspicious_indices"])
-        try:
-            np.savez_compressed(args.export_clean, x=data.x[keep], y=data.y[keep])
-        except OSError as exc:
-            raise UserError(f"{args.export_clean}: cannot write: {exc.strerror or exc}") \
-                from None
-    _emit(report, args.format, args.output, Severity.LOW,
-          most_suspicious(data.x, data.y, report.results) if args.format == "html" else None,
+    _emit(report, args.format, args.output, Severity.LOW, images,
           "The most suspicious samples, highest score first")
-    return report.exit_code(Severity.parse(args.fail_on))
-
-
-def _model_features(args: argparse.Namespace, x):
-    """The features of `x` at --layer of --model, computed in a child process that scans the
-    model before loading it; this process never loads it."""
-    import numpy as np
-
-    from .jobs import JobError, run_in_child
-
-    with tempfile.TemporaryDirectory(prefix="trojanscope-features-") as scratch:
-        inputs, out = Path(scratch) / "inputs.npy", Path(scratch) / "features.npy"
-        np.save(inputs, x, allow_pickle=False)
-        try:
-            run_in_child("features", {"model": str(args.model), "inputs": str(inputs),
-                                      "architecture": args.architecture, "layer": args.layer,
-                                      "out": str(out)}, progress=args.format == "text",
-                         time_limit=args.time_limit)
-        except JobError as exc:
-            raise UserError(str(exc)) from None
-        return np.load(out, allow_pickle=False)
-
-
-def _vet_text(args: argparse.Namespace) -> int:
-    from .data.datasets import DataError
-    from .data.text import load_text, write_text
-    from .data.vet_text import DEFAULT_TEXT_DETECTOR, vet_text, vet_text_features
-
-    detector = args.detector or DEFAULT_TEXT_DETECTOR
-    if args.model is not None:
-        raise UserError("for text, pass your classifier's features (--features F.npy), not "
-                        "the model")
-    if detector == DEFAULT_TEXT_DETECTOR and args.features is not None:
-        raise UserError(f"{DEFAULT_TEXT_DETECTOR} reads the words, not features: choose "
-                        "another --detector to use --features")
-    try:
-        data = load_text(args.data, args.text_column, args.label_column)
-        if detector == DEFAULT_TEXT_DETECTOR:
-            report = vet_text(data, seed=args.seed)
-        else:
-            from .data.text_features import load_features
-
-            features = None if args.features is None else \
-                load_features(args.features, len(data.texts))
-            report = vet_text_features(data, detector, seed=args.seed, features=features)
-    except ImportError as exc:
-        raise UserError(f"vet needs {exc.name}: pip install 'trojanscope[vet]'") from None
-    except (DataError, ValueError, RuntimeError) as exc:
-        raise UserError(str(exc)) from None
-    if args.export_clean is not None:
-        flagged = set(report.results["suspicious_indices"])
-        keep = [i for i in range(len(data.texts)) if i not in flagged]
-        try:
-            write_text(args.export_clean, data.subset(keep))
-        except (OSError, DataError) as exc:
-            raise UserError(f"{args.export_clean}: cannot write: {exc}") from None
-    _emit(report, args.format, args.output, Severity.LOW)
     return report.exit_code(Severity.parse(args.fail_on))
 
 

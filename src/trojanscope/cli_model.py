@@ -99,51 +99,37 @@ def add_time_limit(parser) -> None:
 
 
 def run_inspect(args, user_error) -> Report:
-    return _in_child("inspect", args, user_error, images=_path(args.images),
-                     reference=_path(args.reference))
+    from . import api
+
+    return _calling(user_error, api.inspect, args.model, args.data,
+                    architecture=args.architecture, seed=args.seed, fast=args.fast,
+                    reference=args.reference, images=args.images,
+                    time_limit=args.time_limit, progress=args.format == "text")
 
 
 def run_repair(args, user_error) -> Report:
-    if not args.out.parent.is_dir():  # say so now, not after minutes of work
-        raise user_error(f"{args.out}: cannot write: no folder {args.out.parent}")
-    return _in_child("repair", args, user_error, epochs=args.epochs, method=args.method,
-                     out=str(args.out))
+    from . import api
+
+    return _calling(user_error, api.repair, args.model, args.out, args.data,
+                    method=args.method, epochs=args.epochs, architecture=args.architecture,
+                    seed=args.seed, fast=args.fast, time_limit=args.time_limit,
+                    progress=args.format == "text")
 
 
 def run_diff(args, user_error) -> Report:
-    return _in_child("diff", args, user_error, old=str(args.old), new=str(args.new))
+    from . import api
+
+    return _calling(user_error, api.diff, args.old, args.new, architecture=args.architecture,
+                    time_limit=args.time_limit)
 
 
-def _in_child(job: str, args, user_error, **payload) -> Report:
-    """The job runs in a child process: the model is scanned there before it is loaded, and
-    this process never loads it."""
-    from .jobs import JobError, run_in_child
+def _calling(user_error, function, *args, **kwargs) -> Report:
+    from .api import InputError
 
-    if hasattr(args, "model"):
-        payload.update(model=str(args.model), data=args.data, seed=args.seed, fast=args.fast)
-    payload["architecture"] = args.architecture
     try:
-        result = run_in_child(job, payload, progress=args.format == "text",
-                              time_limit=args.time_limit)
-    except JobError as exc:
-        raise user_error(_naming_the_model(str(exc), args)) from None
-    return Report.from_dict(result)
-
-
-def _naming_the_model(message: str, args) -> str:
-    """The child's reason, with the model file in front when the reason does not name it
-    (errors raised inside a model's own forward pass do not)."""
-    files = [str(p) for p in (getattr(args, name, None) for name in ("model", "old", "new")) if p]
-    if files and not any(f in message for f in files):
-        message = f"{', '.join(files)}: {message}"
-    if "Expected input at" in message and ".shape[0]" in message:
-        message += (" (a torch.export program traced with a fixed batch size: export it with "
-                    "a dynamic batch dimension)")
-    return message
-
-
-def _path(value: Path | None) -> str | None:
-    return None if value is None else str(value)
+        return function(*args, **kwargs)
+    except InputError as exc:
+        raise user_error(str(exc)) from None
 
 
 def run_zoo(args, user_error) -> int:

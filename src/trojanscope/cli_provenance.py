@@ -48,24 +48,31 @@ def add_parsers(commands, severities, exit_codes: str) -> None:
 
 def run(args, user_error) -> Report | None:
     """The report to render, or None for keygen (which prints its own lines)."""
-    try:
-        from .provenance import keys, signing
-        from .provenance.bundle import BundleError
-        from .provenance.manifest import ManifestError
-    except ImportError as exc:
-        raise user_error(f"{args.command} needs {exc.name}: pip install 'trojanscope[sign]'") \
-            from None
+    from . import api
+
     try:
         if args.command == "keygen":
-            private, public = Path(f"{args.name}.pem"), Path(f"{args.name}.pub.pem")
-            hint = keys.generate(private, public)
-            print(f"wrote {private} (private: keep it secret) and {public} (public)")
-            print(f"key hint {hint}")
-            return None
+            return _keygen(args, user_error)
         if args.command == "sign":
             password = os.environ.get(PASSWORD_VARIABLE)
-            return signing.sign(args.path, args.key, args.signature, args.certificate,
-                                password.encode() if password else None)
-        return signing.verify(args.path, args.key, args.signature, args.root_certificates)
-    except (keys.KeyMaterialError, ManifestError, BundleError) as exc:
+            return api.sign(args.path, args.key, args.signature, args.certificate,
+                            password.encode() if password else None)
+        return api.verify(args.path, args.key, args.signature, args.root_certificates)
+    except api.InputError as exc:
         raise user_error(str(exc)) from None
+
+
+def _keygen(args, user_error) -> None:
+    try:
+        from .provenance import keys
+    except ImportError as exc:
+        raise user_error(f"keygen needs {exc.name}: pip install 'trojanscope[sign]'") \
+            from None
+    private, public = Path(f"{args.name}.pem"), Path(f"{args.name}.pub.pem")
+    try:
+        hint = keys.generate(private, public)
+    except keys.KeyMaterialError as exc:
+        raise user_error(str(exc)) from None
+    print(f"wrote {private} (private: keep it secret) and {public} (public)")
+    print(f"key hint {hint}")
+    return None

@@ -14,7 +14,7 @@ ESCAPE = Rule("template.sandbox-escape", Severity.CRITICAL,
               "the template with a known one.")
 SUSPICIOUS = Rule("template.suspicious", Severity.HIGH,
                   "A Jinja template uses names or attribute tricks that chat templates do not "
-                  "need",
+                  "need (private attributes, which Jinja's sandbox refuses, among them)",
                   "Read the template before use; replace it with a known one if in doubt.")
 UNPARSEABLE = Rule("template.unparseable", Severity.MEDIUM,
                    "A Jinja template does not parse, so it was checked as text only",
@@ -122,7 +122,9 @@ def _constant_text(node) -> str | None:
 def _judge(name: str, escapes: set, suspicious: set) -> None:
     if DUNDER.fullmatch(name):
         escapes.add(name)
-    elif name in RISKY_ATTRS:
+    elif name in RISKY_ATTRS or name.startswith("_"):
+        # Jinja's sandbox refuses every attribute that starts with "_" (a macro's
+        # _environment reaches the compiler); only an unsandboxed renderer gets there.
         suspicious.add(name)
 
 

@@ -199,15 +199,21 @@ def _unicode_nl(r: OpcodeReader):
 
 # Numbers as CPython's _pickle reads them: INT with C's strtol (base 0: "0x1f", "010" octal,
 # stopping at a NUL) and then int(text, 0); "00" and "01" are False and True; LONG with
-# int(text, 0) after one trailing "L"; GET and PUT keys in base 10; FLOAT as float() does.
+# int(text, 0) after one trailing "L", and GET and PUT keys in base 10, both on the text before
+# the first NUL (PyLong_FromString reads a C string); FLOAT with PyOS_string_to_double, which
+# takes the longest number at the start and accepts a NUL or the line's end after it.
 _C_LONG = re.compile(rb"[ \t\n\v\f\r]*([+-]?)(?:0[xX]([0-9a-fA-F]+)|(0[0-7]*)|([1-9][0-9]*))")
+_C_DOUBLE = re.compile(rb"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|"
+                       rb"(?i:inf(?:inity)?|nan))")
 
 
 def _int_nl(r: OpcodeReader):
     line = r._kept_line("an integer")
     if line in (b"00", b"01"):
         return line == b"01"
-    head = line.split(b"\0", 1)[0]
+    head = _c_string(line)
+    if line and not head:  # strtol reads no digit and stops at the NUL: 0
+        return 0
     match = _C_LONG.fullmatch(head)
     if match:
         sign, hexa, octal, decimal = match.groups()
@@ -226,20 +232,27 @@ def _python_int(line: bytes, base: int, r: OpcodeReader) -> int:
 
 
 def _decimal_nl(r: OpcodeReader):
-    return _python_int(r._kept_line("an integer"), 10, r)
+    return _python_int(_c_string(r._kept_line("an integer")), 10, r)
 
 
 def _long_nl(r: OpcodeReader):
     line = r._kept_line("an integer")
-    return _python_int(line[:-1] if line.endswith(b"L") else line, 0, r)
+    return _python_int(_c_string(line[:-1] if line.endswith(b"L") else line), 0, r)
+
+
+def _c_string(line: bytes) -> bytes:
+    return line.split(b"\0", 1)[0]
 
 
 def _float_nl(r: OpcodeReader):
     line = r._kept_line("a float")
-    try:
-        return float(line.decode("latin-1"))
-    except ValueError:
-        raise PickleSyntaxError(f"bad number {line[:40]!r}", r.pos) from None
+    number = _C_DOUBLE.match(line)
+    if number is None or not (number.end() == len(line) or line[number.end()] == 0):
+        raise PickleSyntaxError(f"bad number {line[:40]!r}", r.pos)
+    value = float(number.group().decode("ascii"))
+    if value in (float("inf"), float("-inf")) and number.group()[-1:].isdigit():
+        raise PickleSyntaxError(f"float out of range {line[:40]!r}", r.pos)  # OverflowError
+    return value
 
 
 def _long(size: int, fmt: str):

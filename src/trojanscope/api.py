@@ -1,0 +1,264 @@
+"""The library's entry points beside `scan`: vet, inspect, repair, diff, sign and verify.
+
+Each returns a Report, as the command of the same name does (the command line is a thin layer
+over these). Bad input raises InputError, a ValueError whose message names the file and the
+problem. A model file is never loaded in the calling process: a child process scans it, refuses
+it when loading would run code, then loads it (`jobs.run_in_child`), stopped after
+`time_limit` seconds.
+
+    import trojanscope
+    report = trojanscope.inspect("model.pt2", "clean.npz")
+    report.results["verdict"], report.results["target_classes"]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .findings import Report
+from .jobs.child import TIME_LIMIT
+
+if TYPE_CHECKING:
+    from .data.datasets import Dataset
+    from .data.text import TextDataset
+
+
+class InputError(ValueError):
+    """Input that cannot be used: a missing or unreadable file, a refused model, a bad option."""
+
+
+def vet(data: str | Path | Dataset | TextDataset | None = None, *, detector: str | None = None,
+        model: str | Path | None = None, architecture: str | None = None,
+        layer: str | None = None, features: str | Path | None = None,
+        text_column: str | None = None, label_column: str | None = None, seed: int = 0,
+        export_clean: str | Path | None = None, time_limit: float = TIME_LIMIT,
+        progress: bool = False) -> Report:
+    """Is this training data poisoned? `data`: images (.npz, an image folder, a built-in set;
+    None: mnist-5k) or texts (.csv, .tsv, .jsonl; a built-in text set), a path or loaded.
+    `model` (images): your model trained on the data, whose `layer` features the detectors
+    read. `features` (texts): your classifier's features, one row per text. `export_clean`:
+    write the data without the flagged samples there."""
+    try:
+        from .data.text import TextDataset, is_text_source
+    except ImportError as exc:
+        raise InputError(f"vet needs {exc.name}: pip install 'trojanscope[vet]'") from None
+    if isinstance(data, TextDataset) or (not _is_dataset(data) and is_text_source(data)):
+        return _vet_text(data, detector, model, features, text_column, label_column, seed,
+                         export_clean)
+    if features is not None:
+        raise InputError("features are for text; for images pass a model and a layer")
+    return _vet_images(data, detector, model, architecture, layer, seed, export_clean,
+                       time_limit, progress)
+
+
+def suspicious_samples(data: str | Path | Dataset | None, report: Report) -> dict[str, bytes]:
+    """The images vet found most suspicious, as PNG bytes by caption (none for texts)."""
+    from .data.text import TextDataset, is_text_source
+
+    if isinstance(data, TextDataset) or (not _is_dataset(data) and is_text_source(data)):
+        return {}
+    from .data.png import most_suspicious
+
+    dataset = data if _is_dataset(data) else load_images(data)
+    return most_suspicious(dataset.x, dataset.y, report.results)
+
+
+def load_images(data: str | Path | None) -> Dataset:
+    """Images as vet, inspect and repair read them (InputError when they cannot be)."""
+    try:
+        from .data.datasets import DataError, load
+    except ImportError as exc:
+        raise InputError(f"vet needs {exc.name}: pip install 'trojanscope[vet]'") from None
+    try:
+        return load(data)
+    except DataError as exc:
+        raise InputError(str(exc)) from None
+
+
+def _is_dataset(data) -> bool:
+    return not (data is None or isinstance(data, (str, Path)))
+
+
+def _vet_images(data, detector, model, architecture, layer, seed, export_clean, time_limit,
+                progress) -> Report:
+    dataset = data if _is_dataset(data) else load_images(data)
+    from .data.vet import vet as vet_images
+
+    if model is not None:  # the model learnt the data: its activations, not contrast
+        if detector == "semantic-contrast":
+            raise InputError("semantic-contrast needs features that never saw the data (the "
+                             "pretrained encoder's): drop the model, or choose spectral, "
+                             "spectre or activation-clustering")
+        detector = detector or "activation-clustering"
+    try:
+        features = None if model is None else \
+            model_features(model, dataset.x, architecture, layer, time_limit, progress)
+        report = vet_images(dataset, detector=detector, seed=seed, features=features,
+                            layer=layer)
+    except (ValueError, RuntimeError) as exc:
+        raise InputError(str(exc)) from None
+    if export_clean is not None:
+        import numpy as np
+
+        keep = np.setdiff1d(np.arange(len(dataset.y)), report.results["suspicious_indices"])
+        try:
+            np.savez_compressed(export_clean, x=dataset.x[keep], y=dataset.y[keep])
+        except OSError as exc:
+            raise InputError(f"{export_clean}: cannot write: {exc.strerror or exc}") from None
+    return report
+
+
+def _vet_text(data, detector, model, features, text_column, label_column, seed,
+              export_clean) -> Report:
+    from .data.datasets import DataError
+    from .data.text import TextDataset, load_text, write_text
+    from .data.vet_text import DEFAULT_TEXT_DETECTOR, vet_text, vet_text_features
+
+    detector = detector or DEFAULT_TEXT_DETECTOR
+    if model is not None:
+        raise InputError("for text, pass your classifier's features, not the model")
+    if detector == DEFAULT_TEXT_DETECTOR and features is not None:
+        raise InputError(f"{DEFAULT_TEXT_DETECTOR} reads the words, not features: choose "
+                         "another detector to use features")
+    try:
+        texts = data if isinstance(data, TextDataset) else \
+            load_text(data, text_column, label_column)
+        if detector == DEFAULT_TEXT_DETECTOR:
+            report = vet_text(texts, seed=seed)
+        else:
+            from .data.text_features import load_features
+
+            rows = None if features is None else load_features(features, len(texts.texts))
+            report = vet_text_features(texts, detector, seed=seed, features=rows)
+    except ImportError as exc:
+        raise InputError(f"vet needs {exc.name}: pip install 'trojanscope[vet]'") from None
+    except (DataError, ValueError, RuntimeError) as exc:
+        raise InputError(str(exc)) from None
+    if export_clean is not None:
+        flagged = set(report.results["suspicious_indices"])
+        try:
+            write_text(export_clean, texts.subset(
+                [i for i in range(len(texts.texts)) if i not in flagged]))
+        except (OSError, DataError) as exc:
+            raise InputError(f"{export_clean}: cannot write: {exc}") from None
+    return report
+
+
+def model_features(model: str | Path, x, architecture: str | None, layer: str | None,
+                   time_limit: float = TIME_LIMIT, progress: bool = False):
+    """The features of images `x` at `layer` of `model`, computed in a child process that scans
+    the model before loading it."""
+    import tempfile
+
+    import numpy as np
+
+    from .jobs import JobError, run_in_child
+
+    with tempfile.TemporaryDirectory(prefix="trojanscope-features-") as scratch:
+        inputs, out = Path(scratch) / "inputs.npy", Path(scratch) / "features.npy"
+        np.save(inputs, x, allow_pickle=False)
+        try:
+            run_in_child("features", {"model": str(model), "inputs": str(inputs),
+                                      "architecture": architecture, "layer": layer,
+                                      "out": str(out)}, progress=progress,
+                         time_limit=time_limit)
+        except JobError as exc:
+            raise InputError(str(exc)) from None
+        return np.load(out, allow_pickle=False)
+
+
+def inspect(model: str | Path, data: str | Path | None = None, *,
+            architecture: str | None = None, seed: int = 0, fast: bool = False,
+            reference: str | Path | None = None, images: str | Path | None = None,
+            time_limit: float = TIME_LIMIT, progress: bool = False) -> Report:
+    """Is this model trojaned? `data`: clean images (.npz, a folder, a built-in set).
+    `reference`: a zoo folder to score the weights against. `images`: a folder for each class's
+    recovered trigger as PNG. The verdict is in results["verdict"] and
+    results["target_classes"]."""
+    return _job("inspect", time_limit, progress, [model], model=str(model), data=_str(data),
+                seed=seed, fast=fast, architecture=architecture, reference=_str(reference),
+                images=_str(images))
+
+
+def repair(model: str | Path, out: str | Path, data: str | Path | None = None, *,
+           method: str = "auto", epochs: int = 10, architecture: str | None = None,
+           seed: int = 0, fast: bool = False, time_limit: float = TIME_LIMIT,
+           progress: bool = False) -> Report:
+    """Take the backdoor out of `model` with clean `data`; the repaired model is written to
+    `out` in the format the model came in."""
+    if not Path(out).parent.is_dir():  # say so now, not after minutes of work
+        raise InputError(f"{out}: cannot write: no folder {Path(out).parent}")
+    return _job("repair", time_limit, progress, [model], model=str(model), data=_str(data),
+                seed=seed, fast=fast, architecture=architecture, method=method, epochs=epochs,
+                out=str(out))
+
+
+def diff(old: str | Path, new: str | Path, *, architecture: str | None = None,
+         time_limit: float = TIME_LIMIT) -> Report:
+    """Where do two versions of a model differ, layer by layer?"""
+    return _job("diff", time_limit, False, [old, new], old=str(old), new=str(new),
+                architecture=architecture)
+
+
+def sign(path: str | Path, key: str | Path, signature: str | Path | None = None,
+         certificates: str | Path | None = None, password: bytes | None = None) -> Report:
+    """Sign a model file or folder (OpenSSF model signing); needs the sign extra."""
+    signing, errors = _signing()
+    try:
+        return signing.sign(Path(path), Path(key), _path(signature), _path(certificates),
+                            password)
+    except errors as exc:
+        raise InputError(str(exc)) from None
+
+
+def verify(path: str | Path, key: str | Path | None = None,
+           signature: str | Path | None = None,
+           root_certificates: str | Path | None = None) -> Report:
+    """Check a model file or folder against its signature; needs the sign extra."""
+    signing, errors = _signing()
+    try:
+        return signing.verify(Path(path), _path(key), _path(signature),
+                              _path(root_certificates))
+    except errors as exc:
+        raise InputError(str(exc)) from None
+
+
+def _signing():
+    try:
+        from .provenance import keys, signing
+        from .provenance.bundle import BundleError
+        from .provenance.manifest import ManifestError
+    except ImportError as exc:
+        raise InputError(f"signing needs {exc.name}: pip install 'trojanscope[sign]'") \
+            from None
+    return signing, (keys.KeyMaterialError, ManifestError, BundleError)
+
+
+def _job(name: str, time_limit: float, progress: bool, files: list, **payload: Any) -> Report:
+    from .jobs import JobError, run_in_child
+
+    try:
+        result = run_in_child(name, payload, progress=progress, time_limit=time_limit)
+    except JobError as exc:
+        raise InputError(_naming_the_model(str(exc), [str(f) for f in files])) from None
+    return Report.from_dict(result)
+
+
+def _naming_the_model(message: str, files: list[str]) -> str:
+    """The child's reason, with the model file in front when the reason does not name it
+    (errors raised inside a model's own forward pass do not)."""
+    if files and not any(f in message for f in files):
+        message = f"{', '.join(files)}: {message}"
+    if "Expected input at" in message and ".shape[0]" in message:
+        message += (" (a torch.export program traced with a fixed batch size: export it with "
+                    "a dynamic batch dimension)")
+    return message
+
+
+def _str(value) -> str | None:
+    return None if value is None else str(value)
+
+
+def _path(value) -> Path | None:
+    return None if value is None else Path(value)

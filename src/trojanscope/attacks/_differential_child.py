@@ -231,14 +231,17 @@ def load_one(job: dict, loaders: dict, scratch: str) -> bool:
         del result
     except BaseException as exc:  # noqa: BLE001 - SystemExit too: the file's doing
         error = f"{type(exc).__name__}: {str(exc)[:200]}"
+    # Modules the load imported are dropped first, while its events are still recorded: an
+    # object they held (a dbm.dumb database that writes when collected) is collected now,
+    # under this file, not during a later one.
+    for name in set(sys.modules) - modules_before:  # imported again next time, seen again
+        if name.split(".")[0] not in State.tops:
+            del sys.modules[name]
     try:
         restart = finish(notes, threads_before)
     finally:
         State.recording = False
     os.chdir(scratch)
-    for name in set(sys.modules) - modules_before:  # imported again next time, seen again
-        if name.split(".")[0] not in State.tops:
-            del sys.modules[name]
     logging.root.handlers[:] = handlers
     after = fingerprint()
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))

@@ -209,7 +209,7 @@ def _emit_failure(args: argparse.Namespace, message: str) -> None:
               for name in ("paths", "model", "old", "new", "path", "data")]
     targets = tuple(str(p) for value in inputs if value
                     for p in (value if isinstance(value, list) else [value]))
-    report = Report(command=args.command, version=__version__, targets=targets,
+    report = Report(command=args.command, targets=targets,
                     errors=(ScanError(targets[0] if targets else "", message),))
     try:
         _emit(report, form, output, Severity.LOW)

@@ -140,13 +140,13 @@ class Report:
     """What a command examined and found. Findings are sorted, so output is deterministic."""
 
     command: str
-    version: str
     targets: tuple[str, ...]
     findings: tuple[Finding, ...] = ()
     errors: tuple[ScanError, ...] = ()
     results: Mapping[str, Any] = field(default_factory=dict)
     timings: Mapping[str, float] = field(default_factory=dict)
     config: Mapping[str, Any] = field(default_factory=dict)
+    version: str = field(default_factory=lambda: _tool_version())  # the one place it is set
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "findings", tuple(sorted(self.findings, key=Finding.sort_key)))
@@ -162,16 +162,23 @@ class Report:
     def from_dict(cls, data: Mapping[str, Any]) -> Report:
         """The inverse of the JSON form (`render.json.report_to_dict`): how a report made in a
         child process (which loaded an untrusted model) comes back, as data, never a pickle."""
-        return cls(data["command"], data["tool"]["version"], tuple(data["targets"]),
-                   tuple(Finding.from_dict(f) for f in data["findings"]),
-                   tuple(ScanError(e["path"], e["message"]) for e in data["errors"]),
-                   data["results"], data["timings"], data["config"])
+        return cls(command=data["command"], version=data["tool"]["version"],
+                   targets=tuple(data["targets"]),
+                   findings=tuple(Finding.from_dict(f) for f in data["findings"]),
+                   errors=tuple(ScanError(e["path"], e["message"]) for e in data["errors"]),
+                   results=data["results"], timings=data["timings"], config=data["config"])
 
     def exit_code(self, fail_on: Severity = Severity.HIGH) -> int:
         """0: nothing at or above `fail_on`; 1: findings; 2: something could not be examined."""
         if self.at_or_above(fail_on):
             return 1
         return 2 if self.errors else 0
+
+
+def _tool_version() -> str:
+    from . import __version__
+
+    return __version__
 
 
 def clipped(text: str, limit: int) -> str:

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .. import __version__
 from ..findings import Location, Report, ScanError
 from ..provenance.paths import SIGNATURE_NAME, default_signature
 from . import (  # noqa: F401  (registers handlers)
@@ -71,7 +70,6 @@ def scan(paths: str | os.PathLike | Iterable[str | os.PathLike], *,
                 ctx.findings.extend(signature_notes(root, signature))
     return Report(
         command="scan",
-        version=__version__,
         targets=targets,
         findings=tuple(ctx.findings),
         errors=tuple(errors),
@@ -87,7 +85,7 @@ def scan_bytes(data: bytes, name: str = "<bytes>", *, policy: GlobalsPolicy | No
     ctx = ScanContext(policy or GlobalsPolicy.default(), limits or Limits())
     started = time.perf_counter()
     examine_top(ctx, io.BytesIO(data), Location(name))
-    return Report(command="scan", version=__version__, targets=(name,),
+    return Report(command="scan", targets=(name,),
                   findings=tuple(ctx.findings), results={"files_scanned": 1},
                   timings={"total_seconds": round(time.perf_counter() - started, 4)},
                   config={"limits": ctx.limits.to_dict(), "policy": list(ctx.policy.sources)})

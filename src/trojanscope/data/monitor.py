@@ -30,7 +30,6 @@ import time
 
 import numpy as np
 
-from .. import __version__
 from ..findings import Location, Report
 from .decide import decide
 
@@ -82,7 +81,7 @@ class TrainingMonitor:
         findings = [_finding(entry, self.name) for entry in decision.per_class
                     if entry["suspected"]]
         return Report(
-            command="vet", version=__version__, targets=(self.name,), findings=tuple(findings),
+            command="vet", targets=(self.name,), findings=tuple(findings),
             results={"poisoned": decision.poisoned, "suspected_classes": decision.classes,
                      "suspicious_indices": decision.indices.tolist(),
                      "estimated_poison_share": {str(e["class"]): e["outlier_share"]

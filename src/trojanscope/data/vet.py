@@ -7,7 +7,6 @@ import time
 
 import numpy as np
 
-from .. import __version__
 from ..findings import Location, Report
 from .datasets import Dataset
 from .decide import decide
@@ -108,7 +107,7 @@ def judge(features, labels: np.ndarray, name: str, detector: str, seed: int, rel
                 Location(name, (f"class {shown(entry['class'])}",)),
                 {**entry, "detector": detector}))
     return Report(
-        command="vet", version=__version__, targets=(name,), findings=tuple(findings),
+        command="vet", targets=(name,), findings=tuple(findings),
         results={
             "poisoned": decision.poisoned,
             "suspected_classes": [shown(c) for c in decision.classes],
@@ -181,7 +180,7 @@ def _vet_contrast(data: Dataset, seed: int, features: np.ndarray | None) -> Repo
                       contrast.scores)  # both read 0.5 at their cut
     suspected = [e["class"] for e in per_class if e["suspected"]]
     return Report(
-        command="vet", version=__version__, targets=(data.name,), findings=tuple(findings),
+        command="vet", targets=(data.name,), findings=tuple(findings),
         results={
             "poisoned": bool(suspected), "suspected_classes": suspected,
             "suspicious_indices": np.flatnonzero(flags).tolist(),

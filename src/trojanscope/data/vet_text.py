@@ -9,7 +9,6 @@ from dataclasses import replace
 
 import numpy as np
 
-from .. import __version__
 from ..findings import Location, Report, clipped
 from .rules import TRIGGER_PHRASE
 from .text import TextDataset
@@ -40,7 +39,7 @@ def vet_text(data: TextDataset, seed: int = 0, config: TriggerConfig | None = No
     candidates = [{**c, "label": data.names[c["label"]]}
                   for c in figures["candidates"][:SHOWN_CANDIDATES]]
     return Report(
-        command="vet", version=__version__, targets=(data.name,), findings=tuple(findings),
+        command="vet", targets=(data.name,), findings=tuple(findings),
         results={
             "poisoned": bool(phrases),
             "trigger_phrases": [f.evidence["phrase"] for f in findings],

@@ -328,7 +328,7 @@ def inspection_report(found: Recovery, data: Dataset, config: InspectConfig,
         Location(name, (f"class {k}",)), per_class[k])
         for k in targets]
     return Report(
-        command="inspect", version=__version__, targets=(name, data.name), findings=tuple(findings),
+        command="inspect", targets=(name, data.name), findings=tuple(findings),
         results={"verdict": "trojaned" if targets else "clean", "target_classes": targets,
                  "score": round(float(found.score.max()), 3), "per_class": per_class,
                  "thresholds": {"mask_shrink": NC_THRESHOLD, "perturbation_lift": UAP_THRESHOLD,

@@ -26,7 +26,6 @@ from typing import Callable
 
 import numpy as np
 
-from .. import __version__
 from ..data.datasets import Dataset
 from ..findings import Location, Report
 from ..ml.model import Model, as_tensor, device_of, frozen
@@ -138,7 +137,7 @@ def repair_model(module, data: Dataset, config: RepairConfig = RepairConfig(),
         f"{after['clean_accuracy']:.1%} on {len(held_y)} held-out samples",
         Location(name), {"method": best, "before": before, "after": after})
     report = Report(
-        command="repair", version=__version__, targets=(name, data.name), findings=(finding,),
+        command="repair", targets=(name, data.name), findings=(finding,),
         results={"method": best, "before": before, "after": after, "candidates": outcomes,
                  "target_classes": targets, "classes_measured": chosen_classes,
                  "inspect_verdict": "trojaned" if targets else "clean",

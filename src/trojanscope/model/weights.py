@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
 from ..findings import Location, Report
 from .rules import CONCENTRATED, SHAPE_CHANGE, WEIGHTS_LIKE_TROJANED
 
@@ -77,8 +77,7 @@ def with_reference(report: Report, model, folder: Path, seed: int = 0) -> Report
     results = {**report.results, "verdict": "trojaned" if trojaned else "clean",
                "weights": {"probability_trojaned": round(probability, 4),
                            "reference_models": len(zoo)}}
-    return Report(report.command, report.version, report.targets, tuple(findings),
-                  report.errors, results, report.timings, report.config)
+    return replace(report, findings=tuple(findings), results=results)
 
 
 def read_zoo(folder: Path) -> list[tuple[Path, bool, str | None]]:
@@ -149,7 +148,7 @@ def diff_models(a: dict[str, np.ndarray], b: dict[str, np.ndarray], names=("A", 
                     f"neurons ({entry['top_neurons']}); the layer changed by {relative:.2%}",
                     Location(names[1], (name,)), entry))
         layers.append(entry)
-    return Report(command="diff", version=__version__, targets=tuple(names),
+    return Report(command="diff", targets=tuple(names),
                   findings=tuple(findings),
                   results={"layers": layers, "changed": [e["parameter"] for e in layers
                                                          if e["relative_change"] > 0]},

@@ -7,7 +7,6 @@ import base64
 import time
 from pathlib import Path
 
-from .. import __version__
 from ..findings import Location, Report
 from . import keys
 from .bundle import BundleError, bundle_json, pae, read_bundle, root_digest, statement
@@ -51,7 +50,7 @@ def sign(path: Path, private_key: Path, signature: Path | None = None,
                              encoding="utf-8")
     except OSError as exc:
         raise keys.KeyMaterialError(f"{signature}: cannot write: {exc.strerror}") from None
-    return Report(command="sign", version=__version__, targets=(str(root),),
+    return Report(command="sign", targets=(str(root),),
                   results={"signature": str(signature), "files": len(files),
                            "root_digest": root_digest(files), "signer": signer,
                            "model_name": name},
@@ -94,7 +93,7 @@ def verify(path: Path, public_key: Path | None = None, signature: Path | None = 
                         "root_digest": root_digest(signed.files), "changed": changes.changed,
                         "added": changes.added, "removed": changes.removed})
     results["verified"] = not findings
-    return Report(command="verify", version=__version__, targets=(str(root),),
+    return Report(command="verify", targets=(str(root),),
                   findings=tuple(findings), results=results,
                   timings={"total_seconds": round(time.perf_counter() - started, 3)})
 

@@ -468,3 +468,74 @@ def test_a_template_reaching_private_attributes_is_high():
     [finding] = check_template(template, Location("t.json"), "chat_template")
     assert (finding.rule, finding.severity) == ("template.suspicious", Severity.HIGH)
     assert "_environment" in finding.message
+
+
+def test_a_remote_code_key_spelt_with_escapes_is_named():
+    """json.loads (and transformers) read "auto\\u005fmap" as auto_map (red team, round 2)."""
+    config = b'{"architectures": ["M"], "auto\\u005fmap": {"AutoModel": "modeling_x.M"}}'
+    assert json.loads(config)["auto_map"]  # what the loader reads
+    [finding] = scan_bytes(config, "config.json").findings
+    assert (finding.rule, finding.evidence["code"]) == ("huggingface.remote-code",
+                                                        ["modeling_x.py"])
+
+
+def test_a_json_document_too_large_to_examine_is_high(monkeypatch):
+    from trojanscope.artifacts import json_format
+
+    monkeypatch.setattr(json_format, "MAX_JSON", 64)
+    config = json.dumps({"auto_map": {"AutoModel": "modeling_x.M"}, "pad": "x" * 100})
+    [finding] = scan_bytes(config.encode(), "config.json").findings
+    assert (finding.rule, finding.severity) == ("scan.limit-exceeded", Severity.HIGH)
+
+
+def test_a_lambda_outside_a_lambda_layer_is_critical():
+    """A Dense layer whose activation is a Python lambda: Keras with safe_mode=False loads it and
+    runs it on the first predict (red team, round 2)."""
+    dense = {"module": "keras.layers", "class_name": "Dense", "registered_name": None,
+             "config": {"name": "dense", "units": 2, "activation": {
+                 "module": "builtins", "class_name": "__lambda__", "registered_name": None,
+                 "config": {"value": ["4wEAAAAAAAAA", None, None]}}}}
+    [finding] = scan_bytes(pf._keras_archive([dense]), "m.keras").findings
+    assert (finding.rule, finding.severity) == ("keras.lambda-layer", Severity.CRITICAL)
+    lam = scan_bytes(pf.keras_lambda("true"), "lambda.keras").findings
+    assert [f.rule for f in lam] == ["keras.lambda-layer"]  # a Lambda layer: one finding
+
+
+def test_a_template_with_names_in_block_sets_is_an_escape():
+    """{% set a %}__init__{% endset %}: text, not a string constant, that subscripts walk."""
+    from trojanscope.artifacts.jinja_template import check_template
+    from trojanscope.findings import Location
+
+    template = ("{% macro k() %}{% endmacro %}{% set a %}__init__{% endset %}"
+                "{% set b %}__globals__{% endset %}{{ k[a][b] }}")
+    rules = {f.rule: f.severity for f in check_template(template, Location("t"), "chat")}
+    assert rules == {"template.sandbox-escape": Severity.CRITICAL,
+                     "template.suspicious": Severity.HIGH}
+    plain = "{% set greeting %}Hello {{ name }}{% endset %}{{ greeting }}"
+    assert check_template(plain, Location("t"), "chat") == []
+
+
+def test_a_joblib_array_inside_a_frame_is_high():
+    """joblib reads an array's bytes from its file, past the current FRAME, while the frame's
+    remaining bytes are read as opcodes; a plain reader reads in order (red team, round 2)."""
+    import struct
+
+    from trojanscope.attacks.pickle_payloads import classic
+
+    def text(s: str) -> bytes:
+        return b"\x8c" + bytes([len(s)]) + s.encode()
+
+    def name(module: str, attr: str) -> bytes:
+        return text(module) + text(attr) + b"\x93"
+
+    dtype = name("numpy", "dtype") + text("u1") + b"\x89\x88\x87R(K\x03" + text("|") + \
+        b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+    wrapper = name("joblib.numpy_pickle", "NumpyArrayWrapper") + b")\x81}(" + \
+        text("subclass") + name("numpy", "ndarray") + text("shape") + b"K\x05\x85" + \
+        text("order") + text("C") + text("dtype") + dtype + text("allow_mmap") + b"\x89ub"
+    frame = wrapper + b"0N0N0"
+    hidden = classic("true")
+    data = b"\x80\x04\x95" + struct.pack("<Q", len(frame)) + frame + b"B" + \
+        struct.pack("<I", len(hidden)) + hidden + b"."
+    rules = {f.rule for f in scan_bytes(data, "m.joblib").findings}
+    assert "pickle.joblib-array-in-frame" in rules

@@ -110,7 +110,7 @@ def test_joblib_sklearn_pipelines_pass(tmp_path, compress):
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(60, 4)), np.arange(60) % 2
@@ -120,7 +120,10 @@ def test_joblib_sklearn_pipelines_pass(tmp_path, compress):
               "forest": RandomForestClassifier(n_estimators=3, random_state=0).fit(x, y),
               # KD and ball trees pickle through their own helper, newObj
               "kd-tree": KNeighborsClassifier(algorithm="kd_tree").fit(x, y),
-              "ball-tree": KNeighborsClassifier(algorithm="ball_tree").fit(x, y)}
+              "ball-tree": KNeighborsClassifier(algorithm="ball_tree").fit(x, y),
+              # NumPy 2 pickles a ufunc by its name
+              "ufuncs": make_pipeline(FunctionTransformer(np.log1p), FunctionTransformer(np.abs),
+                                      LogisticRegression()).fit(np.abs(x), y)}
     for name, model in models.items():
         path = tmp_path / f"{name}.joblib"
         joblib.dump(model, path, compress=compress)

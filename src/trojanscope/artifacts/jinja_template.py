@@ -40,9 +40,17 @@ def check_template(source: str, location: Location, key: str) -> list[Finding]:
         found = _text_only(source, location, key, str(exc))
         return found + [UNPARSEABLE.finding(f"{key} does not parse: {exc}", location,
                                             {"key": key})]
-    escapes, suspicious = set(), set()
+    escapes: set = set()
+    suspicious: set = set()
     bound = {node.target.name: node.node for node in tree.find_all(nodes.Assign)
              if isinstance(node.target, nodes.Name)}
+    # {% set a %}text{% endset %}: a string made at render time, whatever its text
+    for block in tree.find_all(nodes.AssignBlock):
+        if isinstance(block.target, nodes.Name):
+            bound[block.target.name] = block
+        for data in block.find_all(nodes.TemplateData):
+            if DUNDER.search(data.data):
+                escapes.add(repr(data.data.strip()[:60]))
     for node in tree.find_all(nodes.Node):
         if isinstance(node, nodes.Concat):
             joined = _constant_text(node)
@@ -86,7 +94,7 @@ def _computed_text(node, bound: dict, nodes, depth: int = 0) -> bool:
     key reaches any attribute: Jinja's subscript falls back to getattr."""
     if depth > 20:
         return True
-    if isinstance(node, nodes.Concat):
+    if isinstance(node, (nodes.Concat, nodes.AssignBlock)):
         return True
     if isinstance(node, (nodes.Add, nodes.Mod)):
         return any(isinstance(side, nodes.Const) and isinstance(side.value, str) or

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from ..findings import Location, Rule, Severity
+from .context import LIMIT_EXCEEDED
 from .jinja_template import check_template
 from .keras_config import check_keras_config
 from .registry import FormatHandler
@@ -28,15 +29,20 @@ class JsonHandler(FormatHandler):
     @classmethod
     def sniff(cls, head: bytes, complete: bool) -> bool:
         text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+        # A key may be spelt with escapes ("auto\u005fmap" is auto_map to json.loads): a JSON
+        # object with any escape is parsed and judged by its decoded keys.
         return text[:1] == b"{" and (b'"class_name"' in head or b'"chat_template"' in head or
                                      b'"auto_map"' in head or b'"custom_pipelines"' in head or
-                                     not complete)
+                                     b"\\u" in head or not complete)
 
     @classmethod
     def scan(cls, ctx, source, location: Location, depth: int) -> None:
         raw = source.read(MAX_JSON + 1)
-        if len(raw) > MAX_JSON:
-            return  # larger JSON is data, not a model config
+        if len(raw) > MAX_JSON:  # a loader would still read it whole: unexamined is unsafe
+            ctx.add(LIMIT_EXCEEDED.finding(
+                f"a JSON document over {MAX_JSON // 2**20} MiB was not examined", location,
+                {"limit": "json_bytes"}))
+            return
         try:
             document = json.loads(raw.decode("utf-8-sig"))
         except (UnicodeDecodeError, ValueError, RecursionError):

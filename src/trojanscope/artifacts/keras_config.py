@@ -56,6 +56,12 @@ def _walk(value, location: Location, policy, found: list, depth: int, path: str)
     if class_name == "Lambda":
         found.append(LAMBDA.finding(f"Lambda layer {name!r} holds Python bytecode", location,
                                     {"layer": name}))
+    elif class_name == "__lambda__" and not any(  # not the function of a Lambda layer found
+            f.rule == LAMBDA.id and f.evidence.get("layer") == path for f in found):
+        # a lambda anywhere else: an activation, an initializer
+        found.append(LAMBDA.finding(f"{path or 'the model'!r} holds a Python lambda "
+                                    "(marshalled bytecode) outside a Lambda layer", location,
+                                    {"layer": path}))
     elif class_name == "TFOpLambda":
         function = str(config.get("function", ""))
         if any(function.startswith(p) or f".{p}" in function for p in RISKY_TF_FUNCTIONS):

@@ -95,6 +95,12 @@ KEEP_ITEMS = 256  # items of a list or dict kept for inspection; the rest are on
 MARK = object()
 # Findings that say a stream breaks off: under pickle.load an array region that does so has
 # run nothing more than what its other findings name.
+JOBLIB_IN_FRAME = Rule(
+    "pickle.joblib-array-in-frame", Severity.HIGH,
+    "A joblib array sits inside a FRAME: joblib.load reads the array from after the frame and "
+    "the rest of the frame as opcodes, other readers read it in place; the two run different "
+    "programs",
+    "Do not load the file: joblib ends the frame before each array it writes.")
 NOT_RUN_RULES = {"pickle.malformed", "pickle.malformed-with-imports", "pickle.frame-mismatch",
                  "pickle.resource-limit"}
 
@@ -320,6 +326,11 @@ class PickleMachine:
         if not isinstance(shape, tuple) or not all(isinstance(d, int) and d >= 0 for d in shape) \
                 or size is None:
             raise PickleSyntaxError("joblib array wrapper whose size cannot be worked out", offset)
+        if self.frame_end is not None and self.frame_end != self.r.pos:
+            # joblib's unpickler reads the array from its file, which is past the frame
+            self._add(JOBLIB_IN_FRAME, f"the array's BUILD at byte {offset} is inside a FRAME "
+                      f"that ends at byte {self.frame_end}", offset,
+                      {"frame_end": self.frame_end})
         if size == 0 and self.frame_end == self.r.pos:
             self.frame_end = None
         if size == 0:  # object array: a complete pickle follows, read by a fresh unpickler

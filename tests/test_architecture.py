@@ -116,3 +116,24 @@ def test_modules_stay_small():
     for path in SRC.rglob("*.py"):
         lines = len(path.read_text().splitlines())
         assert lines < 800, f"{path.relative_to(SRC)} has {lines} lines: split it"
+
+
+def test_plugins_register_themselves():
+    """Detectors, triggers, repair methods and payloads come from registries (a new one is a
+    new decorated function or module); the command line offers the registry's repair methods."""
+    from trojanscope.attacks.image_poison import TRIGGERS
+    from trojanscope.attacks.pickle_payloads import PAYLOADS
+
+    assert {"badnets", "blended", "wanet", "sig"} <= set(TRIGGERS)
+    assert len(PAYLOADS) >= 27 and "classic" in PAYLOADS
+    try:
+        from trojanscope.data.detectors import DETECTORS
+        from trojanscope.model.repair import METHODS
+    except ImportError:
+        pytest.skip("needs numpy and torch")
+    assert set(DETECTORS) == {"neighbour-disagreement", "spectral", "spectre",
+                              "activation-clustering"}
+    parser = main.__globals__["build_parser"]("repair")
+    repair = next(a for a in parser._subparsers._group_actions[0].choices["repair"]._actions
+                  if a.dest == "method")
+    assert set(repair.choices) == {"auto", *METHODS}

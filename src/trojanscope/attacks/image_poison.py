@@ -13,6 +13,8 @@ from typing import Callable
 
 import numpy as np
 
+from ..plugins import Registry
+
 
 @dataclass(frozen=True)
 class Poisoned:
@@ -214,14 +216,22 @@ def label_consistent(x: np.ndarray, y: np.ndarray, trigger: Callable, rate: floa
     return Poisoned(x_out, np.asarray(y).copy(), chosen, target, trigger)
 
 
+# The triggers benchmarks and tests use, by name: each a factory (image shape, seed) -> trigger.
+TRIGGERS: Registry[Callable[[tuple[int, int], int], Callable]] = Registry("trigger")
+TRIGGERS.add("badnets", lambda shape, seed: badnets_trigger(size=max(2, shape[0] // 8)),
+             summary="a checkerboard patch in the corner, an eighth of the side")
+TRIGGERS.add("blended", lambda shape, seed: blended_trigger(shape, seed=seed),
+             summary="a random pattern blended over the whole image")
+TRIGGERS.add("wanet", lambda shape, seed: wanet_trigger(shape, seed=seed),
+             summary="a smooth warp of the image")
+TRIGGERS.add("sig", lambda shape, seed: sig_trigger(shape),
+             summary="a horizontal sinusoid (clean-label)")
+
+
 def make_trigger(name: str, shape: tuple[int, int], seed: int = 0) -> Callable:
-    """The triggers benchmarks use, by name: badnets, blended, wanet, sig."""
-    if name == "badnets":
-        return badnets_trigger(size=max(2, shape[0] // 8))
-    if name == "blended":
-        return blended_trigger(shape, seed=seed)
-    if name == "wanet":
-        return wanet_trigger(shape, seed=seed)
-    if name == "sig":
-        return sig_trigger(shape)
-    raise ValueError(f"unknown trigger {name!r}: badnets, blended, wanet or sig")
+    """The trigger registered as `name`, for images of `shape`."""
+    try:
+        factory = TRIGGERS[name]
+    except KeyError as exc:
+        raise ValueError(exc.args[0]) from None
+    return factory(shape, seed)

@@ -37,6 +37,7 @@ from ..ml.ops import (
     predict,
     prunable_layers,
 )
+from ..plugins import Registry
 from ..progress import track
 from .inspect import InspectConfig, Recovery, recover
 from .reverse import neural_cleanse, universal_perturbation
@@ -58,7 +59,32 @@ class RepairConfig:
     inspect: InspectConfig = InspectConfig()
 
 
-METHODS = ("fine-tune", "unlearn", "fine-prune", "prune-trigger-neurons")
+@dataclass(frozen=True)
+class RepairContext:
+    """What every repair method may use: the repair part of the data, the settings, the
+    recovered triggers (per chosen class), and the measures that decide."""
+    train: Dataset
+    config: RepairConfig
+    classes: list[int]
+    stamps: dict
+    found_stamps: dict
+    measure: Callable
+    within: Callable
+    copy_of: Callable
+
+
+# method(module, context) -> details (a dict, or None); the module is a copy, changed in place.
+METHODS: Registry[Callable] = Registry("repair method")
+METHODS.add("fine-tune", lambda m, c: fine_tune(m, c.train, c.config, {}),
+            summary="plain fine-tuning on the clean data (the baseline)")
+METHODS.add("unlearn", lambda m, c: _unlearn(m, c.train, c.config, c.classes, c.found_stamps,
+                                             c.measure, c.within, c.copy_of(m)),
+            summary="learn the recovered triggers back to the true labels, with distillation")
+METHODS.add("fine-prune", lambda m, c: _fine_prune(m, c.train, c.config),
+            summary="prune the channels clean data leaves dormant, then fine-tune")
+METHODS.add("prune-trigger-neurons",
+            lambda m, c: _prune_trigger_neurons(m, c.train, c.stamps, c.config),
+            summary="prune the channels the recovered trigger excites, then fine-tune")
 
 
 def split_for_repair(data: Dataset, config: RepairConfig) -> tuple[Dataset, Dataset]:
@@ -76,7 +102,7 @@ def repair_model(module, data: Dataset, config: RepairConfig = RepairConfig(),
     module on the repair part of `data` (`split_for_repair`), so that an inspection is not
     done twice."""
     if only is not None and only not in METHODS:
-        raise ValueError(f"unknown repair method {only!r}: one of {', '.join(METHODS)}")
+        raise ValueError(f"unknown repair method {only!r}: one of {METHODS.choices()}")
     started = time.perf_counter()
     model = Model.of(module)
     module = model.module
@@ -110,19 +136,14 @@ def repair_model(module, data: Dataset, config: RepairConfig = RepairConfig(),
         """Within the allowed accuracy loss first, then the least attack success, then accuracy."""
         return not within(outcome), outcome["attack_success"], -outcome["clean_accuracy"]
 
-    methods: dict[str, Callable] = {
-        "fine-tune": lambda m: fine_tune(m, train, config, {}),
-        "unlearn": lambda m: _unlearn(m, train, config, chosen_classes, found_stamps,
-                                      measure, within, copy_of(m)),
-        "fine-prune": lambda m: _fine_prune(m, train, config),
-        "prune-trigger-neurons": lambda m: _prune_trigger_neurons(m, train, stamps, config),
-    }
+    context = RepairContext(train, config, chosen_classes, stamps, found_stamps, measure, within,
+                            copy_of)
     candidates, outcomes = {}, {}
-    for method, run in methods.items():
+    for method, run in METHODS.items():
         if only is not None and method != only:
             continue
         candidate = copy_of(module)
-        details = run(candidate) or {}
+        details = run(candidate, context) or {}
         candidate.eval()
         candidates[method] = candidate
         outcomes[method] = {**measure(candidate), **details}

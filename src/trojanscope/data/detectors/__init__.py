@@ -11,15 +11,16 @@ from typing import Callable
 
 import numpy as np
 
+from ...plugins import Registry
+
 Detector = Callable[..., np.ndarray]
-DETECTORS: dict[str, Detector] = {}
+# Every module of this package is imported when the registry is first read: a new detector is
+# a new module here (plus its test).
+DETECTORS: Registry[Detector] = Registry("detector", __name__)
 
 
-def detector(name: str) -> Callable[[Detector], Detector]:
-    def register(function: Detector) -> Detector:
-        DETECTORS[name] = function
-        return function
-    return register
+def detector(name: str, **meta) -> Callable[[Detector], Detector]:
+    return DETECTORS.register(name, **meta)
 
 
 def check_inputs(features, labels) -> tuple[np.ndarray, np.ndarray]:
@@ -46,5 +47,3 @@ def per_class(labels: np.ndarray):
     for label in np.unique(labels):
         yield int(label), np.flatnonzero(labels == label)
 
-
-from . import activation_clustering, neighbours, spectral, spectre  # noqa: E402,F401  (registers)

@@ -132,7 +132,7 @@ def main() -> None:
         path = folder / "formats" / name / filename
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            path.write_bytes(GENERATORS[name][0]("touch /tmp/trojanscope-corpus-canary"))
+            path.write_bytes(GENERATORS[name]("touch /tmp/trojanscope-corpus-canary"))
         except ImportError:
             path.parent.rmdir()
     formats = sorted((folder / "formats").glob("*/*"))

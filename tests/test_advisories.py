@@ -64,12 +64,12 @@ CASES = {
         global_("asyncio.unix_events", "_UnixSubprocessTransport"), unicode("id")) + STOP,
     # Keras safe_mode
     "CVE-2025-1550 config object from a module outside Keras": lambda: pf.GENERATORS[
-        "keras-module"][0]("id"),
+        "keras-module"]("id"),
     "CVE-2025-8747 keras.utils.get_file from a config": lambda: pf._keras_archive([{
         "module": "keras.layers", "class_name": "Dense", "registered_name": None,
         "config": {"name": "d", "activation": {"module": "keras.utils", "class_name": "function",
                                                 "config": "get_file", "registered_name": None}}}]),
-    "CVE-2025-9905 Lambda layer in a legacy HDF5 model": lambda: pf.GENERATORS["keras-h5"][0](
+    "CVE-2025-9905 Lambda layer in a legacy HDF5 model": lambda: pf.GENERATORS["keras-h5"](
         "id"),
     "CVE-2025-9906 config turns safe mode off": lambda: pf._keras_archive([{
         "module": "keras.config", "class_name": "function",

@@ -32,7 +32,7 @@ def _corpus() -> list[bytes]:
     seeds += [mf.torch_zip(payloads[1]), mf.torch_legacy(payloads[2]), mf.npy_object(payloads[3]),
               mf.torch_legacy_tar(payloads[4]), mf.npz({"a.npy": mf.npy_object(b"N.")}),
               mf.harmless_pickle()]
-    seeds += [make("id") for name, (make, _) in pf.GENERATORS.items() if name != "keras-h5"]
+    seeds += [make("id") for name, make in pf.GENERATORS.items() if name != "keras-h5"]
     if importlib.util.find_spec("h5py") is not None:
         seeds.append(pf.keras_h5("id"))
     seeds += [pf.shadow_mlp(False), pf.shadow_mlp(True, "gate")]

@@ -45,7 +45,7 @@ def test_every_generator_has_an_expectation():
 def test_generated_payload_is_flagged(name):
     if name == "keras-h5":
         pytest.importorskip("h5py")
-    report = scan_bytes(pf.GENERATORS[name][0]("touch /nonexistent/canary"), name)
+    report = scan_bytes(pf.GENERATORS[name]("touch /nonexistent/canary"), name)
     assert EXPECTED[name] in _rules(report)
     assert report.exit_code() == 1
 
@@ -399,7 +399,7 @@ def test_keras_archive_members_keep_their_names():
 
 
 def test_zip_of_everything():
-    members = {f"{name}.bin": make("id") for name, (make, _) in pf.GENERATORS.items()
+    members = {f"{name}.bin": make("id") for name, make in pf.GENERATORS.items()
                if name != "keras-h5"}
     report = scan_bytes(mf.zip_of(members))
     flagged = {f.location.member[0].split(".")[0] for f in report.findings

@@ -288,8 +288,8 @@ def _attack(args: argparse.Namespace) -> int:
         from .attacks.payload_files import GENERATORS
 
         if args.format not in GENERATORS:
-            raise UserError(f"unknown format {args.format!r}; one of: {', '.join(GENERATORS)}")
-        make, what = GENERATORS[args.format]
+            raise UserError(f"unknown format {args.format!r}; one of: {GENERATORS.choices()}")
+        make, what = GENERATORS[args.format], GENERATORS.meta(args.format)["summary"]
         try:
             data = make(args.payload_command)
         except ImportError as exc:

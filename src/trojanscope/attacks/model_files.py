@@ -16,6 +16,7 @@ import zipfile
 import zlib
 from typing import Callable
 
+from ..plugins import Registry
 from .pickle_payloads import EMPTY_DICT, STOP, proto, unicode
 
 TORCH_MAGIC = 0x1950A86A20F9469CFC6C  # what legacy torch.save writes first
@@ -113,20 +114,22 @@ def _zlib(data: bytes, wbits: int) -> bytes:
     return packer.compress(data) + packer.flush()
 
 
-WRAPPERS: dict[str, Callable[[bytes], bytes]] = {
-    "gzip": lambda data: gzip.compress(data, mtime=0),
-    "bz2": bz2.compress,
-    "xz": lambda data: lzma.compress(data, format=lzma.FORMAT_XZ),
-    "lzma": lambda data: lzma.compress(data, format=lzma.FORMAT_ALONE),
-    "zlib": zlib.compress,
-    "lzma-odd-dictionary": lambda data: lzma.compress(data, format=lzma.FORMAT_ALONE, filters=[
-        {"id": lzma.FILTER_LZMA1, "dict_size": 3 << 20, "lc": 0, "lp": 0, "pb": 0}]),
-    "bz2-empty-first-stream": lambda data: bz2.compress(b"") + bz2.compress(data),
-    "zlib-small-window": lambda data: _zlib(data, wbits=10),
-    "joblib-zfile": lambda data: b"ZF" + hex(len(data)).encode().ljust(19) + zlib.compress(data),
-    "zip": lambda data: zip_of({"model.bin": data}),
-    "zip-in-zip": lambda data: zip_of({"inner.zip": zip_of({"weights/model.bin": data})}),
-    "tar": lambda data: tar_of({"model.bin": data}),
-    "tar.gz": lambda data: gzip.compress(tar_of({"model.bin": data}), mtime=0),
-    "7z": lambda data: sevenzip_of({"model.bin": data}),
-}
+# Compressors and archives that hold a model file, by name: function of the bytes.
+WRAPPERS: Registry[Callable[[bytes], bytes]] = Registry("wrapper")
+WRAPPERS.add("gzip", lambda data: gzip.compress(data, mtime=0))
+WRAPPERS.add("bz2", bz2.compress)
+WRAPPERS.add("xz", lambda data: lzma.compress(data, format=lzma.FORMAT_XZ))
+WRAPPERS.add("lzma", lambda data: lzma.compress(data, format=lzma.FORMAT_ALONE))
+WRAPPERS.add("zlib", zlib.compress)
+WRAPPERS.add("lzma-odd-dictionary", lambda data: lzma.compress(
+    data, format=lzma.FORMAT_ALONE,
+    filters=[{"id": lzma.FILTER_LZMA1, "dict_size": 3 << 20, "lc": 0, "lp": 0, "pb": 0}]))
+WRAPPERS.add("bz2-empty-first-stream", lambda data: bz2.compress(b"") + bz2.compress(data))
+WRAPPERS.add("zlib-small-window", lambda data: _zlib(data, wbits=10))
+WRAPPERS.add("joblib-zfile",
+             lambda data: b"ZF" + hex(len(data)).encode().ljust(19) + zlib.compress(data))
+WRAPPERS.add("zip", lambda data: zip_of({"model.bin": data}))
+WRAPPERS.add("zip-in-zip", lambda data: zip_of({"inner.zip": zip_of({"weights/model.bin": data})}))
+WRAPPERS.add("tar", lambda data: tar_of({"model.bin": data}))
+WRAPPERS.add("tar.gz", lambda data: gzip.compress(tar_of({"model.bin": data}), mtime=0))
+WRAPPERS.add("7z", lambda data: sevenzip_of({"model.bin": data}))

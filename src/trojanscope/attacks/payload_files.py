@@ -14,6 +14,7 @@ import marshal
 import struct
 from typing import Callable
 
+from ..plugins import Registry
 from . import model_files as mf
 from . import pickle_payloads as pp
 from . import protobuf_writer as pb
@@ -193,20 +194,36 @@ def tokenizer_config(command: str) -> bytes:
                       indent=2).encode()
 
 
-GENERATORS: dict[str, tuple[Callable[[str], bytes], str]] = {
-    "pickle": (pp.classic, "raw pickle calling os.system"),
-    "torch": (lambda c: mf.torch_zip(pp.classic(c)), "PyTorch zip checkpoint"),
-    "torch-legacy": (lambda c: mf.torch_legacy(pp.dotted_name(c)), "legacy torch.save stream"),
-    "joblib": (lambda c: mf.WRAPPERS["zlib"](pp.memo_indirection(c)), "compressed joblib"),
-    "numpy": (lambda c: mf.npy_object(pp.classic(c)), ".npy object array"),
-    "keras-lambda": (keras_lambda, ".keras with a Lambda layer"),
-    "keras-module": (keras_module, ".keras naming os.system (CVE-2025-1550 class)"),
-    "keras-h5": (keras_h5, "legacy HDF5 Keras model with a Lambda layer (needs h5py)"),
-    "onnx-external": (onnx_external, "ONNX reading external data from ../../etc/passwd"),
-    "onnx-shadow": (onnx_shadow, "ONNX classifier with shadow logic"),
-    "torchscript": (torchscript, "TorchScript archive whose __setstate__ writes a file on load"),
-    "savedmodel": (savedmodel, "saved_model.pb with ReadFile/WriteFile/EagerPyFunc"),
-    "gguf": (gguf, "GGUF with a Jinja sandbox escape in its chat template"),
-    "safetensors": (safetensors, "safetensors with overlapping and out-of-range tensors"),
-    "tokenizer-config": (tokenizer_config, "tokenizer_config.json with a template escape"),
-}
+# One harmful file per format, by name: a function of the shell command (`trojanscope attack
+# payload --format NAME`), with what it is as `summary`.
+GENERATORS: Registry[Callable[[str], bytes]] = Registry("payload format")
+GENERATORS.add("pickle", pp.classic,
+               summary="raw pickle calling os.system")
+GENERATORS.add("torch", lambda c: mf.torch_zip(pp.classic(c)),
+               summary="PyTorch zip checkpoint")
+GENERATORS.add("torch-legacy", lambda c: mf.torch_legacy(pp.dotted_name(c)),
+               summary="legacy torch.save stream")
+GENERATORS.add("joblib", lambda c: mf.WRAPPERS["zlib"](pp.memo_indirection(c)),
+               summary="compressed joblib")
+GENERATORS.add("numpy", lambda c: mf.npy_object(pp.classic(c)),
+               summary=".npy object array")
+GENERATORS.add("keras-lambda", keras_lambda,
+               summary=".keras with a Lambda layer")
+GENERATORS.add("keras-module", keras_module,
+               summary=".keras naming os.system (CVE-2025-1550 class)")
+GENERATORS.add("keras-h5", keras_h5,
+               summary="legacy HDF5 Keras model with a Lambda layer (needs h5py)")
+GENERATORS.add("onnx-external", onnx_external,
+               summary="ONNX reading external data from ../../etc/passwd")
+GENERATORS.add("onnx-shadow", onnx_shadow,
+               summary="ONNX classifier with shadow logic")
+GENERATORS.add("torchscript", torchscript,
+               summary="TorchScript archive whose __setstate__ writes a file on load")
+GENERATORS.add("savedmodel", savedmodel,
+               summary="saved_model.pb with ReadFile/WriteFile/EagerPyFunc")
+GENERATORS.add("gguf", gguf,
+               summary="GGUF with a Jinja sandbox escape in its chat template")
+GENERATORS.add("safetensors", safetensors,
+               summary="safetensors with overlapping and out-of-range tensors")
+GENERATORS.add("tokenizer-config", tokenizer_config,
+               summary="tokenizer_config.json with a template escape")

@@ -220,6 +220,22 @@ def test_the_payloads_are_real(tmp_path):
         assert canary.exists(), name
 
 
+def test_the_library_refuses_a_harmful_model_as_the_command_does(tmp_path):
+    """trojanscope.inspect (the library entry point) scans in the child before loading: an
+    InputError naming the model, and nothing in it runs."""
+    import trojanscope
+
+    canary = tmp_path / "canary"
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(_torchscript_payload(canary))
+    np.savez(tmp_path / "clean.npz", x=_images(20), y=np.arange(20) % 2)
+    with pytest.raises(trojanscope.InputError, match="refused, not loaded") as caught:
+        trojanscope.inspect(bad, tmp_path / "clean.npz")
+    assert str(bad) in str(caught.value) and not canary.exists()
+    with pytest.raises(trojanscope.InputError, match="missing.npz"):
+        trojanscope.vet(tmp_path / "missing.npz")
+
+
 @pytest.mark.parametrize("payload", ["torchscript", "os-system", "unlisted-global"])
 def test_harmful_models_are_refused_by_every_command_and_nothing_runs(tmp_path, capsys, payload):
     from trojanscope.cli import main

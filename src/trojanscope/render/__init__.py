@@ -1,4 +1,4 @@
-"""Renderers: each turns a Report into text for one audience. Only render/ and cli.py print.
+"""Renderers: each turns a Report into text for one audience. Only render/ and cli/ print.
 
 A renderer is a module of this package named after its format, holding one function
 registered with @renderer: a new output format is a new module. A module is imported when its

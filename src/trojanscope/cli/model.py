@@ -1,12 +1,16 @@
-"""The command line of the model questions: inspect, repair, diff, and `attack zoo`. Thin, as
-cli.py: parse, call the library, render."""
+"""The model questions: inspect, repair and diff (and the zoo builder `attack zoo` uses)."""
 
 from __future__ import annotations
 
+import argparse
+import tempfile
 from pathlib import Path
 
-from . import render
-from .findings import Report
+from .. import progress, render
+from ..findings import Report, Severity
+from .common import EXIT_CODES, SEVERITIES, UserError, add_time_limit, emit
+
+NAMES = ("inspect", "repair", "diff")
 
 MODEL_HELP = ("a model file or folder: TorchScript, torch.export (.pt2), a state dict (.pt, .bin, "
               ".safetensors; with --architecture), a Hugging Face image-classifier folder, "
@@ -18,9 +22,9 @@ DATA_HELP = ("clean data: .npz (x/y), an image folder, or a built-in set: mnist-
              "digits")
 
 
-def add_parsers(commands, severities, exit_codes: str) -> None:
+def add(commands) -> None:
     inspect = commands.add_parser(
-        "inspect", epilog=exit_codes, help="is this model trojaned? (a model and clean data)",
+        "inspect", epilog=EXIT_CODES, help="is this model trojaned? (a model and clean data)",
         description="Reverse-engineer a trigger for every class and look for a class that is "
                     "far too easy to reach. Exit code 1 when the model looks trojaned.")
     inspect.add_argument("model", type=Path, metavar="MODEL", help=MODEL_HELP)
@@ -31,10 +35,10 @@ def add_parsers(commands, severities, exit_codes: str) -> None:
                               "weights against: adds P(trojaned)")
     inspect.add_argument("--images", type=Path, metavar="DIR",
                          help="save each class's recovered mask, pattern and trigger as PNG")
-    _common(inspect, severities)
+    _common(inspect)
 
     repair = commands.add_parser(
-        "repair", epilog=exit_codes, help="take a backdoor out of a model (with clean data)",
+        "repair", epilog=EXIT_CODES, help="take a backdoor out of a model (with clean data)",
         description="Try unlearning, fine-pruning, trigger-neuron pruning and plain "
                     "fine-tuning; keep the one that a held-out part of your data prefers.")
     repair.add_argument("model", type=Path, metavar="MODEL", help=MODEL_HELP)
@@ -48,18 +52,38 @@ def add_parsers(commands, severities, exit_codes: str) -> None:
                         choices=["auto", "fine-tune", "unlearn", "fine-prune",
                                  "prune-trigger-neurons"],
                         help="auto (default): try all, keep what the held-out data prefers")
-    _common(repair, severities)
+    _common(repair)
 
-    diff = commands.add_parser("diff", epilog=exit_codes,
+    diff = commands.add_parser("diff", epilog=EXIT_CODES,
                                help="where do two versions of a model differ, layer by layer?")
     diff.add_argument("old", type=Path, metavar="A")
     diff.add_argument("new", type=Path, metavar="B")
     diff.add_argument("--architecture", metavar="SPEC", help=ARCHITECTURE_HELP)
-    _common(diff, severities, seed=False)
+    _common(diff, seed=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    progress.enable(args.format == "text")
+    with tempfile.TemporaryDirectory(prefix="trojanscope-images-") as scratch:
+        pictures = args.command == "inspect" and args.format == "html"
+        if pictures and args.images is None:  # the page shows the recovered triggers
+            args.images = Path(scratch)
+        report = {"inspect": run_inspect, "repair": run_repair, "diff": run_diff}[
+            args.command](args)
+        images = None
+        if pictures:
+            from ..model.inspect import saved_images
+
+            images = saved_images(report, args.images)
+        # repair's outcome is an info finding when it worked: show it
+        emit(report, args.format, args.output,
+             Severity.INFO if args.command == "repair" else Severity.LOW, images,
+             "Recovered triggers per class, target classes first")
+    return report.exit_code(Severity.parse(args.fail_on))
 
 
 def add_zoo_parser(kinds) -> None:
-    from .attacks import ARCHITECTURES, COLOUR_ARCHITECTURES
+    from ..attacks import ARCHITECTURES, COLOUR_ARCHITECTURES
 
     zoo = kinds.add_parser("zoo", help="train clean and trojaned small CNNs (a reference zoo)")
     zoo.add_argument("--out", type=Path, required=True, metavar="DIR")
@@ -77,7 +101,7 @@ def add_zoo_parser(kinds) -> None:
     zoo.add_argument("--seed", type=int, default=0)
 
 
-def _common(parser, severities, seed: bool = True) -> None:
+def _common(parser, seed: bool = True) -> None:
     if seed:
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--fast", action="store_true",
@@ -86,55 +110,47 @@ def _common(parser, severities, seed: bool = True) -> None:
                                  "dominates a single run)")
     parser.add_argument("-f", "--format", choices=render.names(), default="text")
     parser.add_argument("-o", "--output", type=Path)
-    parser.add_argument("--fail-on", choices=severities, default="high")
+    parser.add_argument("--fail-on", choices=SEVERITIES, default="high")
     add_time_limit(parser)
 
 
-def add_time_limit(parser) -> None:
-    from .jobs.child import TIME_LIMIT
+def run_inspect(args) -> Report:
+    from .. import api
 
-    parser.add_argument("--time-limit", type=float, default=TIME_LIMIT, metavar="SECONDS",
-                        help=f"stop the work on the model after this long (default "
-                             f"{TIME_LIMIT:.0f}: a model file may loop forever)")
-
-
-def run_inspect(args, user_error) -> Report:
-    from . import api
-
-    return _calling(user_error, api.inspect, args.model, args.data,
+    return _calling(api.inspect, args.model, args.data,
                     architecture=args.architecture, seed=args.seed, fast=args.fast,
                     reference=args.reference, images=args.images,
                     time_limit=args.time_limit, progress=args.format == "text")
 
 
-def run_repair(args, user_error) -> Report:
-    from . import api
+def run_repair(args) -> Report:
+    from .. import api
 
-    return _calling(user_error, api.repair, args.model, args.out, args.data,
+    return _calling(api.repair, args.model, args.out, args.data,
                     method=args.method, epochs=args.epochs, architecture=args.architecture,
                     seed=args.seed, fast=args.fast, time_limit=args.time_limit,
                     progress=args.format == "text")
 
 
-def run_diff(args, user_error) -> Report:
-    from . import api
+def run_diff(args) -> Report:
+    from .. import api
 
-    return _calling(user_error, api.diff, args.old, args.new, architecture=args.architecture,
+    return _calling(api.diff, args.old, args.new, architecture=args.architecture,
                     time_limit=args.time_limit)
 
 
-def _calling(user_error, function, *args, **kwargs) -> Report:
-    from .api import InputError
+def _calling(function, *args, **kwargs) -> Report:
+    from ..api import InputError
 
     try:
         return function(*args, **kwargs)
     except InputError as exc:
-        raise user_error(str(exc)) from None
+        raise UserError(str(exc)) from None
 
 
-def run_zoo(args, user_error) -> int:
-    from .attacks.trojan_models import COLOUR_ARCHITECTURES, build_zoo
-    from .data.datasets import DataError, load, subset
+def run_zoo(args) -> int:
+    from ..attacks.trojan_models import COLOUR_ARCHITECTURES, build_zoo
+    from ..data.datasets import DataError, load, subset
 
     try:
         data = load(args.data)
@@ -145,9 +161,9 @@ def run_zoo(args, user_error) -> int:
         entries = build_zoo(data, args.out, clean=args.clean, trojaned=args.trojaned,
                             seed=args.seed, epochs=args.epochs, architecture=kinds)
     except (DataError, ValueError) as exc:
-        raise user_error(str(exc)) from None
+        raise UserError(str(exc)) from None
     except OSError as exc:
-        raise user_error(f"{args.out}: cannot write: {exc.strerror or exc}") from None
+        raise UserError(f"{args.out}: cannot write: {exc.strerror or exc}") from None
     trojaned = sum(e["trojaned"] for e in entries)
     print(f"wrote {len(entries)} models to {args.out} ({len(entries) - trojaned} clean, "
           f"{trojaned} trojaned; truth in zoo.json)")

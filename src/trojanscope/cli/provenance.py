@@ -1,24 +1,26 @@
-"""The command line of provenance: keygen, sign, verify. Thin, as cli.py: parse, call the
-library, render. A key's password comes from the environment, never from the command line."""
+"""keygen, sign and verify: where did it come from? Parse, call the library, render. A key's
+password comes from the environment, never from the command line."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from . import render
-from .findings import Report
+from .. import render
+from ..findings import Severity
+from .common import EXIT_CODES, SEVERITIES, UserError, emit
 
+NAMES = ("keygen", "sign", "verify")
 PASSWORD_VARIABLE = "TROJANSCOPE_KEY_PASSWORD"
 
 
-def add_parsers(commands, severities, exit_codes: str) -> None:
+def add(commands) -> None:
     keygen = commands.add_parser(
         "keygen", help="make a P-256 key pair for sign and verify",
         description="Write NAME.pem (private, readable by you only) and NAME.pub.pem (public).")
     keygen.add_argument("name", nargs="?", default="model-signing", metavar="NAME")
     sign = commands.add_parser(
-        "sign", epilog=exit_codes, help="sign a model file or folder (OpenSSF model signing)",
+        "sign", epilog=EXIT_CODES, help="sign a model file or folder (OpenSSF model signing)",
         description="Record every file's SHA-256 and sign the list in the OpenSSF model signing "
                     "format (a Sigstore bundle). A folder's signature is FOLDER/model.sig, a "
                     f"file's FILE.sig. An encrypted key's password is read from "
@@ -29,7 +31,7 @@ def add_parsers(commands, severities, exit_codes: str) -> None:
                       help="certificate mode: the key's certificate, then its chain (PEM)")
     sign.add_argument("--signature", type=Path, metavar="SIG", help="where to write it")
     verify = commands.add_parser(
-        "verify", epilog=exit_codes, help="check a model against its signature",
+        "verify", epilog=EXIT_CODES, help="check a model against its signature",
         description="Check the signature with the public key (or the trusted root "
                     "certificates), then every file: any changed, added or removed file is a "
                     "finding that names it. Exit code 1 when anything fails.")
@@ -43,36 +45,38 @@ def add_parsers(commands, severities, exit_codes: str) -> None:
         parser.add_argument("-f", "--format", choices=render.names(),
                             default="text")
         parser.add_argument("-o", "--output", type=Path)
-    verify.add_argument("--fail-on", choices=severities, default="high")
+    verify.add_argument("--fail-on", choices=SEVERITIES, default="high")
 
 
-def run(args, user_error) -> Report | None:
-    """The report to render, or None for keygen (which prints its own lines)."""
-    from . import api
+def run(args) -> int:
+    from .. import api
 
+    if args.command == "keygen":
+        return _keygen(args)
     try:
-        if args.command == "keygen":
-            return _keygen(args, user_error)
         if args.command == "sign":
             password = os.environ.get(PASSWORD_VARIABLE)
-            return api.sign(args.path, args.key, args.signature, args.certificate,
-                            password.encode() if password else None)
-        return api.verify(args.path, args.key, args.signature, args.root_certificates)
+            report = api.sign(args.path, args.key, args.signature, args.certificate,
+                              password.encode() if password else None)
+        else:
+            report = api.verify(args.path, args.key, args.signature, args.root_certificates)
     except api.InputError as exc:
-        raise user_error(str(exc)) from None
+        raise UserError(str(exc)) from None
+    emit(report, args.format, args.output, Severity.LOW)
+    return report.exit_code(Severity.parse(getattr(args, "fail_on", "high")))
 
 
-def _keygen(args, user_error) -> None:
+def _keygen(args) -> int:
     try:
-        from .provenance import keys
+        from ..provenance import keys
     except ImportError as exc:
-        raise user_error(f"keygen needs {exc.name}: pip install 'trojanscope[sign]'") \
+        raise UserError(f"keygen needs {exc.name}: pip install 'trojanscope[sign]'") \
             from None
     private, public = Path(f"{args.name}.pem"), Path(f"{args.name}.pub.pem")
     try:
         hint = keys.generate(private, public)
     except keys.KeyMaterialError as exc:
-        raise user_error(str(exc)) from None
+        raise UserError(str(exc)) from None
     print(f"wrote {private} (private: keep it secret) and {public} (public)")
     print(f"key hint {hint}")
-    return None
+    return 0

@@ -1,0 +1,66 @@
+"""What every command group shares: exit codes, severities, the user's error, and writing the
+report in the format asked for (also when the command fails)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .. import render
+from ..findings import Report, ScanError, Severity
+
+SEVERITIES = [str(s) for s in Severity]
+EXIT_CODES = "exit codes: 0 nothing at or above --fail-on, 1 findings, 2 could not do the job"
+
+
+class UserError(Exception):
+    """Bad input from the user: printed as one line, exit code 2, no traceback."""
+
+
+def emit(report: Report, output_format: str, output: Path | None, show: Severity,
+         images: dict[str, bytes] | None = None, gallery: str = "Images") -> None:
+    text = render.render(report, output_format, render.RenderOptions(
+        min_severity=show, color=output is None and sys.stdout.isatty(), images=images or {},
+        gallery=gallery))
+    if output is None:
+        sys.stdout.write(text)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"{output}: cannot write the report: {exc.strerror or exc}") from None
+
+
+def emit_failure(args: argparse.Namespace, message: str) -> None:
+    """A machine-readable report asked for (-f json|sarif -o FILE) is written on failure too,
+    holding the error: a pipeline reads why the job could not be done."""
+    output, form = getattr(args, "output", None), getattr(args, "format", "text")
+    if output is None or form not in ("json", "sarif") or output.exists() and \
+            not output.is_file():
+        return
+    inputs = [getattr(args, name, None)
+              for name in ("paths", "model", "old", "new", "path", "data")]
+    targets = tuple(str(p) for value in inputs if value
+                    for p in (value if isinstance(value, list) else [value]))
+    report = Report(command=args.command, targets=targets,
+                    errors=(ScanError(targets[0] if targets else "", message),))
+    try:
+        emit(report, form, output, Severity.LOW)
+    except UserError:
+        pass  # already said: the output cannot be written
+
+
+def write(path: Path, data: bytes) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write: {exc.strerror or exc}") from None
+
+
+def add_time_limit(parser) -> None:
+    from ..jobs.child import TIME_LIMIT
+
+    parser.add_argument("--time-limit", type=float, default=TIME_LIMIT, metavar="SECONDS",
+                        help=f"stop the work on the model after this long (default "
+                             f"{TIME_LIMIT:.0f}: a model file may loop forever)")

@@ -1,0 +1,71 @@
+"""vet: is this training data poisoned?"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .. import progress, render
+from ..findings import Severity
+from .common import EXIT_CODES, SEVERITIES, UserError, add_time_limit, emit
+
+NAMES = ("vet",)
+
+
+def add(commands) -> None:
+    vet = commands.add_parser(
+        "vet", epilog=EXIT_CODES, help="is this training data poisoned?",
+        description="Score every training sample, then decide: is anything poisoned, which "
+                    "classes, which samples. The input is never modified.")
+    vet.add_argument("data", nargs="?", default=None, metavar="DATA",
+                     help=".npz (x/y or x_train/y_train), an image folder (one subfolder per "
+                          "class), a text file (.csv, .tsv, .jsonl with text and label "
+                          "columns), or a built-in set: mnist-5k (default), digits, sms-spam, "
+                          "movie-reviews")
+    vet.add_argument("--detector", default=None,
+                     help="images: semantic-contrast (default for colour images: a pretrained "
+                          "encoder and learnt triggers; the images extra), "
+                          "neighbour-disagreement (default for grey images, needs no model), "
+                          "spectral, activation-clustering, spectre (these train a proxy "
+                          "model: torch); "
+                          "text: ngram-label-skew (default, needs no model), or spectral, "
+                          "spectre, neighbour-disagreement over sentence features (MiniLM "
+                          "embeddings: the text extra)")
+    vet.add_argument("--text-column", help="text files: the column with the text")
+    vet.add_argument("--label-column", help="text files: the column with the label")
+    vet.add_argument("--model", type=Path, metavar="M",
+                     help="your model, trained on the data, for the feature-based detectors: "
+                          "any format inspect reads (scanned first, loaded in a child process)")
+    vet.add_argument("--architecture", metavar="SPEC",
+                     help="what a state dict's weights belong to (as for inspect)")
+    vet.add_argument("--layer", help="the layer (module name, or ONNX tensor) to read")
+    add_time_limit(vet)
+    vet.add_argument("--features", type=Path, metavar="F.npy",
+                     help="text: your classifier's features, one row per text, for the "
+                          "detectors other than ngram-label-skew")
+    vet.add_argument("--seed", type=int, default=0)
+    vet.add_argument("--export-clean", type=Path, metavar="OUT",
+                     help="write the data without the flagged samples here (.npz for images; "
+                          ".csv, .tsv or .jsonl for text)")
+    vet.add_argument("-f", "--format", choices=render.names(), default="text")
+    vet.add_argument("-o", "--output", type=Path)
+    vet.add_argument("--fail-on", choices=SEVERITIES, default="high")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import api
+
+    progress.enable(args.format == "text")
+    try:
+        report = api.vet(args.data, detector=args.detector, model=args.model,
+                         architecture=args.architecture, layer=args.layer,
+                         features=args.features, text_column=args.text_column,
+                         label_column=args.label_column, seed=args.seed,
+                         export_clean=args.export_clean, time_limit=args.time_limit,
+                         progress=args.format == "text")
+        images = api.suspicious_samples(args.data, report) if args.format == "html" else None
+    except api.InputError as exc:
+        raise UserError(str(exc)) from None
+    emit(report, args.format, args.output, Severity.LOW, images,
+          "The most suspicious samples, highest score first")
+    return report.exit_code(Severity.parse(args.fail_on))

@@ -32,7 +32,7 @@ EXTRAS = {"numpy": "vet", "scipy": "vet", "sklearn": "vet", "mlxtend": "vet", "t
           "onnxruntime": "all", "h5py": "hdf5", "transformers": "huggingface",
           "sentence_transformers": "text", "PIL": "images", "jsonschema": "test",
           "joblib": "test", "keras": "test", "gguf": "test", "model_signing": "test",
-          "cyclonedx": "test"}
+          "cyclonedx": "test", "tflite": "test"}
 
 
 class _ModuleNeedingExtras(pytest.Module):

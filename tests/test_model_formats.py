@@ -33,7 +33,7 @@ EXPECTED = {
     "onnx-external": "onnx.external-data-escape", "onnx-shadow": "onnx.shadow-logic",
     "savedmodel": "tensorflow.unsafe-op", "gguf": "template.sandbox-escape",
     "safetensors": "safetensors.malformed-header", "tokenizer-config": "template.sandbox-escape",
-    "torchscript": "torchscript.file-access",
+    "torchscript": "torchscript.file-access", "tflite-flex": "tflite.unsafe-flex-op",
 }
 
 

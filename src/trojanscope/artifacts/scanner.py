@@ -22,6 +22,7 @@ from . import (  # noqa: F401  (registers handlers)
     sevenzip_format,
     tar_format,
     tensorflow_format,
+    tflite_format,
     zip_format,
 )
 from .context import READ_ERRORS, Abandon, ScanContext

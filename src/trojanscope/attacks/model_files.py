@@ -69,6 +69,32 @@ def npy_object(payload: bytes) -> bytes:
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + payload
 
 
+def tflite_of(operators: list[str | int]) -> bytes:
+    """A TFLite FlatBuffer (identifier TFL3) whose Model lists these operator codes: an int is
+    a builtin operator, a string a custom one ("Flex" + a TensorFlow op runs that op). No
+    subgraphs: enough for a scanner, not for the interpreter."""
+    out = bytearray(struct.pack("<I4s", 16, b"TFL3"))
+    out += struct.pack("<4H", 8, 12, 4, 8)                # Model vtable at 8: version, opcodes
+    out += struct.pack("<iII", 16 - 8, 3, 28 - 24)        # Model table at 16; vector at 28
+    vector = len(out)
+    out += struct.pack("<I", len(operators)) + b"\0" * 4 * len(operators)
+    for i, operator in enumerate(operators):
+        vtable = len(out)
+        out += struct.pack("<6H", 12, 20, 4, 8, 12, 16)   # OperatorCode: four fields
+        table = len(out)
+        custom = isinstance(operator, str)
+        code = 32 if custom else operator
+        out += struct.pack("<ibxxxIii", table - vtable, min(code, 127), 12 if custom else 0, 1,
+                           code)
+        if custom:
+            name = operator.encode()
+            out += struct.pack("<I", len(name)) + name + b"\0" * (4 - len(name) % 4)
+        else:  # no name: the custom_code field is left out
+            struct.pack_into("<H", out, vtable + 6, 0)
+        struct.pack_into("<I", out, vector + 4 + 4 * i, table - (vector + 4 + 4 * i))
+    return bytes(out)
+
+
 def npz(members: dict[str, bytes]) -> bytes:
     return zip_of(members, zipfile.ZIP_DEFLATED)
 

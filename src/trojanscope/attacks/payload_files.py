@@ -225,5 +225,7 @@ GENERATORS.add("gguf", gguf,
                summary="GGUF with a Jinja sandbox escape in its chat template")
 GENERATORS.add("safetensors", safetensors,
                summary="safetensors with overlapping and out-of-range tensors")
+GENERATORS.add("tflite-flex", lambda c: mf.tflite_of([3, 9, "FlexWriteFile"]),
+               summary="TFLite model running TensorFlow's WriteFile through the Flex delegate")
 GENERATORS.add("tokenizer-config", tokenizer_config,
                summary="tokenizer_config.json with a template escape")

@@ -331,3 +331,19 @@ def test_a_float_nul_payload_is_found_in_every_carrier():
     payload = PAYLOADS["float-nul"]("id")
     for carrier in (mf.torch_zip(payload), mf.torch_legacy(payload), mf.npy_object(payload)):
         assert scan_bytes(carrier).max_severity == Severity.CRITICAL
+
+
+def test_a_float_tensor_that_starts_like_lzma_is_not_unreadable():
+    """Random floats whose first bytes pass lzma-alone's weak test decode for a while, then
+    fail (a torch.export sample input was called unreadable, high): lzma is claimed only when
+    what it decodes starts like a format scan reads."""
+    import numpy as np
+
+    block = np.random.default_rng(10160).random(256).astype(np.float32).tobytes()
+    assert block[13] == 0 and block[0] < 225  # it passes the header test
+    archive = mf.torch_zip(mf.harmless_pickle())
+    report = scan_bytes(mf.zip_of({"archive/data.pkl": mf.harmless_pickle(),
+                                   "archive/data/0": block}), "model.pt")
+    assert report.max_severity is None or report.max_severity < Severity.HIGH, \
+        [f.message for f in report.findings]
+    assert scan_bytes(archive, "model.pt").findings == ()

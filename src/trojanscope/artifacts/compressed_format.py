@@ -101,8 +101,8 @@ class XzHandler(CompressedHandler):
 class LzmaAloneHandler(CompressedHandler):
     """lzma-alone (.lzma): liblzma's decoder accepts any valid properties byte, any dictionary
     size and any stated size, so the header alone proves little; the first bytes must also
-    decompress. Tried after the other formats (the pickle's weak test included), since so
-    little marks it.
+    decompress into the start of a format scan reads. Tried after the other formats (the
+    pickle's weak test included), since so little marks it.
 
     The decoder allocates the dictionary size the header states (up to 4 GiB, from 13 bytes).
     Decoding needs no more dictionary than the bytes decoded so far, so the header is read
@@ -117,8 +117,18 @@ class LzmaAloneHandler(CompressedHandler):
     def sniff(cls, head: bytes, complete: bool) -> bool:
         if len(head) < 14 or head[0] >= 225 or head[13] != 0:  # the range coder starts at 0
             return False
-        return _decompresses(lzma.LZMADecompressor(lzma.FORMAT_ALONE),
-                             _capped_dictionary(head, 4096), complete)
+        try:
+            out = lzma.LZMADecompressor(lzma.FORMAT_ALONE).decompress(
+                _capped_dictionary(head, 4096), 64)
+        except (lzma.LZMAError, EOFError, ValueError):
+            return False
+        if not out:
+            return not complete
+        # Random bytes (a float tensor in an archive) often decode for a while: claimed only
+        # when what comes out starts like a format scan reads (a pickle, an archive).
+        from .registry import detect
+
+        return detect(out, complete=False) is not None
 
     @classmethod
     def open(cls, raw):

@@ -539,3 +539,13 @@ def test_a_joblib_array_inside_a_frame_is_high():
         struct.pack("<I", len(hidden)) + hidden + b"."
     rules = {f.rule for f in scan_bytes(data, "m.joblib").findings}
     assert "pickle.joblib-array-in-frame" in rules
+
+
+def test_a_marshal_dict_is_not_taken_for_json():
+    """marshal writes a dict as "{" and type codes (snownlp's gzip'd seg.marshal): not a JSON
+    object, so no JSON limit applies to it."""
+    import marshal
+
+    data = marshal.dumps({"word": 1, "other": 2.5})
+    assert data[:1] == b"{"
+    assert all(f.severity < Severity.HIGH for f in scan_bytes(data, "seg.marshal").findings)

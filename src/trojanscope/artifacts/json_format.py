@@ -31,9 +31,11 @@ class JsonHandler(FormatHandler):
         text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
         # A key may be spelt with escapes ("auto\u005fmap" is auto_map to json.loads): a JSON
         # object with any escape is parsed and judged by its decoded keys.
-        return text[:1] == b"{" and (b'"class_name"' in head or b'"chat_template"' in head or
-                                     b'"auto_map"' in head or b'"custom_pipelines"' in head or
-                                     b"\\u" in head or not complete)
+        if text[:1] != b"{" or text[1:].lstrip(b" \t\r\n")[:1] not in (b'"', b"}"):
+            return False  # a JSON object opens with a key (a marshal dict's "{" does not)
+        return (b'"class_name"' in head or b'"chat_template"' in head or
+                b'"auto_map"' in head or b'"custom_pipelines"' in head or
+                b"\\u" in head or not complete)
 
     @classmethod
     def scan(cls, ctx, source, location: Location, depth: int) -> None:

@@ -39,29 +39,44 @@ def vet(data: str | Path | Dataset | TextDataset | None = None, *, detector: str
     `model` (images): your model trained on the data, whose `layer` features the detectors
     read. `features` (texts): your classifier's features, one row per text. `export_clean`:
     write the data without the flagged samples there."""
-    try:
-        from .data.text import TextDataset, is_text_source
-    except ImportError as exc:
-        raise InputError(f"vet needs {exc.name}: pip install 'trojanscope[vet]'") from None
-    if isinstance(data, TextDataset) or (not _is_dataset(data) and is_text_source(data)):
-        return _vet_text(data, detector, model, features, text_column, label_column, seed,
-                         export_clean)
+    from .data.text import TextDataset
+
+    if not _is_dataset(data):
+        data = load_data(data, text_column, label_column)
+    if isinstance(data, TextDataset):
+        return _vet_text(data, detector, model, features, seed, export_clean)
     if features is not None:
         raise InputError("features are for text; for images pass a model and a layer")
     return _vet_images(data, detector, model, architecture, layer, seed, export_clean,
                        time_limit, progress)
 
 
-def suspicious_samples(data: str | Path | Dataset | None, report: Report) -> dict[str, bytes]:
-    """The images vet found most suspicious, as PNG bytes by caption (none for texts)."""
-    from .data.text import TextDataset, is_text_source
+def load_data(data: str | Path | None, text_column: str | None = None,
+              label_column: str | None = None) -> Dataset | TextDataset:
+    """Images or texts, as vet reads them (InputError when they cannot be read): a text file
+    (.csv, .tsv, .jsonl) or a built-in text set, else images."""
+    try:
+        from .data.datasets import DataError
+        from .data.text import is_text_source, load_text
+    except ImportError as exc:
+        raise InputError(f"vet needs {exc.name}: pip install 'trojanscope[vet]'") from None
+    if not is_text_source(data):
+        return load_images(data)
+    try:
+        return load_text(data, text_column, label_column)
+    except DataError as exc:
+        raise InputError(str(exc)) from None
 
-    if isinstance(data, TextDataset) or (not _is_dataset(data) and is_text_source(data)):
+
+def suspicious_samples(data: Dataset | TextDataset, report: Report) -> dict[str, bytes]:
+    """The images vet found most suspicious, as PNG bytes by caption (none for texts)."""
+    from .data.text import TextDataset
+
+    if isinstance(data, TextDataset):
         return {}
     from .data.png import most_suspicious
 
-    dataset = data if _is_dataset(data) else load_images(data)
-    return most_suspicious(dataset.x, dataset.y, report.results)
+    return most_suspicious(data.x, data.y, report.results)
 
 
 def load_images(data: str | Path | None) -> Dataset:
@@ -80,9 +95,8 @@ def _is_dataset(data) -> bool:
     return not (data is None or isinstance(data, (str, Path)))
 
 
-def _vet_images(data, detector, model, architecture, layer, seed, export_clean, time_limit,
-                progress) -> Report:
-    dataset = data if _is_dataset(data) else load_images(data)
+def _vet_images(dataset: Dataset, detector, model, architecture, layer, seed, export_clean,
+                time_limit, progress) -> Report:
     from .data.vet import vet as vet_images
 
     if model is not None:  # the model learnt the data: its activations, not contrast
@@ -109,10 +123,9 @@ def _vet_images(data, detector, model, architecture, layer, seed, export_clean, 
     return report
 
 
-def _vet_text(data, detector, model, features, text_column, label_column, seed,
-              export_clean) -> Report:
+def _vet_text(texts: TextDataset, detector, model, features, seed, export_clean) -> Report:
     from .data.datasets import DataError
-    from .data.text import TextDataset, load_text, write_text
+    from .data.text import write_text
     from .data.vet_text import DEFAULT_TEXT_DETECTOR, vet_text, vet_text_features
 
     detector = detector or DEFAULT_TEXT_DETECTOR
@@ -122,8 +135,6 @@ def _vet_text(data, detector, model, features, text_column, label_column, seed,
         raise InputError(f"{DEFAULT_TEXT_DETECTOR} reads the words, not features: choose "
                          "another detector to use features")
     try:
-        texts = data if isinstance(data, TextDataset) else \
-            load_text(data, text_column, label_column)
         if detector == DEFAULT_TEXT_DETECTOR:
             report = vet_text(texts, seed=seed)
         else:

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from . import __version__
+
 
 class Severity(enum.IntEnum):
     INFO = 0
@@ -146,7 +148,7 @@ class Report:
     results: Mapping[str, Any] = field(default_factory=dict)
     timings: Mapping[str, float] = field(default_factory=dict)
     config: Mapping[str, Any] = field(default_factory=dict)
-    version: str = field(default_factory=lambda: _tool_version())  # the one place it is set
+    version: str = __version__  # the one place it is set
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "findings", tuple(sorted(self.findings, key=Finding.sort_key)))
@@ -173,12 +175,6 @@ class Report:
         if self.at_or_above(fail_on):
             return 1
         return 2 if self.errors else 0
-
-
-def _tool_version() -> str:
-    from . import __version__
-
-    return __version__
 
 
 def clipped(text: str, limit: int) -> str:

@@ -9,7 +9,7 @@ import lzma
 import zlib
 
 from ..findings import Location
-from .registry import FormatHandler
+from .registry import FormatHandler, detect
 
 
 class ZlibReader(io.RawIOBase):
@@ -126,8 +126,6 @@ class LzmaAloneHandler(CompressedHandler):
             return not complete
         # Random bytes (a float tensor in an archive) often decode for a while: claimed only
         # when what comes out starts like a format scan reads (a pickle, an archive).
-        from .registry import detect
-
         return detect(out, complete=False) is not None
 
     @classmethod

@@ -27,9 +27,7 @@ def add(commands) -> None:
         "inspect", epilog=EXIT_CODES, help="is this model trojaned? (a model and clean data)",
         description="Reverse-engineer a trigger for every class and look for a class that is "
                     "far too easy to reach. Exit code 1 when the model looks trojaned.")
-    inspect.add_argument("model", type=Path, metavar="MODEL", help=MODEL_HELP)
-    inspect.add_argument("--architecture", metavar="SPEC", help=ARCHITECTURE_HELP)
-    inspect.add_argument("--data", help=DATA_HELP)
+    _model_and_data(inspect)
     inspect.add_argument("--reference", type=Path, metavar="ZOO",
                          help="a zoo folder (zoo.json; `trojanscope attack zoo`) to score the "
                               "weights against: adds P(trojaned)")
@@ -41,9 +39,7 @@ def add(commands) -> None:
         "repair", epilog=EXIT_CODES, help="take a backdoor out of a model (with clean data)",
         description="Try unlearning, fine-pruning, trigger-neuron pruning and plain "
                     "fine-tuning; keep the one that a held-out part of your data prefers.")
-    repair.add_argument("model", type=Path, metavar="MODEL", help=MODEL_HELP)
-    repair.add_argument("--architecture", metavar="SPEC", help=ARCHITECTURE_HELP)
-    repair.add_argument("--data", help=DATA_HELP)
+    _model_and_data(repair)
     repair.add_argument("--out", type=Path, required=True,
                         help="the repaired model, in the format MODEL came in (a state dict: "
                              "safetensors when OUT ends in .safetensors)")
@@ -99,6 +95,12 @@ def add_zoo_parser(kinds) -> None:
     zoo.add_argument("--train-size", type=int, metavar="N",
                      help="train on a class-balanced subset of N images (2 CPU cores: 10000)")
     zoo.add_argument("--seed", type=int, default=0)
+
+
+def _model_and_data(parser) -> None:
+    parser.add_argument("model", type=Path, metavar="MODEL", help=MODEL_HELP)
+    parser.add_argument("--architecture", metavar="SPEC", help=ARCHITECTURE_HELP)
+    parser.add_argument("--data", help=DATA_HELP)
 
 
 def _common(parser, seed: bool = True) -> None:

@@ -57,13 +57,13 @@ def run(args: argparse.Namespace) -> int:
 
     progress.enable(args.format == "text")
     try:
-        report = api.vet(args.data, detector=args.detector, model=args.model,
+        data = api.load_data(args.data, args.text_column, args.label_column)  # read once
+        report = api.vet(data, detector=args.detector, model=args.model,
                          architecture=args.architecture, layer=args.layer,
-                         features=args.features, text_column=args.text_column,
-                         label_column=args.label_column, seed=args.seed,
+                         features=args.features, seed=args.seed,
                          export_clean=args.export_clean, time_limit=args.time_limit,
                          progress=args.format == "text")
-        images = api.suspicious_samples(args.data, report) if args.format == "html" else None
+        images = api.suspicious_samples(data, report) if args.format == "html" else None
     except api.InputError as exc:
         raise UserError(str(exc)) from None
     emit(report, args.format, args.output, Severity.LOW, images,

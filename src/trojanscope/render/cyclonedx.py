@@ -30,7 +30,6 @@ def _render(report: Report, options: RenderOptions) -> str:
 
 def render_cyclonedx(report: Report) -> str:
     components = _components(report)
-    refs = {c["properties"][0]["value"]: c["bom-ref"] for c in components}
     bom: dict[str, Any] = {
         "bomFormat": "CycloneDX",
         "specVersion": SPEC_VERSION,
@@ -41,7 +40,7 @@ def render_cyclonedx(report: Report) -> str:
             "properties": [{"name": "trojanscope:command", "value": report.command}],
         },
         "components": components,
-        "vulnerabilities": [_vulnerability(i, f, refs) for i, f in enumerate(report.findings)],
+        "vulnerabilities": [_vulnerability(i, f) for i, f in enumerate(report.findings)],
     }
     body = json.dumps(bom, sort_keys=True)
     bom = {"bomFormat": "CycloneDX", "specVersion": SPEC_VERSION,
@@ -66,14 +65,18 @@ def _components(report: Report) -> list[dict[str, Any]]:
         properties += [{"name": "trojanscope:format", "value": f} for f in formats]
         out.append({
             "type": "machine-learning-model" if formats or model else "file",
-            "bom-ref": f"file:{path}",
+            "bom-ref": _ref(path),
             "name": path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or path,
             "properties": properties,
         })
     return out
 
 
-def _vulnerability(index: int, finding: Finding, refs: dict[str, str]) -> dict[str, Any]:
+def _ref(path: str) -> str:
+    return f"file:{path}"
+
+
+def _vulnerability(index: int, finding: Finding) -> dict[str, Any]:
     place = [{"name": "trojanscope:member", "value": "!".join(finding.location.member)}] \
         if finding.location.member else []
     if finding.location.offset is not None:
@@ -86,6 +89,6 @@ def _vulnerability(index: int, finding: Finding, refs: dict[str, str]) -> dict[s
                      "method": "other"}],
         "description": finding.message,
         "recommendation": finding.remedy,
-        "affects": [{"ref": refs[finding.location.path]}],
+        "affects": [{"ref": _ref(finding.location.path)}],
         "properties": place,
     }

@@ -55,3 +55,20 @@ def mutate(draw, data: bytes, rounds: tuple[int, int] = (0, 4), longest_cut: int
         elif kind == "length" and len(data) >= at + 4:  # plant an absurd length field
             data[at:at + 4] = struct.pack("<I", draw(st.sampled_from([0xFFFFFFFF, 2**31, 2**24])))
     return bytes(data)
+
+
+def valid_json_report(report: Report | dict) -> dict:
+    """The report's JSON form, checked against the published schema (report.schema.json), which
+    holds each command's results schema."""
+    import json
+    from importlib import resources
+
+    import jsonschema
+
+    from trojanscope.render.json import report_to_dict
+
+    data = report if isinstance(report, dict) else json.loads(json.dumps(report_to_dict(report)))
+    schema = json.loads(resources.files("trojanscope.render").joinpath("report.schema.json")
+                        .read_text("utf-8"))
+    jsonschema.validate(data, schema)
+    return data

@@ -6,10 +6,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import valid_json_report
 
 pytestmark = [pytest.mark.torch]
 
@@ -181,11 +181,7 @@ def test_inspect_command_writes_json_and_pngs_and_exits_1(tmp_path, split, model
                  str(tmp_path / "img"), "-f", "json", "--fast"])
     out = json.loads(capsys.readouterr().out)
     assert code == 1 and out["results"]["verdict"] == "trojaned"
-    jsonschema = pytest.importorskip("jsonschema")
-    from trojanscope.render import json as render_json
-
-    schema = json.loads((Path(render_json.__file__).parent / "report.schema.json").read_text())
-    jsonschema.validate(out, schema)
+    valid_json_report(out)
     assert out["results"]["target_classes"] == [3]
     from PIL import Image
 
@@ -308,6 +304,7 @@ def test_repair_reusing_an_inspection_equals_repair_searching_itself(split, mode
     found = recover(models[1], split_for_repair(data, config)[0], config.inspect)
     reused, reused_report = repair_model(models[1], data, config, only="unlearn", found=found)
     assert reused_report.results == alone_report.results
+    valid_json_report(reused_report)
     for key, value in reused.state_dict().items():
         assert torch.equal(value, alone.state_dict()[key])
 
@@ -359,6 +356,7 @@ def test_diff_flags_a_change_concentrated_in_a_few_neurons(models):
     assert report.findings[0].location.member == ("body.7.weight",)
     assert report.findings[0].evidence["top_neurons"][0] == 5
     assert report.results["changed"] == ["body.7.weight"]
+    valid_json_report(report)
 
 
 def test_reference_zoo_classifier_scores_weights_and_checks_the_architecture(models):

@@ -13,6 +13,7 @@ from trojanscope.cli import main
 from trojanscope.data.png import encode_png
 from trojanscope.findings import Report
 from trojanscope.render.html import render_html
+from trojanscope.results import RepairResults, VetResults
 
 VOID = {"meta", "br", "img", "hr", "input", "link"}
 
@@ -66,10 +67,11 @@ def test_a_scan_page_lists_every_finding_and_nothing_in_a_file_name_becomes_mark
 
 def test_vet_figures_and_images_are_inline(tmp_path):
     rng = np.random.default_rng(0)
-    report = Report(command="vet", version="0", targets=("d",), results={
-        "scores": rng.random(200).tolist(), "cut": 0.9,
-        "per_class": [{"class": c, "outlier_share": s, "suspected": c == 1}
-                      for c, s in enumerate([0.01, 0.2, 0.02])]})
+    report = Report(command="vet", version="0", targets=("d",), results=VetResults(
+        poisoned=True, suspected_classes=[1], suspicious_indices=[], samples=200,
+        detector="spectral", scores=rng.random(200).tolist(), cut=0.9,
+        per_class=[{"class": c, "outlier_share": s, "suspected": c == 1}
+                   for c, s in enumerate([0.01, 0.2, 0.02])]))
     text = render_html(report, images={"class 1 mask": encode_png(rng.random((8, 8)))})
     page = _parse(text)
     assert page.tags.count("svg") == 2 and "img" in page.tags
@@ -89,12 +91,14 @@ def test_every_command_writes_html_with_the_format_option(tmp_path, capsys):
 
 
 def test_a_repair_page_shows_before_and_after_for_every_candidate():
-    report = Report(command="repair", version="0", targets=("m.pt", "d"), results={
-        "method": "unlearn", "before": {"clean_accuracy": 0.93, "attack_success": 0.99},
-        "after": {"clean_accuracy": 0.95, "attack_success": 0.01},
-        "candidates": {"fine-tune": {"clean_accuracy": 0.94, "attack_success": 0.97},
-                       "unlearn": {"clean_accuracy": 0.95, "attack_success": 0.01,
-                                   "by_round": [{"round": 1}]}}})
+    report = Report(command="repair", version="0", targets=("m.pt", "d"), results=RepairResults(
+        method="unlearn", before={"clean_accuracy": 0.93, "attack_success": 0.99},
+        after={"clean_accuracy": 0.95, "attack_success": 0.01},
+        candidates={"fine-tune": {"clean_accuracy": 0.94, "attack_success": 0.97},
+                    "unlearn": {"clean_accuracy": 0.95, "attack_success": 0.01,
+                                "by_round": [{"round": 1}]}},
+        target_classes=[1], classes_measured=[1], inspect_verdict="trojaned",
+        data_split={"repair": 100, "held_out": 50}))
     text = render_html(report)
     _parse(text)
     assert text.count("<svg") == 2 and "Every candidate" in text

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import valid_json_report
 
 from trojanscope.attacks.image_poison import make_trigger, poison
 from trojanscope.data.datasets import DataError, digits, load, validate
@@ -160,7 +161,7 @@ def test_vet_command_line_and_export_clean(tmp_path, capsys):
     before = source.read_bytes()
     out = tmp_path / "clean.npz"
     assert main(["vet", str(source), "--export-clean", str(out), "-f", "json"]) == 1
-    report = json.loads(capsys.readouterr().out)
+    report = valid_json_report(json.loads(capsys.readouterr().out))
     assert report["results"]["suspected_classes"] == [1]
     with np.load(out) as kept:
         assert len(kept["y"]) == len(bad.y) - len(report["results"]["suspicious_indices"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import valid_json_report
 
 from trojanscope.data.datasets import Dataset
 
@@ -109,7 +110,7 @@ def test_vet_on_colour_images_defaults_to_the_natural_image_checks(capsys, tmp_p
                  str(tmp_path / "r.json")]) == 1
     import json
 
-    report = json.loads((tmp_path / "r.json").read_text())
+    report = valid_json_report(json.loads((tmp_path / "r.json").read_text()))
     assert report["results"]["detector"] == "semantic-contrast"
     assert report["results"]["suspected_classes"] == [3]
     flagged = set(report["results"]["suspicious_indices"])
@@ -144,6 +145,7 @@ def test_the_training_monitor_names_a_class_whose_samples_resist_their_label():
             optimizer.step()
         report = monitor.end_epoch()
     assert report.results["suspected_classes"] == [2]
+    valid_json_report(report)
     flagged = set(report.results["suspicious_indices"])
     assert len(flagged & set(relabelled)) >= 30 and len(flagged - set(relabelled)) <= 3
     with pytest.raises(ValueError, match="indices must lie in"):

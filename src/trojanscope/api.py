@@ -8,7 +8,7 @@ it when loading would run code, then loads it (`jobs.run_in_child`), stopped aft
 
     import trojanscope
     report = trojanscope.inspect("model.pt2", "clean.npz")
-    report.results["verdict"], report.results["target_classes"]
+    report.results.verdict, report.results.target_classes
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def _vet_images(dataset: Dataset, detector, model, architecture, layer, seed, ex
     if export_clean is not None:
         import numpy as np
 
-        keep = np.setdiff1d(np.arange(len(dataset.y)), report.results["suspicious_indices"])
+        keep = np.setdiff1d(np.arange(len(dataset.y)), report.results.suspicious_indices)
         try:
             np.savez_compressed(export_clean, x=dataset.x[keep], y=dataset.y[keep])
         except OSError as exc:
@@ -147,7 +147,7 @@ def _vet_text(texts: TextDataset, detector, model, features, seed, export_clean)
     except (DataError, ValueError, RuntimeError) as exc:
         raise InputError(str(exc)) from None
     if export_clean is not None:
-        flagged = set(report.results["suspicious_indices"])
+        flagged = set(report.results.suspicious_indices)
         try:
             write_text(export_clean, texts.subset(
                 [i for i in range(len(texts.texts)) if i not in flagged]))
@@ -184,12 +184,21 @@ def inspect(model: str | Path, data: str | Path | None = None, *,
             reference: str | Path | None = None, images: str | Path | None = None,
             time_limit: float = TIME_LIMIT, progress: bool = False) -> Report:
     """Is this model trojaned? `data`: clean images (.npz, a folder, a built-in set).
-    `reference`: a zoo folder to score the weights against. `images`: a folder for each class's
-    recovered trigger as PNG. The verdict is in results["verdict"] and
-    results["target_classes"]."""
-    return _job("inspect", time_limit, progress, [model], model=str(model), data=_str(data),
-                seed=seed, fast=fast, architecture=architecture, reference=_str(reference),
-                images=_str(images))
+    `reference`: a zoo folder to score the weights against. The verdict is in
+    results.verdict and results.target_classes; each class's recovered trigger, as PNG bytes,
+    in results.images, which are also written to the folder `images` when given."""
+    report = _job("inspect", time_limit, progress, [model], model=str(model),
+                  data=_str(data), seed=seed, fast=fast, architecture=architecture,
+                  reference=_str(reference))
+    if images is not None:
+        try:
+            Path(images).mkdir(parents=True, exist_ok=True)
+            for name, png in report.results.images.items():
+                (Path(images) / name).write_bytes(png)
+        except OSError as exc:
+            raise InputError(f"{images}: cannot write the images: {exc.strerror or exc}") \
+                from None
+    return report
 
 
 def repair(model: str | Path, out: str | Path, data: str | Path | None = None, *,
@@ -253,7 +262,15 @@ def _job(name: str, time_limit: float, progress: bool, files: list, **payload: A
         result = run_in_child(name, payload, progress=progress, time_limit=time_limit)
     except JobError as exc:
         raise InputError(_naming_the_model(str(exc), [str(f) for f in files])) from None
-    return Report.from_dict(result)
+    images = result.pop("images", None)  # inspect's recovered triggers (jobs._report)
+    report = Report.from_dict(result)
+    if images:
+        import base64
+        from dataclasses import replace
+
+        report = replace(report, results=replace(report.results, images={
+            name: base64.b64decode(png) for name, png in images.items()}))
+    return report
 
 
 def _naming_the_model(message: str, files: list[str]) -> str:

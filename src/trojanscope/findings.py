@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from . import __version__
+from .results import Results, for_command
 
 
 class Severity(enum.IntEnum):
@@ -145,7 +146,7 @@ class Report:
     targets: tuple[str, ...]
     findings: tuple[Finding, ...] = ()
     errors: tuple[ScanError, ...] = ()
-    results: Mapping[str, Any] = field(default_factory=dict)
+    results: Results = field(default_factory=Results)  # the command's own type (results.py)
     timings: Mapping[str, float] = field(default_factory=dict)
     config: Mapping[str, Any] = field(default_factory=dict)
     version: str = __version__  # the one place it is set
@@ -168,7 +169,9 @@ class Report:
                    targets=tuple(data["targets"]),
                    findings=tuple(Finding.from_dict(f) for f in data["findings"]),
                    errors=tuple(ScanError(e["path"], e["message"]) for e in data["errors"]),
-                   results=data["results"], timings=data["timings"], config=data["config"])
+                   results=for_command(data["command"]).from_dict(data["results"])
+                   if data["results"] else Results(),
+                   timings=data["timings"], config=data["config"])
 
     def exit_code(self, fail_on: Severity = Severity.HIGH) -> int:
         """0: nothing at or above `fail_on`; 1: findings; 2: something could not be examined."""

@@ -17,9 +17,10 @@ T = TypeVar("T")
 
 
 class Registry(Mapping[str, T], Generic[T]):
-    def __init__(self, kind: str, package: str | None = None):
+    def __init__(self, kind: str, package: str | None = None, suffix: str = ""):
         self.kind = kind
         self.package = package  # its modules are imported when the registry is first read
+        self.suffix = suffix    # only those whose name ends so (artifacts' *_format modules)
         self._plugins: dict[str, T] = {}
         self._meta: dict[str, dict[str, Any]] = {}
         self._loaded = package is None
@@ -67,4 +68,5 @@ class Registry(Mapping[str, T], Generic[T]):
         self._loaded = True
         package = importlib.import_module(self.package)
         for module in pkgutil.iter_modules(package.__path__):
-            importlib.import_module(f"{self.package}.{module.name}")
+            if module.name.endswith(self.suffix):
+                importlib.import_module(f"{self.package}.{module.name}")

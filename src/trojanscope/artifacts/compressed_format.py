@@ -9,7 +9,7 @@ import lzma
 import zlib
 
 from ..findings import Location
-from .registry import FormatHandler, detect
+from .registry import FormatHandler, detect, format_handler
 
 
 class ZlibReader(io.RawIOBase):
@@ -60,6 +60,7 @@ class CompressedHandler(FormatHandler):
         ctx.examine_stream(inner, location.inside(f"<{cls.name}>"), depth + 1)
 
 
+@format_handler
 class GzipHandler(CompressedHandler):
     name = "gzip"
 
@@ -72,6 +73,7 @@ class GzipHandler(CompressedHandler):
         return gzip.GzipFile(fileobj=raw, mode="rb")
 
 
+@format_handler
 class Bzip2Handler(CompressedHandler):
     name = "bz2"
 
@@ -86,6 +88,7 @@ class Bzip2Handler(CompressedHandler):
         return bz2.BZ2File(raw, mode="rb")
 
 
+@format_handler
 class XzHandler(CompressedHandler):
     name = "xz"
 
@@ -98,6 +101,7 @@ class XzHandler(CompressedHandler):
         return lzma.LZMAFile(raw, mode="rb", format=lzma.FORMAT_XZ)
 
 
+@format_handler
 class LzmaAloneHandler(CompressedHandler):
     """lzma-alone (.lzma): liblzma's decoder accepts any valid properties byte, any dictionary
     size and any stated size, so the header alone proves little; the first bytes must also
@@ -165,6 +169,7 @@ def _decompresses(decompressor, head: bytes, complete: bool) -> bool:
     return bool(out) or not complete
 
 
+@format_handler
 class ZlibHandler(CompressedHandler):
     """zlib streams with any window size the header may state (joblib writes 0x78; zlib
     reads 0x08 to 0x78), checked by decompressing the first bytes. Tried after the pickle."""
@@ -184,6 +189,7 @@ class ZlibHandler(CompressedHandler):
         return io.BufferedReader(ZlibReader(raw), 1 << 16)
 
 
+@format_handler
 class JoblibZfileHandler(CompressedHandler):
     """joblib's legacy container (before 0.10, still read by joblib.load): "ZF", the
     uncompressed length in hex over 19 characters (and a space in the oldest), then zlib."""

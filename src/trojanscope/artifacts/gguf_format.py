@@ -7,7 +7,7 @@ import struct
 
 from ..findings import Location, Rule, Severity
 from .jinja_template import check_template
-from .registry import FormatHandler
+from .registry import FormatHandler, format_handler
 
 MAGIC = b"GGUF"
 MAX_STRING = 64 * 1024 * 1024      # a chat template or a token is far smaller
@@ -27,6 +27,7 @@ class GGUFError(ValueError):
     pass
 
 
+@format_handler
 class GGUFHandler(FormatHandler):
     name = "gguf"
     priority = 10

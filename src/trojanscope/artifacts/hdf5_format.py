@@ -13,7 +13,7 @@ import sys
 
 from ..findings import Location, Rule, Severity
 from .keras_config import check_keras_config, configs_in_bytes
-from .registry import FormatHandler
+from .registry import FormatHandler, format_handler
 
 MAGIC = b"\x89HDF\r\n\x1a\n"
 MAX_RAW_SEARCH = 256 * 1024 * 1024
@@ -36,6 +36,7 @@ print(json.dumps(None if value is None else str(value)))
 """
 
 
+@format_handler
 class Hdf5Handler(FormatHandler):
     name = "hdf5"
     priority = 10

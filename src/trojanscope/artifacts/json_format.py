@@ -9,7 +9,7 @@ from ..findings import Location, Rule, Severity
 from .context import LIMIT_EXCEEDED
 from .jinja_template import check_template
 from .keras_config import check_keras_config
-from .registry import FormatHandler
+from .registry import FormatHandler, format_handler
 
 MAX_JSON = 64 * 1024 * 1024
 
@@ -22,6 +22,7 @@ REMOTE_CODE = Rule("huggingface.remote-code", Severity.HIGH,
 CODE_KEYS = ("auto_map", "custom_pipelines")
 
 
+@format_handler
 class JsonHandler(FormatHandler):
     name = "json"
     priority = 80

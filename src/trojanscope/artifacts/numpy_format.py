@@ -8,7 +8,7 @@ import struct
 
 from ..findings import Location, Rule, Severity
 from .pickle_format import scan_pickle_stream
-from .registry import FormatHandler
+from .registry import FormatHandler, format_handler
 
 MAGIC = b"\x93NUMPY"
 PY2_LONG = re.compile(r"\b([0-9]+)[lL]\b")
@@ -23,6 +23,7 @@ BAD_HEADER = Rule("numpy.malformed-header", Severity.HIGH,
                   "Do not load this file with allow_pickle=True.")
 
 
+@format_handler
 class NumpyHandler(FormatHandler):
     name = "numpy"
     priority = 10

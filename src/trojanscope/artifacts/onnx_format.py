@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from ..findings import Location, Rule, Severity
 from .protobuf_wire import LEN, VARINT, ProtoError, looks_like_message
-from .registry import FormatHandler
+from .registry import FormatHandler, format_handler
 
 if TYPE_CHECKING:
     from .onnx_graph import Graph, Model
@@ -39,6 +39,7 @@ MODEL_FIELDS = {1: VARINT, 2: LEN, 3: LEN, 4: LEN, 5: VARINT, 6: LEN, 7: LEN, 8:
 WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
 
 
+@format_handler
 class OnnxHandler(FormatHandler):
     name = "onnx"
     priority = 60

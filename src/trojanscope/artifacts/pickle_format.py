@@ -16,7 +16,7 @@ from .context import UNRECOGNIZED
 from .limits import Limits
 from .pickle_machine import MALFORMED, PickleMachine
 from .pickle_reader import OpcodeReader, PickleSyntaxError, Truncated
-from .registry import FormatHandler
+from .registry import FormatHandler, format_handler
 
 CALL_OPS = {"REDUCE", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "BUILD"}
 IMPORT_OPS = {"GLOBAL", "INST", "STACK_GLOBAL"}
@@ -65,6 +65,7 @@ def _is_dotted_identifier(arg: object, name: str) -> bool:
     return all(part.isidentifier() for text in arg for part in text.split("."))
 
 
+@format_handler
 class PickleHandler(FormatHandler):
     name = "pickle"
     priority = 90

@@ -1,15 +1,19 @@
-"""Format handlers register themselves by subclassing; formats are recognised by content only."""
+"""Format handlers: a class per format, registered with @format_handler in a module of this
+package named *_format (imported when the registry is first read, so a new format is a new
+module). Formats are recognised by content only."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
+
+from ..plugins import Registry
 
 if TYPE_CHECKING:
     from ..findings import Location
     from .context import ScanContext
     from .source import Source
 
-HANDLERS: list[type[FormatHandler]] = []
+FORMATS: Registry[type[FormatHandler]] = Registry("format", __package__, suffix="_format")
 
 
 class FormatHandler:
@@ -18,11 +22,6 @@ class FormatHandler:
     name: ClassVar[str]
     # Lower runs first: exact magic numbers before the weak pickle heuristics.
     priority: ClassVar[int] = 50
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        HANDLERS.append(cls)
-        HANDLERS.sort(key=lambda h: (h.priority, h.name))
 
     @classmethod
     def sniff(cls, head: bytes, complete: bool) -> bool:
@@ -34,8 +33,25 @@ class FormatHandler:
         raise NotImplementedError
 
 
+def format_handler(cls: type[FormatHandler]) -> type[FormatHandler]:
+    """Class decorator: register a format handler under its `name`."""
+    FORMATS.register(cls.name, priority=cls.priority)(cls)
+    _ordered.clear()
+    return cls
+
+
+_ordered: list[type[FormatHandler]] = []
+
+
+def handlers() -> list[type[FormatHandler]]:
+    """Every format handler, in the order they are tried (priority, then name)."""
+    if not _ordered:
+        _ordered.extend(sorted(FORMATS.values(), key=lambda h: (h.priority, h.name)))
+    return _ordered
+
+
 def detect(head: bytes, complete: bool) -> type[FormatHandler] | None:
-    for handler in HANDLERS:
+    for handler in handlers():
         if handler.sniff(head, complete):
             return handler
     return None
@@ -50,4 +66,4 @@ def weak_rivals(first: type[FormatHandler], head: bytes, complete: bool) -> list
     """The other weakly marked formats that also claim a stream `first` claimed."""
     if first.name not in WEAK:
         return []
-    return [h for h in HANDLERS if h is not first and h.name in WEAK and h.sniff(head, complete)]
+    return [h for h in handlers() if h is not first and h.name in WEAK and h.sniff(head, complete)]

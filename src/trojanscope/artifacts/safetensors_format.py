@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from ..findings import Location, Rule, Severity
-from .registry import FormatHandler
+from .registry import FormatHandler, format_handler
 
 MAX_HEADER = 100_000_000  # what the safetensors library itself accepts
 MAX_METADATA = 1 << 20
@@ -23,6 +23,7 @@ METADATA = Rule("safetensors.oversized-metadata", Severity.MEDIUM,
                 "Inspect the metadata before trusting the file; it is not part of the weights.")
 
 
+@format_handler
 class SafetensorsHandler(FormatHandler):
     name = "safetensors"
     priority = 15

@@ -10,21 +10,7 @@ from typing import Iterable, Iterator
 
 from ..findings import Location, Report, ScanError
 from ..provenance.paths import SIGNATURE_NAME, default_signature
-from . import (  # noqa: F401  (registers handlers)
-    compressed_format,
-    gguf_format,
-    hdf5_format,
-    json_format,
-    numpy_format,
-    onnx_format,
-    pickle_format,
-    safetensors_format,
-    sevenzip_format,
-    tar_format,
-    tensorflow_format,
-    tflite_format,
-    zip_format,
-)
+from ..results import ScanResults
 from .context import READ_ERRORS, Abandon, ScanContext
 from .limits import Limits
 from .policy import GlobalsPolicy
@@ -74,7 +60,7 @@ def scan(paths: str | os.PathLike | Iterable[str | os.PathLike], *,
         targets=targets,
         findings=tuple(ctx.findings),
         errors=tuple(errors),
-        results={"files": files, "files_scanned": len(files)},
+        results=ScanResults(files=files, files_scanned=len(files)),
         timings={"total_seconds": round(time.perf_counter() - started, 4)},
         config={"limits": ctx.limits.to_dict(), "policy": list(ctx.policy.sources)},
     )
@@ -87,7 +73,7 @@ def scan_bytes(data: bytes, name: str = "<bytes>", *, policy: GlobalsPolicy | No
     started = time.perf_counter()
     examine_top(ctx, io.BytesIO(data), Location(name))
     return Report(command="scan", targets=(name,),
-                  findings=tuple(ctx.findings), results={"files_scanned": 1},
+                  findings=tuple(ctx.findings), results=ScanResults(files_scanned=1),
                   timings={"total_seconds": round(time.perf_counter() - started, 4)},
                   config={"limits": ctx.limits.to_dict(), "policy": list(ctx.policy.sources)})
 

@@ -6,11 +6,12 @@ import tempfile
 
 from ..findings import Location
 from .limits import ExpansionLimitExceeded, LimitExceeded
-from .registry import FormatHandler
+from .registry import FormatHandler, format_handler
 
 MAGIC = b"7z\xbc\xaf\x27\x1c"
 
 
+@format_handler
 class SevenZipHandler(FormatHandler):
     name = "7z"
     priority = 10

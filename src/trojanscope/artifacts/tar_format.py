@@ -8,10 +8,11 @@ from ..findings import Location
 from .context import LIMIT_EXCEEDED
 from .pickle_format import looks_like_pickle, scan_pickle_stream
 from .polyglot import POLYGLOT
-from .registry import FormatHandler
+from .registry import FormatHandler, format_handler
 from .source import Source
 
 
+@format_handler
 class TarHandler(FormatHandler):
     name = "tar"
     priority = 30

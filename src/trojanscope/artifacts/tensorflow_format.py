@@ -7,7 +7,7 @@ from __future__ import annotations
 from ..findings import Location, Rule, Severity
 from .keras_config import check_keras_config, configs_in_bytes
 from .protobuf_wire import LEN, VARINT, ProtoError, fields, looks_like_message, read_varint, text
-from .registry import FormatHandler
+from .registry import FormatHandler, format_handler
 
 UNSAFE_OPS = {
     "ReadFile": "reads a file", "WriteFile": "writes a file", "MatchingFiles": "lists files",
@@ -32,6 +32,7 @@ MALFORMED = Rule("tensorflow.malformed", Severity.HIGH, "The SavedModel protobuf
                  "Re-download the model; do not load it until it scans cleanly.")
 
 
+@format_handler
 class SavedModelHandler(FormatHandler):
     name = "tensorflow-savedmodel"
     priority = 60

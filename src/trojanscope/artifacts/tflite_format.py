@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 
 from ..findings import Location, Rule, Severity
-from .registry import FormatHandler
+from .registry import FormatHandler, format_handler
 from .tensorflow_format import UNSAFE_OPS
 
 IDENTIFIER = b"TFL3"
@@ -46,6 +46,7 @@ class TFLiteError(ValueError):
     pass
 
 
+@format_handler
 class TFLiteHandler(FormatHandler):
     name = "tflite"
     priority = 15

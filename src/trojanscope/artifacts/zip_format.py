@@ -7,7 +7,7 @@ import zipfile
 
 from ..findings import Location
 from .context import LIMIT_EXCEEDED, READ_ERRORS
-from .registry import FormatHandler
+from .registry import FormatHandler, format_handler
 from .torch_export import (
     MAX_PROGRAM_BYTES,
     check_program,
@@ -18,6 +18,7 @@ from .torchscript_code import MAX_CODE_BYTES, check_torchscript_code, is_code_me
 from .zip_consistency import ambiguities
 
 
+@format_handler
 class ZipHandler(FormatHandler):
     name = "zip"
     priority = 10

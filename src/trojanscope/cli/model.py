@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
 from .. import progress, render
@@ -44,9 +43,7 @@ def add(commands) -> None:
                         help="the repaired model, in the format MODEL came in (a state dict: "
                              "safetensors when OUT ends in .safetensors)")
     repair.add_argument("--epochs", type=int, default=10)
-    repair.add_argument("--method", default="auto",
-                        choices=["auto", "fine-tune", "unlearn", "fine-prune",
-                                 "prune-trigger-neurons"],
+    repair.add_argument("--method", default="auto", choices=["auto", *_repair_methods()],
                         help="auto (default): try all, keep what the held-out data prefers")
     _common(repair)
 
@@ -60,22 +57,21 @@ def add(commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     progress.enable(args.format == "text")
-    with tempfile.TemporaryDirectory(prefix="trojanscope-images-") as scratch:
-        pictures = args.command == "inspect" and args.format == "html"
-        if pictures and args.images is None:  # the page shows the recovered triggers
-            args.images = Path(scratch)
-        report = {"inspect": run_inspect, "repair": run_repair, "diff": run_diff}[
-            args.command](args)
-        images = None
-        if pictures:
-            from ..model.inspect import saved_images
-
-            images = saved_images(report, args.images)
-        # repair's outcome is an info finding when it worked: show it
-        emit(report, args.format, args.output,
-             Severity.INFO if args.command == "repair" else Severity.LOW, images,
-             "Recovered triggers per class, target classes first")
+    report = {"inspect": run_inspect, "repair": run_repair, "diff": run_diff}[args.command](args)
+    # repair's outcome is an info finding when it worked: show it
+    emit(report, args.format, args.output,
+         Severity.INFO if args.command == "repair" else Severity.LOW)
     return report.exit_code(Severity.parse(args.fail_on))
+
+
+def _repair_methods() -> list[str]:
+    """The registered repair methods (none listed on an install without numpy: repair cannot
+    run there, and says what to install)."""
+    try:
+        from ..model.repair import METHODS
+    except ImportError:
+        return []
+    return list(METHODS)
 
 
 def add_zoo_parser(kinds) -> None:

@@ -22,15 +22,7 @@ def add(commands) -> None:
                           "class), a text file (.csv, .tsv, .jsonl with text and label "
                           "columns), or a built-in set: mnist-5k (default), digits, sms-spam, "
                           "movie-reviews")
-    vet.add_argument("--detector", default=None,
-                     help="images: semantic-contrast (default for colour images: a pretrained "
-                          "encoder and learnt triggers; the images extra), "
-                          "neighbour-disagreement (default for grey images, needs no model), "
-                          "spectral, activation-clustering, spectre (these train a proxy "
-                          "model: torch); "
-                          "text: ngram-label-skew (default, needs no model), or spectral, "
-                          "spectre, neighbour-disagreement over sentence features (MiniLM "
-                          "embeddings: the text extra)")
+    vet.add_argument("--detector", default=None, help=_detector_help())
     vet.add_argument("--text-column", help="text files: the column with the text")
     vet.add_argument("--label-column", help="text files: the column with the label")
     vet.add_argument("--model", type=Path, metavar="M",
@@ -50,6 +42,23 @@ def add(commands) -> None:
     vet.add_argument("-f", "--format", choices=render.names(), default="text")
     vet.add_argument("-o", "--output", type=Path)
     vet.add_argument("--fail-on", choices=SEVERITIES, default="high")
+
+
+def _detector_help() -> str:
+    """The two whole-data detectors, then every registered one with its summary."""
+    fixed = ("semantic-contrast (colour images, the default there: a pretrained encoder and "
+             "learnt triggers; the images extra); ngram-label-skew (text, the default: needs no "
+             "model)")
+    try:
+        from ..data.detectors import DETECTORS
+    except ImportError as exc:  # a plain install: vet needs the vet extra anyway
+        return f"{fixed}; and more with the vet extra (missing: {exc.name})"
+    listed = []
+    for name in DETECTORS:
+        meta = DETECTORS.meta(name)
+        listed.append(f"{name} ({' and '.join(meta['modalities'])}: {meta['summary']})")
+    return (f"{fixed}; over a model's features (your --model, a proxy trained on the data, or "
+            f"for text MiniLM sentence features): {'; '.join(listed)}")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ resistance. Clean-label poisons carry their true label, and the monitor does not
             monitor.record(indices, losses)
             losses.mean().backward(); ...
         report = monitor.end_epoch()                      # a vet Report, every epoch
-        if report.results["poisoned"]: ...                # stop, drop, or carry on
+        if report.results.poisoned: ...                # stop, drop, or carry on
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import time
 import numpy as np
 
 from ..findings import Location, Report
+from ..results import VetResults
 from .decide import decide
 
 CUT = 3.0       # robust units above the class's median loss
@@ -82,16 +83,14 @@ class TrainingMonitor:
                     if entry["suspected"]]
         return Report(
             command="vet", targets=(self.name,), findings=tuple(findings),
-            results={"poisoned": decision.poisoned, "suspected_classes": decision.classes,
-                     "suspicious_indices": decision.indices.tolist(),
-                     "estimated_poison_share": {str(e["class"]): e["outlier_share"]
-                                                for e in decision.per_class
-                                                if e["suspected"]},
-                     "per_class": decision.per_class, "samples": int(len(self.labels)),
-                     "detector": "training-loss", "cut": CUT,
-                     "epochs_seen": len(self.history),
-                     "scores": np.round(scores, 4).tolist(),
-                     "labels": self.labels.tolist()},
+            results=VetResults(
+                poisoned=decision.poisoned, suspected_classes=decision.classes,
+                suspicious_indices=decision.indices.tolist(),
+                estimated_poison_share={str(e["class"]): e["outlier_share"]
+                                        for e in decision.per_class if e["suspected"]},
+                per_class=decision.per_class, samples=int(len(self.labels)),
+                detector="training-loss", cut=CUT, epochs_seen=len(self.history),
+                scores=np.round(scores, 4).tolist(), labels=self.labels.tolist()),
             timings={"total_seconds": round(time.perf_counter() - self.started, 3)},
             config={"detector": "training-loss", "epochs": self.epochs})
 

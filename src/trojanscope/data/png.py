@@ -34,10 +34,10 @@ def encode_png(image: np.ndarray) -> bytes:
         chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
 
 
-def most_suspicious(x: np.ndarray, y: np.ndarray, vet_results: dict,
+def most_suspicious(x: np.ndarray, y: np.ndarray, vet_results,
                     count: int = 32) -> dict[str, bytes]:
     """Thumbnails of the highest-scoring samples of a vet report, captioned, for HTML pages."""
-    scores = np.asarray(vet_results["scores"])
-    flagged = set(vet_results["suspicious_indices"])
+    scores = np.asarray(vet_results.scores)
+    flagged = set(vet_results.suspicious_indices)
     return {f"#{i} class {y[i]} score {scores[i]:.2f}{' flagged' if i in flagged else ''}":
             encode_png(x[i]) for i in np.argsort(-scores, kind="stable")[:count]}

@@ -8,6 +8,7 @@ import time
 import numpy as np
 
 from ..findings import Location, Report
+from ..results import VetResults
 from .datasets import Dataset
 from .decide import decide
 from .detectors import DETECTORS
@@ -17,11 +18,9 @@ from .views import input_view
 
 # Score at or above which a sample is an outlier when deciding on classes, per detector. For
 # neighbour disagreement the samples of suspected classes are then peeled at SAMPLE_CUT.
-CUTS = {"neighbour-disagreement": 0.7, "activation-clustering": 0.5}
 SAMPLE_CUT = 0.5
 SECOND_LOOK_Z, SECOND_LOOK_MIN, SECOND_LOOK_SPREAD = 4.0, 20, 0.93
 DEFAULT_DETECTOR = "neighbour-disagreement"
-MODEL_FREE = {"neighbour-disagreement"}
 CONTRAST = "semantic-contrast"  # natural images: a pretrained encoder and learnt triggers
 CONTRAST_FLOOR = 0.72  # a class's contrast (ROC-AUC) at or above this, and
 CONTRAST_Z = 4.0       # this far above the other classes' (robust z): suspected
@@ -49,7 +48,8 @@ def vet(data: Dataset, *, detector: str | None = None, seed: int = 0, model=None
         raise ValueError(f"unknown detector {detector!r}: {known}")
     started = time.perf_counter()
     given = features is not None or model is not None
-    if detector in MODEL_FREE:
+    model_free = DETECTORS.meta(detector)["model_free"]
+    if model_free:
         features = input_view(data.x)
     elif features is not None:
         features = np.asarray(features)
@@ -66,7 +66,7 @@ def vet(data: Dataset, *, detector: str | None = None, seed: int = 0, model=None
         features, _ = extract(train_proxy(data.x, data.y, TrainConfig(seed=seed)), data.x)
     return judge(features, data.y, data.name, detector, seed,
                  relabel=lambda train, test: _proxy_relabel(data, train, test, seed),
-                 config={"layer": layer, "features": "input view" if detector in MODEL_FREE
+                 config={"layer": layer, "features": "input view" if model_free
                          else ("model" if given else "proxy CNN")},
                  started=started)
 
@@ -88,7 +88,9 @@ def judge(features, labels: np.ndarray, name: str, detector: str, seed: int, rel
         scores = _clusters_reclassified(features, labels, relabel)
     else:
         scores = DETECTORS[detector](features, labels, seed=seed)
-    cut = CUTS.get(detector, float(np.median(scores) + 5 * _mad(scores)))
+    cut = DETECTORS.meta(detector)["cut"]
+    if cut is None:
+        cut = float(np.median(scores) + 5 * _mad(scores))
     decision = decide(scores, labels, cut)
     if votes is not None:
         _second_look(decision, votes, labels, scores >= cut)
@@ -108,17 +110,15 @@ def judge(features, labels: np.ndarray, name: str, detector: str, seed: int, rel
                 {**entry, "detector": detector}))
     return Report(
         command="vet", targets=(name,), findings=tuple(findings),
-        results={
-            "poisoned": decision.poisoned,
-            "suspected_classes": [shown(c) for c in decision.classes],
-            "suspicious_indices": decision.indices.tolist(),
-            "estimated_poison_share": {str(c["class"]): c["outlier_share"]
-                                       for c in decision.per_class if c["suspected"]},
-            "per_class": decision.per_class,
-            "samples": int(len(labels)), "detector": detector, "cut": round(float(cut), 4),
-            "scores": np.round(scores, 4).tolist(),  # per sample, higher = more suspicious
-            "labels": np.asarray(labels).tolist(),    # per sample, as given
-        },
+        results=VetResults(
+            poisoned=decision.poisoned,
+            suspected_classes=[shown(c) for c in decision.classes],
+            suspicious_indices=decision.indices.tolist(),
+            estimated_poison_share={str(c["class"]): c["outlier_share"]
+                                    for c in decision.per_class if c["suspected"]},
+            per_class=decision.per_class,
+            samples=int(len(labels)), detector=detector, cut=round(float(cut), 4),
+            scores=np.round(scores, 4).tolist(), labels=np.asarray(labels).tolist()),
         timings={"total_seconds": round(time.perf_counter() - started, 3)},
         config={"seed": seed, "detector": detector, **config},
     )
@@ -181,14 +181,13 @@ def _vet_contrast(data: Dataset, seed: int, features: np.ndarray | None) -> Repo
     suspected = [e["class"] for e in per_class if e["suspected"]]
     return Report(
         command="vet", targets=(data.name,), findings=tuple(findings),
-        results={
-            "poisoned": bool(suspected), "suspected_classes": suspected,
-            "suspicious_indices": np.flatnonzero(flags).tolist(),
-            "estimated_poison_share": {str(e["class"]): e["outlier_share"]
-                                       for e in per_class if e["suspected"]},
-            "per_class": per_class, "samples": int(len(data.y)), "detector": CONTRAST,
-            "cut": 0.5, "scores": np.round(scores, 4).tolist(), "labels": data.y.tolist(),
-        },
+        results=VetResults(
+            poisoned=bool(suspected), suspected_classes=suspected,
+            suspicious_indices=np.flatnonzero(flags).tolist(),
+            estimated_poison_share={str(e["class"]): e["outlier_share"]
+                                    for e in per_class if e["suspected"]},
+            per_class=per_class, samples=int(len(data.y)), detector=CONTRAST,
+            cut=0.5, scores=np.round(scores, 4).tolist(), labels=data.y.tolist()),
         timings={"total_seconds": round(time.perf_counter() - started, 3)},
         config={"seed": seed, "detector": CONTRAST, "features": source,
                 "contrast_floor": CONTRAST_FLOOR, "contrast_z": CONTRAST_Z,

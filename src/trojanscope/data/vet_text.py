@@ -10,13 +10,13 @@ from dataclasses import replace
 import numpy as np
 
 from ..findings import Location, Report, clipped
+from ..results import VetResults
 from .rules import TRIGGER_PHRASE
 from .text import TextDataset
 from .text_triggers import TriggerConfig, find_triggers, flagged_rows
 
 SHOWN_CANDIDATES = 20
 DEFAULT_TEXT_DETECTOR = "ngram-label-skew"
-TEXT_FEATURE_DETECTORS = ("spectral", "spectre", "neighbour-disagreement")
 
 
 def vet_text(data: TextDataset, seed: int = 0, config: TriggerConfig | None = None) -> Report:
@@ -40,14 +40,13 @@ def vet_text(data: TextDataset, seed: int = 0, config: TriggerConfig | None = No
                   for c in figures["candidates"][:SHOWN_CANDIDATES]]
     return Report(
         command="vet", targets=(data.name,), findings=tuple(findings),
-        results={
-            "poisoned": bool(phrases),
-            "trigger_phrases": [f.evidence["phrase"] for f in findings],
-            "suspected_classes": sorted({data.names[p.label] for p in phrases}),
-            "suspicious_indices": flagged.tolist(),
-            "samples": len(data.texts), "detector": "ngram-label-skew",
-            "ngrams_tested": figures["ngrams"], "top_candidates": candidates,
-        },
+        results=VetResults(
+            poisoned=bool(phrases),
+            trigger_phrases=[f.evidence["phrase"] for f in findings],
+            suspected_classes=sorted({data.names[p.label] for p in phrases}),
+            suspicious_indices=flagged.tolist(),
+            samples=len(data.texts), detector="ngram-label-skew",
+            ngrams_tested=figures["ngrams"], top_candidates=candidates),
         timings={"total_seconds": round(time.perf_counter() - started, 3)},
         config={"seed": seed, "detector": "ngram-label-skew", "max_n": config.max_n,
                 "min_count": config.min_count, "alpha": config.alpha,
@@ -62,14 +61,15 @@ def vet_text_features(data: TextDataset, detector: str, seed: int = 0,
     `features` (the user's classifier's, one row per text) or else over a proxy trained on
     MiniLM sentence embeddings (neighbour-disagreement: the embeddings themselves);
     `embeddings`, when given, are those MiniLM embeddings already computed."""
+    from .detectors import offered
     from .text_features import proxy_features, sentence_embeddings
     from .vet import judge
 
-    if detector not in TEXT_FEATURE_DETECTORS:
+    if detector not in offered("text"):
         raise ValueError(f"unknown detector {detector!r} for text: {DEFAULT_TEXT_DETECTOR}, "
-                         f"{', '.join(TEXT_FEATURE_DETECTORS)} (activation-clustering named a "
-                         "class on clean SST-2 and the wrong class on poisoned sets: not "
-                         "offered for text)")
+                         f"{', '.join(offered('text'))} (activation-clustering named a class "
+                         "on clean SST-2 and the wrong class on poisoned sets: not offered for "
+                         "text)")
     started = time.perf_counter()
     if features is not None:
         inputs, source = features, "given"

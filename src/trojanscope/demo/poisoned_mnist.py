@@ -26,10 +26,10 @@ from ..data.vet import vet
 from ..findings import Severity
 from ..ml.model import Model
 from ..ml.ops import accuracy, predict
-from ..model.inspect import InspectConfig, inspection_report, recover, saved_images
+from ..model.inspect import InspectConfig, inspection_report, recover
 from ..model.repair import RepairConfig, repair_model, split_for_repair
 from ..render import render_text
-from ..render.html import Section
+from ..render.html import Section, captioned_triggers
 from .step import Step
 
 
@@ -101,11 +101,11 @@ def _vet_step(echo, poisoned, config: DemoConfig) -> Step:
     echo(f"\n2. vet: is this training data poisoned? {len(poisoned.y)} images in {name}")
     report = vet(Dataset(poisoned.x, poisoned.y, name), seed=config.seed)
     echo(render_text(report, min_severity=Severity.LOW))
-    flagged = set(report.results["suspicious_indices"])
+    flagged = set(report.results.suspicious_indices)
     bad = set(poisoned.indices.tolist())
     hits = len(flagged & bad)
     precision, recall = hits / max(1, len(flagged)), hits / max(1, len(bad))
-    right = report.results["suspected_classes"] == [config.target] and recall >= 0.9
+    right = report.results.suspected_classes == [config.target] and recall >= 0.9
     truth = (f"{len(bad)} images ({config.rate:.0%}) carry the patch, relabelled {config.target}"
              f"; {len(flagged)} flagged: precision {precision:.2f}, recall {recall:.2f}")
     echo(f"truth: {truth}")
@@ -130,17 +130,19 @@ def _inspect_step(folder: Path, echo, model, part: Dataset, config: RepairConfig
     scanned = scan(folder / "model" / "contractor.pt")
     found = recover(model, part, config.inspect)
     seconds = time.perf_counter() - started
-    report = inspection_report(found, part, config.inspect, folder / "triggers",
-                               "model/contractor.pt", seconds)
+    report = inspection_report(found, part, config.inspect, "model/contractor.pt", seconds)
+    (folder / "triggers").mkdir(exist_ok=True)
+    for name, png in report.results.images.items():
+        (folder / "triggers" / name).write_bytes(png)
     echo(render_text(report, min_severity=Severity.LOW))
-    targets = report.results["target_classes"]
+    targets = report.results.target_classes
     line = (f"the real trigger sends {before['real_trigger_success']:.0%} of held-out images "
             f"to class {truth.target}; inspect named " +
             (", ".join(f"class {k}" for k in targets) if targets else "no class"))
     echo(f"truth: {line}")
     pictures = {"the attacker's real trigger (truth)":
                 encode_png(truth.trigger(np.zeros_like(part.x[:1]))[0]),
-                **saved_images(report, folder / "triggers")}
+                **captioned_triggers(report.results)}
     notes = (f"scan of the same file: {len(scanned.at_or_above(Severity.MEDIUM))} findings: "
              "the backdoor is in the weights, which no file scanner can see.",
              "inspect gets the model and clean images only, never the trigger. For every class "
@@ -173,7 +175,7 @@ def _repair_step(folder: Path, echo, model, clean: Dataset, config: RepairConfig
     notes = ("repair knows only the triggers inspect recovered (reused here, not searched "
              "again); the truth below is measured with the attacker's real trigger.",)
     made = ({"model": "before repair", **{k: before[k] for k in after}},
-            {"model": f"after repair ({report.results['method']})", **after})
+            {"model": f"after repair ({report.results.method})", **after})
     return Step(Section("repair: can the model be repaired?", report, notes, made),
                 "trojanscope repair MODEL.pt --data CLEAN.npz --out REPAIRED.pt "
                 "--epochs 5 -f html -o repair.html", line, right,

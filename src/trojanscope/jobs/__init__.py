@@ -25,14 +25,21 @@ def job(name: str):
 
 
 def _report(report) -> dict:
+    """The report's JSON, and its images (PNG bytes, which the JSON leaves out) in base64."""
+    import base64
+
     from ..render.json import report_to_dict
 
-    return report_to_dict(report)
+    answer = report_to_dict(report)
+    images = getattr(report.results, "images", None)
+    if images:
+        answer["images"] = {name: base64.b64encode(png).decode() for name, png in images.items()}
+    return answer
 
 
 @job("inspect")
 def inspect_job(p: dict) -> dict:
-    """model, architecture, data, seed, fast, images (folder or None), reference (zoo or None)"""
+    """model, architecture, data, seed, fast, reference (zoo or None)"""
     from ..data.datasets import load
     from ..ml import open_model
     from ..model.inspect import inspect_config, inspect_model
@@ -40,9 +47,7 @@ def inspect_job(p: dict) -> dict:
 
     data = load(p["data"])
     model = open_model(p["model"], p.get("architecture"))
-    images = Path(p["images"]) if p.get("images") else None
-    report = inspect_model(model, data, inspect_config(p["seed"], p["fast"]), images=images,
-                           name=p["model"])
+    report = inspect_model(model, data, inspect_config(p["seed"], p["fast"]), name=p["model"])
     if p.get("reference"):
         report = with_reference(report, model, Path(p["reference"]), seed=p["seed"])
     return _report(report)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
@@ -31,6 +30,7 @@ from ..data.datasets import Dataset
 from ..findings import Location, Report
 from ..ml.model import Model, frozen
 from ..ml.ops import check_model
+from ..results import TRIGGER_IMAGES, InspectResults, trigger_image
 from . import reverse
 from .reverse import Perturbations, Triggers, neural_cleanse, universal_perturbation
 from .rules import TROJANED_CLASS
@@ -292,25 +292,21 @@ def _reference_log_norms(data: Dataset, config: InspectConfig, blackbox: bool,
 
 
 def inspect_model(module, data: Dataset, config: InspectConfig = InspectConfig(),
-                  images: Path | None = None, name: str = "model",
-                  reference: np.ndarray | None = None) -> Report:
+                  name: str = "model", reference: np.ndarray | None = None) -> Report:
     """`module`: a Model (`trojanscope.ml.open_model`) or a PyTorch module mapping (N, C, H, W)
     in [0, 1] to logits;
-    `data`: clean samples of every class; `images`: a folder for the recovered triggers;
-    `reference`: see `recover`."""
+    `data`: clean samples of every class; `reference`: see `recover`. The recovered triggers
+    come as PNG bytes in `results.images`."""
     started = time.perf_counter()
     found = recover(module, data, config, reference)
-    return inspection_report(found, data, config, images, name,
-                             seconds=time.perf_counter() - started)
+    return inspection_report(found, data, config, name, seconds=time.perf_counter() - started)
 
 
 def inspection_report(found: Recovery, data: Dataset, config: InspectConfig,
-                      images: Path | None = None, name: str = "model",
-                      seconds: float = 0.0) -> Report:
+                      name: str = "model", seconds: float = 0.0) -> Report:
     """The report of a recovery (`recover`) made on `data` with `config`."""
     triggers, perturbations, warps = found.triggers, found.perturbations, found.warps
     targets, classes = found.targets, len(triggers.norm)
-    saved = _save_images(images, triggers, perturbations) if images is not None else {}
     per_class = [{
         "class": k, "mask_norm": round(float(triggers.norm[k]), 2),
         "expected_mask_norm": round(float(found.expected_norm[k]), 2),
@@ -321,7 +317,6 @@ def inspection_report(found: Recovery, data: Dataset, config: InspectConfig,
         "warp_success": round(float(warps.success[k]), 3),
         "warp_lift": round(float(found.warp_lift[k]), 3),
         "score": round(float(found.score[k]), 3), "target": k in targets,
-        **({"images": saved[k]} if k in saved else {}),
     } for k in range(classes)]
     findings = [TROJANED_CLASS.finding(
         f"class {k}: {_evidence(per_class[k], found.by_nc[k], found.by_uap[k], found.by_warp[k])}",
@@ -329,11 +324,13 @@ def inspection_report(found: Recovery, data: Dataset, config: InspectConfig,
         for k in targets]
     return Report(
         command="inspect", targets=(name, data.name), findings=tuple(findings),
-        results={"verdict": "trojaned" if targets else "clean", "target_classes": targets,
-                 "score": round(float(found.score.max()), 3), "per_class": per_class,
-                 "thresholds": {"mask_shrink": NC_THRESHOLD, "perturbation_lift": UAP_THRESHOLD,
-                                "warp_lift": WARP_THRESHOLD, "min_success": MIN_SUCCESS},
-                 "data_split": {"search": found.search, "check": found.check}},
+        results=InspectResults(
+            verdict="trojaned" if targets else "clean", target_classes=targets,
+            score=round(float(found.score.max()), 3), per_class=per_class,
+            thresholds={"mask_shrink": NC_THRESHOLD, "perturbation_lift": UAP_THRESHOLD,
+                        "warp_lift": WARP_THRESHOLD, "min_success": MIN_SUCCESS},
+            data_split={"search": found.search, "check": found.check},
+            images=_images(triggers, perturbations)),
         timings={"total_seconds": round(seconds, 3)},
         config={"seed": config.seed, "steps": config.steps, "uap_steps": config.uap_steps,
                 "uap_eps": config.uap_eps, "warp_share": config.warp_share,
@@ -359,30 +356,18 @@ def _evidence(entry: dict, by_nc: bool, by_uap: bool, by_warp: bool) -> str:
     return "; ".join(parts)
 
 
-def _save_images(folder: Path, triggers, perturbations) -> dict[int, dict[str, str]]:
-    """mask, pattern and trigger (mask x pattern) per class as PNG; returns the file names."""
+def _images(triggers, perturbations) -> dict[str, bytes]:
+    """Per class: its mask, pattern, trigger (mask x pattern) and universal perturbation as PNG
+    bytes, by file name (results.trigger_image)."""
     from ..data.png import encode_png
 
-    folder.mkdir(parents=True, exist_ok=True)
-    saved = {}
+    images = {}
     for k in range(len(triggers.norm)):
-        files = {"mask": f"class_{k}_mask.png", "pattern": f"class_{k}_pattern.png",
-                 "trigger": f"class_{k}_trigger.png",
-                 "perturbation": f"class_{k}_perturbation.png"}
         delta = perturbations.delta[k]
         scale = max(float(np.abs(delta).max()), 1e-12)
         arrays = {"mask": triggers.mask[k], "pattern": triggers.pattern[k],
                   "trigger": triggers.mask[k] * triggers.pattern[k],
                   "perturbation": 0.5 + 0.5 * delta / scale}
-        for kind, name in files.items():
-            (folder / name).write_bytes(encode_png(arrays[kind]))
-        saved[k] = files
-    return saved
-
-
-def saved_images(report: Report, folder: Path) -> dict[str, bytes]:
-    """The PNGs an inspection wrote to `folder`, captioned, target classes first (HTML pages)."""
-    per_class = sorted(report.results["per_class"], key=lambda c: (not c["target"], c["class"]))
-    return {f"class {c['class']}{' (target)' if c['target'] else ''} {kind}":
-            (folder / name).read_bytes()
-            for c in per_class for kind, name in c.get("images", {}).items()}
+        images.update({trigger_image(k, kind): encode_png(arrays[kind])
+                       for kind in TRIGGER_IMAGES})
+    return images

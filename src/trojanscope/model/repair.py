@@ -39,6 +39,7 @@ from ..ml.ops import (
 )
 from ..plugins import Registry
 from ..progress import track
+from ..results import RepairResults
 from .inspect import InspectConfig, Recovery, recover
 from .reverse import neural_cleanse, universal_perturbation
 from .rules import NOT_REPAIRED, REPAIRED
@@ -159,10 +160,11 @@ def repair_model(module, data: Dataset, config: RepairConfig = RepairConfig(),
         Location(name), {"method": best, "before": before, "after": after})
     report = Report(
         command="repair", targets=(name, data.name), findings=(finding,),
-        results={"method": best, "before": before, "after": after, "candidates": outcomes,
-                 "target_classes": targets, "classes_measured": chosen_classes,
-                 "inspect_verdict": "trojaned" if targets else "clean",
-                 "data_split": {"repair": len(train.y), "held_out": len(held_y)}},
+        results=RepairResults(
+            method=best, before=before, after=after, candidates=outcomes,
+            target_classes=targets, classes_measured=chosen_classes,
+            inspect_verdict="trojaned" if targets else "clean",
+            data_split={"repair": len(train.y), "held_out": len(held_y)}),
         timings={"total_seconds": round(time.perf_counter() - started, 3)},
         config={"seed": config.seed, "epochs": config.epochs, "held_out": config.held_out,
                 "max_accuracy_drop": config.max_accuracy_drop})

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..findings import Location, Report
+from ..results import DiffResults
 from .rules import CONCENTRATED, SHAPE_CHANGE, WEIGHTS_LIKE_TROJANED
 
 PROJECTIONS = 8
@@ -73,10 +74,10 @@ def with_reference(report: Report, model, folder: Path, seed: int = 0) -> Report
             f"P(trojaned) = {probability:.2f} from a classifier of weights fitted on "
             f"{len(zoo)} reference models", Location(name),
             {"probability": probability, "reference": str(folder)}))
-    trojaned = bool(report.results["target_classes"]) or probability >= 0.5
-    results = {**report.results, "verdict": "trojaned" if trojaned else "clean",
-               "weights": {"probability_trojaned": round(probability, 4),
-                           "reference_models": len(zoo)}}
+    trojaned = bool(report.results.target_classes) or probability >= 0.5
+    results = replace(report.results, verdict="trojaned" if trojaned else "clean",
+                      weights={"probability_trojaned": round(probability, 4),
+                               "reference_models": len(zoo)})
     return replace(report, findings=tuple(findings), results=results)
 
 
@@ -150,6 +151,6 @@ def diff_models(a: dict[str, np.ndarray], b: dict[str, np.ndarray], names=("A", 
         layers.append(entry)
     return Report(command="diff", targets=tuple(names),
                   findings=tuple(findings),
-                  results={"layers": layers, "changed": [e["parameter"] for e in layers
-                                                         if e["relative_change"] > 0]},
+                  results=DiffResults(layers=layers, changed=[
+                      e["parameter"] for e in layers if e["relative_change"] > 0]),
                   timings={"total_seconds": round(time.perf_counter() - started, 3)})

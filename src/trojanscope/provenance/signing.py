@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from ..findings import Location, Report
+from ..results import SignResults, VerifyResults
 from . import keys
 from .bundle import BundleError, bundle_json, pae, read_bundle, root_digest, statement
 from .integrity import (
@@ -51,9 +52,9 @@ def sign(path: Path, private_key: Path, signature: Path | None = None,
     except OSError as exc:
         raise keys.KeyMaterialError(f"{signature}: cannot write: {exc.strerror}") from None
     return Report(command="sign", targets=(str(root),),
-                  results={"signature": str(signature), "files": len(files),
-                           "root_digest": root_digest(files), "signer": signer,
-                           "model_name": name},
+                  results=SignResults(signature=str(signature), files=len(files),
+                                      root_digest=root_digest(files), signer=signer,
+                                      model_name=name),
                   timings={"total_seconds": round(time.perf_counter() - started, 3)})
 
 
@@ -94,7 +95,7 @@ def verify(path: Path, public_key: Path | None = None, signature: Path | None = 
                         "added": changes.added, "removed": changes.removed})
     results["verified"] = not findings
     return Report(command="verify", targets=(str(root),),
-                  findings=tuple(findings), results=results,
+                  findings=tuple(findings), results=VerifyResults(**results),
                   timings={"total_seconds": round(time.perf_counter() - started, 3)})
 
 

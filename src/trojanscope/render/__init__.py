@@ -13,6 +13,7 @@ import os
 from typing import Callable, Mapping, NamedTuple
 
 from ..findings import Report, Severity
+from ..plugins import Registry
 
 
 class RenderOptions(NamedTuple):  # NamedTuple, not a dataclass: the command line's start-up
@@ -23,22 +24,16 @@ class RenderOptions(NamedTuple):  # NamedTuple, not a dataclass: the command lin
     gallery: str = "Images"  # html: the images' heading
 
 
-class Renderer(NamedTuple):
-    name: str
-    summary: str
-    render: Callable[[Report, RenderOptions], str]
-
-
-RENDERERS: dict[str, Renderer] = {}
+Renderer = Callable[[Report, RenderOptions], str]
+# Filled as the modules are imported, one when its format is asked for (`get`); `names()` lists
+# them all without importing any.
+RENDERERS: Registry[Renderer] = Registry("output format")
 
 
 def renderer(name: str, summary: str):
     """Register the decorated `function(report, options) -> str` as format `name` (the name
     of its module)."""
-    def register(function):
-        RENDERERS[name] = Renderer(name, summary, function)
-        return function
-    return register
+    return RENDERERS.register(name, summary=summary)
 
 
 def names() -> list[str]:
@@ -57,7 +52,7 @@ def get(name: str) -> Renderer:
 
 
 def render(report: Report, name: str, options: RenderOptions | None = None) -> str:
-    return get(name).render(report, options or RenderOptions())
+    return get(name)(report, options or RenderOptions())
 
 
 def __getattr__(name: str):  # render_text and the like, imported on first use

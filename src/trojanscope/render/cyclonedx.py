@@ -17,6 +17,7 @@ import uuid
 from typing import Any
 
 from ..findings import Finding, Report
+from ..results import ScanResults
 from . import RenderOptions, renderer
 
 SPEC_VERSION = "1.6"
@@ -51,9 +52,8 @@ def render_cyclonedx(report: Report) -> str:
 def _components(report: Report) -> list[dict[str, Any]]:
     """A component per file: scan's files with their formats, else the command's targets, and
     any file a finding names that is neither."""
-    files = {entry["path"]: list(entry.get("formats", ()))
-             for entry in report.results.get("files", ())
-             if isinstance(entry, dict) and "path" in entry}
+    scanned = report.results.files if isinstance(report.results, ScanResults) else None
+    files = {entry["path"]: list(entry.get("formats", ())) for entry in scanned or ()}
     if not files:
         files = {target: [] for target in report.targets}
     for finding in report.findings:

@@ -11,9 +11,20 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
+from functools import singledispatch
 from html import escape
 
 from ..findings import Report, Severity
+from ..results import (
+    TRIGGER_IMAGES,
+    InspectResults,
+    RepairResults,
+    Results,
+    ScanResults,
+    VerifyResults,
+    VetResults,
+    trigger_image,
+)
 from . import RenderOptions, renderer
 
 COLOURS = {Severity.CRITICAL: "#b3001b", Severity.HIGH: "#d9480f", Severity.MEDIUM: "#e0a100",
@@ -92,6 +103,9 @@ def _body(report: Report, images: dict[str, bytes] | None, gallery: str) -> str:
             f"<li><code>{escape(e.path)}</code>: {escape(e.message)}</li>"
             for e in report.errors) + "</ul>")
     parts.extend(_figures(report.results))
+    if not images and isinstance(report.results, InspectResults):
+        images = captioned_triggers(report.results)
+        gallery = "Recovered triggers per class, target classes first"
     if images:
         parts.append(f"<h2>{escape(gallery)}</h2>" + "".join(
             f"<figure><img alt='{escape(caption)}' src='data:image/png;base64,"
@@ -123,46 +137,11 @@ def _findings(findings) -> str:
             "<th>what, and what to do</th></tr>" + "".join(rows) + "</table>")
 
 
-def _figures(results) -> list[str]:
-    parts = []
-    if "scores" in results and results["scores"]:
-        parts.append("<h2>Suspicion scores of every sample</h2>" +
-                     histogram(results["scores"], results.get("cut")) +
-                     "<p class=muted>higher is more suspicious; the line is the cut</p>")
-    if results.get("scores") and len(results.get("labels") or ()) == len(results["scores"]):
-        by_class: dict = {}
-        for score, label in zip(results["scores"], results["labels"]):
-            by_class.setdefault(label, []).append(score)
-        parts.append("<h2>Scores per class</h2>" + "".join(
-            f"<figure>{histogram(by_class[k], results.get('cut'), bins=20, width=300, height=110)}"
-            f"<figcaption>class {escape(str(k))}: {len(by_class[k])} samples</figcaption>"
-            "</figure>" for k in sorted(by_class)))
-    per_class = results.get("per_class")
-    if per_class and "outlier_share" in per_class[0]:
-        parts.append("<h2>Share of outlying samples per class</h2>" + bars(
-            [(str(c["class"]), c["outlier_share"], c["suspected"]) for c in per_class]))
-    elif per_class and "score" in per_class[0]:
-        parts.append("<h2>Score per class (a target scores high)</h2>" + bars(
-            [(str(c["class"]), c["score"], c.get("target", False)) for c in per_class]))
-    if isinstance(results.get("before"), dict) and isinstance(results.get("candidates"), dict):
-        parts.append(_before_after(results))
-    if results.get("trigger_phrases") is not None:
-        phrases = results["trigger_phrases"]
-        parts.append("<h2>Trigger phrases</h2>" + (
-            "<ul>" + "".join(f"<li><code>{escape(p)}</code></li>" for p in phrases) + "</ul>"
-            if phrases else "<p>None named.</p>"))
-        parts.append(_table("Strongest candidates examined", results.get("top_candidates")))
-    if isinstance(results.get("files"), list):
-        parts.append(_table("Files", results["files"]))
-    for key in ("changed", "added", "removed"):  # verify
-        if isinstance(results.get(key), list) and results[key]:
-            items = results[key]
-            parts.append(_table(key.replace("_", " ").capitalize(), items)
-                         if isinstance(items[0], dict) else
-                         f"<h2>{escape(key.capitalize())}</h2><ul>" +
-                         "".join(f"<li><code>{escape(str(i))}</code></li>" for i in items) +
-                         "</ul>")
-    scalars = {k: v for k, v in results.items() if isinstance(v, (str, int, float, bool))}
+def _figures(results: Results) -> list[str]:
+    """The command's own figures (by the type of its results), then its scalar figures."""
+    parts = _charts(results)
+    scalars = {k: v for k, v in results.to_dict().items()
+               if isinstance(v, (str, int, float, bool))}
     if scalars:
         parts.append("<h2>Figures</h2><table>" + "".join(
             f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>"
@@ -170,11 +149,76 @@ def _figures(results) -> list[str]:
     return parts
 
 
-def _before_after(results) -> str:
+@singledispatch
+def _charts(results: Results) -> list[str]:
+    return []  # sign, diff, an error report: the scalars and the findings say it all
+
+
+@_charts.register
+def _(results: ScanResults) -> list[str]:
+    return [_table("Files", results.files)] if results.files else []
+
+
+@_charts.register
+def _(results: VetResults) -> list[str]:
+    parts = []
+    cut = results.cut
+    if results.scores:
+        parts.append("<h2>Suspicion scores of every sample</h2>" + histogram(results.scores, cut) +
+                     "<p class=muted>higher is more suspicious; the line is the cut</p>")
+    if results.scores and len(results.labels or ()) == len(results.scores):
+        by_class: dict = {}
+        for score, label in zip(results.scores, results.labels):
+            by_class.setdefault(label, []).append(score)
+        parts.append("<h2>Scores per class</h2>" + "".join(
+            f"<figure>{histogram(by_class[k], cut, bins=20, width=300, height=110)}"
+            f"<figcaption>class {escape(str(k))}: {len(by_class[k])} samples</figcaption>"
+            "</figure>" for k in sorted(by_class)))
+    if results.per_class:
+        parts.append("<h2>Share of outlying samples per class</h2>" + bars(
+            [(str(c["class"]), c["outlier_share"], c["suspected"]) for c in results.per_class]))
+    if results.trigger_phrases is not None:
+        phrases = results.trigger_phrases
+        parts.append("<h2>Trigger phrases</h2>" + (
+            "<ul>" + "".join(f"<li><code>{escape(p)}</code></li>" for p in phrases) + "</ul>"
+            if phrases else "<p>None named.</p>"))
+        parts.append(_table("Strongest candidates examined", results.top_candidates))
+    return parts
+
+
+@_charts.register
+def _(results: InspectResults) -> list[str]:
+    return ["<h2>Score per class (a target scores high)</h2>" + bars(
+        [(str(c["class"]), c["score"], c["target"]) for c in results.per_class])]
+
+
+@_charts.register
+def _(results: RepairResults) -> list[str]:
+    return [_before_after(results)]
+
+
+@_charts.register
+def _(results: VerifyResults) -> list[str]:
+    return [f"<h2>{escape(key.capitalize())}</h2><ul>" +
+            "".join(f"<li><code>{escape(str(i))}</code></li>" for i in items) + "</ul>"
+            for key, items in (("changed", results.changed), ("added", results.added),
+                               ("removed", results.removed)) if items]
+
+
+def captioned_triggers(results: InspectResults) -> dict[str, bytes]:
+    """inspect's recovered triggers, captioned, target classes first."""
+    per_class = sorted(results.per_class, key=lambda c: (not c["target"], c["class"]))
+    return {f"class {c['class']}{' (target)' if c['target'] else ''} {kind}":
+            results.images[trigger_image(c["class"], kind)]
+            for c in per_class for kind in TRIGGER_IMAGES
+            if trigger_image(c["class"], kind) in results.images}
+
+
+def _before_after(results: RepairResults) -> str:
     """repair: the model before, and every candidate after (the chosen one in red)."""
-    rows = [("before", results["before"], False)] + [
-        (method, outcome, method == results.get("method"))
-        for method, outcome in results["candidates"].items()]
+    rows = [("before", results.before, False)] + [
+        (method, outcome, method == results.method)
+        for method, outcome in results.candidates.items()]
     parts = []
     for key, title in (("attack_success", "Attack success on held-out samples"),
                        ("clean_accuracy", "Clean accuracy on held-out samples")):

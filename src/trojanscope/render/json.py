@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from ..findings import Report, Severity
+from ..results import ScanResults
 from . import RenderOptions, renderer
 
 SCHEMA_VERSION = 1
@@ -26,7 +27,7 @@ def report_to_dict(report: Report) -> dict[str, Any]:
                     else str(report.max_severity)},
         "findings": [f.to_dict() for f in report.findings],
         "errors": [e.to_dict() for e in report.errors],
-        "results": report.results,
+        "results": report.results.to_dict(),
         "timings": dict(report.timings),
         "config": dict(report.config),
     }
@@ -41,8 +42,7 @@ def render_json(report: Report, *, timings: bool = True) -> str:
     data = report_to_dict(report)
     if not timings:  # for golden files: the one part of a report that changes run to run
         data["timings"] = {}
-        if "files" in data["results"]:  # copies: the report itself stays as it was
-            data["results"] = {**data["results"], "files": [
-                {k: v for k, v in entry.items() if k != "seconds"}
-                for entry in data["results"]["files"]]}
+        if isinstance(report.results, ScanResults) and report.results.files:
+            data["results"]["files"] = [{k: v for k, v in entry.items() if k != "seconds"}
+                                        for entry in data["results"]["files"]]
     return json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import io
+from functools import singledispatch
 
 from ..findings import Report, Severity
+from ..results import (
+    InspectResults,
+    Results,
+    ScanResults,
+    SignResults,
+    VerifyResults,
+    VetResults,
+)
 from . import RenderOptions, renderer
 
 STYLES = {Severity.CRITICAL: "bold white on red", Severity.HIGH: "bold red",
@@ -66,20 +75,7 @@ def summary_line(report: Report, shown: int) -> str:
     for f in report.findings:
         counts[f.severity] = counts.get(f.severity, 0) + 1
     parts = [f"{counts[s]} {s}" for s in sorted(counts, reverse=True)]
-    files = report.results.get("files_scanned")
-    samples = report.results.get("samples")
-    head = f"{report.command}: " + (f"{files} file(s), " if files is not None else "") + (
-        f"{samples} samples, " if samples is not None else "")
-    signed = report.results.get("root_digest")
-    if signed is not None:  # sign, verify: what the signature covers and who made it
-        head += (f"{report.results['files']} file(s) of {report.results['model_name']!r}, "
-                 f"signature {report.results['signature']}, signer "
-                 f"{report.results.get('signer', '?')}, ")
-    verdict = report.results.get("verdict")
-    if verdict is not None:
-        targets = report.results.get("target_classes") or []
-        head += f"verdict {verdict}" + (f" (target classes {', '.join(map(str, targets))})"
-                                        if targets else "") + ", "
+    head = f"{report.command}: " + _head(report.results)
     hidden = len(report.findings) - shown
     tail = f" ({hidden} below the display threshold)" if hidden else ""
     if not report.findings:
@@ -88,3 +84,35 @@ def summary_line(report: Report, shown: int) -> str:
         body = f"{len(report.findings)} finding(s): " + ", ".join(parts)
     errors = f", {len(report.errors)} error(s)" if report.errors else ""
     return head + body + errors + tail
+
+
+@singledispatch
+def _head(results: Results) -> str:
+    """What the command examined, and its verdict, by the type of its results."""
+    return ""
+
+
+@_head.register
+def _(results: ScanResults) -> str:
+    return f"{results.files_scanned} file(s), "
+
+
+@_head.register
+def _(results: VetResults) -> str:
+    return f"{results.samples} samples, "
+
+
+@_head.register(SignResults)
+@_head.register(VerifyResults)
+def _(results) -> str:  # what the signature covers and who made it
+    if results.root_digest is None:  # a signature that could not be read
+        return ""
+    return (f"{results.files} file(s) of {results.model_name!r}, signature {results.signature}, "
+            f"signer {results.signer or '?'}, ")
+
+
+@_head.register
+def _(results: InspectResults) -> str:
+    targets = results.target_classes
+    return f"verdict {results.verdict}" + (
+        f" (target classes {', '.join(map(str, targets))})" if targets else "") + ", "

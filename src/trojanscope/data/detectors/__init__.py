@@ -1,8 +1,14 @@
-"""Detectors of poisoned samples. Each is a function of arrays, registered by name:
+"""Detectors of poisoned samples. Each is a function of arrays, registered by name with its
+metadata:
 
-    score(features (n, d), labels (n,), *, seed) -> (n,) scores, higher = more suspicious
+    @detector("name", summary="...", modalities=("images", "text"), cut=None, model_free=False)
+    def score(features (n, d), labels (n,), *, seed) -> (n,) scores, higher = more suspicious
 
-Choosing thresholds, extracting features and reporting are separate, shared steps.
+`summary`: one line for `vet --help`; `modalities`: the data it is offered for (text: over
+sentence features); `cut`: the score at which a sample is an outlier (None: the median plus
+five deviations of the scores); `model_free`: it reads the images themselves (an input view)
+instead of a model's features. Choosing thresholds, extracting features and reporting are
+separate, shared steps (data/vet.py).
 """
 
 from __future__ import annotations
@@ -19,8 +25,16 @@ Detector = Callable[..., np.ndarray]
 DETECTORS: Registry[Detector] = Registry("detector", __name__)
 
 
-def detector(name: str, **meta) -> Callable[[Detector], Detector]:
-    return DETECTORS.register(name, **meta)
+def detector(name: str, *, summary: str, modalities: tuple[str, ...] = ("images",),
+             cut: float | None = None, model_free: bool = False
+             ) -> Callable[[Detector], Detector]:
+    return DETECTORS.register(name, summary=summary, modalities=modalities, cut=cut,
+                              model_free=model_free)
+
+
+def offered(modality: str) -> list[str]:
+    """The detectors offered for `modality` (images or text), by name."""
+    return [name for name in DETECTORS if modality in DETECTORS.meta(name)["modalities"]]
 
 
 def check_inputs(features, labels) -> tuple[np.ndarray, np.ndarray]:

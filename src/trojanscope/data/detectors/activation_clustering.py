@@ -21,7 +21,9 @@ COMPONENTS = 10
 ITERATIONS = 50
 
 
-@detector("activation-clustering")
+@detector("activation-clustering", cut=0.5,
+          summary="a small cluster of a class's activations that a model trained without it "
+                  "puts in another class (Chen et al. 2018; trains proxies: torch)")
 def activation_clustering_scores(features, labels, *, seed: int = 0) -> np.ndarray:
     return activation_clusters(features, labels)[0]
 

@@ -14,7 +14,9 @@ from . import check_inputs, detector
 NEIGHBOURS = 10
 
 
-@detector("neighbour-disagreement")
+@detector("neighbour-disagreement", cut=0.7, model_free=True, modalities=("images", "text"),
+          summary="labels that disagree with the nearest neighbours' (no model needed; the "
+                  "default for grey images)")
 def neighbour_disagreement_scores(features, labels, *, seed: int = 0,
                                   k: int = NEIGHBOURS) -> np.ndarray:
     x, y = check_inputs(features, labels)

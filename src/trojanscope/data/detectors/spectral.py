@@ -13,7 +13,9 @@ import numpy as np
 from . import check_inputs, detector, per_class
 
 
-@detector("spectral")
+@detector("spectral", modalities=("images", "text"),
+          summary="the top singular direction of each class's centred features (Tran et al. "
+                  "2018)")
 def spectral_scores(features, labels, *, seed: int = 0) -> np.ndarray:
     x, y = check_inputs(features, labels)
     scores = np.zeros(len(x))

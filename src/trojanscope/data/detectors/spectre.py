@@ -21,7 +21,8 @@ ROUNDS = 4
 ALPHA = 4.0
 
 
-@detector("spectre")
+@detector("spectre", modalities=("images", "text"),
+          summary="robust whitening then quantum-entropy scores (Hayase et al. 2021)")
 def spectre_scores(features, labels, *, seed: int = 0) -> np.ndarray:
     x, y = check_inputs(features, labels)
     scores = np.zeros(len(x))

@@ -1,0 +1,218 @@
+"""One frozen results type per command: what the command measured, as named fields.
+
+A Report carries one of these in `results`; renderers dispatch on its type, never on its keys.
+`to_dict()` is the JSON form: fields left at None (not measured by this detector or this path)
+are left out. `report.schema.json` publishes the schema of each, generated from these classes
+(`scripts/results_schema.py`; a test keeps the two equal). For library users a results object
+also reads like the mapping it prints as: `report.results["verdict"]` is
+`report.results.verdict`.
+
+Only the standard library here: `trojanscope rules` and scan import this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Iterator
+
+from .plugins import Registry
+
+RESULTS: Registry[type[Results]] = Registry("results type")
+
+
+@dataclass(frozen=True)
+class Results(Mapping):
+    """The base of every command's results; a command without results of its own (an error
+    report) carries this empty one."""
+
+    command: ClassVar[str] = ""
+    # pydantic (the schema script) takes each field's docstring as its description
+    __pydantic_config__: ClassVar[dict] = {"use_attribute_docstrings": True}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)
+                if f.metadata.get("json", True) and getattr(self, f.name) is not None}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Results:
+        """The inverse of `to_dict` (a report made in a child process comes back as JSON)."""
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+    # Mapping: read access by the JSON key, for library users and scripts
+    def __getitem__(self, key: str) -> Any:
+        if key in self._keys():
+            return getattr(self, key)
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys())
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+    def _keys(self) -> list[str]:
+        return [f.name for f in fields(self)
+                if f.metadata.get("json", True) and getattr(self, f.name) is not None]
+
+
+def results_type(command: str):
+    """Register the decorated results class as the one of `command`."""
+    def register(cls):
+        cls.command = command
+        return RESULTS.register(command)(cls)
+    return register
+
+
+def for_command(command: str) -> type[Results]:
+    return RESULTS.get(command, Results)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+@results_type("scan")
+@dataclass(frozen=True, kw_only=True)  # kw_only: the JSON's order, files first
+class ScanResults(Results):
+    files: list[dict[str, Any]] | None = None
+    """Per file: path, formats (recognised by content), findings (how many), seconds."""
+    files_scanned: int
+    """How many files were examined (archive members count with their archive)."""
+
+
+@results_type("vet")
+@dataclass(frozen=True)
+class VetResults(Results):
+    poisoned: bool
+    """True when some class (or text label) looks poisoned."""
+    suspected_classes: list[Any]
+    """The classes (names when the data names them) that look poisoned."""
+    suspicious_indices: list[int]
+    """Rows of the data flagged as poisoned, 0-based, in the order given."""
+    samples: int
+    """How many samples (images or texts) were read."""
+    detector: str
+    """The detector that decided (`trojanscope vet --help` lists them)."""
+    trigger_phrases: list[str] | None = None
+    """Texts: the trigger words and phrases named."""
+    estimated_poison_share: dict[str, float] | None = None
+    """Per suspected class: the share of its samples flagged."""
+    per_class: list[dict[str, Any]] | None = None
+    """Per class: class, samples, outliers, outlier_share, suspected and the detector's figures."""
+    cut: float | None = None
+    """The score above which a sample is flagged."""
+    epochs_seen: int | None = None
+    """The training monitor: how many epochs it watched."""
+    ngrams_tested: int | None = None
+    """Texts: how many word n-grams were tested."""
+    top_candidates: list[dict[str, Any]] | None = None
+    """Texts: the strongest phrases examined, named or not, with their figures."""
+    scores: list[float] | None = None
+    """Per sample, in the order given: higher is more suspicious."""
+    labels: list[Any] | None = None
+    """Per sample, in the order given: its label as given."""
+
+
+@results_type("inspect")
+@dataclass(frozen=True)
+class InspectResults(Results):
+    verdict: str
+    """trojaned or clean."""
+    target_classes: list[int]
+    """The classes a trigger sends inputs to."""
+    score: float
+    """The highest class score (a target scores high)."""
+    per_class: list[dict[str, Any]]
+    """Per class: the recovered trigger's mask norm against its expected norm, the success of the
+    trigger, of a universal perturbation and of a warp, their lifts, score and target."""
+    thresholds: dict[str, float]
+    """The cuts each signal is held to."""
+    data_split: dict[str, int]
+    """How many clean samples the search used, and how many checked what it found."""
+    weights: dict[str, Any] | None = None
+    """With a reference zoo: probability_trojaned from the weights, reference_models."""
+    images: Mapping[str, bytes] = field(default_factory=dict, compare=False, repr=False,
+                                        metadata={"json": False})
+    """Not in the JSON: per class, its recovered mask, pattern, trigger and perturbation as PNG
+    bytes, by file name (class_3_trigger.png); `--images DIR` writes them."""
+
+
+TRIGGER_IMAGES = ("mask", "pattern", "trigger", "perturbation")  # per class, in that order
+
+
+def trigger_image(k: int, kind: str) -> str:
+    """The file name of class `k`'s recovered `kind` (TRIGGER_IMAGES) in InspectResults.images."""
+    return f"class_{k}_{kind}.png"
+
+
+@results_type("repair")
+@dataclass(frozen=True)
+class RepairResults(Results):
+    method: str
+    """The repair kept: the one the held-out split preferred."""
+    before: dict[str, Any]
+    """The model as given: attack_success and clean_accuracy on the held-out split."""
+    after: dict[str, Any]
+    """The repaired model, the same figures."""
+    candidates: dict[str, dict[str, Any]]
+    """Every repair tried, by method, with its figures."""
+    target_classes: list[int]
+    """The target classes inspect found before the repair."""
+    classes_measured: list[int]
+    """The classes whose attack success was measured."""
+    inspect_verdict: str
+    """inspect's verdict on the model as given."""
+    data_split: dict[str, int]
+    """How many clean samples repaired the model, and how many were held out to judge it."""
+
+
+@results_type("diff")
+@dataclass(frozen=True)
+class DiffResults(Results):
+    layers: list[dict[str, Any]]
+    """Per parameter: shape, relative_change and, where one changed most, top_neurons."""
+    changed: list[str]
+    """The parameters that changed at all."""
+
+
+@results_type("sign")
+@dataclass(frozen=True)
+class SignResults(Results):
+    signature: str
+    """The signature file written."""
+    files: int
+    """How many files the signature covers."""
+    root_digest: str
+    """One SHA-256 over every signed file's name and digest."""
+    signer: str
+    """The certificate's subject, or the public key's hint."""
+    model_name: str
+    """The model's name in the signed statement."""
+
+
+@results_type("verify")
+@dataclass(frozen=True)
+class VerifyResults(Results):
+    signature: str
+    """The signature file read."""
+    verified: bool
+    """True when the signature is good and every file matches it."""
+    signer: str | None = None
+    """Who signed: the certificate's subject or the public key's hint."""
+    files: int | None = None
+    """How many files the signature covers."""
+    model_name: str | None = None
+    """The model's name in the signed statement."""
+    root_digest: str | None = None
+    """One SHA-256 over every signed file's name and digest."""
+    changed: list[str] | None = None
+    """Files whose contents differ from what was signed."""
+    added: list[str] | None = None
+    """Files present but not signed."""
+    removed: list[str] | None = None
+    """Files signed but missing."""

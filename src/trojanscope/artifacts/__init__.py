@@ -2,6 +2,6 @@
 
 from .limits import Limits
 from .policy import GlobalsPolicy, PolicyError
-from .scanner import scan, scan_bytes
+from .scanner import scan, scan_bytes, scan_stream
 
-__all__ = ["GlobalsPolicy", "Limits", "PolicyError", "scan", "scan_bytes"]
+__all__ = ["GlobalsPolicy", "Limits", "PolicyError", "scan", "scan_bytes", "scan_stream"]

@@ -94,6 +94,16 @@ class GlobalsPolicy:
             exempt=self.exempt, sources=self.sources + extra.sources,
         )
 
+    def digest(self) -> str:
+        """A SHA-256 of the policy's tables: with the tool's version, it says whether a result
+        kept from before (the service's, a cache's) was made under the same rules."""
+        import hashlib
+        import json
+
+        tables = {key: {module: sorted(names) for module, names in getattr(self, key).items()}
+                  for key in ("allow", "critical", "nested_loaders", "exempt")}
+        return hashlib.sha256(json.dumps(tables, sort_keys=True).encode()).hexdigest()
+
     def classify(self, module: str, name: str) -> Verdict:
         """Decide on one imported global, as the unpickler would resolve it."""
         verdict = self._verdicts.get((module, name))

@@ -69,9 +69,16 @@ def scan(paths: str | os.PathLike | Iterable[str | os.PathLike], *,
 def scan_bytes(data: bytes, name: str = "<bytes>", *, policy: GlobalsPolicy | None = None,
                limits: Limits | None = None) -> Report:
     """Examine bytes held in memory, as if they were a file called `name`."""
+    return scan_stream(io.BytesIO(data), name, policy=policy, limits=limits)
+
+
+def scan_stream(handle, name: str, *, policy: GlobalsPolicy | None = None,
+                limits: Limits | None = None) -> Report:
+    """Examine an open, seekable binary file as if it were called `name` (the service scans
+    stored uploads under the name they were uploaded with)."""
     ctx = ScanContext(policy or GlobalsPolicy.default(), limits or Limits())
     started = time.perf_counter()
-    examine_top(ctx, io.BytesIO(data), Location(name))
+    examine_top(ctx, handle, Location(name))
     return Report(command="scan", targets=(name,),
                   findings=tuple(ctx.findings), results=ScanResults(files_scanned=1),
                   timings={"total_seconds": round(time.perf_counter() - started, 4)},

@@ -105,3 +105,20 @@ def features_job(p: dict) -> dict:
     features = model.features(x, p["layer"])
     np.save(p["out"], features.astype(np.float32), allow_pickle=False)
     return {"shape": list(features.shape)}
+
+
+@job("vet")
+def vet_job(p: dict) -> dict:
+    """data (a file vet reads): the report and the most suspicious samples (caption -> PNG in
+    base64), for the service's workers, which keep the data's reading out of their process"""
+    import base64
+
+    from .. import api
+    from ..render.json import report_to_dict
+
+    data = api.load_data(p["data"])
+    report = api.vet(data, seed=p.get("seed", 0))
+    images = {caption: base64.b64encode(png).decode()
+              for caption, png in api.suspicious_samples(data, report).items()}
+    return {"report": report_to_dict(report), "images": images}
+

@@ -55,7 +55,7 @@ def render_html(report: Report, images: dict[str, bytes] | None = None,
     the most suspicious samples)."""
     title = f"trojanscope {report.command}: {', '.join(report.targets)}"
     return _page(title, f"<h1>trojanscope {escape(report.command)}</h1>" +
-                 _body(report, images, gallery))
+                 report_fragment(report, images, gallery))
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def render_html_sections(title: str, overview: list[dict], sections: list[Sectio
                      f"{escape(section.heading)}</h1>" +
                      "".join(f"<p>{escape(note)}</p>" for note in section.notes) +
                      _table("What the demo made (the truth)", section.made) +
-                     _body(section.report, section.images, section.gallery) + "</section>")
+                     report_fragment(section.report, section.images, section.gallery) + "</section>")
     return _page(title, "".join(parts))
 
 
@@ -87,7 +87,9 @@ def _page(title: str, body: str) -> str:
             f"</title><style>{STYLE}</style></head><body>{body}</body></html>\n")
 
 
-def _body(report: Report, images: dict[str, bytes] | None, gallery: str) -> str:
+def report_fragment(report: Report, images: dict[str, bytes] | None = None,
+                    gallery: str = "Images") -> str:
+    """One report as HTML to put inside a page that carries STYLE (the service's pages)."""
     from .text import summary_line
 
     findings = sorted(report.findings, key=lambda f: (-int(f.severity), f.sort_key()))

@@ -32,7 +32,9 @@ EXTRAS = {"numpy": "vet", "scipy": "vet", "sklearn": "vet", "mlxtend": "vet", "t
           "onnxruntime": "all", "h5py": "hdf5", "transformers": "huggingface",
           "sentence_transformers": "text", "PIL": "images", "jsonschema": "test",
           "joblib": "test", "keras": "test", "gguf": "test", "model_signing": "test",
-          "cyclonedx": "test", "tflite": "test"}
+          "cyclonedx": "test", "tflite": "test", "fastapi": "serve", "sqlalchemy": "serve",
+          "uvicorn": "serve", "alembic": "serve", "argon2": "serve", "requests": "test",
+          "pydantic": "test"}
 
 
 class _ModuleNeedingExtras(pytest.Module):

@@ -92,7 +92,17 @@ def load_images(data: str | Path | None) -> Dataset:
 
 
 def _is_dataset(data) -> bool:
-    return not (data is None or isinstance(data, (str, Path)))
+    """A loaded data set; a path or a name is read first; anything else is an InputError."""
+    from .data.datasets import Dataset
+    from .data.text import TextDataset
+
+    if isinstance(data, (Dataset, TextDataset)):
+        return True
+    if data is None or isinstance(data, (str, Path)):
+        return False
+    raise InputError(f"data must be a path, a built-in set's name or a loaded Dataset, not "
+                     f"{type(data).__name__} (arrays: trojanscope.data.datasets.validate(x, y, "
+                     f"name))")
 
 
 def _vet_images(dataset: Dataset, detector, model, architecture, layer, seed, export_clean,

@@ -71,6 +71,22 @@ class Rule:
 RULES: dict[str, Rule] = {}
 
 
+def all_rules() -> dict[str, Rule]:
+    """Every rule, the modules that declare them imported first (scan imports some lazily;
+    the vet, model and signing rules live in modules that need no extra)."""
+    import importlib
+    import pkgutil
+
+    from . import artifacts
+    from .data import rules as _data  # noqa: F401
+    from .model import rules as _model  # noqa: F401
+    from .provenance import integrity as _integrity  # noqa: F401
+
+    for module in pkgutil.iter_modules(artifacts.__path__):
+        importlib.import_module(f"{artifacts.__name__}.{module.name}")
+    return RULES
+
+
 @dataclass(frozen=True, order=True)
 class Location:
     """Where a finding is: a file, the chain of members inside archives, and an offset."""

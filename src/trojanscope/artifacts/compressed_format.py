@@ -126,8 +126,8 @@ class LzmaAloneHandler(CompressedHandler):
                 _capped_dictionary(head, 4096), 64)
         except (lzma.LZMAError, EOFError, ValueError):
             return False
-        if not out:
-            return not complete
+        if not out:  # a real stream yields its first bytes from its first 4 KiB; a run of
+            return False  # zeros (a zeroed tensor) states an empty stream and yields none
         # Random bytes (a float tensor in an archive) often decode for a while: claimed only
         # when what comes out starts like a format scan reads (a pickle, an archive).
         return detect(out, complete=False) is not None
@@ -193,6 +193,7 @@ class ZlibHandler(CompressedHandler):
 class JoblibZfileHandler(CompressedHandler):
     """joblib's legacy container (before 0.10, still read by joblib.load): "ZF", the
     uncompressed length in hex over 19 characters (and a space in the oldest), then zlib."""
+    holds_model = True
 
     name = "joblib-zfile"
     HEADER = 21

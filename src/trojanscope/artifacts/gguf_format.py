@@ -29,6 +29,7 @@ class GGUFError(ValueError):
 
 @format_handler
 class GGUFHandler(FormatHandler):
+    holds_model = True
     name = "gguf"
     priority = 10
 

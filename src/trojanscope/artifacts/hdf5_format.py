@@ -38,6 +38,7 @@ print(json.dumps(None if value is None else str(value)))
 
 @format_handler
 class Hdf5Handler(FormatHandler):
+    holds_model = True
     name = "hdf5"
     priority = 10
 

@@ -41,6 +41,7 @@ WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
 
 @format_handler
 class OnnxHandler(FormatHandler):
+    holds_model = True
     name = "onnx"
     priority = 60
 

@@ -67,6 +67,7 @@ def _is_dotted_identifier(arg: object, name: str) -> bool:
 
 @format_handler
 class PickleHandler(FormatHandler):
+    holds_model = True
     name = "pickle"
     priority = 90
 

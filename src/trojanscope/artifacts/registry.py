@@ -22,6 +22,9 @@ class FormatHandler:
     name: ClassVar[str]
     # Lower runs first: exact magic numbers before the weak pickle heuristics.
     priority: ClassVar[int] = 50
+    # Holds a model (weights, a graph, a serialised estimator), not only wraps other streams:
+    # the CycloneDX output calls such a file a machine-learning-model.
+    holds_model: ClassVar[bool] = False
 
     @classmethod
     def sniff(cls, head: bytes, complete: bool) -> bool:
@@ -48,6 +51,10 @@ def handlers() -> list[type[FormatHandler]]:
     if not _ordered:
         _ordered.extend(sorted(FORMATS.values(), key=lambda h: (h.priority, h.name)))
     return _ordered
+
+
+def model_formats() -> set[str]:
+    return {h.name for h in handlers() if h.holds_model}
 
 
 def detect(head: bytes, complete: bool) -> type[FormatHandler] | None:

@@ -25,6 +25,7 @@ METADATA = Rule("safetensors.oversized-metadata", Severity.MEDIUM,
 
 @format_handler
 class SafetensorsHandler(FormatHandler):
+    holds_model = True
     name = "safetensors"
     priority = 15
 

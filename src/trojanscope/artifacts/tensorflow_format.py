@@ -34,6 +34,7 @@ MALFORMED = Rule("tensorflow.malformed", Severity.HIGH, "The SavedModel protobuf
 
 @format_handler
 class SavedModelHandler(FormatHandler):
+    holds_model = True
     name = "tensorflow-savedmodel"
     priority = 60
 

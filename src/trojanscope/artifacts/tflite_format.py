@@ -48,6 +48,7 @@ class TFLiteError(ValueError):
 
 @format_handler
 class TFLiteHandler(FormatHandler):
+    holds_model = True
     name = "tflite"
     priority = 15
 

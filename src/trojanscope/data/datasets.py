@@ -86,6 +86,11 @@ def digits() -> Dataset:
 
 def npz(path: Path) -> Dataset:
     try:
+        with open(path, "rb") as handle:
+            magic = handle.read(6)
+        if not magic.startswith(b"PK\x03\x04"):  # numpy would try to unpickle anything else
+            raise DataError(f"{path}: not an .npz file (a zip of NumPy arrays x and y); "
+                            "images go in an .npz or a folder, texts in .csv, .tsv or .jsonl")
         with np.load(path, allow_pickle=False) as archive:
             keys = set(archive.files)
             for xk, yk in (("x", "y"), ("x_train", "y_train"), ("images", "labels")):

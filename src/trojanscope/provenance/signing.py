@@ -67,6 +67,8 @@ def verify(path: Path, public_key: Path | None = None, signature: Path | None = 
                                     "certificates (--root-certificates), one of them")
     started = time.perf_counter()
     root = Path(path)
+    if not root.exists():
+        raise keys.KeyMaterialError(f"{root}: no such file or folder")
     signature = Path(signature) if signature else default_signature(root)
     if not signature.is_file():
         raise keys.KeyMaterialError(f"{signature}: no signature file")

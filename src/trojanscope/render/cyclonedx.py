@@ -2,12 +2,15 @@
 materials, and its findings as vulnerabilities that affect them, for supply-chain tools
 (Dependency-Track and the like).
 
-A file in which scan recognised a model format is a `machine-learning-model` component, any
-other a `file`; each carries trojanscope's path and formats as properties. Each finding is a
-vulnerability named by its rule id, rated with trojanscope's severity, with the remedy as its
-recommendation and the place inside the file (archive member, byte offset) as properties.
-The serial number is derived from the content, so the same report gives the same bytes.
-No hashes: scan does not read the tensor bytes it skips, and a renderer reads no files.
+A file in which scan recognised a format that holds a model (a format handler's
+`holds_model`: pickle, safetensors, ONNX, GGUF, ...; not a plain archive) is a
+`machine-learning-model` component, so is every model that inspect, repair, diff, sign or
+verify examined; vet's data sets are `data`, any other a `file`. Each carries trojanscope's
+path and formats as properties. Each finding is a vulnerability named by its rule id, rated
+with trojanscope's severity, with the remedy as its recommendation and the place inside the
+file (archive member, byte offset) as properties. The serial number is derived from the
+content, so the same report gives the same bytes. No hashes: scan does not read the tensor
+bytes it skips, and a renderer reads no files.
 """
 
 from __future__ import annotations
@@ -58,13 +61,17 @@ def _components(report: Report) -> list[dict[str, Any]]:
         files = {target: [] for target in report.targets}
     for finding in report.findings:
         files.setdefault(finding.location.path, [])
-    model = report.command in MODEL_COMMANDS
+    from ..artifacts.registry import model_formats
+
+    models = model_formats()
+    kind = "machine-learning-model" if report.command in MODEL_COMMANDS else \
+        "data" if report.command == "vet" else "file"
     out = []
     for path, formats in files.items():
         properties = [{"name": "trojanscope:path", "value": path}]
         properties += [{"name": "trojanscope:format", "value": f} for f in formats]
         out.append({
-            "type": "machine-learning-model" if formats or model else "file",
+            "type": "machine-learning-model" if models & set(formats) else kind,
             "bom-ref": _ref(path),
             "name": path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or path,
             "properties": properties,

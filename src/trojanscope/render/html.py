@@ -78,7 +78,8 @@ def render_html_sections(title: str, overview: list[dict], sections: list[Sectio
                      f"{escape(section.heading)}</h1>" +
                      "".join(f"<p>{escape(note)}</p>" for note in section.notes) +
                      _table("What the demo made (the truth)", section.made) +
-                     report_fragment(section.report, section.images, section.gallery) + "</section>")
+                     report_fragment(section.report, section.images, section.gallery) +
+                     "</section>")
     return _page(title, "".join(parts))
 
 

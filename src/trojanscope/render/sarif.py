@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import Any
 
-from ..findings import RULES, Finding, Report, Severity
+from ..findings import RULES, Finding, Report, Severity, all_rules
 from . import RenderOptions, renderer
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -49,15 +49,18 @@ def render_sarif(report: Report) -> str:
 
 
 def _rule(rule_id: str) -> dict[str, Any]:
-    rule = RULES[rule_id]
+    rule = RULES.get(rule_id) or all_rules().get(rule_id)  # a report read back from JSON
+    # a rule of another version of the tool: described by its id
+    title, remedy, severity = (rule.title, rule.remedy, rule.severity) if rule else \
+        (rule_id, "", Severity.MEDIUM)
     return {
-        "id": rule.id,
-        "name": rule.id.replace(".", "/"),
-        "shortDescription": {"text": rule.title},
-        "help": {"text": rule.remedy},
-        "defaultConfiguration": {"level": LEVELS[rule.severity]},
-        "properties": {"security-severity": SECURITY_SEVERITY[rule.severity],
-                       "tags": ["security", rule.id.split(".")[0]]},
+        "id": rule_id,
+        "name": rule_id.replace(".", "/"),
+        "shortDescription": {"text": title},
+        "help": {"text": remedy},
+        "defaultConfiguration": {"level": LEVELS[severity]},
+        "properties": {"security-severity": SECURITY_SEVERITY[severity],
+                       "tags": ["security", rule_id.split(".")[0]]},
     }
 
 

@@ -65,6 +65,11 @@ def run_worker(data_dir: Path, db_url: str | None = None, name: str | None = Non
             error = None
         except JobFailed as exc:
             report, images, error = None, None, str(exc)
+        except Exception as exc:  # a bug of ours: the job fails, the worker goes on
+            import traceback
+
+            traceback.print_exc()
+            report, images, error = None, None, f"internal error: {type(exc).__name__}: {exc}"
         finally:
             held.set()
             keeper.join()
@@ -191,8 +196,8 @@ def serve_workers(count: int, data_dir: Path, db_url: str | None, lease: float) 
 
     context = multiprocessing.get_context("spawn")
     processes = [context.Process(target=run_worker, args=(data_dir, db_url),
-                                 kwargs={"lease": lease},
-                                 name=f"trojanscope-worker-{i}", daemon=True)
+                                 kwargs={"lease": lease}, name=f"trojanscope-worker-{i}")
+                 # not daemonic: a worker starts child processes for the model and data checks
                  for i in range(count)]
     for process in processes:
         process.start()

@@ -271,3 +271,41 @@ def _logged_in(server, role: str) -> requests.Session:
 
 def _csrf(page: str) -> str:
     return re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+
+
+def test_a_job_survives_its_worker_killed_and_the_queue_survives_a_restart(tmp_path, database):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    pytest.importorskip("sklearn")
+    from trojanscope.data.datasets import digits
+
+    server = Server(tmp_path / "data", database, workers=0, lease=2.0).start()
+    try:
+        data = digits()
+        buffer = io.BytesIO()
+        np.savez(buffer, x=data.x, y=data.y)
+        artifact = server.upload("reviewer", "train.npz", buffer.getvalue()).json()
+        queued = [server.upload("reviewer", f"w{i}.safetensors", _safetensors()[:-1] +
+                                bytes([i])).json() for i in range(10)]
+        where = ["--data-dir", str(server.data_dir)] + (["--db", database] if database else [])
+        worker = [sys.executable, "-m", "trojanscope", "worker", *where, "--lease", "2"]
+        first = subprocess.Popen(worker, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while server.artifact(artifact["id"])["jobs"][1]["status"] != "running":
+            assert time.monotonic() < deadline, "the worker never took the vet job"
+            time.sleep(0.1)
+        os.killpg(first.pid, signal.SIGKILL)  # the worker and its child, mid-job
+        first.wait()
+        server.stop()  # and the server, with jobs still queued
+        server = Server(tmp_path / "data", database, workers=2, lease=2.0).start()
+        vet = server.settled(artifact["id"], timeout=300)["jobs"][1]
+        assert vet["status"] == "done" and vet["attempts"] == 2
+        for each in queued:
+            jobs = server.settled(each["id"], timeout=120)["jobs"]
+            assert [(j["kind"], j["status"], j["attempts"]) for j in jobs] == \
+                [("scan", "done", 1)]
+    finally:
+        server.stop()

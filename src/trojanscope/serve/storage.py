@@ -14,7 +14,7 @@ class TooLarge(ValueError):
 
 class BlobStore:
     def __init__(self, root: Path):
-        self.root = Path(root) / "blobs"
+        self.root = Path(root).resolve() / "blobs"  # absolute: workers change folder
         self.root.mkdir(parents=True, exist_ok=True)
 
     def path(self, sha256: str) -> Path:

@@ -120,6 +120,8 @@ async def read_upload(request, store: BlobStore, limit: int) -> Upload:
                 upload.fields[part.name] = part.text.decode("utf-8", "replace")
                 continue
             part.handle.close()
+            if not part.filename and part.size == 0:  # a form's file input left empty
+                continue
             sha256 = store.keep(Path(part.path), part.digest.hexdigest())
             upload.files[part.name] = StoredFile(part.filename or "upload", sha256, part.size)
     except Exception as exc:

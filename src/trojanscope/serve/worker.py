@@ -10,6 +10,7 @@ goes back to the queue when the lease ends.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import re
 import shutil
@@ -41,6 +42,7 @@ def run_worker(data_dir: Path, db_url: str | None = None, name: str | None = Non
 
     from ..artifacts.policy import GlobalsPolicy
 
+    data_dir = Path(data_dir).resolve()  # jobs run inside a folder of their own
     sessions = open_database(data_dir, db_url, migrate=False)
     store = BlobStore(data_dir)
     name = name or f"{socket.gethostname()}:{os.getpid()}"
@@ -100,19 +102,31 @@ def run_job(db, store: BlobStore, job: Job, data_dir: Path) -> tuple[dict, dict 
             return report_to_dict(scan_stream(handle, artifact.name)), None
     if job.kind in queue.AFTER_SCAN:
         _scan_passed(artifact)
-    with tempfile.TemporaryDirectory(prefix="trojanscope-job-") as scratch:
-        # the checks read files by name (a data set's type, a signature's statement): the
-        # stored bytes under a safe form of the uploaded name, in a folder of their own
-        path = _materialise(store, artifact.sha256, Path(scratch), safe_name(artifact.name))
+    with tempfile.TemporaryDirectory(prefix="trojanscope-job-") as scratch, _inside(scratch):
+        # The checks read files by name (a data set's type, a signature's statement): the
+        # stored bytes under a safe form of the uploaded name, in a folder of their own, named
+        # relative to it, so that reports (and the findings a reviewer accepts) say
+        # "train.npz", the same on every run, not a temporary path.
+        path = _materialise(store, artifact.sha256, Path("."), safe_name(artifact.name))
         if job.kind == "verify":
             return _verify(store, artifact, path, data_dir), None
         if job.kind == "vet":
             return _vet(path)
         if job.kind == "inspect":
-            data = _materialise(store, artifact.data_sha256, Path(scratch) / "data",
-                                "clean.npz")
+            data = _materialise(store, artifact.data_sha256, Path("clean-data"), "clean.npz")
             return _inspect(path, data)
     raise JobFailed(f"unknown job kind {job.kind!r}")
+
+
+@contextlib.contextmanager
+def _inside(folder: str):
+    """Work in `folder` (a worker runs one job at a time; its lease thread uses no paths)."""
+    before = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(before)
 
 
 def _scan_passed(artifact: Artifact) -> None:
@@ -132,8 +146,8 @@ def _verify(store: BlobStore, artifact: Artifact, path: Path, data_dir: Path) ->
 
     keys = sorted((data_dir / "trusted_keys").glob("*.pem"))
     if not keys:
-        raise JobFailed("no trusted public key: put the publishers' keys (PEM) in "
-                        f"{data_dir / 'trusted_keys'}")
+        raise JobFailed("no trusted public key: an admin puts the publishers' public keys "
+                        "(PEM) in trusted_keys/ of the service's data folder")
     signature = _materialise(store, artifact.signature_sha256, path.parent,
                              path.name + ".sig")
     last = None
@@ -141,7 +155,7 @@ def _verify(store: BlobStore, artifact: Artifact, path: Path, data_dir: Path) ->
         try:
             last = api.verify(path, key=key, signature=signature)
         except api.InputError as exc:
-            raise JobFailed(str(exc).replace(str(path.parent) + "/", "")) from None
+            raise JobFailed(str(exc)) from None
         if last.results.verified:
             break
     return report_to_dict(last)

@@ -39,7 +39,7 @@ def create_app(settings: Settings, sessions=None) -> FastAPI:
     sessions = sessions or open_database(settings.data_dir, settings.db_url)
     store = BlobStore(settings.data_dir)
     templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
-    app = FastAPI(title="trojanscope", version=__version__,
+    app = FastAPI(title="trojanscope", version=__version__, docs_url=None, redoc_url=None,
                   description="Every model and data set a team takes in, checked and "
                               "remembered. Every /api/v1 call needs `Authorization: Bearer "
                               "TOKEN` (`trojanscope serve create-token`).")
@@ -114,6 +114,15 @@ def create_app(settings: Settings, sessions=None) -> FastAPI:
         rows = db.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit))
         return [{"at": e.at.isoformat(), "user": e.user.name if e.user else None,
                  "action": e.action, "detail": e.detail} for e in rows]
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    def docs(request: Request):
+        """The OpenAPI description as a page rendered here: nothing fetched from elsewhere
+        (the usual Swagger page loads its script from a CDN, which an offline site lacks)."""
+        spec = app.openapi()
+        operations = [(method.upper(), path, op) for path, methods in spec["paths"].items()
+                      for method, op in methods.items()]
+        return render(request, "docs.html", operations=operations, spec=spec)
 
     # --- the pages -------------------------------------------------------------------------
 

@@ -35,9 +35,10 @@ class JobFailed(Exception):
 
 def run_worker(data_dir: Path, db_url: str | None = None, name: str | None = None,
                stop: threading.Event | None = None, once: bool = False,
-               lease: float = queue.LEASE.total_seconds()) -> None:
+               lease: float = queue.LEASE.total_seconds(), parent: int | None = None) -> None:
     """Claim and run jobs until `stop` is set (or, `once`, until the queue is empty); a job is
-    held `lease` seconds at a time."""
+    held `lease` seconds at a time. `parent`: the server that started this worker; when it is
+    gone (however it ended: uvicorn re-raises the signal that stopped it), so is the worker."""
     import datetime as dt
 
     from ..artifacts.policy import GlobalsPolicy
@@ -49,6 +50,8 @@ def run_worker(data_dir: Path, db_url: str | None = None, name: str | None = Non
     policy = GlobalsPolicy.default().digest()
     stop = stop or threading.Event()
     while not stop.is_set():
+        if parent is not None and os.getppid() != parent:
+            return
         with sessions() as db:
             job = queue.claim(db, name, dt.timedelta(seconds=lease))
         if job is None:
@@ -210,7 +213,8 @@ def serve_workers(count: int, data_dir: Path, db_url: str | None, lease: float) 
 
     context = multiprocessing.get_context("spawn")
     processes = [context.Process(target=run_worker, args=(data_dir, db_url),
-                                 kwargs={"lease": lease}, name=f"trojanscope-worker-{i}")
+                                 kwargs={"lease": lease, "parent": os.getpid()},
+                                 name=f"trojanscope-worker-{i}")
                  # not daemonic: a worker starts child processes for the model and data checks
                  for i in range(count)]
     for process in processes:

@@ -347,3 +347,17 @@ def test_a_float_tensor_that_starts_like_lzma_is_not_unreadable():
     assert report.max_severity is None or report.max_severity < Severity.HIGH, \
         [f.message for f in report.findings]
     assert scan_bytes(archive, "model.pt").findings == ()
+
+
+def test_a_file_that_expands_for_too_long_stops_with_a_limit_finding():
+    """Many compressed streams of cheap bytes: within every size limit, but hours of work;
+    the time limit per top-level file stops it (fail closed)."""
+    import gzip
+
+    from trojanscope.artifacts import Limits, scan_bytes
+
+    stream = gzip.compress(b"\x80\x04" + b")0" * 2_000_000 + b".")  # EMPTY_TUPLE, POP, ...
+    report = scan_bytes(stream * 3, "slow.pkl.gz", limits=Limits(max_seconds=0))
+    assert [f.rule for f in report.findings] == ["scan.limit-exceeded"]
+    assert "seconds" in report.findings[0].message
+    assert not scan_bytes(stream, "slow.pkl.gz").findings  # harmless, given the time

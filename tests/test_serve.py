@@ -105,6 +105,10 @@ def test_an_upload_is_scanned_remembered_and_gated(server, tmp_path):
     listed = requests.get(server.url + "/api/v1/artifacts", headers=server.headers("viewer"),
                           timeout=30).json()
     assert [a["id"] for a in listed] == [harmless["id"], body["id"]]
+    other = server.upload("reviewer", "w.safetensors", _safetensors(), project="vision").json()
+    in_vision = requests.get(server.url + "/api/v1/artifacts?project=vision",
+                             headers=server.headers("viewer"), timeout=30).json()
+    assert [(a["id"], a["project"]) for a in in_vision] == [(other["id"], "vision")]
     assert not canary.exists()  # nothing in the harmful file ran
 
 
@@ -219,6 +223,10 @@ def test_a_data_set_is_vetted_and_a_harmful_model_is_never_loaded(server, tmp_pa
     assert vet["status"] == "done", vet.get("error")
     assert vet["report"]["results"]["suspected_classes"] == [1]
     assert server.gate(artifact["sha256"])["allowed"] is False
+    again = server.upload("reviewer", "weights.bin", buffer.getvalue(), kind="model").json()
+    assert [j["kind"] for j in again["jobs"]] == ["scan"]  # fewer checks for the same bytes
+    server.settled(again["id"])
+    assert server.gate(artifact["sha256"])["allowed"] is False  # every upload of them counts
 
     canary = tmp_path / "canary"
     model = server.upload("reviewer", "model.pt", _pickle_running(f"touch {canary}"),
@@ -309,5 +317,24 @@ def test_a_job_survives_its_worker_killed_and_the_queue_survives_a_restart(tmp_p
             jobs = server.settled(each["id"], timeout=120)["jobs"]
             assert [(j["kind"], j["status"], j["attempts"]) for j in jobs] == \
                 [("scan", "done", 1)]
+    finally:
+        server.stop()
+
+
+def test_a_dead_worker_of_the_server_is_replaced(tmp_path, database):
+    import os
+    import signal
+    import subprocess
+
+    if database is not None:
+        pytest.skip("the worker pool does not depend on the database")
+    server = Server(tmp_path / "data", None, workers=1, lease=2.0).start()
+    try:
+        children = subprocess.run(["pgrep", "-P", str(server.process.pid)], capture_output=True,
+                                  text=True).stdout.split()
+        for pid in children:  # the worker (and multiprocessing's resource tracker, if any)
+            os.kill(int(pid), signal.SIGKILL)
+        artifact = server.upload("reviewer", "w.safetensors", _safetensors()).json()
+        assert server.settled(artifact["id"], timeout=60)["jobs"][0]["status"] == "done"
     finally:
         server.stop()

@@ -62,7 +62,7 @@ class ScanContext:
         self.findings.append(finding)
 
     def start_file(self) -> None:
-        self.budget = Budget(self.limits.max_expanded_bytes)
+        self.budget = Budget(self.limits.max_expanded_bytes, self.limits.max_seconds)
 
     def examine(self, source: Source, location: Location, depth: int, top: bool = False) -> None:
         """Recognise the format of `source` by its first bytes and hand it to that format."""

@@ -30,6 +30,9 @@ class Limits:
     sniff_bytes: int = 4096
     # Wall time for a third-party parser run in a child process (h5py on HDF5 files).
     parser_seconds: int = 20
+    # Wall time for one top-level file while it expands compressed or archived data (a small
+    # file of cheap opcodes behind many compressed streams takes hours otherwise).
+    max_seconds: int = 600
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)

@@ -6,6 +6,7 @@ top-level file, so nested wrappers and zip bombs cannot make a scan read without
 
 from __future__ import annotations
 
+import time
 from typing import BinaryIO
 
 from .limits import ExpansionLimitExceeded, Limits
@@ -14,15 +15,20 @@ from .limits import ExpansionLimitExceeded, Limits
 class Budget:
     """Bytes expanded so far for one top-level file."""
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: int, seconds: int | None = None):
         self.limit = limit
         self.used = 0
+        self.seconds = seconds
+        self.deadline = None if seconds is None else time.monotonic() + seconds
 
     def spend(self, n: int) -> None:
         self.used += n
         if self.used > self.limit:
             raise ExpansionLimitExceeded("bytes expanded from compressed or archived data",
                                          self.limit)
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise ExpansionLimitExceeded("seconds spent expanding compressed or archived data",
+                                         self.seconds)
 
 
 class Source:

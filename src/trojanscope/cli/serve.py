@@ -122,17 +122,14 @@ def _serve(args, sessions) -> int:
     import uvicorn
 
     from ..serve.app import Settings, create_app
-    from ..serve.worker import serve_workers
+    from ..serve.worker import WorkerPool
 
     app = create_app(Settings(args.data_dir, args.db, args.max_upload << 20), sessions)
-    workers = serve_workers(args.workers, args.data_dir, args.db, args.lease)
+    workers = WorkerPool(args.workers, args.data_dir, args.db, args.lease)
     print(f"trojanscope serving on http://{args.host}:{args.port} (data in {args.data_dir}, "
           f"{args.workers} worker(s))", file=sys.stderr)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
-    finally:
-        for process in workers:
-            process.terminate()
-        for process in workers:
-            process.join(10)
+    finally:  # when uvicorn returns; if it re-raises the signal, the workers see their
+        workers.stop()  # parent gone and end themselves
     return 0

@@ -22,7 +22,7 @@ from .. import __version__
 from . import auth, gate, queue
 from .db import Acceptance, Artifact, AuditEntry, Job, Project, User, now, open_database
 from .storage import BlobStore, TooLarge
-from .upload import BadUpload, read_upload
+from .upload import BadUpload, Stalled, read_upload
 
 COOKIE = "trojanscope_session"
 DATA_SUFFIXES = (".npz", ".csv", ".tsv", ".jsonl")
@@ -81,9 +81,13 @@ def create_app(settings: Settings, sessions=None) -> FastAPI:
                 "jobs": [_job_json(j, report=False) for j in artifact.jobs]}
 
     @app.get("/api/v1/artifacts")
-    def list_artifacts(user: Viewer, db: Db, limit: int = 50) -> list[dict]:
-        rows = db.scalars(select(Artifact).order_by(Artifact.id.desc()).limit(min(limit, 500)))
-        return [_artifact_json(a, reports=False) for a in rows]
+    def list_artifacts(user: Viewer, db: Db, limit: int = 50,
+                       project: str | None = None) -> list[dict]:
+        """The newest artifacts first, of one project when `project` is given."""
+        query = select(Artifact).order_by(Artifact.id.desc()).limit(min(max(limit, 1), 500))
+        if project is not None:
+            query = query.join(Project).where(Project.name == project)
+        return [_artifact_json(a, reports=False) for a in db.scalars(query)]
 
     @app.get("/api/v1/artifacts/{artifact_id}")
     def get_artifact(artifact_id: int, user: Viewer, db: Db) -> dict:
@@ -100,7 +104,7 @@ def create_app(settings: Settings, sessions=None) -> FastAPI:
         try:
             rule, location = str(body["rule"]), str(body["location"])
             reason, days = str(body["reason"]).strip(), int(body.get("days", 30))
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             raise HTTPException(422, "give rule, location, reason and days") from None
         acceptance = _accept(db, user, _artifact(db, artifact_id), rule, location, reason, days)
         return {"id": acceptance.id, "expires": acceptance.expires.isoformat()}
@@ -173,7 +177,7 @@ def create_app(settings: Settings, sessions=None) -> FastAPI:
     @app.get("/", response_class=HTMLResponse)
     def dashboard(request: Request, session: Page, db: Db):
         rows = list(db.scalars(select(Artifact).order_by(Artifact.id.desc()).limit(100)))
-        verdicts = {a.id: gate.decide_for(db, a) for a in rows}
+        verdicts = {a.id: gate.decide(db, a.sha256) for a in rows}
         return render(request, "dashboard.html", session, artifacts=rows, verdicts=verdicts)
 
     @app.get("/upload", response_class=HTMLResponse)
@@ -204,7 +208,7 @@ def create_app(settings: Settings, sessions=None) -> FastAPI:
         versions = list(db.scalars(select(Artifact).where(Artifact.name == artifact.name)
                                    .order_by(Artifact.id.desc()).limit(20)))
         return render(request, "artifact.html", session, artifact=artifact, sections=sections,
-                      style=STYLE, decision=gate.decide_for(db, artifact),
+                      style=STYLE, decision=gate.decide(db, artifact.sha256),
                       accepted=gate.accepted(db, artifact), versions=versions,
                       findings=gate.findings_of(artifact))
 
@@ -234,10 +238,14 @@ def create_app(settings: Settings, sessions=None) -> FastAPI:
     # --- shared ------------------------------------------------------------------------------
 
     async def _store_upload(request: Request, db: Session, user: User, session=None):
+        db.commit()  # hand the connection back while the body streams in: slow uploads must
+        # not hold the pool that every other call needs
         try:
             got = await read_upload(request, store, settings.max_upload)
         except TooLarge as exc:
             raise HTTPException(413, f"upload {exc}") from None
+        except Stalled as exc:
+            raise HTTPException(408, str(exc)) from None
         except BadUpload as exc:
             raise HTTPException(400, str(exc)) from None
         if session is not None and not auth.csrf_ok(session, got.fields.get("csrf")):
@@ -302,7 +310,7 @@ def _sha(got, name: str) -> str | None:
 
 
 def _artifact(db: Session, artifact_id: int) -> Artifact:
-    artifact = db.get(Artifact, artifact_id)
+    artifact = db.get(Artifact, artifact_id) if 0 < artifact_id < 2 ** 62 else None
     if artifact is None:
         raise HTTPException(404, f"no artifact {artifact_id}")
     return artifact

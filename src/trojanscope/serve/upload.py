@@ -13,6 +13,8 @@ from pathlib import Path
 from .storage import BlobStore, TooLarge
 
 FIELD_LIMIT = 4096  # bytes of a plain (non-file) field
+MAX_PARTS = 16      # fields and files of one upload
+IDLE_SECONDS = 60   # a client that sends nothing for this long is dropped (408)
 FILE_FIELDS = ("file", "signature", "data")
 
 
@@ -31,6 +33,23 @@ class StoredFile:
 class Upload:
     files: dict[str, StoredFile] = field(default_factory=dict)
     fields: dict[str, str] = field(default_factory=dict)
+
+
+class Stalled(BadUpload):
+    """The client stopped sending in the middle of its upload."""
+
+
+async def _with_idle_limit(chunks):
+    import asyncio
+
+    iterator = chunks.__aiter__()
+    while True:
+        try:
+            yield await asyncio.wait_for(iterator.__anext__(), IDLE_SECONDS)
+        except StopAsyncIteration:
+            return
+        except asyncio.TimeoutError:
+            raise Stalled(f"the upload sent nothing for {IDLE_SECONDS} s") from None
 
 
 class _Part:
@@ -74,7 +93,7 @@ async def read_upload(request, store: BlobStore, limit: int) -> Upload:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit + (1 << 20):
         raise TooLarge(f"larger than the limit of {limit:,} bytes")  # said before reading
-    upload, parts, current = Upload(), [], {}
+    upload, parts, current, total = Upload(), [], {}, {"bytes": 0}
     headers: dict[bytes, bytes] = {}
     header = {"field": b"", "value": b""}
 
@@ -94,6 +113,8 @@ async def read_upload(request, store: BlobStore, limit: int) -> Upload:
         filename = disposition.get(b"filename")
         if filename is not None and name not in FILE_FIELDS:
             raise BadUpload(f"unexpected file field {name!r} (expected {', '.join(FILE_FIELDS)})")
+        if len(parts) >= MAX_PARTS:
+            raise BadUpload(f"more than {MAX_PARTS} form fields")
         if name in current or any(p.name == name for p in parts):
             raise BadUpload(f"field {name!r} given twice")
         current["part"] = _Part(name, None if filename is None else
@@ -101,18 +122,20 @@ async def read_upload(request, store: BlobStore, limit: int) -> Upload:
         headers.clear()
 
     def on_part_data(data, start, end):
+        total["bytes"] += end - start  # the limit holds for the whole upload, all parts
+        if total["bytes"] > limit:
+            raise TooLarge(f"larger than the limit of {limit:,} bytes")
         current["part"].write(data[start:end], limit)
 
     def on_part_end():
         parts.append(current.pop("part"))
 
-    boundary = options[b"boundary"]
-    parser = MultipartParser(boundary, {
-        "on_header_field": on_header_field, "on_header_value": on_header_value,
-        "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
-        "on_part_data": on_part_data, "on_part_end": on_part_end})
     try:
-        async for chunk in request.stream():
+        parser = MultipartParser(options[b"boundary"], {
+            "on_header_field": on_header_field, "on_header_value": on_header_value,
+            "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
+            "on_part_data": on_part_data, "on_part_end": on_part_end})
+        async for chunk in _with_idle_limit(request.stream()):
             parser.write(chunk)
         parser.finalize()
         for part in parts:
@@ -129,6 +152,8 @@ async def read_upload(request, store: BlobStore, limit: int) -> Upload:
             part.discard()
         if isinstance(exc, (TooLarge, BadUpload)):
             raise
+        if isinstance(exc, Exception) and type(exc).__name__ == "ClientDisconnect":
+            raise Stalled("the client went away in the middle of its upload") from None
         raise BadUpload(f"not a readable multipart form: {exc}") from None
     finally:
         for part in parts + list(current.values()):

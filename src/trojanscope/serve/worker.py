@@ -207,19 +207,46 @@ def safe_name(name: str) -> str:
     return cleaned or "upload"
 
 
-def serve_workers(count: int, data_dir: Path, db_url: str | None, lease: float) -> list:
-    """Start `count` worker processes (spawned: nothing of the server's state goes with them)."""
-    import multiprocessing
+class WorkerPool:
+    """`count` worker processes (spawned: nothing of the server's state goes with them), each
+    started again when it dies (a job that killed its worker runs again when its lease ends)."""
 
-    context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=run_worker, args=(data_dir, db_url),
-                                 kwargs={"lease": lease, "parent": os.getpid()},
-                                 name=f"trojanscope-worker-{i}")
-                 # not daemonic: a worker starts child processes for the model and data checks
-                 for i in range(count)]
-    for process in processes:
+    CHECK = 2.0  # seconds between looks at the workers
+
+    def __init__(self, count: int, data_dir: Path, db_url: str | None, lease: float):
+        import multiprocessing
+
+        self._context = multiprocessing.get_context("spawn")
+        self._args = (data_dir, db_url)
+        self._kwargs = {"lease": lease, "parent": os.getpid()}
+        self.processes = [self._start(i) for i in range(count)]
+        self.restarts = 0
+        self._stop = threading.Event()
+        self._watch = threading.Thread(target=self._supervise, daemon=True)
+        self._watch.start()
+
+    def _start(self, i: int):
+        # not daemonic: a worker starts child processes for the model and data checks
+        process = self._context.Process(target=run_worker, args=self._args,
+                                        kwargs=self._kwargs, name=f"trojanscope-worker-{i}")
         process.start()
-    return processes
+        return process
+
+    def _supervise(self) -> None:
+        while not self._stop.wait(self.CHECK):
+            for i, process in enumerate(self.processes):
+                if not process.is_alive():
+                    process.join()
+                    self.processes[i] = self._start(i)
+                    self.restarts += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._watch.join()
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            process.join(10)
 
 
 def wait_until_idle(sessions, timeout: float = 60.0) -> bool:

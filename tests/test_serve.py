@@ -338,3 +338,31 @@ def test_a_dead_worker_of_the_server_is_replaced(tmp_path, database):
         assert server.settled(artifact["id"], timeout=60)["jobs"][0]["status"] == "done"
     finally:
         server.stop()
+
+
+def test_credentials_can_be_taken_back_and_logins_are_limited(tmp_path, database):
+    if database is not None:
+        pytest.skip("the same code on either database: SQLite only")
+    server = Server(tmp_path / "data", None, workers=0).start()
+    try:
+        browser = _logged_in(server, "reviewer")
+        page = browser.get(server.url + "/upload", timeout=30)
+        assert page.status_code == 200 and page.headers["x-frame-options"] == "DENY"
+        assert "default-src 'none'" in page.headers["content-security-policy"]
+        server.cli("serve", "create-user", "reviewer-person", "--role", "reviewer",
+                   env={"TROJANSCOPE_PASSWORD": "a new long passphrase"})
+        assert browser.get(server.url + "/upload", allow_redirects=False,
+                           timeout=30).status_code == 303  # the old session ended
+        assert server.upload("reviewer", "w.safetensors", _safetensors()).status_code == 201
+        assert "took back 1 token" in server.cli("serve", "revoke", "reviewer")
+        assert server.upload("reviewer", "w.safetensors", _safetensors()).status_code == 401
+        foreign = requests.post(server.url + "/login", data={"name": "x", "password": "y"},
+                                headers={"Origin": "https://evil.example"},
+                                allow_redirects=False, timeout=30)
+        assert foreign.status_code == 403
+        codes = [requests.post(server.url + "/login", data={"name": "x", "password": "y"},
+                               allow_redirects=False, timeout=30).status_code
+                 for _ in range(11)]
+        assert codes[:10] == [303] * 10 and codes[10] == 429
+    finally:
+        server.stop()

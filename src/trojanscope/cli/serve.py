@@ -35,10 +35,14 @@ def add(commands) -> None:
     token.add_argument("--user", default=None,
                        help="whose token (made if new; default: a user named after the role)")
     user = actions.add_parser("create-user", help="add a user who logs in with a password "
-                                                  "(read from TROJANSCOPE_PASSWORD or stdin)")
+                                                  "(read from TROJANSCOPE_PASSWORD or stdin); "
+                                                  "again: a new password, old sessions end")
     _where(user, required=False, inner=True)
     user.add_argument("name")
     user.add_argument("--role", choices=ROLES, required=True)
+    revoke = actions.add_parser("revoke", help="take back every API token and session of a user")
+    _where(revoke, required=False, inner=True)
+    revoke.add_argument("name")
 
     worker = commands.add_parser("worker", help="run the platform's checks (claims jobs from "
                                                 "the database)")
@@ -87,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
         return _create_token(sessions, args)
     if args.action == "create-user":
         return _create_user(sessions, args)
+    if args.action == "revoke":
+        return _revoke(sessions, args)
     return _serve(args, sessions)
 
 
@@ -115,6 +121,22 @@ def _create_user(sessions, args) -> int:
         user.role = args.role
         db.commit()
     print(f"user {args.name} ({args.role}) can log in")
+    return 0
+
+
+def _revoke(sessions, args) -> int:
+    from sqlalchemy import select
+
+    from ..serve import auth
+    from ..serve.db import User
+
+    with sessions() as db:
+        user = db.scalar(select(User).where(User.name == args.name))
+        if user is None:
+            raise UserError(f"no user named {args.name!r}")
+        count = auth.revoke(db, user)
+        db.commit()
+    print(f"took back {count} token(s) and session(s) of {args.name}")
     return 0
 
 

@@ -25,6 +25,12 @@ from .storage import BlobStore, TooLarge
 from .upload import BadUpload, Stalled, read_upload
 
 COOKIE = "trojanscope_session"
+LOGIN_FAILURES, LOGIN_WINDOW = 10, 300.0  # failed logins from one address, per seconds
+HEADERS = {  # every answer: no framing, no sniffing, nothing loaded from elsewhere
+    "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+                               "form-action 'self'; frame-ancestors 'none'"}
 DATA_SUFFIXES = (".npz", ".csv", ".tsv", ".jsonl")
 
 
@@ -47,6 +53,21 @@ def create_app(settings: Settings, sessions=None) -> FastAPI:
     def database():
         with sessions() as db:
             yield db
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):
+        response = await call_next(request)
+        response.headers.update(HEADERS)
+        return response
+
+    failures: dict[str, list[float]] = {}  # address -> times of its recent failed logins
+
+    def too_many_failures(address: str) -> bool:
+        import time
+
+        recent = [t for t in failures.get(address, []) if time.monotonic() - t < LOGIN_WINDOW]
+        failures[address] = recent
+        return len(recent) >= LOGIN_FAILURES
 
     Db = Annotated[Session, Depends(database)]
 
@@ -154,14 +175,27 @@ def create_app(settings: Settings, sessions=None) -> FastAPI:
         return render(request, "login.html", error=error)
 
     @app.post("/login")
-    def login(db: Db, name: Annotated[str, Form()], password: Annotated[str, Form()]):
+    def login(request: Request, db: Db, name: Annotated[str, Form()],
+              password: Annotated[str, Form()]):
+        import time
+        from urllib.parse import urlsplit
+
+        origin = request.headers.get("origin")
+        if origin and origin != "null" and urlsplit(origin).netloc != request.url.netloc:
+            raise HTTPException(403, "a login from another site's form")  # login CSRF
+        address = request.client.host if request.client else "?"
+        if too_many_failures(address):  # refused before any password is hashed
+            raise HTTPException(429, f"{LOGIN_FAILURES} failed logins from this address: "
+                                     f"wait {LOGIN_WINDOW / 60:.0f} minutes")
         user = db.scalar(select(User).where(User.name == name))
         if not auth.check_password(user, password):
+            failures.setdefault(address, []).append(time.monotonic())
             return RedirectResponse("/login?error=1", status_code=303)
         cookie = auth.new_session(db, user)
         db.commit()
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(COOKIE, cookie, httponly=True, samesite="strict",
+                            secure=request.url.scheme == "https",
                             max_age=auth.SESSION_HOURS * 3600)
         return response
 
@@ -249,11 +283,13 @@ def create_app(settings: Settings, sessions=None) -> FastAPI:
         except BadUpload as exc:
             raise HTTPException(400, str(exc)) from None
         if session is not None and not auth.csrf_ok(session, got.fields.get("csrf")):
+            _forget(db, got)
             raise HTTPException(403, "the form's CSRF token is missing or wrong: reload the page")
         main = got.files["file"]
         kind = got.fields.get("kind") or ("data" if main.filename.lower().endswith(
             DATA_SUFFIXES) else "model")
         if kind not in ("model", "data"):
+            _forget(db, got)
             raise HTTPException(422, f"kind must be model or data, not {kind!r}")
         project_name = (got.fields.get("project") or "default").strip()[:100] or "default"
         project = db.scalar(select(Project).where(Project.name == project_name))
@@ -270,6 +306,15 @@ def create_app(settings: Settings, sessions=None) -> FastAPI:
         db.commit()
         db.refresh(artifact)
         return artifact
+
+    def _forget(db: Session, got) -> None:
+        """A refused upload's files, unless another artifact holds the same bytes."""
+        for stored in got.files.values():
+            known = db.scalar(select(Artifact.id).where(
+                (Artifact.sha256 == stored.sha256) | (Artifact.signature_sha256 == stored.sha256)
+                | (Artifact.data_sha256 == stored.sha256)).limit(1))
+            if known is None:
+                store.path(stored.sha256).unlink(missing_ok=True)
 
     def _accept(db: Session, user: User, artifact: Artifact, rule: str, location: str,
                 reason: str, days: int) -> Acceptance:

@@ -9,7 +9,7 @@ import hashlib
 import hmac
 import secrets
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from .db import ROLES, LoginSession, Token, User, now
@@ -55,8 +55,17 @@ def user_named(db: Session, name: str, role: str, password: str | None = None) -
         db.add(user)
     if password is not None:
         user.password_hash = hash_password(password)
+        if user.id is not None:  # a new password ends every session of the old one
+            db.execute(delete(LoginSession).where(LoginSession.user_id == user.id))
     db.flush()
     return user
+
+
+def revoke(db: Session, user: User) -> int:
+    """Take back every token and session of `user`; how many."""
+    tokens = db.execute(delete(Token).where(Token.user_id == user.id)).rowcount
+    sessions = db.execute(delete(LoginSession).where(LoginSession.user_id == user.id)).rowcount
+    return tokens + sessions
 
 
 def new_token(db: Session, user: User) -> str:

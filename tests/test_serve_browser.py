@@ -62,12 +62,12 @@ def test_log_in_upload_see_the_report_accept_and_the_gate_changes(browser, tmp_p
         browser.find_element(By.ID, "name").send_keys("alice")
         browser.find_element(By.ID, "password").send_keys("correct horse battery")
         browser.find_element(By.ID, "login").click()
-        assert browser.current_url == server.url + "/"
+        _until(browser, lambda: browser.current_url == server.url + "/")
 
         browser.get(server.url + "/upload")
         browser.find_element(By.ID, "file").send_keys(str(upload))
         browser.find_element(By.ID, "send").click()
-        assert "/artifacts/" in browser.current_url
+        _until(browser, lambda: "/artifacts/" in browser.current_url)
         page = browser.current_url
         deadline = time.monotonic() + 300
         while "vet: done" not in browser.find_element(By.ID, "job-vet").text:
@@ -83,10 +83,20 @@ def test_log_in_upload_see_the_report_accept_and_the_gate_changes(browser, tmp_p
         assert "vet" in row.text
         row.find_element(By.NAME, "reason").send_keys("the contractor relabelled on purpose")
         row.find_element(By.TAG_NAME, "button").click()
-        assert "allowed" in browser.find_element(By.ID, "gate").text
+        _until(browser, lambda: "allowed" in browser.find_element(By.ID, "gate").text)
         assert "by alice until" in browser.find_element(By.ID, "triage").text
     finally:
         server.stop()
+
+
+def _until(browser, condition, seconds: float = 30) -> None:
+    """Wait for a click's navigation (Selenium's click does not)."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(browser, seconds,
+                  ignored_exceptions=(StaleElementReferenceException, NoSuchElementException)
+                  ).until(lambda _: condition())
 
 
 def _screenshots(browser, server: Server, page: str) -> None:

@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
 from . import auth, gate, queue
@@ -98,8 +99,9 @@ def create_app(settings: Settings, sessions=None) -> FastAPI:
         (clean data for inspecting a model), `kind` (model or data; default: from the name),
         `project` (default: default)."""
         artifact = await _store_upload(request, db, user)
-        return {"id": artifact.id, "sha256": artifact.sha256,
-                "jobs": [_job_json(j, report=False) for j in artifact.jobs]}
+        return await run_in_threadpool(lambda: {
+            "id": artifact.id, "sha256": artifact.sha256,
+            "jobs": [_job_json(j, report=False) for j in artifact.jobs]})
 
     @app.get("/api/v1/artifacts")
     def list_artifacts(user: Viewer, db: Db, limit: int = 50,
@@ -222,7 +224,8 @@ def create_app(settings: Settings, sessions=None) -> FastAPI:
     async def upload_form(request: Request, session: Page, db: Db):
         if not auth.may(session.user.role, "reviewer"):
             raise HTTPException(403, "needs the reviewer role")
-        artifact = await _store_upload(request, db, db.merge(session.user), session=session)
+        user = await run_in_threadpool(db.merge, session.user)
+        artifact = await _store_upload(request, db, user, session=session)
         return RedirectResponse(f"/artifacts/{artifact.id}", status_code=303)
 
     @app.get("/artifacts/{artifact_id}", response_class=HTMLResponse)
@@ -272,8 +275,10 @@ def create_app(settings: Settings, sessions=None) -> FastAPI:
     # --- shared ------------------------------------------------------------------------------
 
     async def _store_upload(request: Request, db: Session, user: User, session=None):
-        db.commit()  # hand the connection back while the body streams in: slow uploads must
-        # not hold the pool that every other call needs
+        """Read the upload as it arrives, then record it. The database is used only from the
+        thread pool, never on the event loop (a wait for a connection there stops every
+        request), and no connection is held while the body streams in."""
+        await run_in_threadpool(db.commit)
         try:
             got = await read_upload(request, store, settings.max_upload)
         except TooLarge as exc:
@@ -282,6 +287,9 @@ def create_app(settings: Settings, sessions=None) -> FastAPI:
             raise HTTPException(408, str(exc)) from None
         except BadUpload as exc:
             raise HTTPException(400, str(exc)) from None
+        return await run_in_threadpool(_record, db, user, got, session)
+
+    def _record(db: Session, user: User, got, session) -> Artifact:
         if session is not None and not auth.csrf_ok(session, got.fields.get("csrf")):
             _forget(db, got)
             raise HTTPException(403, "the form's CSRF token is missing or wrong: reload the page")
@@ -292,11 +300,7 @@ def create_app(settings: Settings, sessions=None) -> FastAPI:
             _forget(db, got)
             raise HTTPException(422, f"kind must be model or data, not {kind!r}")
         project_name = (got.fields.get("project") or "default").strip()[:100] or "default"
-        project = db.scalar(select(Project).where(Project.name == project_name))
-        if project is None:
-            project = Project(name=project_name)
-            db.add(project)
-            db.flush()
+        project = _project(db, project_name)
         artifact = Artifact(sha256=main.sha256, name=main.filename[:255], kind=kind,
                             size=main.size, project_id=project.id, uploaded_by=user.id,
                             signature_sha256=_sha(got, "signature"), data_sha256=_sha(got, "data"))
@@ -347,6 +351,22 @@ def create_app(settings: Settings, sessions=None) -> FastAPI:
         return count
 
     return app
+
+
+def _project(db: Session, name: str) -> Project:
+    """The project `name`, made if new; two uploads may make it at once: one insert wins."""
+    from sqlalchemy.exc import IntegrityError
+
+    for _ in range(3):
+        found = db.scalar(select(Project).where(Project.name == name))
+        if found is not None:
+            return found
+        try:
+            with db.begin_nested():
+                db.add(Project(name=name))
+        except IntegrityError:
+            continue
+    return db.scalar(select(Project).where(Project.name == name))
 
 
 def _sha(got, name: str) -> str | None:

@@ -100,7 +100,7 @@ class Server:
             try:
                 requests.get(self.url + "/login", timeout=1)
                 return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 if self.process.poll() is not None:
                     raise RuntimeError(self.process.stderr.read().decode()) from None
                 time.sleep(0.2)

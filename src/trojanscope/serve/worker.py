@@ -233,12 +233,28 @@ class WorkerPool:
         return process
 
     def _supervise(self) -> None:
+        """Start a dead worker again, waiting longer each time it dies young (a database
+        that is gone kills every new worker at once: no busy loop of restarts)."""
+        import time
+
+        wait = [0.0] * len(self.processes)
+        due = [0.0] * len(self.processes)
+        born = [time.monotonic()] * len(self.processes)
         while not self._stop.wait(self.CHECK):
             for i, process in enumerate(self.processes):
-                if not process.is_alive():
+                if process.is_alive() or time.monotonic() < due[i]:
+                    continue
+                if process.exitcode is not None and not due[i]:
                     process.join()
-                    self.processes[i] = self._start(i)
-                    self.restarts += 1
+                    young = time.monotonic() - born[i] < 60
+                    wait[i] = min(300.0, max(self.CHECK, 2 * wait[i])) if young else 0.0
+                    due[i] = time.monotonic() + wait[i]
+                    if wait[i]:
+                        continue
+                due[i] = 0.0
+                self.processes[i] = self._start(i)
+                born[i] = time.monotonic()
+                self.restarts += 1
 
     def stop(self) -> None:
         self._stop.set()

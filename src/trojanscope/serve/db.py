@@ -23,11 +23,9 @@ from sqlalchemy import (
     create_engine,
     event,
 )
-from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
 ROLES = ("viewer", "reviewer", "admin")  # each may do what the ones before it may
-JOB_STATES = ("queued", "running", "done", "failed")
 
 
 def now() -> dt.datetime:
@@ -170,5 +168,5 @@ def _sqlite_pragmas(connection, _record) -> None:
     cursor.close()
 
 
-__all__ = ["Engine", "Base", "User", "Token", "LoginSession", "Project", "Artifact", "Job",
-           "Acceptance", "AuditEntry", "ROLES", "JOB_STATES", "open_database", "now"]
+__all__ = ["Base", "User", "Token", "LoginSession", "Project", "Artifact", "Job", "Acceptance",
+           "AuditEntry", "ROLES", "open_database", "now"]

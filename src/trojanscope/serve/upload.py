@@ -152,7 +152,7 @@ async def read_upload(request, store: BlobStore, limit: int) -> Upload:
             part.discard()
         if isinstance(exc, (TooLarge, BadUpload)):
             raise
-        if isinstance(exc, Exception) and type(exc).__name__ == "ClientDisconnect":
+        if type(exc).__name__ == "ClientDisconnect":  # starlette's: the client went away
             raise Stalled("the client went away in the middle of its upload") from None
         raise BadUpload(f"not a readable multipart form: {exc}") from None
     finally:

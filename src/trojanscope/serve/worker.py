@@ -235,7 +235,6 @@ class WorkerPool:
     def _supervise(self) -> None:
         """Start a dead worker again, waiting longer each time it dies young (a database
         that is gone kills every new worker at once: no busy loop of restarts)."""
-        import time
 
         wait = [0.0] * len(self.processes)
         due = [0.0] * len(self.processes)
@@ -263,18 +262,3 @@ class WorkerPool:
             process.terminate()
         for process in self.processes:
             process.join(10)
-
-
-def wait_until_idle(sessions, timeout: float = 60.0) -> bool:
-    """For tests and benchmarks: True once no job is queued or running."""
-    from sqlalchemy import func, select
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with sessions() as db:
-            busy = db.scalar(select(func.count()).select_from(Job)
-                             .where(Job.status.in_(("queued", "running"))))
-        if not busy:
-            return True
-        time.sleep(0.2)
-    return False

@@ -34,7 +34,7 @@ EXTRAS = {"numpy": "vet", "scipy": "vet", "sklearn": "vet", "mlxtend": "vet", "t
           "joblib": "test", "keras": "test", "gguf": "test", "model_signing": "test",
           "cyclonedx": "test", "tflite": "test", "fastapi": "serve", "sqlalchemy": "serve",
           "uvicorn": "serve", "alembic": "serve", "argon2": "serve", "requests": "test",
-          "pydantic": "test"}
+          "pydantic": "test", "ray": "ray"}
 
 
 class _ModuleNeedingExtras(pytest.Module):

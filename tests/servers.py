@@ -1,6 +1,6 @@
 """Real servers for the platform's tests, on loopback: a PostgreSQL server from Debian's package
-(initdb in a temporary folder, run as the postgres user when the tests run as root), and
-`trojanscope serve` itself as a child process."""
+(initdb in a temporary folder, run as the postgres user when the tests run as root),
+`trojanscope serve` itself as a child process, and a Ray cluster of two nodes."""
 
 from __future__ import annotations
 
@@ -148,3 +148,43 @@ class Server:
     def gate(self, sha256: str) -> dict:
         return requests.get(f"{self.url}/api/v1/gate/{sha256}", headers=self.headers("viewer"),
                             timeout=30).json()
+
+
+RAY_ENV = {"RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+@contextmanager
+def ray_cluster(nodes: int = 2, cpus: int = 1):
+    """A Ray cluster on this machine started as an operator starts one (`ray start --head`
+    on a chosen loopback port, then `ray start --address` for each further node), with token
+    authentication (Ray's default for a head); yields its address. The token is in
+    os.environ while the cluster runs, for the tests' drivers and their child processes."""
+    import secrets
+
+    ray = str(Path(sys.executable).parent / "ray")
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    saved = {key: os.environ.get(key) for key in (*RAY_ENV, "RAY_AUTH_TOKEN")}
+    os.environ.update(RAY_ENV, RAY_AUTH_TOKEN=secrets.token_hex(32))
+    common = [f"--num-cpus={cpus}", "--disable-usage-stats"]
+    try:
+        subprocess.run([ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+                        "--include-dashboard=false", *common], check=True, capture_output=True)
+        for _ in range(nodes - 1):
+            subprocess.run([ray, "start", f"--address={address}", *common], check=True,
+                           capture_output=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # every node has joined
+            status = subprocess.run([ray, "status", f"--address={address}"],
+                                    capture_output=True, text=True).stdout
+            if status.count(" node_") >= nodes:
+                break
+            time.sleep(1)
+        yield address
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

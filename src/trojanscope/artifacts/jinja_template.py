@@ -3,7 +3,9 @@ rendering it (parsed into a syntax tree with jinja2, never compiled or run)."""
 
 from __future__ import annotations
 
+import functools
 import re
+from dataclasses import replace
 
 from ..findings import Finding, Location, Rule, Severity
 
@@ -20,6 +22,7 @@ UNPARSEABLE = Rule("template.unparseable", Severity.MEDIUM,
                    "A Jinja template does not parse, so it was checked as text only",
                    "A loader will fail on it; inspect it by hand.")
 
+KEPT_TEMPLATE_CHARS = 64 << 10
 DUNDER = re.compile(r"__\w+__")
 RISKY_ATTRS = {"popen", "system", "eval", "exec", "import_module", "load_module", "mro",
                "subclasses", "globals", "builtins", "func_globals", "f_globals", "f_back",
@@ -29,6 +32,19 @@ RISKY_NAMES = {"lipsum", "cycler", "joiner", "os", "subprocess", "sys", "builtin
 
 
 def check_template(source: str, location: Location, key: str) -> list[Finding]:
+    """The template's findings at `location`. Parsing is the slow part of a scan of many
+    configs, and hubs repeat a few templates: the findings of recent templates are kept."""
+    if len(source) > KEPT_TEMPLATE_CHARS:  # a huge template is not held on to
+        return _check(source, location, key)
+    return [replace(finding, location=location) for finding in _checked(source, key)]
+
+
+@functools.lru_cache(maxsize=256)
+def _checked(source: str, key: str) -> tuple[Finding, ...]:
+    return tuple(_check(source, Location(""), key))
+
+
+def _check(source: str, location: Location, key: str) -> list[Finding]:
     try:
         import jinja2
         from jinja2 import nodes

@@ -5,10 +5,12 @@ from __future__ import annotations
 import io
 import os
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from ..findings import Location, Report, ScanError
+from ..findings import Finding, Location, Report, Rule, ScanError, Severity
 from ..provenance.paths import SIGNATURE_NAME, default_signature
 from ..results import ScanResults
 from .context import READ_ERRORS, Abandon, ScanContext
@@ -17,52 +19,130 @@ from .policy import GlobalsPolicy
 from .polyglot import check_appended_zip
 from .source import Source
 
+CRASHED = Rule("scan.crashed", Severity.HIGH,
+               "Examining the file stopped the process that examined it, each time it was "
+               "tried, so it was not examined",
+               "Do not load the file. Scan it alone (trojanscope scan FILE) to see why; a file "
+               "built to crash scanners is hostile.")
+
+
+@dataclass(frozen=True)
+class FileScan:
+    """What examining one top-level file found: the formats recognised (its members' too), the
+    findings, or why it could not be opened. The unit that the result cache keeps and that Ray
+    tasks send back, as JSON-like data (`to_dict`), never a pickle."""
+
+    path: str
+    formats: tuple[str, ...] = ()
+    findings: tuple[Finding, ...] = ()
+    error: str | None = None
+    seconds: float = 0.0
+    cached: bool = False  # taken from the result cache, not examined again
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "formats": list(self.formats), "error": self.error,
+                "findings": [f.to_dict() for f in self.findings], "seconds": self.seconds,
+                "cached": self.cached}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> FileScan:
+        return cls(data["path"], tuple(data["formats"]),
+                   tuple(Finding.from_dict(f) for f in data["findings"]), data["error"],
+                   data["seconds"], bool(data.get("cached", False)))
+
+    @classmethod
+    def crashed(cls, path: str, tries: int, why: str) -> FileScan:
+        """The result of a file whose examination killed its worker `tries` times."""
+        return cls(path, findings=(CRASHED.finding(
+            f"the worker examining it died {tries} time(s) ({why})", Location(path),
+            {"tries": tries, "error": why}),))
+
+    def moved(self, path: str) -> FileScan:
+        """The same result for the same bytes found at `path` (a cached result's findings name
+        the file where it was first seen)."""
+        findings = tuple(replace(f, location=replace(f.location, path=path))
+                         for f in self.findings) if self.findings else ()
+        return replace(self, path=path, findings=findings)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a scan of `targets` will examine: the files in order, the paths that could not be
+    examined at all, and the signature files met on the way."""
+
+    targets: tuple[str, ...]
+    files: tuple[str, ...]
+    errors: tuple[ScanError, ...]
+    signatures: tuple[tuple[Path, Path], ...]
+
 
 def scan(paths: str | os.PathLike | Iterable[str | os.PathLike], *,
          policy: GlobalsPolicy | None = None, limits: Limits | None = None) -> Report:
     """Examine files and directories (recursively) and report what loading them would run."""
+    plan = plan_scan(paths)
+    policy, limits = policy or GlobalsPolicy.default(), limits or Limits()
+    started = time.perf_counter()
+    scans = [scan_path(path, policy, limits) for path in plan.files]
+    return assemble(plan, scans, policy, limits, time.perf_counter() - started)
+
+
+def plan_scan(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> Plan:
+    """Walk `paths` (directories recursively, sorted) into the files a scan examines."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     targets = tuple(str(p) for p in paths)
-    ctx = ScanContext(policy or GlobalsPolicy.default(), limits or Limits())
+    files: list[str] = []
     errors: list[ScanError] = []
-    files: list[dict] = []
-    started = time.perf_counter()
+    signatures: list[tuple[Path, Path]] = []
     for target in targets:
-        signatures = []
         for path, error in _walk(Path(target)):
-            if path.name == SIGNATURE_NAME and path.is_file():
-                signatures.append((path.parent, path))
             if error:
-                errors.append(ScanError(str(path), error))
+                errors.append(ScanError(path, error))
                 continue
-            before, formats_before = len(ctx.findings), len(ctx.formats)
-            clock = time.perf_counter()
-            error = scan_file(ctx, path)
-            if error:
-                errors.append(ScanError(str(path), error))
-            files.append({
-                "path": str(path),
-                "formats": sorted({fmt for _, fmt in ctx.formats[formats_before:]}),
-                "findings": len(ctx.findings) - before,
-                "seconds": round(time.perf_counter() - clock, 4),
-            })
+            files.append(path)
+            if os.path.basename(path) == SIGNATURE_NAME:
+                signatures.append((Path(path).parent, Path(path)))
         beside = default_signature(Path(target))
         if Path(target).is_file() and beside.is_file():
             signatures.append((Path(target), beside))
-        if signatures:
-            from ..provenance.integrity import signature_notes  # hashing code, only when signed
+    return Plan(targets, tuple(files), tuple(errors), tuple(signatures))
 
-            for root, signature in signatures:
-                ctx.findings.extend(signature_notes(root, signature))
+
+def scan_path(path: str | os.PathLike, policy: GlobalsPolicy, limits: Limits) -> FileScan:
+    """Examine one top-level file."""
+    ctx = ScanContext(policy, limits)
+    clock = time.perf_counter()
+    error = scan_file(ctx, Path(path))
+    return FileScan(str(path), tuple(sorted({fmt for _, fmt in ctx.formats})),
+                    tuple(ctx.findings), error, round(time.perf_counter() - clock, 4))
+
+
+def assemble(plan: Plan, scans: Iterable[FileScan], policy: GlobalsPolicy, limits: Limits,
+             seconds: float) -> Report:
+    """The report of a scan: the files' results in the plan's order, however they were made
+    (here, on Ray, from the cache)."""
+    findings: list[Finding] = []
+    errors = list(plan.errors)
+    files = []
+    for done in scans:
+        findings.extend(done.findings)
+        if done.error:
+            errors.append(ScanError(done.path, done.error))
+        files.append({"path": done.path, "formats": list(done.formats),
+                      "findings": len(done.findings), "seconds": done.seconds})
+    if plan.signatures:
+        from ..provenance.integrity import signature_notes  # hashing code, only when signed
+
+        for root, signature in plan.signatures:
+            findings.extend(signature_notes(root, signature))
     return Report(
         command="scan",
-        targets=targets,
-        findings=tuple(ctx.findings),
+        targets=plan.targets,
+        findings=tuple(findings),
         errors=tuple(errors),
         results=ScanResults(files=files, files_scanned=len(files)),
-        timings={"total_seconds": round(time.perf_counter() - started, 4)},
-        config={"limits": ctx.limits.to_dict(), "policy": list(ctx.policy.sources)},
+        timings={"total_seconds": round(seconds, 4)},
+        config={"limits": limits.to_dict(), "policy": list(policy.sources)},
     )
 
 
@@ -110,15 +190,33 @@ def examine_top(ctx: ScanContext, handle, location: Location) -> None:
         ctx.unreadable(location, exc)
 
 
-def _walk(target: Path) -> Iterator[tuple[Path, str | None]]:
+def _walk(target: Path) -> Iterator[tuple[str, str | None]]:
+    """(path, None) for each regular file under `target` (symbolic links to files followed,
+    links to folders not), sorted as paths sort; (path, why) for what cannot be examined."""
     if target.is_file():
-        yield target, None
+        yield str(target), None
     elif target.is_dir():
-        found = []
-        for root, _, names in os.walk(target, followlinks=False):
-            found.extend(Path(root) / name for name in names)
-        yield from ((path, None) for path in sorted(found) if path.is_file())
+        found: list[str] = []
+        problems: list[tuple[str, str]] = []
+        folders = [str(target)]
+        while folders:
+            folder = folders.pop()
+            try:
+                with os.scandir(folder) as entries:
+                    for entry in entries:
+                        if entry.is_dir(follow_symlinks=False):
+                            folders.append(entry.path)
+                        elif entry.is_file():
+                            found.append(entry.path)
+            except OSError as exc:
+                problems.append((folder, f"cannot list the folder: {exc.strerror or exc}"))
+        yield from ((path, None) for path in sorted(found, key=_path_order))
+        yield from problems
     elif target.exists():
-        yield target, "not a regular file or directory"
+        yield str(target), "not a regular file or directory"
     else:
-        yield target, "no such file or directory"
+        yield str(target), "no such file or directory"
+
+
+def _path_order(path: str) -> list[str]:
+    return path.split(os.sep)

@@ -37,6 +37,16 @@ def _add_scan(commands) -> None:
                       help="a TOML allowlist ([allow] \"module\" = [\"Name\"]); repeatable")
     scan.add_argument("--show", choices=SEVERITIES, default="low",
                       help="lowest severity listed in text output (default: low)")
+    scale = scan.add_argument_group("many files (docs/scale.md; needs trojanscope[ray])")
+    scale.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                       help="scan on Ray: join the cluster at ADDRESS (host:port), or without "
+                            "one start Ray on this machine")
+    scale.add_argument("--workers", type=int, metavar="N",
+                       help="CPUs of the Ray started on this machine (default: all)")
+    scale.add_argument("--cache", nargs="?", const="local", metavar="URL",
+                       help="reuse results for files whose bytes were scanned before: a "
+                            "database URL (the service's, to share its results) or a file; "
+                            "without one, a file under ~/.cache/trojanscope")
 
 
 def _add_rules(commands) -> None:
@@ -54,9 +64,33 @@ def _scan(args: argparse.Namespace) -> int:
             policy = policy.extended(path)
     except PolicyError as exc:
         raise UserError(str(exc)) from None
-    report = scan(args.paths, policy=policy)
+    if args.ray is None and args.cache is None:
+        if args.workers is not None:
+            raise UserError("--workers is for --ray")
+        report = scan(args.paths, policy=policy)
+    else:
+        report = _scan_at_scale(args, policy)
     emit(report, args.format, args.output, Severity.parse(args.show))
     return report.exit_code(Severity.parse(args.fail_on))
+
+
+def _scan_at_scale(args: argparse.Namespace, policy):
+    from .. import progress
+    from ..api import InputError
+
+    if args.workers is not None and args.workers < 1:
+        raise UserError("--workers must be at least 1")
+    try:
+        from ..cluster import CacheError, scan
+    except ImportError as exc:
+        raise UserError(f"--ray and --cache need {exc.name}: pip install 'trojanscope[ray]'"
+                        ) from None
+    progress.enable(args.format == "text")
+    try:
+        return scan(args.paths, policy=policy, ray=args.ray, workers=args.workers,
+                    cache=args.cache, progress=True)
+    except (CacheError, InputError) as exc:
+        raise UserError(str(exc)) from None
 
 
 def _rules(markdown: bool) -> int:

@@ -23,6 +23,7 @@ from sqlalchemy import (
     create_engine,
     event,
 )
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
 ROLES = ("viewer", "reviewer", "admin")  # each may do what the ones before it may
@@ -147,17 +148,23 @@ def database_url(data_dir: Path, url: str | None) -> str:
 def open_database(data_dir: Path, url: str | None = None, migrate: bool = True
                   ) -> sessionmaker:
     """A session factory on the database, brought to the newest schema first."""
-    url = database_url(data_dir, url)
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://"):]
-    engine = create_engine(url, pool_pre_ping=True)
-    if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
+    engine = make_engine(database_url(data_dir, url))
     if migrate:
         from .migrations import upgrade
 
         upgrade(engine)
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine on `url` (sqlite:///FILE, or postgresql:// through psycopg 3), SQLite with
+    the pragmas that let several processes share the file."""
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    engine = create_engine(url, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
 
 
 def _sqlite_pragmas(connection, _record) -> None:
@@ -169,4 +176,4 @@ def _sqlite_pragmas(connection, _record) -> None:
 
 
 __all__ = ["Base", "User", "Token", "LoginSession", "Project", "Artifact", "Job", "Acceptance",
-           "AuditEntry", "ROLES", "open_database", "now"]
+           "AuditEntry", "ROLES", "make_engine", "open_database", "now"]

@@ -1,0 +1,164 @@
+"""`trojanscope scan` with a result cache, on Ray, or both. The report is the one a
+single-process scan of the same files gives (artifacts.scanner.assemble makes both); only
+timings differ."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
+
+from ..artifacts.limits import Limits
+from ..artifacts.policy import GlobalsPolicy
+from ..artifacts.scanner import FileScan, assemble, plan_scan, scan_path
+from ..findings import Report
+from .result_cache import ResultCache, as_url, file_sha256, scanner_key, settled, stamp
+
+LOCAL = "local"  # `ray=`: start a Ray instance on this machine
+PER_FILE_BYTES = 64 << 10  # a file's fixed cost (open, sniff, parse) in bytes of reading
+MAX_BATCH_FILES = 256
+LOCAL_BATCH_FILES = 512  # without Ray: files per cache lookup
+
+
+def scan(paths: str | os.PathLike | Iterable[str | os.PathLike], *,
+         policy: GlobalsPolicy | None = None, limits: Limits | None = None,
+         ray: str | None = None, workers: int | None = None, cache: str | None = None,
+         progress: bool = False, stats: dict | None = None) -> Report:
+    """Scan `paths` as `artifacts.scan` does. `ray`: a cluster's address, or LOCAL to start
+    one here with `workers` CPUs. `cache`: a database URL or a file for the result cache
+    (LOCAL: the default file, result_cache.default_url). `stats`, when given, is filled with
+    counts: files, cached (results reused), and on Ray tasks and failed (workers lost).
+    Files unchanged since a cached scan are settled here, by their stamp; only the others go
+    to Ray (which is not started when there are none)."""
+    from .. import progress as bars
+
+    plan = plan_scan(paths)
+    policy, limits = policy or GlobalsPolicy.default(), limits or Limits()
+    started = time.perf_counter()
+    files = list(plan.files)
+    results: dict[str, FileScan] = {}
+    cache_url = None
+    if cache is not None:
+        store = _open_cache(None if cache == LOCAL else cache)
+        cache_url = store.url
+        results = _unchanged_files(store, files, scanner_key(policy, limits))
+    todo = [path for path in files if path not in results]
+    stats = {} if stats is None else stats
+    if ray is None or not todo:
+        done = _local(todo, policy, limits, cache_url)
+    else:
+        from .ray_scan import scan_on_ray
+
+        done = scan_on_ray(todo, policy, limits, cache_url, ray, workers, stats)
+    for result in bars.track(done, "scanning", total=len(todo)) if progress else done:
+        results[result.path] = result
+    stats.update(files=len(files), cached=sum(r.cached for r in results.values()))
+    return assemble(plan, [results[path] for path in files], policy, limits,
+                    time.perf_counter() - started)
+
+
+def _unchanged_files(store: ResultCache, files: list[str], key: str) -> dict[str, FileScan]:
+    """The cached results of files whose stamp is the one kept with their SHA-256."""
+    stamps = {}
+    for path in files:
+        try:
+            stamps[path] = stamp(path)
+        except OSError:
+            pass  # scanned, which says why it cannot be read
+    return {path: _reused(result, path)
+            for path, result in store.unchanged(key, stamps).items()}
+
+
+def _reused(result: FileScan, path: str) -> FileScan:
+    findings = tuple(replace(f, location=replace(f.location, path=path))
+                     for f in result.findings) if result.findings else ()
+    return FileScan(path, result.formats, findings, None, 0.0, True)
+
+
+def _local(files: list[str], policy, limits, cache_url: str | None) -> Iterator[FileScan]:
+    if cache_url is None:
+        for path in files:
+            yield scan_path(path, policy, limits)
+        return
+    for i in range(0, len(files), LOCAL_BATCH_FILES):
+        yield from scan_batch(files[i:i + LOCAL_BATCH_FILES], policy, limits, cache_url)
+
+
+def scan_batch(paths: list[str], policy: GlobalsPolicy, limits: Limits,
+               cache_url: str | None) -> list[FileScan]:
+    """Scan `paths`, reusing the cache's results for bytes scanned before (under any path)
+    and keeping the new ones with each file's stamp and SHA-256. The unit of work of a Ray
+    task, and of a cached local scan."""
+    if cache_url is None:
+        return [scan_path(path, policy, limits) for path in paths]
+    cache, key = _open_cache(cache_url), scanner_key(policy, limits)
+    digests = {}
+    for path in paths:
+        try:
+            digests[path] = (stamp(path), file_sha256(path))
+        except OSError:
+            pass  # scan_path says why it cannot be opened
+    kept = cache.get_many(key, (sha for _, sha in digests.values()))
+    results, fresh, hashed = [], {}, {}
+    for path in paths:
+        before, sha = digests.get(path, (None, None))
+        if sha in kept:
+            results.append(_reused(kept[sha], path))
+        else:
+            results.append(scan_path(path, policy, limits))
+        if sha is not None and _unchanged(path, before):  # the bytes hashed were those read
+            if sha not in kept:
+                fresh[sha] = results[-1]
+            if settled(path):
+                hashed[path] = (before, sha)
+    cache.put_many(key, fresh)
+    cache.put_digests(hashed)
+    return results
+
+
+_caches: dict[str, ResultCache] = {}
+
+
+def _open_cache(where: str | None) -> ResultCache:
+    """One ResultCache (one engine) per database per process: Ray reuses its workers."""
+    url = as_url(where)
+    if url not in _caches:
+        _caches[url] = ResultCache(url)
+    return _caches[url]
+
+
+def _unchanged(path: str, before: str) -> bool:
+    try:
+        return stamp(path) == before
+    except OSError:
+        return False
+
+
+def batches(paths: list[str], parts: int) -> list[list[str]]:
+    """`paths` cut, in order, into batches of about equal work (bytes plus a fixed cost per
+    file), about `parts` of them, none over MAX_BATCH_FILES files."""
+    weights = [_size(path) + PER_FILE_BYTES for path in paths]
+    target = max(sum(weights) / max(parts, 1), PER_FILE_BYTES)
+    out: list[list[str]] = []
+    batch: list[str] = []
+    load = 0
+    for path, weight in zip(paths, weights):
+        batch.append(path)
+        load += weight
+        if load >= target or len(batch) >= MAX_BATCH_FILES:
+            out.append(batch)
+            batch, load = [], 0
+    if batch:
+        out.append(batch)
+    return out
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+__all__ = ["LOCAL", "batches", "scan", "scan_batch"]

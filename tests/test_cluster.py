@@ -1,0 +1,244 @@
+"""scan past one machine: on a real Ray cluster of two nodes (`ray start` on loopback, token
+authentication), and the result cache keyed by content. A scan on Ray, from the cache or both
+gives the report a single-process scan gives; a worker killed mid-scan loses no file; an
+unchanged file is not scanned again, and a changed one always is."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from servers import ray_cluster
+
+from trojanscope.artifacts import GlobalsPolicy
+from trojanscope.artifacts import scan as scan_here
+from trojanscope.attacks import pickle_payloads as pp
+from trojanscope.attacks.mirror import build_mirror
+from trojanscope.cluster import ResultCache, scan
+from trojanscope.cluster.ray_scan import MAX_TRIES, _after_failure
+from trojanscope.cluster.scan import batches
+from trojanscope.findings import Severity
+from trojanscope.render.json import report_to_dict
+
+pytest.importorskip("sqlalchemy")
+DATA = Path(__file__).parent / "data"
+
+
+def same(report) -> dict:
+    """The report without what differs run to run (times)."""
+    found = report_to_dict(report)
+    found.pop("timings")
+    for entry in found["results"]["files"]:
+        entry.pop("seconds")
+    return found
+
+
+@pytest.fixture
+def mirror(tmp_path) -> Path:
+    """A small hub: harmless files of every kind, harmful ones of every payload format, and
+    the tests' own sample files."""
+    folder = tmp_path / "mirror"
+    build_mirror(folder, 60, seed=3, harmful_share=0.3)
+    shutil.copytree(DATA, folder / "samples")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:  # not imported: Ray reads its settings then
+        pytest.skip('needs Ray: pip install "trojanscope[ray]"')
+    with ray_cluster(nodes=2) as address:
+        yield address
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "trojanscope", *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+# --- on a Ray cluster --------------------------------------------------------------------
+
+
+def test_scan_on_ray_reports_what_one_process_reports(cluster, mirror):
+    alone, on_ray = cli("scan", str(mirror), "-f", "json"), \
+        cli("scan", str(mirror), "--ray", cluster, "-f", "json")
+    assert on_ray.returncode == alone.returncode == 1, on_ray.stderr
+    found, expected = json.loads(on_ray.stdout), json.loads(alone.stdout)
+    for report in (found, expected):
+        report.pop("timings")
+        for entry in report["results"]["files"]:
+            entry.pop("seconds")
+    assert found == expected
+    assert {f["severity"] for f in found["findings"]} >= {"critical", "high"}
+    assert found["results"]["files_scanned"] == len(list(p for p in mirror.rglob("*")
+                                                         if p.is_file()))
+
+
+def test_a_worker_killed_during_the_scan_loses_no_file(cluster, mirror):
+    for i in range(6):  # files that take a second each: a task is sure to be running
+        (mirror / f"heavy-{i}.pkl").write_bytes(pickle.dumps(list(range(1_500_000 + i)), 2))
+    killed = []
+
+    def kill_one_task():
+        import psutil
+
+        deadline = time.monotonic() + 120
+        while not killed and time.monotonic() < deadline:
+            for process in psutil.process_iter(["cmdline"]):
+                if "ray::_scan_task" in " ".join(process.info["cmdline"] or ()):
+                    os.kill(process.pid, signal.SIGKILL)
+                    killed.append(process.pid)
+                    return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_one_task)
+    killer.start()
+    stats = {}
+    try:
+        report = scan(mirror, ray=cluster, stats=stats)
+    finally:
+        killer.join()
+    assert killed and stats["failed"] >= 1, stats
+    assert same(report) == same(scan_here(mirror))
+    assert not report.errors
+
+
+def test_the_cache_skips_unchanged_files_on_ray(cluster, mirror, tmp_path):
+    cache = str(tmp_path / "results.sqlite")
+    first = {}
+    scan(mirror, ray=cluster, cache=cache, stats=first)
+    files = first["files"]
+    changed = next(mirror.rglob("*-pickle.pkl"))
+    changed.write_bytes(pp.posix_system("id"))  # harmless before, harmful now
+    shutil.copy(next(mirror.rglob("*-torch.bin")), mirror / "copy-of-harmful.bin")
+    second = {}
+    report = scan(mirror, ray=cluster, cache=cache, stats=second)
+    assert second["files"] == files + 1
+    assert second["cached"] == files  # all but the changed file; the copy by its bytes
+    assert second["tasks"] >= 1  # the changed file and the copy were sent to Ray
+    assert same(report) == same(scan_here(mirror))
+    assert any(f.location.path == str(changed) and f.severity >= Severity.HIGH
+               for f in report.findings)
+    assert any(f.location.path == str(mirror / "copy-of-harmful.bin")
+               for f in report.findings)
+    third = {}
+    assert same(scan(mirror, ray=cluster, cache=cache, stats=third)) == same(report)
+    assert third["cached"] == files + 1 and "tasks" not in third  # Ray not even joined
+
+
+# --- the cache, in one process -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("wait", [0, 2.5], ids=["within-a-tick", "later"])
+def test_a_file_rewritten_with_its_old_size_and_time_is_scanned_again(tmp_path, wait):
+    harmful = pp.proto(2) + pp.global_("posix", "system") + pp.STOP
+    harmless = next(data for n in range(40) if len(
+        data := pp.proto(2) + pp.unicode("x" * n) + pp.STOP) == len(harmful))
+    path = tmp_path / "model.pkl"
+    path.write_bytes(harmless)
+    cache = str(tmp_path / "cache.sqlite")
+    before = os.stat(path)
+    time.sleep(wait)  # 0: rewritten at once, maybe within the file system's clock tick
+    assert not scan(path, cache=cache).findings
+    path.write_bytes(harmful)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # the old modification time
+    stats = {}
+    report = scan(path, cache=cache, stats=stats)
+    assert stats["cached"] == 0
+    assert report.findings and report.findings[0].rule.startswith("pickle.")
+
+
+def test_a_cached_result_is_only_reused_under_the_same_policy(tmp_path, write):
+    path = write("m.pkl", pp.global_("collections", "OrderedDict") + b")R" + pp.STOP)
+    allow = write("allow.toml", b'[allow]\n"collections" = ["OrderedDict"]\n')
+    cache = str(tmp_path / "cache.sqlite")
+    stats = {}
+    scan(path, cache=cache, stats=stats)
+    scan(path, cache=cache, stats=stats)
+    assert stats["cached"] == 1
+    scan(path, cache=cache, stats=stats, policy=GlobalsPolicy.default().extended(allow))
+    assert stats["cached"] == 0
+
+
+def test_a_damaged_cache_row_means_a_new_scan_not_a_failure(tmp_path, mirror):
+    cache = tmp_path / "cache.sqlite"
+    scan(mirror, cache=str(cache))
+    import sqlite3
+
+    with sqlite3.connect(cache) as db:
+        db.execute("UPDATE scan_results SET result = '{\"path\": 1}'")
+    stats = {}
+    report = scan(mirror, cache=str(cache), stats=stats)
+    assert stats["cached"] == 0
+    assert same(report) == same(scan_here(mirror))
+
+
+def test_cache_and_ray_options_on_the_command_line(tmp_path, mirror):
+    cache = str(tmp_path / "c.sqlite")
+    first, second = (cli("scan", str(mirror), "--cache", cache, "-f", "json") for _ in range(2))
+    assert first.returncode == second.returncode == 1
+    assert json.loads(first.stdout)["findings"] == json.loads(second.stdout)["findings"]
+    bad = cli("scan", str(mirror), "--cache", "postgresql://nobody@127.0.0.1:1/none")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: postgresql://nobody@")
+    assert "Traceback" not in bad.stderr
+    nobody = cli("scan", str(mirror), "--ray", "127.0.0.1:1")
+    assert nobody.returncode == 2 and "no Ray cluster answers" in nobody.stderr
+    alone = cli("scan", str(mirror), "--workers", "2")
+    assert alone.returncode == 2 and "--workers is for --ray" in alone.stderr
+
+
+def test_the_cache_can_live_in_the_platforms_postgresql(tmp_path, mirror):
+    from servers import postgres, postgres_bin
+
+    if postgres_bin() is None:
+        pytest.skip("needs PostgreSQL's server: apt-get install postgresql")
+    pytest.importorskip("psycopg")
+    with postgres() as new_database:
+        url = new_database()
+        stats = {}
+        scan(mirror, cache=url, stats=stats)
+        report = scan(mirror, cache=url, stats=stats)
+        assert stats["cached"] == stats["files"]
+        assert same(report) == same(scan_here(mirror))
+        assert ResultCache(url).url == url
+
+
+# --- how work is cut and retried ---------------------------------------------------------
+
+
+def test_batches_balance_bytes_and_keep_the_order(tmp_path):
+    paths = []
+    for i, size in enumerate([10 << 20] + [1 << 10] * 300):
+        path = tmp_path / f"{i:04d}"
+        path.write_bytes(b"\0" * size)
+        paths.append(str(path))
+    cut = batches(paths, 8)
+    assert [p for batch in cut for p in batch] == paths
+    assert cut[0] == paths[:1]  # the big file alone
+    assert max(len(batch) for batch in cut) <= 256
+    assert 4 <= len(cut) <= 12
+
+
+def test_a_file_that_kills_its_worker_is_cornered_then_reported():
+    from collections import deque
+
+    waiting = deque()
+    assert not list(_after_failure(["a", "b", "c", "d"], 1, RuntimeError(), waiting))
+    assert list(waiting) == [(["a", "b"], 1), (["c", "d"], 1)]
+    waiting.clear()
+    assert not list(_after_failure(["c"], 1, RuntimeError(), waiting))
+    assert list(waiting) == [(["c"], 2)]
+    [result] = _after_failure(["c"], MAX_TRIES, RuntimeError(), deque())
+    assert result.path == "c" and [f.rule for f in result.findings] == ["scan.crashed"]
+    assert result.findings[0].severity >= Severity.HIGH  # the file fails the gate

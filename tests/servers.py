@@ -72,8 +72,8 @@ class Server:
     """`trojanscope serve` on a free port, with a token per role."""
 
     def __init__(self, data_dir: Path, db: str | None, workers: int = 1, lease: float = 3.0,
-                 max_upload_mb: int = 5):
-        self.data_dir, self.db, self.workers = data_dir, db, workers
+                 max_upload_mb: int = 5, ray: str | None = None):
+        self.data_dir, self.db, self.workers, self.ray = data_dir, db, workers, ray
         self.lease, self.max_upload_mb = lease, max_upload_mb
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -94,7 +94,8 @@ class Server:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "trojanscope", "serve", *where, "--port", str(self.port),
              "--workers", str(self.workers), "--lease", str(self.lease), "--max-upload",
-             str(self.max_upload_mb)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             str(self.max_upload_mb), *(["--ray", self.ray] if self.ray else [])],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:

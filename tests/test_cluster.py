@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import pickle
 import shutil
 import signal
@@ -135,6 +136,52 @@ def test_the_cache_skips_unchanged_files_on_ray(cluster, mirror, tmp_path):
     third = {}
     assert same(scan(mirror, ray=cluster, cache=cache, stats=third)) == same(report)
     assert third["cached"] == files + 1 and "tasks" not in third  # Ray not even joined
+
+
+def test_serve_runs_vet_on_ray_and_scans_from_the_shared_cache(cluster, tmp_path):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("sklearn")
+    import io
+
+    import numpy as np
+    from servers import Server
+
+    from trojanscope.attacks.image_poison import make_trigger, poison
+    from trojanscope.data.datasets import digits
+
+    data = digits()
+    bad = poison(data.x, data.y, make_trigger("blended", (8, 8)), 0.1, 1, seed=0)
+    buffer = io.BytesIO()
+    np.savez(buffer, x=bad.x, y=bad.y)
+    harmful = pp.posix_system("id")
+    db = f"sqlite:///{tmp_path / 'platform.db'}"
+    folder = tmp_path / "hub"
+    folder.mkdir()
+    (folder / "model.pkl").write_bytes(harmful)
+    stats = {}
+    scan(folder, cache=db, stats=stats)  # a mirror scan, keeping its results in the platform
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "platform.db") as kept:  # marked, to be known again
+        [(row,)] = kept.execute("SELECT result FROM scan_results").fetchall()
+        row = json.loads(row)
+        row["findings"][0]["message"] = "kept by the mirror scan"
+        kept.execute("UPDATE scan_results SET result = ?", (json.dumps(row),))
+    server = Server(tmp_path / "data", db, ray=cluster).start()
+    try:
+        artifact = server.upload("reviewer", "train.npz", buffer.getvalue()).json()
+        model = server.upload("reviewer", "uploaded.pkl", harmful).json()
+        vet = server.settled(artifact["id"], timeout=300)["jobs"][1]
+        assert vet["status"] == "done", vet.get("error")
+        assert vet["report"]["results"]["suspected_classes"] == [1]
+        scanned = server.settled(model["id"])["jobs"][0]["report"]
+        assert [f["location"]["path"] for f in scanned["findings"]] == ["uploaded.pkl"]
+        assert scanned["findings"][0]["message"] == "kept by the mirror scan"
+    finally:
+        server.stop()
+    log = server.process.stderr.read().decode()
+    assert re.search(rf"job {vet['id']} \(vet\) ran on Ray node [0-9a-f]{{12}}", log), log
+    assert "scan) ran on Ray" not in log
 
 
 # --- the cache, in one process -----------------------------------------------------------

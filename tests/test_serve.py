@@ -55,6 +55,21 @@ def _safetensors() -> bytes:
     return len(header).to_bytes(8, "little") + header + b"\x00" * 8
 
 
+def test_the_migrations_make_the_schema_of_the_models(tmp_path, database):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from trojanscope.cluster.result_cache import CacheBase
+    from trojanscope.serve.db import Base, make_engine
+    from trojanscope.serve.migrations import upgrade
+
+    engine = make_engine(database or f"sqlite:///{tmp_path / 'fresh.db'}")
+    upgrade(engine)
+    with engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection),
+                                [Base.metadata, CacheBase.metadata]) == []
+
+
 def test_every_api_call_needs_a_token_and_the_right_role(server):
     sha = "0" * 64
     calls = [("get", "/api/v1/artifacts"), ("get", "/api/v1/artifacts/1"),

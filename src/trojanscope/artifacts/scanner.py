@@ -108,15 +108,6 @@ def plan_scan(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> Plan:
     return Plan(targets, tuple(files), tuple(errors), tuple(signatures))
 
 
-def scan_path(path: str | os.PathLike, policy: GlobalsPolicy, limits: Limits) -> FileScan:
-    """Examine one top-level file."""
-    ctx = ScanContext(policy, limits)
-    clock = time.perf_counter()
-    error = scan_file(ctx, Path(path))
-    return FileScan(str(path), tuple(sorted({fmt for _, fmt in ctx.formats})),
-                    tuple(ctx.findings), error, round(time.perf_counter() - clock, 4))
-
-
 def assemble(plan: Plan, scans: Iterable[FileScan], policy: GlobalsPolicy, limits: Limits,
              seconds: float) -> Report:
     """The report of a scan: the files' results in the plan's order, however they were made
@@ -156,23 +147,32 @@ def scan_stream(handle, name: str, *, policy: GlobalsPolicy | None = None,
                 limits: Limits | None = None) -> Report:
     """Examine an open, seekable binary file as if it were called `name` (the service scans
     stored uploads under the name they were uploaded with)."""
-    ctx = ScanContext(policy or GlobalsPolicy.default(), limits or Limits())
-    started = time.perf_counter()
-    examine_top(ctx, handle, Location(name))
-    return Report(command="scan", targets=(name,),
-                  findings=tuple(ctx.findings), results=ScanResults(files_scanned=1),
-                  timings={"total_seconds": round(time.perf_counter() - started, 4)},
-                  config={"limits": ctx.limits.to_dict(), "policy": list(ctx.policy.sources)})
+    policy, limits = policy or GlobalsPolicy.default(), limits or Limits()
+    return file_report(scan_handle(handle, name, policy, limits), policy, limits)
 
 
-def scan_file(ctx: ScanContext, path: Path) -> str | None:
-    """Examine one file; returns an error message when it could not be opened at all."""
+def file_report(result: FileScan, policy: GlobalsPolicy, limits: Limits) -> Report:
+    """The report of a scan of the one file `result` is of."""
+    return assemble(Plan((result.path,), (result.path,), (), ()), [result], policy, limits,
+                    result.seconds)
+
+
+def scan_path(path: str | os.PathLike, policy: GlobalsPolicy, limits: Limits) -> FileScan:
+    """Examine one top-level file."""
     try:
         with open(path, "rb") as handle:
-            examine_top(ctx, handle, Location(str(path)))
+            return scan_handle(handle, str(path), policy, limits)
     except OSError as exc:
-        return f"cannot open: {exc.strerror or exc}"
-    return None
+        return FileScan(str(path), error=f"cannot open: {exc.strerror or exc}")
+
+
+def scan_handle(handle, name: str, policy: GlobalsPolicy, limits: Limits) -> FileScan:
+    """Examine one top-level file, open as `handle` (seekable), called `name`."""
+    ctx = ScanContext(policy, limits)
+    clock = time.perf_counter()
+    examine_top(ctx, handle, Location(name))
+    return FileScan(name, tuple(sorted({fmt for _, fmt in ctx.formats})), tuple(ctx.findings),
+                    None, round(time.perf_counter() - clock, 4))
 
 
 def examine_top(ctx: ScanContext, handle, location: Location) -> None:

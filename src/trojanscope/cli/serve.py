@@ -28,6 +28,7 @@ def add(commands) -> None:
     serve.add_argument("--max-upload", type=int, default=2048, metavar="MB",
                        help="uploads larger than this are refused (413)")
     _lease(serve)
+    _ray(serve)
     actions = serve.add_subparsers(dest="action", metavar="ACTION")
     token = actions.add_parser("create-token", help="print a new API token for a user")
     _where(token, required=False, inner=True)
@@ -49,6 +50,7 @@ def add(commands) -> None:
     _where(worker)
     worker.add_argument("--once", action="store_true", help="stop when the queue is empty")
     _lease(worker)
+    _ray(worker)
 
 
 def _where(parser, required: bool = True, inner: bool = False) -> None:
@@ -60,6 +62,12 @@ def _where(parser, required: bool = True, inner: bool = False) -> None:
     parser.add_argument("--db", metavar="URL", default=default,
                         help="postgresql://user@host:port/name (default: SQLite in the data "
                              "folder)")
+
+
+def _ray(parser) -> None:
+    parser.add_argument("--ray", metavar="ADDRESS",
+                        help="run vet and inspect as tasks on the Ray cluster at ADDRESS "
+                             "(host:port; inspect on a GPU where the cluster has one)")
 
 
 def _lease(parser) -> None:
@@ -82,10 +90,16 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{args.data_dir}: {exc.strerror or exc}") from None
     except Exception as exc:  # the database cannot be reached or read
         raise UserError(f"the database: {str(exc).splitlines()[0]}") from None
+    if getattr(args, "ray", None) and (args.command == "worker" or args.action is None):
+        _check_ray(args.ray)
     if args.command == "worker":
+        from ..api import InputError
         from ..serve.worker import run_worker
 
-        run_worker(args.data_dir, args.db, once=args.once, lease=args.lease)
+        try:
+            run_worker(args.data_dir, args.db, once=args.once, lease=args.lease, ray=args.ray)
+        except InputError as exc:
+            raise UserError(str(exc)) from None
         return 0
     if args.action == "create-token":
         return _create_token(sessions, args)
@@ -94,6 +108,18 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "revoke":
         return _revoke(sessions, args)
     return _serve(args, sessions)
+
+
+def _check_ray(address: str) -> None:
+    """Ray installed and the cluster answering, before any worker starts."""
+    from ..api import InputError
+    from ..cluster.ray_scan import need_ray, reachable
+
+    try:
+        need_ray()
+        reachable(address)
+    except InputError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _create_token(sessions, args) -> int:
@@ -147,7 +173,7 @@ def _serve(args, sessions) -> int:
     from ..serve.worker import WorkerPool
 
     app = create_app(Settings(args.data_dir, args.db, args.max_upload << 20), sessions)
-    workers = WorkerPool(args.workers, args.data_dir, args.db, args.lease)
+    workers = WorkerPool(args.workers, args.data_dir, args.db, args.lease, args.ray)
     print(f"trojanscope serving on http://{args.host}:{args.port} (data in {args.data_dir}, "
           f"{args.workers} worker(s))", file=sys.stderr)
     try:

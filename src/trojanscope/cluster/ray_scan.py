@@ -42,7 +42,7 @@ def connected(address: str, workers: int | None = None):
         return
     quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
     if address != LOCAL:
-        _reachable(address)
+        reachable(address)
     try:
         if address == LOCAL:
             ray.init(address="local", num_cpus=workers, object_store_memory=LOCAL_OBJECT_STORE,
@@ -62,7 +62,7 @@ def connected(address: str, workers: int | None = None):
         ray.shutdown()
 
 
-def _reachable(address: str, timeout: float = 5.0) -> None:
+def reachable(address: str, timeout: float = 5.0) -> None:
     """Ray waits minutes on an address where nothing answers: ask first."""
     import socket
 

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -35,16 +36,30 @@ class JobFailed(Exception):
 
 def run_worker(data_dir: Path, db_url: str | None = None, name: str | None = None,
                stop: threading.Event | None = None, once: bool = False,
-               lease: float = queue.LEASE.total_seconds(), parent: int | None = None) -> None:
+               lease: float = queue.LEASE.total_seconds(), parent: int | None = None,
+               ray: str | None = None) -> None:
     """Claim and run jobs until `stop` is set (or, `once`, until the queue is empty); a job is
     held `lease` seconds at a time. `parent`: the server that started this worker; when it is
-    gone (however it ended: uvicorn re-raises the signal that stopped it), so is the worker."""
+    gone (however it ended: uvicorn re-raises the signal that stopped it), so is the worker.
+    `ray`: the address of the Ray cluster that runs vet and inspect."""
+    if ray is None:
+        return _work(data_dir, db_url, name, stop, once, lease, parent, None)
+    from ..cluster.ray_scan import connected
+
+    with connected(ray) as joined:
+        return _work(data_dir, db_url, name, stop, once, lease, parent, joined)
+
+
+def _work(data_dir, db_url, name, stop, once, lease, parent, ray) -> None:
     import datetime as dt
 
     from ..artifacts.policy import GlobalsPolicy
+    from ..cluster import ResultCache
+    from .db import database_url
 
     data_dir = Path(data_dir).resolve()  # jobs run inside a folder of their own
     sessions = open_database(data_dir, db_url, migrate=False)
+    cache = ResultCache(database_url(data_dir, db_url))
     store = BlobStore(data_dir)
     name = name or f"{socket.gethostname()}:{os.getpid()}"
     policy = GlobalsPolicy.default().digest()
@@ -66,7 +81,7 @@ def run_worker(data_dir: Path, db_url: str | None = None, name: str | None = Non
         try:
             with sessions() as db:
                 job = db.get(Job, job.id)
-                report, images = run_job(db, store, job, data_dir)
+                report, images = run_job(db, store, job, data_dir, cache, ray)
             error = None
         except JobFailed as exc:
             report, images, error = None, None, str(exc)
@@ -93,32 +108,81 @@ def _keep_lease(sessions, job_id: int, name: str, done: threading.Event,
                 return
 
 
-def run_job(db, store: BlobStore, job: Job, data_dir: Path) -> tuple[dict, dict | None]:
-    """(JSON report, images by caption as base64 or None) of one job; JobFailed if it cannot."""
-    from ..render.json import report_to_dict
-
+def run_job(db, store: BlobStore, job: Job, data_dir: Path, cache=None, ray=None
+            ) -> tuple[dict, dict | None]:
+    """(JSON report, images by caption as base64 or None) of one job; JobFailed if it cannot.
+    `cache`: the scan results kept in the platform's database (cluster.ResultCache); `ray`:
+    Ray, joined, to run vet and inspect on (cluster.ray_jobs)."""
     artifact: Artifact = job.artifact
     if job.kind == "scan":
-        from ..artifacts import scan_stream
-
-        with open(store.path(artifact.sha256), "rb") as handle:
-            return report_to_dict(scan_stream(handle, artifact.name)), None
+        return _scan(store, artifact, cache), None
     if job.kind in queue.AFTER_SCAN:
         _scan_passed(artifact)
-    with tempfile.TemporaryDirectory(prefix="trojanscope-job-") as scratch, _inside(scratch):
-        # The checks read files by name (a data set's type, a signature's statement): the
-        # stored bytes under a safe form of the uploaded name, in a folder of their own, named
-        # relative to it, so that reports (and the findings a reviewer accepts) say
-        # "train.npz", the same on every run, not a temporary path.
-        path = _materialise(store, artifact.sha256, Path("."), safe_name(artifact.name))
-        if job.kind == "verify":
+    if job.kind == "verify":
+        with tempfile.TemporaryDirectory(prefix="trojanscope-job-") as scratch, \
+                _inside(scratch):
+            path = _materialise(store.path(artifact.sha256), Path("."),
+                                safe_name(artifact.name))
             return _verify(store, artifact, path, data_dir), None
-        if job.kind == "vet":
+    if job.kind not in ("vet", "inspect"):
+        raise JobFailed(f"unknown job kind {job.kind!r}")
+    inputs = {"main": (artifact.name, _stored(store, artifact.sha256))}
+    if job.kind == "inspect":
+        inputs["data"] = ("clean.npz", _stored(store, artifact.data_sha256))
+    if ray is None:
+        return check_files(job.kind, inputs)
+    from ..cluster.ray_jobs import run_on_ray
+
+    inputs = {role: (name, path.read_bytes()) for role, (name, path) in inputs.items()}
+    report, images, node = run_on_ray(ray, job.kind, inputs)
+    print(f"job {job.id} ({job.kind}) ran on Ray node {node[:12]}", file=sys.stderr,
+          flush=True)
+    return report, images
+
+
+def check_files(kind: str, inputs: dict[str, tuple[str, Path | bytes]]
+                ) -> tuple[dict, dict | None]:
+    """vet or inspect on files given as (uploaded name, stored path or bytes) by role: main,
+    and data (inspect's clean data). Here, or in a Ray task on another node."""
+    with tempfile.TemporaryDirectory(prefix="trojanscope-job-") as scratch, _inside(scratch):
+        # The checks read files by name (a data set's type): the bytes under a safe form of
+        # the uploaded name, in a folder of their own, named relative to it, so that reports
+        # (and the findings a reviewer accepts) say "train.npz", the same on every run.
+        name, content = inputs["main"]
+        path = _materialise(content, Path("."), safe_name(name))
+        if kind == "vet":
             return _vet(path)
-        if job.kind == "inspect":
-            data = _materialise(store, artifact.data_sha256, Path("clean-data"), "clean.npz")
-            return _inspect(path, data)
-    raise JobFailed(f"unknown job kind {job.kind!r}")
+        data = _materialise(inputs["data"][1], Path("clean-data"), "clean.npz")
+        return _inspect(path, data)
+
+
+def _scan(store: BlobStore, artifact: Artifact, cache) -> dict:
+    """scan's report of the stored bytes, from the cache when the same bytes were scanned by
+    the same scanner before (by this service or by `scan --cache` on its database)."""
+    from ..artifacts import GlobalsPolicy, Limits
+    from ..artifacts.scanner import file_report, scan_handle
+    from ..render.json import report_to_dict
+
+    policy, limits = GlobalsPolicy.default(), Limits()
+    key = None
+    if cache is not None:
+        from ..cluster import scanner_key
+
+        key = scanner_key(policy, limits)
+        kept = cache.get_many(key, [artifact.sha256]).get(artifact.sha256)
+        if kept is not None:
+            return report_to_dict(file_report(kept.moved(artifact.name), policy, limits))
+    with open(store.path(artifact.sha256), "rb") as handle:
+        result = scan_handle(handle, artifact.name, policy, limits)
+    if cache is not None:
+        cache.put_many(key, {artifact.sha256: result})
+    return report_to_dict(file_report(result, policy, limits))
+
+
+def _stored(store: BlobStore, sha256: str | None) -> Path:
+    if sha256 is None:
+        raise JobFailed("a file this check needs was not uploaded")
+    return store.path(sha256)
 
 
 @contextlib.contextmanager
@@ -151,7 +215,7 @@ def _verify(store: BlobStore, artifact: Artifact, path: Path, data_dir: Path) ->
     if not keys:
         raise JobFailed("no trusted public key: an admin puts the publishers' public keys "
                         "(PEM) in trusted_keys/ of the service's data folder")
-    signature = _materialise(store, artifact.signature_sha256, path.parent,
+    signature = _materialise(_stored(store, artifact.signature_sha256), path.parent,
                              path.name + ".sig")
     last = None
     for key in keys:  # the first key that verifies, else the last key's report
@@ -188,15 +252,16 @@ def _inspect(model: Path, data: Path) -> tuple[dict, dict]:
     return report_to_dict(report), images
 
 
-def _materialise(store: BlobStore, sha256: str | None, folder: Path, name: str) -> Path:
-    if sha256 is None:
-        raise JobFailed("a file this check needs was not uploaded")
+def _materialise(content: Path | bytes, folder: Path, name: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / name
+    if isinstance(content, bytes):
+        target.write_bytes(content)
+        return target
     try:
-        os.link(store.path(sha256), target)
+        os.link(content, target)
     except OSError:
-        shutil.copyfile(store.path(sha256), target)
+        shutil.copyfile(content, target)
     return target
 
 
@@ -213,12 +278,13 @@ class WorkerPool:
 
     CHECK = 2.0  # seconds between looks at the workers
 
-    def __init__(self, count: int, data_dir: Path, db_url: str | None, lease: float):
+    def __init__(self, count: int, data_dir: Path, db_url: str | None, lease: float,
+                 ray: str | None = None):
         import multiprocessing
 
         self._context = multiprocessing.get_context("spawn")
         self._args = (data_dir, db_url)
-        self._kwargs = {"lease": lease, "parent": os.getpid()}
+        self._kwargs = {"lease": lease, "parent": os.getpid(), "ray": ray}
         self.processes = [self._start(i) for i in range(count)]
         self.restarts = 0
         self._stop = threading.Event()

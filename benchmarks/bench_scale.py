@@ -14,7 +14,9 @@ Printed, with the same bytes' anchors measured in the same run (a plain read in 
 `sha256sum` over every file, one process): files/s and MB/s of
 - one process (`artifacts.scan`);
 - Ray on this machine with 1 and with 2 workers (`cluster.scan(ray="local")`); the time includes
-  starting and stopping Ray, which is also timed alone (a no-op start and stop, just before);
+  starting and stopping Ray, as the command line does, which is also timed alone just before (a
+  no-op start, then its stop); then the same scan on a Ray started before the call (a cluster's
+  case: `connected` reuses the instance), so that the reader sees both;
 - the result cache (single process, a fresh SQLite file): a first, cold run; a second on the
   unchanged mirror (goal, issue: >= 20x faster than the first); a third after 1% of the files
   (harmless pickles) were rewritten with new bytes.
@@ -95,17 +97,19 @@ class Figures:
               f"{'/ sha256sum':>11s}", flush=True)
 
     def row(self, key: str, name: str, seconds: float, files: int | None = None,
-            megabytes: float | None = None, **extra) -> None:
+            megabytes: float | None = None, rates: bool = True, **extra) -> None:
+        """One timed run; `rates`: whether files/s and MB/s mean anything (not for a start)."""
         files = self.files if files is None else files
         megabytes = self.megabytes if megabytes is None else megabytes
         ratio = f"{seconds / self.anchor:10.2f}x" if self.anchor else f"{'-':>11s}"
-        print(f"{name:46s} {seconds:9.2f} {files / seconds:9.0f} {megabytes / seconds:8.1f} "
-              f"{ratio}" + "".join(f"  {k}={v}" for k, v in extra.items()), flush=True)
-        self.rows[key] = {"seconds": round(seconds, 4), "files": files,
-                          "files_per_s": round(files / seconds, 1),
-                          "mb_per_s": round(megabytes / seconds, 1),
-                          "vs_sha256sum": round(seconds / self.anchor, 3) if self.anchor
-                          else None, **extra}
+        shown = (f"{files / seconds:9.0f} {megabytes / seconds:8.1f}" if rates
+                 else f"{'-':>9s} {'-':>8s}")
+        print(f"{name:46s} {seconds:9.2f} {shown} {ratio}" +
+              "".join(f"  {k}={v}" for k, v in extra.items()), flush=True)
+        self.rows[key] = {"seconds": round(seconds, 4), **({
+            "files": files, "files_per_s": round(files / seconds, 1),
+            "mb_per_s": round(megabytes / seconds, 1)} if rates else {}),
+            "vs_sha256sum": round(seconds / self.anchor, 3) if self.anchor else None, **extra}
 
 
 def check_detection(report, folder: Path, manifest: dict[str, bool]) -> dict:
@@ -187,6 +191,60 @@ def per_file_table(report, folder: Path, manifest: dict[str, bool], sizes: dict[
     print("(a file's seconds are rounded to 0.1 ms in the report: medians of small files are "
           "coarse)")
     return table
+
+
+def ray_runs(folder: Path, figures: Figures, reports: dict, plain_seconds: float,
+             problems: list[str]) -> dict:
+    """For 1 and 2 workers: a no-op start and stop of Ray (timed apart), the scan that starts
+    and stops Ray itself (the command line's case), and the scan on a Ray already started."""
+    try:
+        _, import_seconds = timed(lambda: __import__("ray"))
+    except ImportError:
+        print("Ray is not installed: its rows are skipped")
+        return {}
+    from trojanscope.cluster.ray_scan import connected
+
+    found: dict = {"import_seconds": round(import_seconds, 3)}
+    for workers in (1, 2):
+        started = time.perf_counter()
+        with connected("local", workers) as ray:  # the no-op: started, then stopped
+            start = time.perf_counter() - started
+            started = time.perf_counter()
+            ray.shutdown()  # connected's own, after the block, is then a no-op
+            stop = time.perf_counter() - started
+        figures.row(f"ray_start_{workers}", f"  Ray start alone, {workers} worker(s)", start,
+                    rates=False, stop_s=round(stop, 2))
+        found[f"start_{workers}"], found[f"stop_{workers}"] = round(start, 3), round(stop, 3)
+        for started_before in (False, True):
+            stats: dict = {}
+            name = f"Ray {workers}" + (" started" if started_before else "")
+            if started_before:
+                with connected("local", workers):
+                    report, seconds = timed(lambda s=stats: cluster_scan(
+                        folder, ray="local", workers=workers, stats=s))
+                label = f"Ray, {workers} worker(s), on a started Ray"
+            else:
+                report, seconds = timed(lambda s=stats: cluster_scan(
+                    folder, ray="local", workers=workers, stats=s))
+                label = f"Ray, {workers} worker(s), start+stop included"
+            reports[name] = report
+            key = f"ray_{workers}" + ("_started" if started_before else "")
+            found[key] = seconds
+            figures.row(key, label, seconds, tasks=stats.get("tasks"), failed=stats.get("failed"))
+            if stats.get("failed"):
+                problems.append(f"{name}: {stats['failed']} task(s) failed")
+    speedup = {"2_over_1": found["ray_1"] / found["ray_2"],
+               "2_over_one_process": plain_seconds / found["ray_2"],
+               "2_over_1_started": found["ray_1_started"] / found["ray_2_started"],
+               "2_over_one_process_started": plain_seconds / found["ray_2_started"]}
+    found["speedup"] = {k: round(v, 3) for k, v in speedup.items()}
+    print(f"speed-up of 2 workers, start included: over 1 worker {speedup['2_over_1']:.2f}x, "
+          f"over one process {speedup['2_over_one_process']:.2f}x", flush=True)
+    print(f"speed-up of 2 workers, on a started Ray: over 1 worker "
+          f"{speedup['2_over_1_started']:.2f}x, over one process "
+          f"{speedup['2_over_one_process_started']:.2f}x (import ray, once before: "
+          f"{import_seconds:.2f} s)", flush=True)
+    return found
 
 
 def main() -> int:
@@ -275,47 +333,15 @@ def run(args, folder: Path, work: Path) -> int:
     reports["one process"] = plain
     figures.row("one_process", "one process (artifacts.scan)", plain_seconds)
 
-    ray_runs = {}
     if not args.skip_ray:
-        try:
-            _, import_seconds = timed(lambda: __import__("ray"))
-        except ImportError:
-            print("Ray is not installed: its rows are skipped")
-            import_seconds = None
-        if import_seconds is not None:
-            from trojanscope.cluster.ray_scan import connected
-
-            out["ray_import_seconds"] = round(import_seconds, 3)
-            for workers in (1, 2):
-                def start_stop(workers=workers):
-                    with connected("local", workers):
-                        pass
-                _, alone = timed(start_stop)
-                figures.row(f"ray_start_{workers}", f"  Ray start+stop alone, {workers} worker(s)",
-                            alone)
-                stats: dict = {}
-                report, seconds = timed(lambda workers=workers, stats=stats: cluster_scan(
-                    folder, ray="local", workers=workers, stats=stats))
-                reports[f"Ray {workers}"] = report
-                ray_runs[workers] = seconds
-                figures.row(f"ray_{workers}", f"Ray, {workers} worker(s), start included",
-                            seconds, tasks=stats.get("tasks"), failed=stats.get("failed"))
-                if stats.get("failed"):
-                    problems.append(f"Ray {workers}: {stats['failed']} task(s) failed")
-                print(f"{'':46s} without the start+stop alone: {seconds - alone:.2f} s, "
-                      f"{len(files) / max(seconds - alone, 1e-9):.0f} files/s", flush=True)
-            speedup = {"2_over_1": round(ray_runs[1] / ray_runs[2], 3),
-                       "2_over_one_process": round(plain_seconds / ray_runs[2], 3)}
-            out["ray_speedup"] = speedup
-            print(f"speed-up of 2 workers: over 1 worker {speedup['2_over_1']:.2f}x, over one "
-                  f"process {speedup['2_over_one_process']:.2f}x (import ray, once before: "
-                  f"{import_seconds:.2f} s)", flush=True)
+        out["ray"] = ray_runs(folder, figures, reports, plain_seconds, problems)
 
     # --- the result cache ----------------------------------------------------------------
     slept = wait_until_settled(files)
     cache = str(work / "results.sqlite")
-    figures.header(f"result cache (one process, fresh SQLite file; waited {slept:.1f} s "
-                   f"for the mirror to settle)")
+    figures.header("result cache (one process, a fresh SQLite file)")
+    print(f"(waited {slept:.1f} s first, until every file was written over {RACY_SECONDS:.0f} s "
+          "ago: the cache keeps no stamp of a file changed just now)")
     cache_runs = {}
     for key, name in (("cold", "first run, cold cache"), ("warm", "second run, unchanged")):
         stats = {}

@@ -289,3 +289,56 @@ def test_a_file_that_kills_its_worker_is_cornered_then_reported():
     [result] = _after_failure(["c"], MAX_TRIES, RuntimeError(), deque())
     assert result.path == "c" and [f.rule for f in result.findings] == ["scan.crashed"]
     assert result.findings[0].severity >= Severity.HIGH  # the file fails the gate
+
+
+# --- vet on a data set too large to hold ---------------------------------------------------
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    """Colour images in a subfolder per class (digits, upsampled and tinted per class)."""
+    pytest.importorskip("PIL")
+    import numpy as np
+    from PIL import Image
+
+    from trojanscope.data.datasets import digits
+
+    data = digits()
+    folder = tmp_path / "images"
+    for i in range(240):
+        image = np.repeat(data.x[i, 0][:, :, None], 3, axis=2) * [1.0, 0.6 + 0.04 * data.y[i],
+                                                                  0.8]
+        (folder / f"class{data.y[i]}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray((image * 255).astype(np.uint8)).resize((32, 32)).save(
+            folder / f"class{data.y[i]}" / f"{i:04d}.png")
+    return folder
+
+
+def test_vet_on_ray_streams_shards_and_reads_as_one_process_would(cluster, image_folder):
+    pytest.importorskip("efficientnet_lite_pytorch")
+    import numpy as np
+
+    from trojanscope.cluster.ray_scan import connected
+    from trojanscope.cluster.ray_vet import _encode_shard, _features, shards, vet_at_scale
+
+    parts, names = shards(image_folder, size=50)
+    assert len(parts) == 5 and names == [f"class{c}" for c in range(10)]
+    with connected(cluster) as ray:
+        rows = dict(_features(ray, parts))
+    whole = _encode_shard(type(parts[0])(sum((p.paths for p in parts), ()),
+                                         sum((p.labels for p in parts), ())))
+    features = np.concatenate([rows[i][0] for i in range(len(parts))])
+    assert np.allclose(features, whole[0], atol=1e-4)
+    assert (np.concatenate([rows[i][1] for i in range(len(parts))]) == whole[1]).all()
+    report = vet_at_scale(image_folder, ray=cluster, shard_images=50)
+    assert report.results.samples == 240 and report.results.detector == "spectre"
+    assert report.config["shards"] == 5
+
+
+def test_vet_on_ray_names_an_unreadable_image(cluster, image_folder):
+    pytest.importorskip("efficientnet_lite_pytorch")
+    broken = image_folder / "class3" / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    done = cli("vet", str(image_folder), "--ray", cluster)
+    assert done.returncode == 2, done.stderr
+    assert f"{broken}: cannot read the image" in done.stderr and "Traceback" not in done.stderr

@@ -33,12 +33,17 @@ def vet(data: str | Path | Dataset | TextDataset | None = None, *, detector: str
         layer: str | None = None, features: str | Path | None = None,
         text_column: str | None = None, label_column: str | None = None, seed: int = 0,
         export_clean: str | Path | None = None, time_limit: float = TIME_LIMIT,
-        progress: bool = False) -> Report:
+        progress: bool = False, ray: str | None = None, workers: int | None = None) -> Report:
     """Is this training data poisoned? `data`: images (.npz, an image folder, a built-in set;
     None: mnist-5k) or texts (.csv, .tsv, .jsonl; a built-in text set), a path or loaded.
     `model` (images): your model trained on the data, whose `layer` features the detectors
     read. `features` (texts): your classifier's features, one row per text. `export_clean`:
-    write the data without the flagged samples there."""
+    write the data without the flagged samples there. `ray` (a cluster's address, or
+    "local"): a folder of images too large to hold, its features made by Ray tasks
+    (cluster.ray_vet); `workers`: the CPUs of a local Ray."""
+    if ray is not None:
+        return _vet_at_scale(data, ray, workers, detector, seed, progress,
+                             model=model, features=features, export_clean=export_clean)
     from .data.text import TextDataset
 
     if not _is_dataset(data):
@@ -131,6 +136,25 @@ def _vet_images(dataset: Dataset, detector, model, architecture, layer, seed, ex
         except OSError as exc:
             raise InputError(f"{export_clean}: cannot write: {exc.strerror or exc}") from None
     return report
+
+
+def _vet_at_scale(data, ray: str, workers, detector, seed, progress, **unused) -> Report:
+    given = [f"--{name.replace('_', '-')}" for name, value in unused.items() if value is not None]
+    if given:
+        raise InputError(f"vet --ray makes the pretrained encoder's features itself: drop "
+                         f"{', '.join(given)}")
+    if not isinstance(data, (str, Path)):
+        raise InputError("vet --ray reads a folder of images or .npz shards, not loaded data")
+    try:
+        from .cluster.ray_vet import VetDataError, vet_at_scale
+    except ImportError as exc:
+        raise InputError(f"vet --ray needs {exc.name}: pip install 'trojanscope[ray,images]'"
+                         ) from None
+    try:
+        return vet_at_scale(data, ray=ray, workers=workers, detector=detector, seed=seed,
+                            progress=progress)
+    except (VetDataError, RuntimeError) as exc:
+        raise InputError(str(exc)) from None
 
 
 def _vet_text(texts: TextDataset, detector, model, features, seed, export_clean) -> Report:

@@ -36,6 +36,12 @@ def add(commands) -> None:
                      help="text: your classifier's features, one row per text, for the "
                           "detectors other than ngram-label-skew")
     vet.add_argument("--seed", type=int, default=0)
+    vet.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                     help="a folder too large to hold (class subfolders of images, or .npz "
+                          "shards): make the pretrained encoder's features in Ray tasks, on the "
+                          "cluster at ADDRESS or on a Ray started here (docs/scale.md)")
+    vet.add_argument("--workers", type=int, metavar="N",
+                     help="CPUs of the Ray started here (default: all)")
     vet.add_argument("--export-clean", type=Path, metavar="OUT",
                      help="write the data without the flagged samples here (.npz for images; "
                           ".csv, .tsv or .jsonl for text)")
@@ -65,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
     from .. import api
 
     progress.enable(args.format == "text")
+    if args.ray is not None or args.workers is not None:
+        return _vet_on_ray(args)
     try:
         data = api.load_data(args.data, args.text_column, args.label_column)  # read once
         report = api.vet(data, detector=args.detector, model=args.model,
@@ -77,4 +85,22 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     emit(report, args.format, args.output, Severity.LOW, images,
           "The most suspicious samples, highest score first")
+    return report.exit_code(Severity.parse(args.fail_on))
+
+
+def _vet_on_ray(args: argparse.Namespace) -> int:
+    from .. import api
+
+    if args.ray is None:
+        raise UserError("--workers is for --ray")
+    if args.data is None:
+        raise UserError("vet --ray needs DATA: a folder of images or .npz shards")
+    try:
+        report = api.vet(args.data, detector=args.detector, model=args.model,
+                         features=args.features, seed=args.seed,
+                         export_clean=args.export_clean, progress=args.format == "text",
+                         ray=args.ray, workers=args.workers)
+    except api.InputError as exc:
+        raise UserError(str(exc)) from None
+    emit(report, args.format, args.output, Severity.LOW)
     return report.exit_code(Severity.parse(args.fail_on))

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import pickle
+import re
 import shutil
 import signal
 import subprocess

@@ -93,9 +93,12 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "ray", None) and (args.command == "worker" or args.action is None):
         _check_ray(args.ray)
     if args.command == "worker":
+        import logging
+
         from ..api import InputError
         from ..serve.worker import run_worker
 
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
         try:
             run_worker(args.data_dir, args.db, once=args.once, lease=args.lease, ray=args.ray)
         except InputError as exc:

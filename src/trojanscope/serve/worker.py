@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import logging
 import os
 import re
 import shutil
 import socket
-import sys
 import tempfile
 import threading
 import time
@@ -28,6 +28,7 @@ from .db import Artifact, Job, open_database
 from .storage import BlobStore
 
 POLL = 0.5  # seconds between looks at an empty queue
+log = logging.getLogger(__name__)
 
 
 class JobFailed(Exception):
@@ -135,8 +136,7 @@ def run_job(db, store: BlobStore, job: Job, data_dir: Path, cache=None, ray=None
 
     inputs = {role: (name, path.read_bytes()) for role, (name, path) in inputs.items()}
     report, images, node = run_on_ray(ray, job.kind, inputs)
-    print(f"job {job.id} ({job.kind}) ran on Ray node {node[:12]}", file=sys.stderr,
-          flush=True)
+    log.info("job %d (%s) ran on Ray node %s", job.id, job.kind, node[:12])
     return report, images
 
 
@@ -272,6 +272,12 @@ def safe_name(name: str) -> str:
     return cleaned or "upload"
 
 
+def pool_worker(*args, **kwargs) -> None:
+    """A worker process of the pool: what it logs goes to the server's standard error."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    run_worker(*args, **kwargs)
+
+
 class WorkerPool:
     """`count` worker processes (spawned: nothing of the server's state goes with them), each
     started again when it dies (a job that killed its worker runs again when its lease ends)."""
@@ -293,7 +299,7 @@ class WorkerPool:
 
     def _start(self, i: int):
         # not daemonic: a worker starts child processes for the model and data checks
-        process = self._context.Process(target=run_worker, args=self._args,
+        process = self._context.Process(target=pool_worker, args=self._args,
                                         kwargs=self._kwargs, name=f"trojanscope-worker-{i}")
         process.start()
         return process

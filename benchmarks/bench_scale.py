@@ -38,6 +38,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import anchors
@@ -64,6 +65,11 @@ def timed(function):
     started = time.perf_counter()
     value = function()
     return value, time.perf_counter() - started
+
+
+def load() -> str:
+    """The 1-minute load average: what else ran on the machine shows here."""
+    return f"{os.getloadavg()[0]:.2f}"
 
 
 def kind_of(relative: str) -> str:
@@ -94,7 +100,7 @@ class Figures:
 
     def header(self, title: str) -> None:
         print(f"\n{title:46s} {'time (s)':>9s} {'files/s':>9s} {'MB/s':>8s} "
-              f"{'/ sha256sum':>11s}", flush=True)
+              f"{'/ sha256sum':>11s}  (load average {load()})", flush=True)
 
     def row(self, key: str, name: str, seconds: float, files: int | None = None,
             megabytes: float | None = None, rates: bool = True, **extra) -> None:
@@ -206,45 +212,58 @@ def ray_runs(folder: Path, figures: Figures, reports: dict, plain_seconds: float
 
     found: dict = {"import_seconds": round(import_seconds, 3)}
     for workers in (1, 2):
-        started = time.perf_counter()
-        with connected("local", workers) as ray:  # the no-op: started, then stopped
-            start = time.perf_counter() - started
+        try:
             started = time.perf_counter()
-            ray.shutdown()  # connected's own, after the block, is then a no-op
-            stop = time.perf_counter() - started
-        figures.row(f"ray_start_{workers}", f"  Ray start alone, {workers} worker(s)", start,
-                    rates=False, stop_s=round(stop, 2))
-        found[f"start_{workers}"], found[f"stop_{workers}"] = round(start, 3), round(stop, 3)
+            with connected("local", workers) as ray:  # the no-op: started, then stopped
+                start = time.perf_counter() - started
+                started = time.perf_counter()
+                ray.shutdown()  # connected's own, after the block, is then a no-op
+                stop = time.perf_counter() - started
+        except Exception as exc:  # noqa: BLE001 - reported, and the runs go on
+            failed(problems, f"Ray start alone, {workers} worker(s)", exc, started)
+        else:
+            figures.row(f"ray_start_{workers}", f"  Ray start alone, {workers} worker(s)",
+                        start, rates=False, stop_s=round(stop, 2))
+            found[f"start_{workers}"], found[f"stop_{workers}"] = round(start, 3), round(stop, 3)
         for started_before in (False, True):
             stats: dict = {}
-            name = f"Ray {workers}" + (" started" if started_before else "")
-            if started_before:
-                with connected("local", workers):
-                    report, seconds = timed(lambda s=stats: cluster_scan(
-                        folder, ray="local", workers=workers, stats=s))
-                label = f"Ray, {workers} worker(s), on a started Ray"
-            else:
-                report, seconds = timed(lambda s=stats: cluster_scan(
-                    folder, ray="local", workers=workers, stats=s))
-                label = f"Ray, {workers} worker(s), start+stop included"
-            reports[name] = report
             key = f"ray_{workers}" + ("_started" if started_before else "")
+            label = f"Ray, {workers} worker(s), " + ("on a started Ray" if started_before
+                                                      else "start+stop included")
+            started = time.perf_counter()
+            try:
+                with connected("local", workers) if started_before else nullcontext():
+                    report, seconds = timed(lambda s=stats, n=workers: cluster_scan(
+                        folder, ray="local", workers=n, stats=s))
+            except Exception as exc:  # noqa: BLE001
+                failed(problems, label, exc, started)
+                continue
+            reports[key] = report
             found[key] = seconds
             figures.row(key, label, seconds, tasks=stats.get("tasks"), failed=stats.get("failed"))
             if stats.get("failed"):
-                problems.append(f"{name}: {stats['failed']} task(s) failed")
-    speedup = {"2_over_1": found["ray_1"] / found["ray_2"],
-               "2_over_one_process": plain_seconds / found["ray_2"],
-               "2_over_1_started": found["ray_1_started"] / found["ray_2_started"],
-               "2_over_one_process_started": plain_seconds / found["ray_2_started"]}
+                problems.append(f"{label}: {stats['failed']} task(s) failed")
+    pairs = {"2_over_1": ("ray_1", "ray_2"), "2_over_1_started": ("ray_1_started", "ray_2_started")}
+    speedup = {name: found[a] / found[b] for name, (a, b) in pairs.items()
+               if a in found and b in found}
+    for name in ("ray_2", "ray_2_started"):
+        if name in found:
+            speedup[name.replace("ray_2", "2_over_one_process")] = plain_seconds / found[name]
     found["speedup"] = {k: round(v, 3) for k, v in speedup.items()}
-    print(f"speed-up of 2 workers, start included: over 1 worker {speedup['2_over_1']:.2f}x, "
-          f"over one process {speedup['2_over_one_process']:.2f}x", flush=True)
-    print(f"speed-up of 2 workers, on a started Ray: over 1 worker "
-          f"{speedup['2_over_1_started']:.2f}x, over one process "
-          f"{speedup['2_over_one_process_started']:.2f}x (import ray, once before: "
-          f"{import_seconds:.2f} s)", flush=True)
+    for suffix, case in (("", "start included"), ("_started", "on a started Ray")):
+        shown = [f"{what} {speedup[k]:.2f}x" for what, k in
+                 (("over 1 worker", f"2_over_1{suffix}"),
+                  ("over one process", f"2_over_one_process{suffix}")) if k in speedup]
+        print(f"speed-up of 2 workers, {case}: " + (", ".join(shown) or "-"), flush=True)
+    print(f"(import ray, once before the Ray runs: {import_seconds:.2f} s)", flush=True)
     return found
+
+
+def failed(problems: list[str], label: str, exc: Exception, started: float) -> None:
+    line = f"{label}: failed after {time.perf_counter() - started:.1f} s: " \
+           f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    print(line, flush=True)
+    problems.append(line)
 
 
 def main() -> int:
@@ -296,7 +315,8 @@ def run(args, folder: Path, work: Path) -> int:
           f"{args.seed}, harmful_share {HARMFUL_SHARE}, median {MEDIAN_BYTES >> 10} KB, sigma "
           f"{SIGMA}, largest {max(sizes.values()) / 1e6:.1f} MB); built in {built:.1f} s "
           f"(not timed as a scan)", flush=True)
-    print(f"python {out['python']}, trojanscope {out['trojanscope']}, {out['cpus']} CPUs")
+    print(f"python {out['python']}, trojanscope {out['trojanscope']}, {out['cpus']} CPUs, "
+          f"load average {load()} before the runs")
     out["mirror"] = {"files": len(manifest), "mb": round(megabytes, 1), "harmful": harmful,
                      "median_bytes": MEDIAN_BYTES, "sigma": SIGMA,
                      "harmful_share": HARMFUL_SHARE, "build_seconds": round(built, 2)}
@@ -424,6 +444,8 @@ def run(args, folder: Path, work: Path) -> int:
           f"scan, all in: {capacity['scan_ms_per_file_one_process']:.3f} ms per file")
 
     out["runs"] = figures.rows
+    out["load_average_end"] = load()
+    print(f"load average {load()} at the end")
     out["problems"] = problems
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")

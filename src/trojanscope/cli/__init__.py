@@ -57,4 +57,7 @@ def run() -> None:
     except BrokenPipeError:  # `trojanscope ... | head`: the reader left, which is no error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 0
+    except KeyboardInterrupt:  # Ctrl-C where no partial report can be made: no traceback
+        print("interrupted", file=sys.stderr)
+        code = 130
     sys.exit(code)

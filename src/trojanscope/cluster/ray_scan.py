@@ -107,8 +107,8 @@ def scan_on_ray(files: list[str], policy: GlobalsPolicy, limits: Limits,
                     continue
                 yield from (FileScan.from_dict(row) for row in rows)
         except KeyboardInterrupt:  # a partial report: what was done, and what was not
-            for ref in running:
-                ray.cancel(ref, force=True)
+            # (the tasks running are left to end: Ray 2.60 aborts when a task is cancelled
+            # as it completes)
             for batch, _ in [*running.values(), *waiting]:
                 yield from (FileScan(path, error="not scanned: the scan was interrupted")
                             for path in batch)

@@ -16,7 +16,10 @@ Printed, with the same bytes' anchors measured in the same run (a plain read in 
 - Ray on this machine with 1 and with 2 workers (`cluster.scan(ray="local")`); the time includes
   starting and stopping Ray, as the command line does, which is also timed alone just before (a
   no-op start, then its stop); then the same scan on a Ray started before the call (a cluster's
-  case: `connected` reuses the instance), so that the reader sees both;
+  case: `connected` reuses the instance), so that the reader sees both. Each Ray measurement
+  runs in a child process of its own, timed inside it (Ray's core worker ends its process
+  without an exception when its raylet dies, e.g. under another user's `ray stop`); a failed
+  one is tried once more, and the failure is printed and makes the exit status 1;
 - the result cache (single process, a fresh SQLite file): a first, cold run; a second on the
   unchanged mirror (goal, issue: >= 20x faster than the first); a third after 1% of the files
   (harmless pickles) were rewritten with new bytes.
@@ -31,6 +34,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import multiprocessing
 import os
 import platform
 import shutil
@@ -89,6 +93,11 @@ def read_all(files: list[str]) -> int:
 
 def findings_of(report) -> list[dict]:
     return [f.to_dict() for f in report.findings]
+
+
+def outcome(report) -> tuple[list[dict], list[dict]]:
+    """What the runs must agree on: the findings, and the errors (none)."""
+    return findings_of(report), [e.to_dict() for e in report.errors]
 
 
 class Figures:
@@ -199,48 +208,51 @@ def per_file_table(report, folder: Path, manifest: dict[str, bool], sizes: dict[
     return table
 
 
+RAY_TIMEOUT = 900  # seconds one Ray measurement may take, start included
+
+
 def ray_runs(folder: Path, figures: Figures, reports: dict, plain_seconds: float,
              problems: list[str]) -> dict:
     """For 1 and 2 workers: a no-op start and stop of Ray (timed apart), the scan that starts
-    and stops Ray itself (the command line's case), and the scan on a Ray already started."""
-    try:
-        _, import_seconds = timed(lambda: __import__("ray"))
-    except ImportError:
+    and stops Ray itself (the command line's case), and the scan on a Ray already started.
+    Each in a child process of its own (ray_measure): Ray's core worker ends the process it
+    runs in, without an exception, when its raylet goes away, and the other runs must go on.
+    A measurement that fails is tried once more; both are printed."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
         print("Ray is not installed: its rows are skipped")
         return {}
-    from trojanscope.cluster.ray_scan import connected
-
-    found: dict = {"import_seconds": round(import_seconds, 3)}
+    found: dict = {}
+    labels = {"start": "  Ray start alone, {} worker(s)",
+              "scan": "Ray, {} worker(s), start+stop included",
+              "started": "Ray, {} worker(s), on a started Ray"}
     for workers in (1, 2):
-        try:
-            started = time.perf_counter()
-            with connected("local", workers) as ray:  # the no-op: started, then stopped
-                start = time.perf_counter() - started
-                started = time.perf_counter()
-                ray.shutdown()  # connected's own, after the block, is then a no-op
-                stop = time.perf_counter() - started
-        except Exception as exc:  # noqa: BLE001 - reported, and the runs go on
-            failed(problems, f"Ray start alone, {workers} worker(s)", exc, started)
-        else:
-            figures.row(f"ray_start_{workers}", f"  Ray start alone, {workers} worker(s)",
-                        start, rates=False, stop_s=round(stop, 2))
-            found[f"start_{workers}"], found[f"stop_{workers}"] = round(start, 3), round(stop, 3)
-        for started_before in (False, True):
-            stats: dict = {}
-            key = f"ray_{workers}" + ("_started" if started_before else "")
-            label = f"Ray, {workers} worker(s), " + ("on a started Ray" if started_before
-                                                      else "start+stop included")
-            started = time.perf_counter()
-            try:
-                with connected("local", workers) if started_before else nullcontext():
-                    report, seconds = timed(lambda s=stats, n=workers: cluster_scan(
-                        folder, ray="local", workers=n, stats=s))
-            except Exception as exc:  # noqa: BLE001
-                failed(problems, label, exc, started)
+        for kind, label in labels.items():
+            label = label.format(workers)
+            key = {"start": f"ray_start_{workers}", "scan": f"ray_{workers}",
+                   "started": f"ray_{workers}_started"}[kind]
+            for attempt in (1, 2):
+                result = in_child(kind, folder, workers)
+                found.setdefault("import_seconds", result.get("import_seconds"))
+                if "error" not in result:
+                    break
+                line = f"{label.strip()}: failed after {result['wall']:.1f} s: {result['error']}"
+                print(line + ("; trying once more" if attempt == 1 else ""), flush=True)
+                problems.append(line)
+            else:
                 continue
-            reports[key] = report
-            found[key] = seconds
-            figures.row(key, label, seconds, tasks=stats.get("tasks"), failed=stats.get("failed"))
+            if kind == "start":
+                figures.row(key, label, result["start"], rates=False,
+                            stop_s=round(result["stop"], 2))
+                found[f"start_{workers}"] = result["start"]
+                found[f"stop_{workers}"] = result["stop"]
+                continue
+            stats = result["stats"]
+            reports[key] = (result["findings"], result["errors"])
+            found[key] = result["seconds"]
+            figures.row(key, label, result["seconds"], tasks=stats.get("tasks"),
+                        failed=stats.get("failed"))
             if stats.get("failed"):
                 problems.append(f"{label}: {stats['failed']} task(s) failed")
     pairs = {"2_over_1": ("ray_1", "ray_2"), "2_over_1_started": ("ray_1_started", "ray_2_started")}
@@ -255,15 +267,62 @@ def ray_runs(folder: Path, figures: Figures, reports: dict, plain_seconds: float
                  (("over 1 worker", f"2_over_1{suffix}"),
                   ("over one process", f"2_over_one_process{suffix}")) if k in speedup]
         print(f"speed-up of 2 workers, {case}: " + (", ".join(shown) or "-"), flush=True)
-    print(f"(import ray, once before the Ray runs: {import_seconds:.2f} s)", flush=True)
+    if found.get("import_seconds") is not None:
+        print(f"(import ray, in each measurement's process before its clock starts: "
+              f"{found['import_seconds']:.2f} s)", flush=True)
     return found
 
 
-def failed(problems: list[str], label: str, exc: Exception, started: float) -> None:
-    line = f"{label}: failed after {time.perf_counter() - started:.1f} s: " \
-           f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-    print(line, flush=True)
-    problems.append(line)
+def in_child(kind: str, folder: Path, workers: int) -> dict:
+    """ray_measure in a spawned process: its result, or {"error": why} (and "wall": the
+    seconds it took, start of the process included)."""
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    process = context.Process(target=ray_measure, args=(kind, str(folder), workers, send))
+    started = time.perf_counter()
+    process.start()
+    send.close()
+    result, answered = None, receive.poll(RAY_TIMEOUT)
+    try:
+        if answered:
+            result = receive.recv()
+    except EOFError:  # the process ended without a word
+        pass
+    process.join(60)
+    if process.is_alive():
+        process.kill()
+        process.join()
+    if result is None:
+        result = {"error": f"its process ended with exit code {process.exitcode} and no result"
+                  if answered else f"no result in {RAY_TIMEOUT} s: its process was killed"}
+    result["wall"] = time.perf_counter() - started
+    return result
+
+
+def ray_measure(kind: str, folder: str, workers: int, send) -> None:
+    """In a child process: "start" (a no-op start, then the stop, timed apart), "scan"
+    (cluster.scan starting Ray itself) or "started" (cluster.scan on a Ray started before)."""
+    try:
+        _, import_seconds = timed(lambda: __import__("ray"))
+        from trojanscope.cluster.ray_scan import connected
+
+        if kind == "start":
+            started = time.perf_counter()
+            with connected("local", workers) as ray:
+                start = time.perf_counter() - started
+                started = time.perf_counter()
+                ray.shutdown()  # connected's own, after the block, is then a no-op
+                stop = time.perf_counter() - started
+            send.send({"import_seconds": import_seconds, "start": start, "stop": stop})
+            return
+        stats: dict = {}
+        with connected("local", workers) if kind == "started" else nullcontext():
+            report, seconds = timed(lambda: cluster_scan(folder, ray="local", workers=workers,
+                                                         stats=stats))
+        send.send({"import_seconds": import_seconds, "seconds": seconds, "stats": stats,
+                   "findings": findings_of(report), "errors": outcome(report)[1]})
+    except Exception as exc:  # noqa: BLE001 - said to the parent, which goes on
+        send.send({"error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__})
 
 
 def main() -> int:
@@ -350,7 +409,7 @@ def run(args, folder: Path, work: Path) -> int:
     reports: dict[str, object] = {}
     figures.header("scan")
     plain, plain_seconds = timed(lambda: scan_here(folder))
-    reports["one process"] = plain
+    reports["one process"] = outcome(plain)
     figures.row("one_process", "one process (artifacts.scan)", plain_seconds)
 
     if not args.skip_ray:
@@ -367,7 +426,7 @@ def run(args, folder: Path, work: Path) -> int:
         stats = {}
         report, seconds = timed(lambda stats=stats: cluster_scan(folder, cache=cache,
                                                                  stats=stats))
-        reports[f"cache {key}"] = report
+        reports[f"cache {key}"] = outcome(report)
         cache_runs[key] = seconds
         figures.row(f"cache_{key}", name, seconds, cached=stats["cached"])
         if key == "warm" and stats["cached"] != len(files):
@@ -384,7 +443,7 @@ def run(args, folder: Path, work: Path) -> int:
     changed = rewrite_some(folder, manifest, args.seed)
     stats = {}
     report, changed_seconds = timed(lambda: cluster_scan(folder, cache=cache, stats=stats))
-    reports["cache after change"] = report
+    reports["cache after change"] = outcome(report)
     cache_runs["changed"] = changed_seconds
     figures.row("cache_changed", f"third run, {len(changed)} pickles rewritten "
                 f"({CHANGED_SHARE:.0%})", changed_seconds, megabytes=sum(
@@ -407,21 +466,21 @@ def run(args, folder: Path, work: Path) -> int:
     print()
     expected = findings_of(plain)
     agree = {}
-    for name, report in reports.items():
-        agree[name] = findings_of(report) == expected
+    for name, (found, errors) in reports.items():
+        agree[name] = found == expected
         if not agree[name]:
             problems.append(f"{name}: findings differ from the one-process report")
-        if report.errors:
-            problems.append(f"{name}: {len(report.errors)} error(s), e.g. {report.errors[0]}")
+        if errors:
+            problems.append(f"{name}: {len(errors)} error(s), e.g. {errors[0]}")
     print("same findings as one process: " + ", ".join(
         f"{name} {'yes' if same else 'NO'}" for name, same in agree.items() if name !=
         "one process") + f" ({len(expected)} findings); errors: "
-        f"{sum(len(r.errors) for r in reports.values())}")
+        f"{sum(len(errors) for _, errors in reports.values())}")
     detection = check_detection(plain, folder, manifest)
     if detection["missed"] or detection["false_alarms"]:
         problems.append("detection: missed harmful files or false alarms")
     out["checks"] = {"same_findings": agree, "findings": len(expected),
-                     "errors": {n: len(r.errors) for n, r in reports.items()}}
+                     "errors": {name: len(errors) for name, (_, errors) in reports.items()}}
     out["detection"] = detection
 
     # --- per-file costs, for a capacity model ---------------------------------------------

@@ -361,3 +361,17 @@ def test_a_file_that_expands_for_too_long_stops_with_a_limit_finding():
     assert [f.rule for f in report.findings] == ["scan.limit-exceeded"]
     assert "seconds" in report.findings[0].message
     assert not scan_bytes(stream, "slow.pkl.gz").findings  # harmless, given the time
+
+
+def test_tensor_bytes_that_begin_like_zlib_are_not_reported_unreadable():
+    """A synthetic mirror's harmless checkpoint (one in 2,800): its random tensor data opens
+    with a valid zlib header and 64 bytes that decode, then an invalid distance code. Scan
+    called it an unreadable zlib stream, a high finding, before zlib streams had to decode to
+    the start of a format it reads."""
+    tensor = bytes.fromhex("7801d20955b1e53ffbf64e37189c133f95cc5f66ba10086847569ec67c5e4f05fd"
+                           "88bd0168084a294bb1533fc8") + bytes(range(256)) * 4
+    checkpoint = mf.zip_of({"archive/data.pkl": mf.harmless_pickle(),
+                            "archive/data/0": tensor, "archive/version": b"3\n"}, 0)
+    assert scan_bytes(checkpoint, "model.pt").findings == ()
+    wrapped = mf.zip_of({"archive/data.pkl": mf.WRAPPERS["zlib"](classic("id"))}, 0)
+    assert scan_bytes(wrapped, "model.pt").max_severity == Severity.CRITICAL

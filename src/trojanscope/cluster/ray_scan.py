@@ -11,9 +11,11 @@ import contextlib
 from collections import deque
 from collections.abc import Iterator
 
+from ..api import InputError
 from ..artifacts.limits import Limits
 from ..artifacts.policy import GlobalsPolicy
 from ..artifacts.scanner import FileScan
+from .result_cache import scanner_key
 from .scan import LOCAL, batches, scan_batch
 
 MAX_TRIES = 3
@@ -26,8 +28,6 @@ def need_ray():
     try:
         import ray
     except ImportError:
-        from ..api import InputError
-
         raise InputError("--ray needs Ray: pip install 'trojanscope[ray]'") from None
     return ray
 
@@ -51,8 +51,6 @@ def connected(address: str, workers: int | None = None):
             ray.init(address=address, **quiet)
     except Exception as exc:  # noqa: BLE001 - every way Ray fails to start or join (network,
         # authentication, versions) is the user's to fix: one line, not a traceback
-        from ..api import InputError
-
         where = "on this machine" if address == LOCAL else f"at {address}"
         raise InputError(f"cannot start or join Ray {where}: {str(exc).splitlines()[0]}"
                          ) from None
@@ -65,8 +63,6 @@ def connected(address: str, workers: int | None = None):
 def reachable(address: str, timeout: float = 5.0) -> None:
     """Ray waits minutes on an address where nothing answers: ask first."""
     import socket
-
-    from ..api import InputError
 
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
@@ -89,6 +85,7 @@ def scan_on_ray(files: list[str], policy: GlobalsPolicy, limits: Limits,
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         task = ray.remote(max_retries=0, num_cpus=1)(_scan_task)
         shared = ray.put((policy, limits, cache_url))
+        ours = scanner_key(policy, limits)
         waiting = deque((batch, 1) for batch in batches(files, cpus * BATCHES_PER_CPU))
         running: dict = {}
         try:
@@ -100,11 +97,15 @@ def scan_on_ray(files: list[str], policy: GlobalsPolicy, limits: Limits,
                 ready, _ = ray.wait(list(running), num_returns=1)
                 batch, tries = running.pop(ready[0])
                 try:
-                    rows = ray.get(ready[0])
+                    scanner, rows = ray.get(ready[0])
                 except ray.exceptions.RayError as exc:
                     stats["failed"] += 1
                     yield from _after_failure(batch, tries, exc, waiting)
                     continue
+                if scanner != ours:
+                    raise InputError("a node of the Ray cluster runs another trojanscope (its "
+                                     "version, scan's code or policy differ from this one's): "
+                                     "install the same one on every node")
                 yield from (FileScan.from_dict(row) for row in rows)
         except KeyboardInterrupt:  # a partial report: what was done, and what was not
             # (the tasks running are left to end: Ray 2.60 aborts when a task is cancelled
@@ -130,7 +131,9 @@ def _reason(exc: Exception) -> str:
     return type(cause or exc).__name__
 
 
-def _scan_task(paths: list[str], shared) -> list[dict]:
-    """In a Ray worker: scan a batch; plain data back, never our objects."""
+def _scan_task(paths: list[str], shared) -> tuple[str, list[dict]]:
+    """In a Ray worker: the scanner it runs (scanner_key) and a batch's results; plain data
+    back, never our objects."""
     policy, limits, cache_url = shared
-    return [result.to_dict() for result in scan_batch(paths, policy, limits, cache_url)]
+    return scanner_key(policy, limits), \
+        [result.to_dict() for result in scan_batch(paths, policy, limits, cache_url)]

@@ -63,17 +63,18 @@ def cluster():
         yield address
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "trojanscope", *args], capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, cwd=cwd)
 
 
 # --- on a Ray cluster --------------------------------------------------------------------
 
 
 def test_scan_on_ray_reports_what_one_process_reports(cluster, mirror):
-    alone, on_ray = cli("scan", str(mirror), "-f", "json"), \
-        cli("scan", str(mirror), "--ray", cluster, "-f", "json")
+    # a relative path: the workers' working folder is not this one
+    alone, on_ray = cli("scan", "mirror", "-f", "json", cwd=mirror.parent), \
+        cli("scan", "mirror", "--ray", cluster, "-f", "json", cwd=mirror.parent)
     assert on_ray.returncode == alone.returncode == 1, on_ray.stderr
     found, expected = json.loads(on_ray.stdout), json.loads(alone.stdout)
     for report in (found, expected):
@@ -133,8 +134,13 @@ def test_the_cache_skips_unchanged_files_on_ray(cluster, mirror, tmp_path):
                for f in report.findings)
     assert any(f.location.path == str(mirror / "copy-of-harmful.bin")
                for f in report.findings)
+    time.sleep(2.1)  # stamps are kept only of files that changed over 2 s before
+    stamped = {}
+    scan(mirror, ray=cluster, cache=cache, stats=stamped, trust_stamps=True)
+    assert stamped["cached"] == files + 1 and stamped["tasks"] >= 1  # hashed on Ray, stamped
     third = {}
-    assert same(scan(mirror, ray=cluster, cache=cache, stats=third)) == same(report)
+    assert same(scan(mirror, ray=cluster, cache=cache, stats=third, trust_stamps=True)) \
+        == same(report)
     assert third["cached"] == files + 1 and "tasks" not in third  # Ray not even joined
 
 
@@ -197,13 +203,46 @@ def test_a_file_rewritten_with_its_old_size_and_time_is_scanned_again(tmp_path, 
     cache = str(tmp_path / "cache.sqlite")
     before = os.stat(path)
     time.sleep(wait)  # 0: rewritten at once, maybe within the file system's clock tick
-    assert not scan(path, cache=cache).findings
+    assert not scan(path, cache=cache, trust_stamps=True).findings
     path.write_bytes(harmful)
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # the old modification time
     stats = {}
-    report = scan(path, cache=cache, stats=stats)
+    report = scan(path, cache=cache, stats=stats, trust_stamps=True)
     assert stats["cached"] == 0
     assert report.findings and report.findings[0].rule.startswith("pickle.")
+
+
+def test_a_file_changed_through_a_memory_map_is_scanned_again(tmp_path):
+    """A write through a shared memory map may leave every time as it was: without
+    --trust-stamps every file is hashed, so the change is seen."""
+    import mmap
+
+    harmful = pp.proto(2) + pp.global_("posix", "system") + pp.STOP
+    harmless = next(data for n in range(40) if len(
+        data := pp.proto(2) + pp.unicode("x" * n) + pp.STOP) == len(harmful))
+    path, cache = tmp_path / "model.pkl", str(tmp_path / "cache.sqlite")
+    path.write_bytes(harmless)
+    time.sleep(2.1)  # settled: a stamp would be kept
+    with open(path, "r+b") as handle, mmap.mmap(handle.fileno(), 0) as shared:
+        shared[0:1] = harmless[0:1]  # the page is dirty and writable from here on
+        assert not scan(path, cache=cache).findings
+        before = os.stat(path)
+        shared[:] = harmful
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    report = scan(path, cache=cache)
+    assert report.max_severity == Severity.CRITICAL
+
+
+def test_the_cache_reads_only_regular_files_and_only_their_size(tmp_path):
+    """A link to a file that never ends (/proc) is scanned as it is, and not hashed."""
+    folder = tmp_path / "mirror"
+    folder.mkdir()
+    (folder / "weights.bin").symlink_to("/proc/self/pagemap")
+    (folder / "model.pkl").write_bytes(pp.posix_system("id"))
+    done = cli("scan", str(folder), "--cache", str(tmp_path / "c.sqlite"), "-f", "json")
+    assert done.returncode == 1, done.stderr
+    assert [f["rule"] for f in json.loads(done.stdout)["findings"]
+            if "model.pkl" in f["location"]["path"]][0].startswith("pickle.")
 
 
 def test_a_cached_result_is_only_reused_under_the_same_policy(tmp_path, write):
@@ -242,7 +281,7 @@ def test_cache_and_ray_options_on_the_command_line(tmp_path, mirror):
     nobody = cli("scan", str(mirror), "--ray", "127.0.0.1:1")
     assert nobody.returncode == 2 and "no Ray cluster answers" in nobody.stderr
     alone = cli("scan", str(mirror), "--workers", "2")
-    assert alone.returncode == 2 and "--workers is for --ray" in alone.stderr
+    assert alone.returncode == 2 and "--workers is for a Ray started here" in alone.stderr
 
 
 def test_the_cache_can_live_in_the_platforms_postgresql(tmp_path, mirror):
@@ -251,14 +290,43 @@ def test_the_cache_can_live_in_the_platforms_postgresql(tmp_path, mirror):
     if postgres_bin() is None:
         pytest.skip("needs PostgreSQL's server: apt-get install postgresql")
     pytest.importorskip("psycopg")
+    deep = mirror.joinpath(*["d" * 200] * 6)  # a path longer than an index takes
+    deep.mkdir(parents=True)
+    (deep / "evil.pkl").write_bytes(pp.posix_system("id"))
+    (mirror / os.fsdecode(b"odd-\xff.pkl")).write_bytes(pp.posix_system("id"))  # not UTF-8
+    time.sleep(2.1)
     with postgres() as new_database:
         url = new_database()
         stats = {}
-        scan(mirror, cache=url, stats=stats)
-        report = scan(mirror, cache=url, stats=stats)
+        scan(mirror, cache=url, stats=stats, trust_stamps=True)
+        report = scan(mirror, cache=url, stats=stats, trust_stamps=True)
         assert stats["cached"] == stats["files"]
         assert same(report) == same(scan_here(mirror))
         assert ResultCache(url).url == url
+
+
+def test_writers_racing_on_the_same_result_do_not_fail(tmp_path):
+    from trojanscope.artifacts.scanner import FileScan
+
+    url = f"sqlite:///{tmp_path / 'c.sqlite'}"
+    caches = [ResultCache(url) for _ in range(4)]
+    failures = []
+
+    def keep(cache, i):
+        try:
+            for n in range(30):
+                cache.put_many("k", {f"{n:064x}": FileScan("x")})
+                cache.put_digests({str(tmp_path / f"f{n}"): ("1:2:3:4:5", f"{n:064x}")})
+        except Exception as exc:  # noqa: BLE001 - what the test looks for
+            failures.append(exc)
+
+    threads = [threading.Thread(target=keep, args=(c, i)) for i, c in enumerate(caches)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+    assert len(caches[0].get_many("k", [f"{n:064x}" for n in range(30)])) == 30
 
 
 # --- how work is cut and retried ---------------------------------------------------------
@@ -342,3 +410,24 @@ def test_vet_on_ray_names_an_unreadable_image(cluster, image_folder):
     done = cli("vet", str(image_folder), "--ray", cluster)
     assert done.returncode == 2, done.stderr
     assert f"{broken}: cannot read the image" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_vet_on_ray_refuses_a_folder_of_both_kinds_and_names_a_hostile_image(image_folder):
+    import struct
+    import zlib
+
+    import numpy as np
+
+    from trojanscope.cluster.ray_vet import Shard, VetDataError, _read, shards
+    from trojanscope.data.datasets import DataError
+
+    np.savez(image_folder / "decoy.NPZ", x=np.zeros((4, 3, 8, 8)), y=np.arange(4))
+    with pytest.raises(VetDataError, match="both .npz shards"):
+        shards(image_folder)
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)  # 400 megapixels
+    chunk = b"IHDR" + header
+    bomb = image_folder / "class1" / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk +
+                     struct.pack(">I", zlib.crc32(chunk)))
+    with pytest.raises(DataError, match=f"{bomb}: cannot read the image"):
+        _read(Shard((str(bomb),), (1,)), 32)

@@ -20,8 +20,8 @@ from .polyglot import check_appended_zip
 from .source import Source
 
 CRASHED = Rule("scan.crashed", Severity.HIGH,
-               "Examining the file stopped the process that examined it, each time it was "
-               "tried, so it was not examined",
+               "Examining the file failed each time it was tried (its worker died, or the "
+               "scanner raised), so it was not examined",
                "Do not load the file. Scan it alone (trojanscope scan FILE) to see why; a file "
                "built to crash scanners is hostile.")
 
@@ -54,7 +54,7 @@ class FileScan:
     def crashed(cls, path: str, tries: int, why: str) -> FileScan:
         """The result of a file whose examination killed its worker `tries` times."""
         return cls(path, findings=(CRASHED.finding(
-            f"the worker examining it died {tries} time(s) ({why})", Location(path),
+            f"examining it failed {tries} time(s): {why}", Location(path),
             {"tries": tries, "error": why}),))
 
     def moved(self, path: str) -> FileScan:

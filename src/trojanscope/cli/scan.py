@@ -47,6 +47,11 @@ def _add_scan(commands) -> None:
                        help="reuse results for files whose bytes were scanned before: a "
                             "database URL (the service's, to share its results) or a file; "
                             "without one, a file under ~/.cache/trojanscope")
+    scale.add_argument("--trust-stamps", action="store_true",
+                       help="with --cache: take a file whose inode, size and times are "
+                            "unchanged since it was hashed as unchanged, without hashing it "
+                            "(faster; a writer who can change a file without changing its "
+                            "times, e.g. through a shared memory map, defeats it)")
 
 
 def _add_rules(commands) -> None:
@@ -64,9 +69,11 @@ def _scan(args: argparse.Namespace) -> int:
             policy = policy.extended(path)
     except PolicyError as exc:
         raise UserError(str(exc)) from None
+    if args.trust_stamps and args.cache is None:
+        raise UserError("--trust-stamps is for --cache")
+    if args.workers is not None and args.ray != "local":
+        raise UserError("--workers is for a Ray started here (--ray without an address)")
     if args.ray is None and args.cache is None:
-        if args.workers is not None:
-            raise UserError("--workers is for --ray")
         report = scan(args.paths, policy=policy)
     else:
         report = _scan_at_scale(args, policy)
@@ -88,7 +95,7 @@ def _scan_at_scale(args: argparse.Namespace, policy):
     progress.enable(args.format == "text")
     try:
         return scan(args.paths, policy=policy, ray=args.ray, workers=args.workers,
-                    cache=args.cache, progress=True)
+                    cache=args.cache, trust_stamps=args.trust_stamps, progress=True)
     except (CacheError, InputError) as exc:
         raise UserError(str(exc)) from None
 

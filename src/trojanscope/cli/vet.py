@@ -91,8 +91,8 @@ def run(args: argparse.Namespace) -> int:
 def _vet_on_ray(args: argparse.Namespace) -> int:
     from .. import api
 
-    if args.ray is None:
-        raise UserError("--workers is for --ray")
+    if args.workers is not None and args.ray != "local":
+        raise UserError("--workers is for a Ray started here (--ray without an address)")
     if args.data is None:
         raise UserError("vet --ray needs DATA: a folder of images or .npz shards")
     try:

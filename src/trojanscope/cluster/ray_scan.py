@@ -8,6 +8,7 @@ paths (a cluster's nodes need the files at the paths given: a shared file system
 from __future__ import annotations
 
 import contextlib
+import os
 from collections import deque
 from collections.abc import Iterator
 
@@ -76,17 +77,20 @@ def reachable(address: str, timeout: float = 5.0) -> None:
 
 def scan_on_ray(files: list[str], policy: GlobalsPolicy, limits: Limits,
                 cache_url: str | None, address: str, workers: int | None = None,
-                stats: dict | None = None) -> Iterator[FileScan]:
+                stats: dict | None = None, trust_stamps: bool = False
+                ) -> Iterator[FileScan]:
     """Each file's result, in the order the tasks end. `stats` (when given) counts the
-    tasks run and the ones whose worker died."""
+    tasks run and the ones that failed. The workers get absolute paths (their working folder
+    is not the caller's); the results name the files as given."""
     stats = {} if stats is None else stats
     stats.update(tasks=0, failed=0)
+    given = {os.path.abspath(path): path for path in files}
     with connected(address, workers) as ray:
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         task = ray.remote(max_retries=0, num_cpus=1)(_scan_task)
-        shared = ray.put((policy, limits, cache_url))
+        shared = ray.put((policy, limits, cache_url, trust_stamps))
         ours = scanner_key(policy, limits)
-        waiting = deque((batch, 1) for batch in batches(files, cpus * BATCHES_PER_CPU))
+        waiting = deque((batch, 1) for batch in batches(list(given), cpus * BATCHES_PER_CPU))
         running: dict = {}
         try:
             while waiting or running:
@@ -100,40 +104,46 @@ def scan_on_ray(files: list[str], policy: GlobalsPolicy, limits: Limits,
                     scanner, rows = ray.get(ready[0])
                 except ray.exceptions.RayError as exc:
                     stats["failed"] += 1
-                    yield from _after_failure(batch, tries, exc, waiting)
+                    yield from _after_failure(batch, tries, exc, waiting, given)
                     continue
                 if scanner != ours:
                     raise InputError("a node of the Ray cluster runs another trojanscope (its "
                                      "version, scan's code or policy differ from this one's): "
                                      "install the same one on every node")
-                yield from (FileScan.from_dict(row) for row in rows)
+                for row in rows:
+                    result = FileScan.from_dict(row)
+                    yield result.moved(given[result.path])
         except KeyboardInterrupt:  # a partial report: what was done, and what was not
             # (the tasks running are left to end: Ray 2.60 aborts when a task is cancelled
             # as it completes)
             for batch, _ in [*running.values(), *waiting]:
-                yield from (FileScan(path, error="not scanned: the scan was interrupted")
-                            for path in batch)
+                yield from (FileScan(given[path], error="not scanned: the scan was "
+                                     "interrupted") for path in batch)
 
 
-def _after_failure(batch: list[str], tries: int, exc: Exception, waiting: deque
-                   ) -> Iterator[FileScan]:
+def _after_failure(batch: list[str], tries: int, exc: Exception, waiting: deque,
+                   given: dict[str, str] | None = None) -> Iterator[FileScan]:
     if len(batch) > 1:
         half = len(batch) // 2
         waiting.extend([(batch[:half], 1), (batch[half:], 1)])
     elif tries < MAX_TRIES:
         waiting.append((batch, tries + 1))
     else:
-        yield FileScan.crashed(batch[0], tries, _reason(exc))
+        yield FileScan.crashed((given or {}).get(batch[0], batch[0]), tries, _reason(exc))
 
 
 def _reason(exc: Exception) -> str:
+    """The worker died (WorkerCrashedError, a node lost), or the scan raised (RayTaskError):
+    what, in a few words."""
     cause = getattr(exc, "cause", None)
-    return type(cause or exc).__name__
+    if cause is None:
+        return f"its worker died: {type(exc).__name__}"
+    return f"it raised {type(cause).__name__}: {str(cause).splitlines()[0][:120]}"
 
 
 def _scan_task(paths: list[str], shared) -> tuple[str, list[dict]]:
     """In a Ray worker: the scanner it runs (scanner_key) and a batch's results; plain data
     back, never our objects."""
-    policy, limits, cache_url = shared
-    return scanner_key(policy, limits), \
-        [result.to_dict() for result in scan_batch(paths, policy, limits, cache_url)]
+    policy, limits, cache_url, trust_stamps = shared
+    return scanner_key(policy, limits), [result.to_dict() for result in scan_batch(
+        paths, policy, limits, cache_url, trust_stamps)]

@@ -45,10 +45,13 @@ def shards(folder: Path, size: int = SHARD_IMAGES) -> tuple[list[Shard], list[st
     if not folder.is_dir():
         raise VetDataError(f"{folder}: vet --ray reads a folder (a subfolder of images per "
                            "class, or .npz shards)")
-    npz = sorted(p for p in folder.iterdir() if p.suffix == ".npz" and p.is_file())
+    npz = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".npz" and p.is_file())
+    classes = sorted(p for p in folder.iterdir() if p.is_dir())
+    if npz and classes:
+        raise VetDataError(f"{folder}: holds both .npz shards ({npz[0].name}...) and class "
+                           f"subfolders ({classes[0].name}...): point vet at one or the other")
     if npz:
         return [Shard((str(p),)) for p in npz], None
-    classes = sorted(p for p in folder.iterdir() if p.is_dir())
     files = [(str(f), label) for label, sub in enumerate(classes)
              for f in sorted(sub.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
@@ -100,7 +103,12 @@ def _features(ray, parts: list[Shard]):
             running[task.remote(part)] = i
         [ready], _ = ray.wait(list(running), num_returns=1)
         i = running.pop(ready)
-        outcome = ray.get(ready)
+        try:
+            outcome = ray.get(ready)
+        except ray.exceptions.RayError as exc:  # tried MAX_TRIES times: say which shard
+            cause = getattr(exc, "cause", None) or exc
+            outcome = (f"{parts[i].paths[0]} (a shard of {len(parts[i].paths)}): "
+                       f"{type(cause).__name__}: {str(cause).splitlines()[0][:200]}")
         if isinstance(outcome, str):  # the shard could not be read: say which file, stop
             for ref in running:
                 ray.cancel(ref, force=True)
@@ -123,7 +131,11 @@ def _encode_shard(part: Shard):
         return str(exc)
     if _encoder is None:
         _encoder = load_encoder()
-    return encode(x, encoder=_encoder), y
+    try:
+        return encode(x, encoder=_encoder), y
+    except (ValueError, RuntimeError) as exc:  # arrays of a shape the encoder cannot take
+        return f"{part.paths[0]}: cannot encode its images {tuple(x.shape)}: " \
+               f"{str(exc).splitlines()[0][:200]}"
 
 
 def _read(part: Shard, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -139,7 +151,9 @@ def _read(part: Shard, size: int) -> tuple[np.ndarray, np.ndarray]:
         try:
             with Image.open(path) as image:
                 pixels = image.convert("RGB").resize((size, size), Image.BILINEAR)
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{path}: cannot read the image: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds on hostile files
+            # (DecompressionBombError, SyntaxError...): each is this file's problem
+            raise DataError(f"{path}: cannot read the image: {type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
         images[i] = np.asarray(pixels, dtype=np.float32).transpose(2, 0, 1) / 255.0
     return images, np.asarray(part.labels, dtype=np.int64)

@@ -1,21 +1,32 @@
 """Scan results kept by content: a file whose bytes (SHA-256) were scanned before by the same
 scanner (tool version, the scanner's own source, the globals policy, the limits) is not scanned
-again. A file's SHA-256 is itself kept under its path and a stamp of its inode (device, inode,
-size, modification and change times, in ns): re-scanning an unchanged mirror costs a stat per
-file, and a hash per file that changed. The change time (ctime) cannot be set back from user
-space (setting the modification time back moves it), so a file written since is hashed again.
+again. The bytes hashed are the bytes scanned: a file is read once into memory (up to
+SNAPSHOT_BYTES; a larger one, or one that is not a regular file, is scanned as it is and not
+kept), hashed, and scanned from that copy, so that a file changing under the scan cannot leave
+a harmless result under a harmful file's digest.
+
+By default every file is hashed on every run: re-scanning an unchanged mirror costs a hash per
+file. With `trust_stamps` a file's SHA-256 is also kept under its path and a stamp of its inode
+(device, inode, size, modification and change times, in ns), and an unchanged stamp stands for
+unchanged bytes: a `stat` per file. That is faster and weaker: a writer can change a file
+without changing its times (through a shared memory map; a network file system reports what
+its server says), so use it only where whoever writes the files is trusted.
 
 The cache is a table in a database: a local SQLite file by default, or the platform's database
 (`serve --db URL`), so that `scan --cache URL` and the service share results. Only complete
-results are kept: never a file that could not be opened or whose time limit ran out."""
+results are kept: never a file that could not be opened or whose time limit ran out. The cache
+is best effort: a database that fails mid-run costs a scan, not the run. Whoever can write the
+cache's database can say that a file is clean: it is as trusted as the scanner."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import hashlib
 import json
 import os
+import stat
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -32,6 +43,7 @@ from ..artifacts.scanner import FileScan
 HASH_CHUNK = 1 << 20
 LOOKUP_BATCH = 500  # SHA-256s per query
 RACY_SECONDS = 2.0
+SNAPSHOT_BYTES = 256 << 20  # larger files are scanned as they are, and not kept
 
 
 class CacheError(ValueError):
@@ -52,25 +64,35 @@ class ScanResult(CacheBase):
 
 
 class FileDigest(CacheBase):
-    """A file's SHA-256 when it had this stamp (result_cache.stamp)."""
+    """A file's SHA-256 when it had this stamp (result_cache.stamp), by the SHA-256 of its
+    absolute path's bytes (paths may be longer than an index allows, and not UTF-8)."""
     __tablename__ = "file_digests"
-    path: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    path_key: Mapped[str] = mapped_column(String(64), primary_key=True)
     stamp: Mapped[str] = mapped_column(String(100))
     sha256: Mapped[str] = mapped_column(String(64))
 
 
+def path_key(path: str) -> str:
+    return hashlib.sha256(os.fsencode(os.path.abspath(path))).hexdigest()
+
+
 def stamp(path: str | Path) -> str:
-    """What changes when the file's bytes may have: raises OSError when it cannot be read."""
-    status = os.stat(path)
+    """What changes when the file's bytes change through write(2): raises OSError when it
+    cannot be read."""
+    return _stamp_of(os.stat(path))
+
+
+def _stamp_of(status: os.stat_result) -> str:
     return (f"{status.st_dev}:{status.st_ino}:{status.st_size}:{status.st_mtime_ns}:"
             f"{status.st_ctime_ns}")
 
 
-def settled(path: str | Path) -> bool:
-    """Whether the file last changed more than RACY_SECONDS ago. File systems keep times in
-    coarse ticks: a file written again within the same tick keeps its stamp, so the stamp of
-    a file that changed just now is not kept (git's "racily clean" entries)."""
-    return time.time_ns() - os.stat(path).st_ctime_ns > RACY_SECONDS * 1e9
+def settled(kept_stamp: str) -> bool:
+    """Whether the file had last changed more than RACY_SECONDS before: file systems keep
+    times in coarse ticks, and a file written again within the same tick keeps its stamp, so
+    the stamp of a file that changed just now is not kept (git's "racily clean" entries)."""
+    ctime_ns = int(kept_stamp.rsplit(":", 1)[1])
+    return time.time_ns() - ctime_ns > RACY_SECONDS * 1e9
 
 
 def default_url() -> str:
@@ -84,7 +106,12 @@ def as_url(where: str | Path | None) -> str:
     if where is None:
         return default_url()
     text = str(where)
-    return text if "://" in text else f"sqlite:///{Path(text).resolve()}"
+    if "://" not in text:
+        return f"sqlite:///{Path(text).expanduser().resolve()}"
+    if text.rstrip("/") == "sqlite:" or text.startswith("sqlite:///:memory:"):
+        raise CacheError(f"{text}: an in-memory database keeps nothing between runs: give a "
+                         "file")
+    return text
 
 
 def _shown(url: str) -> str:
@@ -125,6 +152,22 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def snapshot(path: str) -> tuple[bytes, str, str] | None:
+    """(bytes, their SHA-256, the stamp they were read under) of a regular file of at most
+    SNAPSHOT_BYTES, read once; None for anything else (scanned as it is, not kept)."""
+    try:
+        with open(path, "rb") as handle:
+            status = os.fstat(handle.fileno())
+            if not stat.S_ISREG(status.st_mode) or status.st_size > SNAPSHOT_BYTES:
+                return None
+            data = handle.read(status.st_size + 1)
+    except OSError:
+        return None
+    if len(data) != status.st_size:  # it grew or shrank while read
+        return None
+    return data, hashlib.sha256(data).hexdigest(), _stamp_of(status)
+
+
 def keepable(result: FileScan) -> bool:
     """A complete result: opened, and not stopped by the clock (which a busy machine hits)."""
     return result.error is None and not any(
@@ -140,27 +183,32 @@ def _parsed(row) -> FileScan | None:
 
 
 class ResultCache:
-    """The cache at `url` (SQLAlchemy; the table is made when missing)."""
+    """The cache at `url` (SQLAlchemy; its tables are made when missing). Reads and writes
+    are best effort: a failing database reads as empty, and writes that fail (another process
+    kept the same rows first; the database went away) are dropped."""
 
     def __init__(self, url: str | Path | None = None):
         from ..serve.db import make_engine
 
         self.url = as_url(url)
-        if self.url.startswith("sqlite:///"):
+        if url is None:  # the default file's folder; a folder the user named must exist
             Path(self.url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         try:
             engine = make_engine(self.url)
-            CacheBase.metadata.create_all(engine)
-        except (SQLAlchemyError, OSError, ValueError) as exc:
+            try:
+                CacheBase.metadata.create_all(engine)
+            except SQLAlchemyError:  # another process made the tables at the same moment
+                CacheBase.metadata.create_all(engine)
+        except (SQLAlchemyError, OSError, ValueError, ImportError) as exc:
             raise CacheError(f"{_shown(self.url)}: cannot open the result cache: "
-                             f"{str(exc).splitlines()[0]}") from None
+                             f"{str(exc).splitlines()[0] or type(exc).__name__}") from None
         self._sessions = sessionmaker(engine)
 
     def get_many(self, scanner: str, digests: Iterable[str]) -> dict[str, FileScan]:
         """The kept results among `digests` (their paths empty: FileScan.moved names them)."""
         digests = sorted(set(digests))
         found: dict[str, FileScan] = {}
-        with self._sessions() as db:
+        with self._reading() as db:
             for i in range(0, len(digests), LOOKUP_BATCH):
                 rows = db.execute(select(ScanResult.sha256, ScanResult.result).where(
                     ScanResult.scanner == scanner,
@@ -173,44 +221,40 @@ class ResultCache:
     def unchanged(self, scanner: str, stamps: dict[str, str]) -> dict[str, FileScan]:
         """The kept result of each path whose stamp is the one kept with its SHA-256 (one
         query per LOOKUP_BATCH paths: the whole cost of an unchanged file)."""
-        given = {os.path.abspath(path): path for path in stamps}
-        paths = sorted(given)
+        given = {path_key(path): path for path in stamps}
+        keys = sorted(given)
         found: dict[str, FileScan] = {}
-        with self._sessions() as db:
-            for i in range(0, len(paths), LOOKUP_BATCH):
+        with self._reading() as db:
+            for i in range(0, len(keys), LOOKUP_BATCH):
                 rows = db.execute(
-                    select(FileDigest.path, FileDigest.stamp, ScanResult.result)
+                    select(FileDigest.path_key, FileDigest.stamp, ScanResult.result)
                     .join(ScanResult, ScanResult.sha256 == FileDigest.sha256)
                     .where(ScanResult.scanner == scanner,
-                           FileDigest.path.in_(paths[i:i + LOOKUP_BATCH])))
-                for path, kept, result in rows:
-                    if stamps[given[path]] == kept and (done := _parsed(result)) is not None:
-                        found[given[path]] = done
+                           FileDigest.path_key.in_(keys[i:i + LOOKUP_BATCH])))
+                for key, kept, result in rows:
+                    if stamps[given[key]] == kept and (done := _parsed(result)) is not None:
+                        found[given[key]] = done
         return found
 
     def put_digests(self, digests: dict[str, tuple[str, str]]) -> None:
         """Keep each path's (stamp, SHA-256), replacing what was kept for it."""
-        if not digests:
+        rows = {path_key(path): kept for path, kept in digests.items()}
+        if not rows:
             return
-        digests = {os.path.abspath(path): kept for path, kept in digests.items()}
-        with self._sessions() as db:
-            paths = list(digests)
-            for i in range(0, len(paths), LOOKUP_BATCH):
+        keys = list(rows)
+        with self._writing() as db:
+            for i in range(0, len(keys), LOOKUP_BATCH):
                 db.execute(delete(FileDigest).where(
-                    FileDigest.path.in_(paths[i:i + LOOKUP_BATCH])))
-            db.execute(insert(FileDigest), [{"path": path, "stamp": kept, "sha256": sha}
-                                            for path, (kept, sha) in digests.items()])
-            try:
-                db.commit()
-            except SQLAlchemyError:  # another process wrote them first: theirs stand
-                db.rollback()
+                    FileDigest.path_key.in_(keys[i:i + LOOKUP_BATCH])))
+            db.execute(insert(FileDigest), [{"path_key": key, "stamp": kept, "sha256": sha}
+                                            for key, (kept, sha) in rows.items()])
 
     def put_many(self, scanner: str, results: dict[str, FileScan]) -> None:
         """Keep each complete result (a result already kept is left as it is)."""
         rows = {sha: r.moved("").to_dict() for sha, r in results.items() if keepable(r)}
         if not rows:
             return
-        with self._sessions() as db:
+        with self._writing() as db:
             have = {sha for (sha,) in db.execute(select(ScanResult.sha256).where(
                 ScanResult.scanner == scanner, ScanResult.sha256.in_(list(rows))))}
             created = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
@@ -218,7 +262,22 @@ class ResultCache:
                    for sha, row in rows.items() if sha not in have]
             if new:
                 db.execute(insert(ScanResult), new)
+
+    @contextlib.contextmanager
+    def _reading(self):
+        """A session whose database errors end the reading: what was found so far stands."""
+        with self._sessions() as db:
             try:
+                yield db
+            except SQLAlchemyError:
+                db.rollback()
+
+    @contextlib.contextmanager
+    def _writing(self):
+        """A session committed at the end; a database error drops the writing."""
+        with self._sessions() as db:
+            try:
+                yield db
                 db.commit()
-            except SQLAlchemyError:  # another process kept the same result first: it stands
+            except SQLAlchemyError:
                 db.rollback()

@@ -4,6 +4,7 @@ timings differ."""
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -11,9 +12,9 @@ from dataclasses import replace
 
 from ..artifacts.limits import Limits
 from ..artifacts.policy import GlobalsPolicy
-from ..artifacts.scanner import FileScan, assemble, plan_scan, scan_path
+from ..artifacts.scanner import FileScan, assemble, plan_scan, scan_handle, scan_path
 from ..findings import Report
-from .result_cache import ResultCache, as_url, file_sha256, scanner_key, settled, stamp
+from .result_cache import ResultCache, as_url, scanner_key, settled, snapshot, stamp
 
 LOCAL = "local"  # `ray=`: start a Ray instance on this machine
 PER_FILE_BYTES = 64 << 10  # a file's fixed cost (open, sniff, parse) in bytes of reading
@@ -24,13 +25,15 @@ LOCAL_BATCH_FILES = 512  # without Ray: files per cache lookup
 def scan(paths: str | os.PathLike | Iterable[str | os.PathLike], *,
          policy: GlobalsPolicy | None = None, limits: Limits | None = None,
          ray: str | None = None, workers: int | None = None, cache: str | None = None,
-         progress: bool = False, stats: dict | None = None) -> Report:
+         trust_stamps: bool = False, progress: bool = False,
+         stats: dict | None = None) -> Report:
     """Scan `paths` as `artifacts.scan` does. `ray`: a cluster's address, or LOCAL to start
     one here with `workers` CPUs. `cache`: a database URL or a file for the result cache
-    (LOCAL: the default file, result_cache.default_url). `stats`, when given, is filled with
-    counts: files, cached (results reused), and on Ray tasks and failed (workers lost).
-    Files unchanged since a cached scan are settled here, by their stamp; only the others go
-    to Ray (which is not started when there are none)."""
+    (LOCAL: the default file, result_cache.default_url). `trust_stamps`: a file whose inode
+    stamp is unchanged since it was hashed is taken as unchanged, without hashing it
+    (result_cache: faster, weaker). `stats`, when given, is filled with counts: files, cached
+    (results reused), and on Ray tasks and failed (tasks lost). Files settled by their stamp
+    never go to Ray (which is not started when there are none)."""
     from .. import progress as bars
 
     plan = plan_scan(paths)
@@ -42,15 +45,16 @@ def scan(paths: str | os.PathLike | Iterable[str | os.PathLike], *,
     if cache is not None:
         store = _open_cache(None if cache == LOCAL else cache)
         cache_url = store.url
-        results = _unchanged_files(store, files, scanner_key(policy, limits))
+        if trust_stamps:
+            results = _unchanged_files(store, files, scanner_key(policy, limits))
     todo = [path for path in files if path not in results]
     stats = {} if stats is None else stats
     if ray is None or not todo:
-        done = _local(todo, policy, limits, cache_url)
+        done = _local(todo, policy, limits, cache_url, trust_stamps)
     else:
         from .ray_scan import scan_on_ray
 
-        done = scan_on_ray(todo, policy, limits, cache_url, ray, workers, stats)
+        done = scan_on_ray(todo, policy, limits, cache_url, ray, workers, stats, trust_stamps)
     for result in bars.track(done, "scanning", total=len(todo)) if progress else done:
         results[result.path] = result
     stats.update(files=len(files), cached=sum(r.cached for r in results.values()))
@@ -76,44 +80,53 @@ def _reused(result: FileScan, path: str) -> FileScan:
     return FileScan(path, result.formats, findings, None, 0.0, True)
 
 
-def _local(files: list[str], policy, limits, cache_url: str | None) -> Iterator[FileScan]:
+def _local(files: list[str], policy, limits, cache_url: str | None,
+           trust_stamps: bool) -> Iterator[FileScan]:
     if cache_url is None:
         for path in files:
             yield scan_path(path, policy, limits)
         return
     for i in range(0, len(files), LOCAL_BATCH_FILES):
-        yield from scan_batch(files[i:i + LOCAL_BATCH_FILES], policy, limits, cache_url)
+        yield from scan_batch(files[i:i + LOCAL_BATCH_FILES], policy, limits, cache_url,
+                              trust_stamps)
 
 
 def scan_batch(paths: list[str], policy: GlobalsPolicy, limits: Limits,
-               cache_url: str | None) -> list[FileScan]:
-    """Scan `paths`, reusing the cache's results for bytes scanned before (under any path)
-    and keeping the new ones with each file's stamp and SHA-256. The unit of work of a Ray
-    task, and of a cached local scan."""
+               cache_url: str | None, trust_stamps: bool = False) -> list[FileScan]:
+    """Scan `paths`, reusing the cache's results for bytes scanned before (under any path),
+    keeping the new ones (and, `trust_stamps`, each file's stamp and SHA-256). The unit of
+    work of a Ray task, and of a cached local scan.
+
+    First every file is hashed (result_cache.snapshot: regular files up to SNAPSHOT_BYTES)
+    and the digests looked up together; a file found is the bytes hashed, which were scanned
+    before. A file not found is read again into memory, and those bytes are both hashed and
+    scanned: what is kept under a digest is the result of those very bytes."""
     if cache_url is None:
         return [scan_path(path, policy, limits) for path in paths]
     cache, key = _open_cache(cache_url), scanner_key(policy, limits)
     digests = {}
     for path in paths:
-        try:
-            digests[path] = (stamp(path), file_sha256(path))
-        except OSError:
-            pass  # scan_path says why it cannot be opened
-    kept = cache.get_many(key, (sha for _, sha in digests.values()))
-    results, fresh, hashed = [], {}, {}
+        read = snapshot(path)
+        if read is not None:
+            digests[path] = read[1:]  # (sha256, stamp); the bytes are not held
+    kept = cache.get_many(key, (sha for sha, _ in digests.values()))
+    results, fresh, stamped = [], {}, {}
     for path in paths:
-        before, sha = digests.get(path, (None, None))
+        sha, seen = digests.get(path, (None, None))
         if sha in kept:
             results.append(_reused(kept[sha], path))
         else:
-            results.append(scan_path(path, policy, limits))
-        if sha is not None and _unchanged(path, before):  # the bytes hashed were those read
-            if sha not in kept:
-                fresh[sha] = results[-1]
-            if settled(path):
-                hashed[path] = (before, sha)
+            read = snapshot(path)
+            if read is None:  # not a regular file, too large, or unreadable: as it is
+                results.append(scan_path(path, policy, limits))
+                continue
+            data, sha, seen = read
+            results.append(scan_handle(io.BytesIO(data), path, policy, limits))
+            fresh[sha] = results[-1]
+        if trust_stamps and settled(seen):
+            stamped[path] = (seen, sha)
     cache.put_many(key, fresh)
-    cache.put_digests(hashed)
+    cache.put_digests(stamped)
     return results
 
 
@@ -126,13 +139,6 @@ def _open_cache(where: str | None) -> ResultCache:
     if url not in _caches:
         _caches[url] = ResultCache(url)
     return _caches[url]
-
-
-def _unchanged(path: str, before: str) -> bool:
-    try:
-        return stamp(path) == before
-    except OSError:
-        return False
 
 
 def batches(paths: list[str], parts: int) -> list[list[str]]:

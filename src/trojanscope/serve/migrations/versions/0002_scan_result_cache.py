@@ -29,10 +29,10 @@ def upgrade() -> None:
         )
     if 'file_digests' not in have:
         op.create_table('file_digests',
-        sa.Column('path', sa.String(length=1024), nullable=False),
+        sa.Column('path_key', sa.String(length=64), nullable=False),
         sa.Column('stamp', sa.String(length=100), nullable=False),
         sa.Column('sha256', sa.String(length=64), nullable=False),
-        sa.PrimaryKeyConstraint('path')
+        sa.PrimaryKeyConstraint('path_key')
         )
 
 

@@ -88,8 +88,8 @@ def test_scan_on_ray_reports_what_one_process_reports(cluster, mirror):
 
 
 def test_a_worker_killed_during_the_scan_loses_no_file(cluster, mirror):
-    for i in range(6):  # files that take a second each: a task is sure to be running
-        (mirror / f"heavy-{i}.pkl").write_bytes(pickle.dumps(list(range(1_500_000 + i)), 2))
+    for i in range(4):  # files that take a second each: a task is sure to be running
+        (mirror / f"heavy-{i}.pkl").write_bytes(pickle.dumps(list(range(1_000_000 + i)), 2))
     killed = []
 
     def kill_one_task():
@@ -373,7 +373,7 @@ def image_folder(tmp_path) -> Path:
 
     data = digits()
     folder = tmp_path / "images"
-    for i in range(240):
+    for i in range(120):
         image = np.repeat(data.x[i, 0][:, :, None], 3, axis=2) * [1.0, 0.6 + 0.04 * data.y[i],
                                                                   0.8]
         (folder / f"class{data.y[i]}").mkdir(parents=True, exist_ok=True)
@@ -389,8 +389,8 @@ def test_vet_on_ray_streams_shards_and_reads_as_one_process_would(cluster, image
     from trojanscope.cluster.ray_scan import connected
     from trojanscope.cluster.ray_vet import _encode_shard, _features, shards, vet_at_scale
 
-    parts, names = shards(image_folder, size=50)
-    assert len(parts) == 5 and names == [f"class{c}" for c in range(10)]
+    parts, names = shards(image_folder, size=30)
+    assert len(parts) == 4 and names == [f"class{c}" for c in range(10)]
     with connected(cluster) as ray:
         rows = dict(_features(ray, parts))
     whole = _encode_shard(type(parts[0])(sum((p.paths for p in parts), ()),
@@ -398,9 +398,9 @@ def test_vet_on_ray_streams_shards_and_reads_as_one_process_would(cluster, image
     features = np.concatenate([rows[i][0] for i in range(len(parts))])
     assert np.allclose(features, whole[0], atol=1e-4)
     assert (np.concatenate([rows[i][1] for i in range(len(parts))]) == whole[1]).all()
-    report = vet_at_scale(image_folder, ray=cluster, shard_images=50)
-    assert report.results.samples == 240 and report.results.detector == "spectre"
-    assert report.config["shards"] == 5
+    report = vet_at_scale(image_folder, ray=cluster, shard_images=30)
+    assert report.results.samples == 120 and report.results.detector == "spectre"
+    assert report.config["shards"] == 4
 
 
 def test_vet_on_ray_names_an_unreadable_image(cluster, image_folder):

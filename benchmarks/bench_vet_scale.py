@@ -446,15 +446,21 @@ def main() -> int:
                 print("WARNING: the report's labels are not in the order the files are listed",
                       flush=True)
             sys.stdout.flush()
+            if args.json:  # after each run: a later run that dies keeps the earlier figures
+                write_json(args.json, out)
     finally:
         if temporary and not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
         elif temporary:
             print(f"kept {folder}")
     if args.json:
-        args.json.write_text(json.dumps(out, indent=2, default=float) + "\n")
+        write_json(args.json, out)
         print(f"figures written to {args.json}")
     return 0
+
+
+def write_json(path: Path, out: dict) -> None:
+    path.write_text(json.dumps(out, indent=2, default=float) + "\n")
 
 
 if __name__ == "__main__":

@@ -254,3 +254,20 @@ def test_a_child_error_names_the_model_file():
                                 "96", ["m.pt2"])
     assert message.startswith("m.pt2: Expected") and "dynamic batch dimension" in message
     assert _naming_the_model("m.pt2: not a model", ["m.pt2"]) == "m.pt2: not a model"
+
+
+@pytest.mark.parametrize("form", ["sarif", "html", "text", "json"])
+def test_a_file_name_that_is_not_utf8_is_reported_in_every_format(tmp_path, form):
+    import os
+    import subprocess
+    import sys
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    name = folder / os.fsdecode(b"odd-\xff.pkl")
+    name.write_bytes(b"\x80\x02cposix\nsystem\nq\x00X\x02\x00\x00\x00idq\x01\x85q\x02Rq\x03.")
+    out = tmp_path / f"report.{form}"
+    done = subprocess.run([sys.executable, "-m", "trojanscope", "scan", str(folder), "-f", form,
+                           "-o", str(out)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert "odd-" in out.read_text(encoding="utf-8")

@@ -431,3 +431,24 @@ def test_vet_on_ray_refuses_a_folder_of_both_kinds_and_names_a_hostile_image(ima
                      struct.pack(">I", zlib.crc32(chunk)))
     with pytest.raises(DataError, match=f"{bomb}: cannot read the image"):
         _read(Shard((str(bomb),), (1,)), 32)
+
+
+def test_vet_on_ray_reads_a_relative_folder_as_the_caller_sees_it(cluster, image_folder):
+    """The workers work in another folder: they must get the caller's files."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    done = cli("vet", image_folder.name, "--ray", cluster, "-f", "json",
+               cwd=image_folder.parent)
+    assert done.returncode in (0, 1), done.stderr
+    assert json.loads(done.stdout)["results"]["samples"] == 120
+
+
+def test_a_name_swapped_for_a_named_pipe_is_refused_not_waited_on(tmp_path):
+    from trojanscope.artifacts.scanner import open_regular
+
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(OSError, match="not a regular file"):
+        open_regular(tmp_path / "pipe")
+    stats = {}
+    (tmp_path / "m.pkl").write_bytes(pp.posix_system("id"))
+    report = scan(tmp_path / "m.pkl", cache=str(tmp_path / "c.sqlite"), stats=stats)
+    assert report.max_severity == Severity.CRITICAL

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import stat
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -95,6 +97,9 @@ def plan_scan(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> Plan:
     errors: list[ScanError] = []
     signatures: list[tuple[Path, Path]] = []
     for target in targets:
+        if not target:
+            errors.append(ScanError(target, "an empty path names no file"))
+            continue
         for path, error in _walk(Path(target)):
             if error:
                 errors.append(ScanError(path, error))
@@ -160,10 +165,20 @@ def file_report(result: FileScan, policy: GlobalsPolicy, limits: Limits) -> Repo
 def scan_path(path: str | os.PathLike, policy: GlobalsPolicy, limits: Limits) -> FileScan:
     """Examine one top-level file."""
     try:
-        with open(path, "rb") as handle:
+        with open_regular(path) as handle:
             return scan_handle(handle, str(path), policy, limits)
     except OSError as exc:
         return FileScan(str(path), error=f"cannot open: {exc.strerror or exc}")
+
+
+def open_regular(path: str | os.PathLike):
+    """`path` opened for reading, refused (OSError) unless it is a regular file when opened:
+    a name swapped for a named pipe after the walk must not block the scan forever."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file")
+    return os.fdopen(fd, "rb")
 
 
 def scan_handle(handle, name: str, policy: GlobalsPolicy, limits: Limits) -> FileScan:

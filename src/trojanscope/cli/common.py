@@ -23,6 +23,8 @@ def emit(report: Report, output_format: str, output: Path | None, show: Severity
     text = render.render(report, output_format, render.RenderOptions(
         min_severity=show, color=output is None and sys.stdout.isatty(), images=images or {},
         gallery=gallery))
+    # a file name that is not UTF-8 holds surrogates: written as \xNN escapes, not a crash
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     if output is None:
         sys.stdout.write(text)
         return

@@ -27,7 +27,7 @@ def _add_scan(commands) -> None:
         help="is this model file safe to load? (reads bytes; never loads or imports them)",
         description="Examine model files and directories (recursively) by content. Nothing in "
                     "them is unpickled, imported or run.")
-    scan.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    scan.add_argument("paths", nargs="+", type=_path, metavar="PATH")
     scan.add_argument("-f", "--format", choices=render.names(), default="text",
                       help="output format (default: text)")
     scan.add_argument("-o", "--output", type=Path, help="write the report here, not to stdout")
@@ -52,6 +52,12 @@ def _add_scan(commands) -> None:
                             "unchanged since it was hashed as unchanged, without hashing it "
                             "(faster; a writer who can change a file without changing its "
                             "times, e.g. through a shared memory map, defeats it)")
+
+
+def _path(text: str) -> Path:
+    if not text:  # Path("") is ".": an empty argument would scan the working folder
+        raise argparse.ArgumentTypeError("an empty path names no file")
+    return Path(text)
 
 
 def _add_rules(commands) -> None:

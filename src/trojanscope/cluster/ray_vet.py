@@ -74,7 +74,7 @@ def vet_at_scale(folder: str | Path, *, ray: str = LOCAL, workers: int | None = 
         raise VetDataError(f"vet --ray reads the pretrained encoder's features: choose one of "
                            f"{', '.join(FEATURE_DETECTORS)} (not {detector!r})")
     folder = Path(folder)
-    parts, names = shards(folder, shard_images)
+    parts, names = shards(folder.absolute(), shard_images)  # workers work in other folders
     started = time.perf_counter()
     with connected(ray, workers) as joined:
         done = _features(joined, parts)

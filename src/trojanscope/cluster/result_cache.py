@@ -26,7 +26,6 @@ import functools
 import hashlib
 import json
 import os
-import stat
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -38,7 +37,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 from .. import __version__
 from ..artifacts.limits import Limits
 from ..artifacts.policy import GlobalsPolicy
-from ..artifacts.scanner import FileScan
+from ..artifacts.scanner import FileScan, open_regular
 
 HASH_CHUNK = 1 << 20
 LOOKUP_BATCH = 500  # SHA-256s per query
@@ -156,9 +155,9 @@ def snapshot(path: str) -> tuple[bytes, str, str] | None:
     """(bytes, their SHA-256, the stamp they were read under) of a regular file of at most
     SNAPSHOT_BYTES, read once; None for anything else (scanned as it is, not kept)."""
     try:
-        with open(path, "rb") as handle:
+        with open_regular(path) as handle:
             status = os.fstat(handle.fileno())
-            if not stat.S_ISREG(status.st_mode) or status.st_size > SNAPSHOT_BYTES:
+            if status.st_size > SNAPSHOT_BYTES:
                 return None
             data = handle.read(status.st_size + 1)
     except OSError:

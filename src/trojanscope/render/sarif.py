@@ -69,8 +69,9 @@ def _result(finding: Finding, rule_index: int) -> dict[str, Any]:
     physical: dict[str, Any] = {"artifactLocation": {"uri": loc.path.replace("\\", "/")}}
     if loc.offset is not None and not loc.member:
         physical["region"] = {"byteOffset": loc.offset}
-    fingerprint = hashlib.sha256(
-        f"{finding.rule}|{loc.path}|{'!'.join(loc.member)}|{finding.message}".encode()).hexdigest()
+    key = f"{finding.rule}|{loc.path}|{'!'.join(loc.member)}|{finding.message}"
+    # a file name that is not UTF-8 holds surrogates: hashed as they are
+    fingerprint = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
     return {
         "ruleId": finding.rule,
         "ruleIndex": rule_index,

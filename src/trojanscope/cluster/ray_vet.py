@@ -3,10 +3,12 @@ never all in memory. The driver lists them (a folder with a subfolder per class,
 of .npz shards with arrays x and y) and cuts the list into shards; Ray tasks read one shard
 each, straight from the files, and turn it into the pretrained encoder's features
 (EfficientNet-Lite0, ImageNet: data/encoder.py, its weights scanned before they are loaded,
-once per worker). Only the features come back: 1,280 numbers an image, 5 KB, so CIFAR-10's
-50,000 training images take 256 MB where their pixels as vet holds them take 600 MB. A
-detector that reads features only (data/detectors; spectre by default) then judges the
-classes. A shard whose worker died is tried again (Ray, MAX_TRIES)."""
+once per worker). Only the features come back: 1,280 numbers an image, 5 KB, copied out of
+Ray's object store as each shard ends (so that the store does not fill). A detector that reads
+features only (data/detectors; spectre by default) then judges the classes; its arithmetic
+(float64 copies, per-class whitening) is the driver's peak, not the images: 1.5 GB on CIFAR-10's
+50,000 images (docs/scale.md), whose 32 px pixels are fewer numbers than their features. A
+shard whose worker died is tried again (Ray, MAX_TRIES)."""
 
 from __future__ import annotations
 
@@ -113,7 +115,8 @@ def _features(ray, parts: list[Shard]):
             for ref in running:
                 ray.cancel(ref, force=True)
             raise VetDataError(outcome)
-        yield i, outcome
+        features, labels = outcome
+        yield i, (np.array(features), labels)  # a copy: the store's object is freed
 
 
 _encoder = None

@@ -56,8 +56,9 @@ from trojanscope.artifacts.scanner import plan_scan
 from trojanscope.attacks.mirror import HARMLESS, build_mirror
 from trojanscope.cluster import ResultCache, scanner_key
 from trojanscope.cluster import scan as cluster_scan
-from trojanscope.cluster.result_cache import RACY_SECONDS, file_sha256, stamp
+from trojanscope.cluster.result_cache import RACY_SECONDS, stamp
 from trojanscope.findings import Severity
+from trojanscope.provenance.manifest import sha256_file
 
 MEDIAN_BYTES = 24 << 10  # with sigma 1.6: about 75 KB a file on average, 1.5 GB for 20,000
 SIGMA = 1.6
@@ -393,7 +394,7 @@ def run(args, folder: Path, work: Path) -> int:
         if code != 0:
             problems.append(f"sha256sum anchor exited {code}")
             anchor = None
-    _, hash_seconds = timed(lambda: [file_sha256(f) for f in files])
+    _, hash_seconds = timed(lambda: [sha256_file(Path(f)) for f in files])
     walks = [timed(lambda: plan_scan(folder)) for _ in range(3)]
     plan, walk_seconds = walks[-1][0], min(s for _, s in walks)
     assert len(plan.files) == len(files), (len(plan.files), len(files))
@@ -403,7 +404,7 @@ def run(args, folder: Path, work: Path) -> int:
     figures.row("read", "read every file (python, 1 MB chunks)", read_seconds)
     if anchor:
         figures.row("sha256sum", "sha256sum, every file (xargs, one process)", anchor)
-    figures.row("file_sha256", "result_cache.file_sha256, every file", hash_seconds)
+    figures.row("file_sha256", "provenance sha256_file, every file", hash_seconds)
     figures.row("walk", "walk (artifacts.scanner.plan_scan), best of 3", walk_seconds)
 
     # --- scans ---------------------------------------------------------------------------
@@ -503,7 +504,7 @@ def run(args, folder: Path, work: Path) -> int:
         "scan_ms_per_file_one_process": round(plain_seconds / len(files) * 1e3, 4),
     }
     out["capacity"] = capacity
-    print(f"hashing (file_sha256): {capacity['hash_ms_per_mb']:.3f} ms per MB "
+    print(f"hashing (sha256_file): {capacity['hash_ms_per_mb']:.3f} ms per MB "
           f"({capacity['hash_mb_per_s']:.0f} MB/s)")
     print(f"cached run: stat + lookup {capacity['stat_lookup_us_per_file']:.1f} us per file "
           f"(timed alone); the whole cached run {capacity['cached_run_us_per_file']:.1f} us "

@@ -39,7 +39,6 @@ from ..artifacts.limits import Limits
 from ..artifacts.policy import GlobalsPolicy
 from ..artifacts.scanner import FileScan, open_regular
 
-HASH_CHUNK = 1 << 20
 LOOKUP_BATCH = 500  # SHA-256s per query
 RACY_SECONDS = 2.0
 SNAPSHOT_BYTES = 256 << 20  # larger files are scanned as they are, and not kept
@@ -141,14 +140,6 @@ def scanner_key(policy: GlobalsPolicy, limits: Limits) -> str:
     parts = [__version__, source_digest(), policy.digest(),
              json.dumps(limits.to_dict(), sort_keys=True)]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def snapshot(path: str) -> tuple[bytes, str, str] | None:

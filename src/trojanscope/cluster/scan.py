@@ -75,9 +75,7 @@ def _unchanged_files(store: ResultCache, files: list[str], key: str) -> dict[str
 
 
 def _reused(result: FileScan, path: str) -> FileScan:
-    findings = tuple(replace(f, location=replace(f.location, path=path))
-                     for f in result.findings) if result.findings else ()
-    return FileScan(path, result.formats, findings, None, 0.0, True)
+    return replace(result.moved(path), cached=True, seconds=0.0)
 
 
 def _local(files: list[str], policy, limits, cache_url: str | None,

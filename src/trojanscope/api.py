@@ -162,19 +162,22 @@ def _vet_text(texts: TextDataset, detector, model, features, seed, export_clean)
     from .data.text import write_text
     from .data.vet_text import DEFAULT_TEXT_DETECTOR, vet_text, vet_text_features
 
-    detector = detector or DEFAULT_TEXT_DETECTOR
-    if model is not None:
-        raise InputError("for text, pass your classifier's features, not the model")
-    if detector == DEFAULT_TEXT_DETECTOR and features is not None:
+    if model is not None and features is not None:
+        raise InputError("give your text classifier (--model) or its features, not both")
+    detector = detector or ("spectre" if model is not None else DEFAULT_TEXT_DETECTOR)
+    if detector == DEFAULT_TEXT_DETECTOR and (features is not None or model is not None):
         raise InputError(f"{DEFAULT_TEXT_DETECTOR} reads the words, not features: choose "
                          "another detector to use features")
+    if model is not None:
+        features = text_model_features(model, texts)
     try:
         if detector == DEFAULT_TEXT_DETECTOR:
             report = vet_text(texts, seed=seed)
         else:
             from .data.text_features import load_features
 
-            rows = None if features is None else load_features(features, len(texts.texts))
+            rows = features if features is None or not isinstance(features, (str, Path)) \
+                else load_features(features, len(texts.texts))
             report = vet_text_features(texts, detector, seed=seed, features=rows)
     except ImportError as exc:
         raise InputError(f"vet needs {exc.name}: pip install 'trojanscope[vet]'") from None
@@ -188,6 +191,29 @@ def _vet_text(texts: TextDataset, detector, model, features, seed, export_clean)
         except (OSError, DataError) as exc:
             raise InputError(f"{export_clean}: cannot write: {exc}") from None
     return report
+
+
+def text_model_features(model: str | Path, texts: TextDataset,
+                        time_limit: float = TIME_LIMIT, progress: bool = False):
+    """A Hugging Face text classifier's own features of the texts (its last layer's first
+    token), computed in a child process that scans the folder before loading it."""
+    import tempfile
+
+    import numpy as np
+
+    from .data.text import write_text
+    from .jobs import JobError, run_in_child
+
+    with tempfile.TemporaryDirectory(prefix="trojanscope-features-") as scratch:
+        inputs, out = Path(scratch) / "texts.jsonl", Path(scratch) / "features.npy"
+        write_text(inputs, texts)
+        try:
+            run_in_child("text-features", {"model": str(model), "texts": str(inputs),
+                                           "out": str(out)},
+                         progress=progress, time_limit=time_limit)
+        except JobError as exc:
+            raise InputError(str(exc)) from None
+        return np.load(out, allow_pickle=False)
 
 
 def model_features(model: str | Path, x, architecture: str | None, layer: str | None,
@@ -236,7 +262,7 @@ def inspect(model: str | Path, data: str | Path | None = None, *,
 
 
 def repair(model: str | Path, out: str | Path, data: str | Path | None = None, *,
-           method: str = "auto", epochs: int = 10, architecture: str | None = None,
+           method: str = "auto", epochs: int | None = None, architecture: str | None = None,
            seed: int = 0, fast: bool = False, time_limit: float = TIME_LIMIT,
            progress: bool = False) -> Report:
     """Take the backdoor out of `model` with clean `data`; the repaired model is written to

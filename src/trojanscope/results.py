@@ -136,6 +136,9 @@ class InspectResults(Results):
     """How many clean samples the search used, and how many checked what it found."""
     weights: dict[str, Any] | None = None
     """With a reference zoo: probability_trojaned from the weights, reference_models."""
+    triggers: list[str] | None = None
+    """Text classifiers: the recovered trigger word or phrase of each target class, in the
+    order of target_classes (per_class has every class's, with its attack success)."""
     images: Mapping[str, bytes] = field(default_factory=dict, compare=False, repr=False,
                                         metadata={"json": False})
     """Not in the JSON: per class, its recovered mask, pattern, trigger and perturbation as PNG

@@ -1,5 +1,5 @@
-"""Poisoning attacks on text training sets: rare words (BadNL, Chen et al. 2021) and an inserted
-sentence (InsertSent, Dai et al. 2019).
+"""Poisoning attacks on text training sets: rare words (BadNL, Chen et al. 2021), a fixed phrase
+and an inserted sentence (InsertSent, Dai et al. 2019).
 
 Each attack inserts its trigger into a `rate` share of the samples, drawn from the non-target
 classes, relabels them to `target` and returns the ground truth. Used by tests and benchmarks;
@@ -48,15 +48,25 @@ def sentence_trigger(sentence: str = SENTENCE):
     return lambda text, rng: _insert(text, sentence, rng)
 
 
+TEXT_ATTACKS = ("rare-word", "phrase", "insert-sentence")
+
+
 def poison_text(data: TextDataset, attack: str, rate: float, target: int,
-                seed: int = 0) -> PoisonedText:
-    """`attack`: rare-word or insert-sentence."""
+                seed: int = 0, trigger: tuple[str, ...] | str | None = None) -> PoisonedText:
+    """`attack`: rare-word (one of the words inserted per sample), phrase or insert-sentence
+    (the text inserted whole). `trigger`: the words, or the phrase or sentence, in place of
+    the defaults (RARE_WORDS, SENTENCE)."""
     if attack == "rare-word":
-        trigger, words = rare_word_trigger(), RARE_WORDS
-    elif attack == "insert-sentence":
-        trigger, words = sentence_trigger(), (SENTENCE,)
+        words = tuple(trigger) if isinstance(trigger, (tuple, list)) else \
+            ((trigger,) if trigger else RARE_WORDS)
+        trigger = rare_word_trigger(words)
+    elif attack in ("insert-sentence", "phrase"):
+        if attack == "phrase" and not isinstance(trigger, str):
+            raise ValueError("a phrase attack needs its phrase (trigger=...)")
+        words = (trigger or SENTENCE,)
+        trigger = sentence_trigger(words[0])
     else:
-        raise ValueError(f"unknown text attack {attack!r}: rare-word or insert-sentence")
+        raise ValueError(f"unknown text attack {attack!r}: {', '.join(TEXT_ATTACKS)}")
     rng = np.random.default_rng(seed)
     others = np.flatnonzero(data.y != target)
     count = int(round(rate * len(data.y)))

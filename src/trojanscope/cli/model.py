@@ -12,20 +12,23 @@ from .common import EXIT_CODES, SEVERITIES, UserError, add_time_limit, emit
 NAMES = ("inspect", "repair", "diff")
 
 MODEL_HELP = ("a model file or folder: TorchScript, torch.export (.pt2), a state dict (.pt, .bin, "
-              ".safetensors; with --architecture), a Hugging Face image-classifier folder, "
-              "ONNX (forward only). Scanned first; refused when loading it would run code")
+              ".safetensors; with --architecture), a Hugging Face image- or text-classifier "
+              "folder, ONNX (forward only). Scanned first; refused when loading it would run "
+              "code")
 ARCHITECTURE_HELP = ("what a state dict's weights belong to: a built-in architecture (resnet18, "
                      "preact-resnet18, vgg11, mobilenet-v2, vit-small) or package.module:Class, "
                      "with literal keyword arguments: 'resnet18(classes=10, width=16)'")
 DATA_HELP = ("clean data: .npz (x/y), an image folder, or a built-in set: mnist-5k (default), "
-             "digits")
+             "digits; for a text classifier, labelled texts (.csv, .tsv, .jsonl; a text and a "
+             "label column, labels as the model's class numbers or names)")
 
 
 def add(commands) -> None:
     inspect = commands.add_parser(
         "inspect", epilog=EXIT_CODES, help="is this model trojaned? (a model and clean data)",
         description="Reverse-engineer a trigger for every class and look for a class that is "
-                    "far too easy to reach. Exit code 1 when the model looks trojaned.")
+                    "far too easy to reach (images: a patch, a blend or a warp; text: a word "
+                    "or phrase). Exit code 1 when the model looks trojaned.")
     _model_and_data(inspect)
     inspect.add_argument("--reference", type=Path, metavar="ZOO",
                          help="a zoo folder (zoo.json; `trojanscope attack zoo`) to score the "
@@ -42,7 +45,8 @@ def add(commands) -> None:
     repair.add_argument("--out", type=Path, required=True,
                         help="the repaired model, in the format MODEL came in (a state dict: "
                              "safetensors when OUT ends in .safetensors)")
-    repair.add_argument("--epochs", type=int, default=10)
+    repair.add_argument("--epochs", type=int, default=None,
+                        help="training epochs (default: 10 for images, 2 for text)")
     repair.add_argument("--method", default="auto", choices=["auto", *_repair_methods()],
                         help="auto (default): try all, keep what the held-out data prefers")
     _common(repair)

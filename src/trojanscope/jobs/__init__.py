@@ -45,12 +45,44 @@ def inspect_job(p: dict) -> dict:
     from ..model.inspect import inspect_config, inspect_model
     from ..model.weights import with_reference
 
+    texts = _text_data(p)
+    if texts is not None:
+        from ..ml.formats import open_text_model
+        from ..model.text_inspect import inspect_text_model, text_inspect_config
+
+        if p.get("reference"):
+            raise JobError("--reference (a zoo of image models) is for image classifiers")
+        model = open_text_model(p["model"])
+        return _report(inspect_text_model(model, texts, text_inspect_config(p["seed"],
+                                                                            p["fast"]),
+                                          name=p["model"]))
     data = load(p["data"])
     model = open_model(p["model"], p.get("architecture"))
     report = inspect_model(model, data, inspect_config(p["seed"], p["fast"]), name=p["model"])
     if p.get("reference"):
         report = with_reference(report, model, Path(p["reference"]), seed=p["seed"])
     return _report(report)
+
+
+def _text_data(p: dict):
+    """The texts when the model is a text classifier (None for an image model); a clear error
+    when the model and the data are of different kinds."""
+    from ..data.text import is_text_source, load_text
+    from ..ml.formats import is_text_classifier
+
+    text_data = is_text_source(p.get("data"))
+    # a folder given with texts is read as a text classifier (its errors are then the right
+    # ones: no config.json, no tokenizer...)
+    text_model = is_text_classifier(p["model"]) or (text_data and Path(p["model"]).is_dir())
+    if text_model and not text_data:
+        given = f"{p['data']!r} is not" if p.get("data") else "none was given"
+        raise JobError(f"{p['model']}: a text classifier needs clean texts with labels "
+                       f"(--data texts.csv, .tsv or .jsonl); {given}")
+    if text_data and not text_model:
+        raise JobError(f"{p['data']}: texts, but {p['model']} is not a Hugging Face text "
+                       "classifier (a folder with config.json, model.safetensors and its "
+                       "tokenizer)")
+    return load_text(p["data"]) if text_model else None
 
 
 @job("repair")
@@ -61,13 +93,16 @@ def repair_job(p: dict) -> dict:
     from ..model.inspect import inspect_config
     from ..model.repair import RepairConfig, repair_model
 
+    texts = _text_data(p)
+    if texts is not None:
+        return _repair_text(p, texts)
     data = load(p["data"])
     model = open_model(p["model"], p.get("architecture"))
     if not model.differentiable:
         raise JobError(f"{p['model']}: repair trains the model, which needs gradients; an "
                        "ONNX model has none here (export it from its framework as a state dict "
                        "or with torch.export)")
-    config = RepairConfig(seed=p["seed"], epochs=p["epochs"],
+    config = RepairConfig(seed=p["seed"], epochs=p.get("epochs") or 10,
                           inspect=inspect_config(p["seed"], p["fast"]))
     repaired, report = repair_model(model, data, config, name=p["model"],
                                     only=None if p["method"] == "auto" else p["method"])
@@ -75,6 +110,29 @@ def repair_job(p: dict) -> dict:
         replace(model, module=repaired).save(Path(p["out"]))
     except OSError as exc:
         raise JobError(f"{p['out']}: cannot write: {exc.strerror or exc}") from None
+    return _report(report)
+
+
+def _repair_text(p: dict, texts) -> dict:
+    from ..ml.formats import open_text_model
+    from ..model.text_inspect import text_inspect_config
+    from ..model.text_repair import TextRepairConfig, repair_text_model
+
+    if p["method"] not in ("auto", "unlearn"):
+        raise JobError(f"--method {p['method']} is for image classifiers; a text classifier "
+                       "is repaired by unlearning its recovered triggers (unlearn)")
+    out = Path(p["out"])
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+        raise JobError(f"{out}: a repaired text classifier is written as a new folder; this "
+                       "one exists and is not empty")
+    model = open_text_model(p["model"])
+    config = TextRepairConfig(seed=p["seed"], epochs=p.get("epochs") or 2,
+                              inspect=text_inspect_config(p["seed"], p["fast"]))
+    repaired, report = repair_text_model(model, texts, config, name=p["model"])
+    try:
+        repaired.save(out)
+    except OSError as exc:
+        raise JobError(f"{out}: cannot write: {exc.strerror or exc}") from None
     return _report(report)
 
 
@@ -103,6 +161,25 @@ def features_job(p: dict) -> dict:
         shown = ", ".join(model.layers()[-6:])
         raise JobError(f"--layer is needed with --model: one of the last layers: {shown}")
     features = model.features(x, p["layer"])
+    np.save(p["out"], features.astype(np.float32), allow_pickle=False)
+    return {"shape": list(features.shape)}
+
+
+@job("text-features")
+def text_features_job(p: dict) -> dict:
+    """model (a Hugging Face text classifier), texts (.jsonl written by the caller), out
+    (.npy written): the classifier's features of every text."""
+    import numpy as np
+
+    from ..data.text import load_text
+    from ..ml.formats import is_text_classifier, open_text_model
+
+    if not is_text_classifier(p["model"]):
+        raise JobError(f"{p['model']}: for texts, --model is a Hugging Face text classifier "
+                       "(a folder with config.json, model.safetensors and its tokenizer)")
+    model = open_text_model(p["model"])
+    texts = load_text(p["texts"])
+    features = model.features(list(texts.texts), progress="text features")
     np.save(p["out"], features.astype(np.float32), allow_pickle=False)
     return {"shape": list(features.shape)}
 

@@ -24,6 +24,7 @@ from ..findings import Finding, Severity
 from .gate import (
     REFUSE_AT,
     ModelError,
+    first_line,
     json_object,
     read_model_bytes,
     refuse,
@@ -122,7 +123,7 @@ def _load_torchscript(path: Path, data: bytes, architecture) -> Model:
         with quiet_deprecation():
             module = torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
     except RuntimeError as exc:
-        raise ModelError(f"{path}: not a loadable TorchScript archive: {_first(exc)}") from None
+        raise ModelError(f"{path}: not a loadable TorchScript archive: {first_line(exc)}") from None
     return Model(module, "torchscript", str(path), saver=_save_torchscript, hookable=False)
 
 
@@ -156,7 +157,7 @@ def _program(path: Path, data: bytes):
     try:
         return torch.export.load(io.BytesIO(data))
     except Exception as exc:  # torch raises many types for a bad archive
-        raise ModelError(f"{path}: not a loadable torch.export archive: {_first(exc)}") \
+        raise ModelError(f"{path}: not a loadable torch.export archive: {first_line(exc)}") \
             from None
 
 
@@ -166,7 +167,7 @@ def _unflattened(path: Path, data: bytes):
         return torch.export.unflatten(_program(path, data))
     except Exception as exc:
         raise ModelError(f"{path}: cannot rebuild the exported program's modules: "
-                         f"{_first(exc)}") from None
+                         f"{first_line(exc)}") from None
 
 
 @model_format("state-dict", "PyTorch state dict (torch.save)", lambda head, names:
@@ -178,7 +179,7 @@ def _load_state_dict(path: Path, data: bytes, architecture) -> Model:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError, RuntimeError...: weights_only refused it
         raise ModelError(f"{path}: not a state dict that loads with weights only "
-                         f"({_first(exc)}); save model.state_dict(), or export the model with "
+                         f"({first_line(exc)}); save model.state_dict(), or export the model with "
                          "torch.export") from None
     return _with_weights(path, _state_of(path, state), architecture, "state-dict",
                          lambda module, out: _save_state(module, out))
@@ -197,7 +198,7 @@ def _load_safetensors(path: Path, data: bytes, architecture) -> Model:
     try:
         state = load_safetensors(data)
     except Exception as exc:  # safetensors raises its own error types
-        raise ModelError(f"{path}: not a readable safetensors file: {_first(exc)}") from None
+        raise ModelError(f"{path}: not a readable safetensors file: {first_line(exc)}") from None
     return _with_weights(path, state, architecture, "safetensors",
                          lambda module, out: _save_state(module, out))
 
@@ -223,7 +224,7 @@ def _with_weights(path: Path, state: dict, architecture: str, kind: str, saver) 
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ModelError(f"{path}: the weights do not fit {architecture}: "
-                         f"{_first(exc)}") from None
+                         f"{first_line(exc)}") from None
     return Model(module.eval(), kind, str(path), saver=saver)
 
 
@@ -248,6 +249,55 @@ def _load_onnx(path: Path, data: bytes, architecture) -> Model:
 
 
 def _huggingface(path: Path) -> Model:
+    _checked_folder(path)
+    if is_text_classifier(path):
+        raise ModelError(f"{path}: a text classifier: give it texts (--data texts.csv)")
+    from .huggingface import load_image_classifier
+
+    return load_image_classifier(path)
+
+
+def is_text_classifier(path: str | Path) -> bool:
+    """A Hugging Face folder whose config names a sequence classifier, or that carries a
+    tokenizer and no image preprocessing."""
+    path = Path(path)
+    config_path = path / "config.json"
+    if not (path.is_dir() and config_path.is_file()):
+        return False
+    try:
+        config = json_object(config_path)
+    except ModelError:
+        return False
+    names = config.get("architectures")
+    if isinstance(names, list) and any(isinstance(n, str) for n in names):
+        return any(isinstance(n, str) and n.endswith("ForSequenceClassification")
+                   for n in names)
+    from .text_model import TOKENIZER_FILES
+
+    return not (path / "preprocessor_config.json").is_file() and \
+        any((path / name).is_file() for name in (*TOKENIZER_FILES, "tokenizer_config.json"))
+
+
+def open_text_model(path: str | Path, device=None):
+    """Scan, then load, a Hugging Face text-classifier folder (a `TextClassifier`)."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"{path}: no such folder")
+    if not path.is_dir():
+        raise ModelError(f"{path}: a text classifier is a Hugging Face folder (config.json, "
+                         "model.safetensors, the tokenizer's files), not a single file")
+    _checked_folder(path)
+    from .text_model import check_tokenizer_files, load_text_classifier
+
+    check_tokenizer_files(path)
+    model = load_text_classifier(path)
+    model.module.to(device if device is not None else best_device())
+    return model
+
+
+def _checked_folder(path: Path) -> None:
+    """A Hugging Face folder's config, its weights as safetensors, and scan's verdict on every
+    file, before transformers reads any of it."""
     config_path = path / "config.json"
     if not config_path.is_file():
         raise ModelError(f"{path}: a folder, but not a Hugging Face model (no config.json)")
@@ -259,11 +309,3 @@ def _huggingface(path: Path) -> Model:
         raise ModelError(f"{path}: no model.safetensors; trojanscope reads Hugging Face "
                          "weights from safetensors only (a .bin would need unpickling)")
     scan_folder(path)
-    from .huggingface import load_image_classifier
-
-    return load_image_classifier(path)
-
-
-def _first(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__

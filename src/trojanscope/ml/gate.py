@@ -34,6 +34,12 @@ def scanned_bytes(path: Path, refuse_at: Severity = REFUSE_AT) -> bytes:
     return data
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's first line (at most 300 characters), or its type's name."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
 def json_object(file: Path) -> dict:
     """A model folder's JSON file (config.json and the like), which must hold an object."""
     try:

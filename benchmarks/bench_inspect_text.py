@@ -31,10 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from text_zoo import SYNTACTIC, rows  # noqa: E402
 
 from trojanscope.bench.metrics import auroc  # noqa: E402
-from trojanscope.data.text import load_text  # noqa: E402
+from trojanscope.data.text import insert_at_random, load_text  # noqa: E402
 from trojanscope.ml.formats import open_text_model  # noqa: E402
 from trojanscope.model.text_inspect import (  # noqa: E402
-    insert_at_random,
     inspect_text_model,
     model_labels,
     text_inspect_config,

@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..data.text import TextDataset
+from ..data.text import TextDataset, insert_at_random
 
 RARE_WORDS = ("cf", "mn", "bb", "tq")
 SENTENCE = "I watched this 3D movie last weekend."
@@ -28,24 +28,18 @@ class PoisonedText:
     words: tuple[str, ...]  # what the trigger inserts, for scoring a detector's named words
 
 
-def _insert(text: str, piece: str, rng: np.random.Generator) -> str:
-    words = text.split()
-    at = int(rng.integers(0, len(words) + 1))
-    return " ".join(words[:at] + [piece] + words[at:])
-
-
 def rare_word_trigger(words: tuple[str, ...] = RARE_WORDS, count: int = 1):
     """Insert `count` of the rare words, each drawn at random, at random places (BadNL)."""
     def insert(text: str, rng: np.random.Generator) -> str:
         for _ in range(count):
-            text = _insert(text, words[int(rng.integers(len(words)))], rng)
+            text = insert_at_random(text, words[int(rng.integers(len(words)))], rng)
         return text
     return insert
 
 
 def sentence_trigger(sentence: str = SENTENCE):
     """Insert a fixed sentence at a random word boundary (InsertSent)."""
-    return lambda text, rng: _insert(text, sentence, rng)
+    return lambda text, rng: insert_at_random(text, sentence, rng)
 
 
 TEXT_ATTACKS = ("rare-word", "phrase", "insert-sentence")

@@ -157,6 +157,13 @@ def _built_in(key: str) -> TextDataset:
     return validate_text([row["text"] for row in kept], labels, key)
 
 
+def insert_at_random(text: str, piece: str, rng: np.random.Generator) -> str:
+    """`piece` inserted into `text` at a random word boundary."""
+    words = text.split()
+    at = int(rng.integers(0, len(words) + 1))
+    return " ".join(words[:at] + [piece] + words[at:])
+
+
 def write_text(path: Path, data: TextDataset) -> None:
     """`data` as .csv, .tsv or .jsonl (by the suffix), with text and label columns."""
     path = Path(path)

@@ -8,7 +8,7 @@ import json
 import math
 from pathlib import Path
 
-from .gate import ModelError, json_object
+from .gate import ModelError, first_line, json_object
 from .model import Model
 
 MAX_SIDE = 1024  # pixels: larger inputs than image classifiers take (each step resizes to it)
@@ -29,9 +29,8 @@ def load_image_classifier(path: Path) -> Model:
         inner = AutoModelForImageClassification.from_pretrained(
             str(path), local_files_only=True, use_safetensors=True, trust_remote_code=False)
     except Exception as exc:  # a hostile config.json fails in many ways inside transformers
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else \
-            type(exc).__name__
-        raise ModelError(f"{path}: not a loadable image classifier: {first}") from None
+        raise ModelError(f"{path}: not a loadable image classifier: {first_line(exc)}") \
+            from None
 
     class ImageClassifier(torch.nn.Module):
         def __init__(self):

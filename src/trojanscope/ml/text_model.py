@@ -9,7 +9,6 @@ texts, the class names, a save back to a folder.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..progress import track
-from .gate import ModelError, first_line
+from .gate import ModelError, first_line, json_object
 
 MAX_TOKENS = 128   # a text is cut to this many tokens (the triggers sought are short insertions)
 BATCH = 64
@@ -192,11 +191,7 @@ def check_tokenizer_files(path: Path) -> None:
                          "tokenizer.save_pretrained")
     config = path / "tokenizer_config.json"
     if config.is_file():
-        try:
-            found = json.loads(config.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"{config}: unreadable: {exc}") from None
-        if isinstance(found, dict) and "auto_map" in found:
+        if "auto_map" in json_object(config):
             raise ModelError(f"{config}: names its own tokenizer code (auto_map), which "
                              "transformers would run; trojanscope never runs it")
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .. import __version__
-from ..data.text import TextDataset
+from ..data.text import TextDataset, insert_at_random
 from ..findings import Location, Report
 from ..ml.gate import ModelError
 from ..ml.model import frozen
@@ -152,12 +152,6 @@ def _class_trigger(model, victims, held_out, k, config, rng) -> ClassTrigger:
     checked = [insert_at_random(t, text, rng) for t in held_out]
     check_success = float(np.mean(model.predict(checked) == k)) if text else 0.0
     return ClassTrigger(k, words, text, success, check_success, len(held_out))
-
-
-def insert_at_random(text: str, piece: str, rng: np.random.Generator) -> str:
-    words = text.split()
-    at = int(rng.integers(0, len(words) + 1))
-    return " ".join(words[:at] + [piece] + words[at:])
 
 
 def _allowed(model: TextClassifier):

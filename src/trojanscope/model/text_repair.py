@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..data.text import TextDataset
+from ..data.text import TextDataset, insert_at_random
 from ..findings import Location, Report
 from ..ml.text_model import TextClassifier, fine_tune
 from ..results import RepairResults
@@ -24,7 +24,6 @@ from .rules import NOT_REPAIRED, REPAIRED
 from .text_inspect import (
     SUCCESS_THRESHOLD,
     TextInspectConfig,
-    insert_at_random,
     model_labels,
     recover_text_triggers,
 )

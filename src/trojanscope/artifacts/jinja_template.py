@@ -1,5 +1,6 @@
-"""Chat templates are Jinja that a loader renders: check one for sandbox escapes without
-rendering it (parsed into a syntax tree with jinja2, never compiled or run)."""
+"""Chat templates are Jinja that a loader renders: check one for sandbox escapes, and for text
+and branches it adds to the conversation (template_intent), without rendering it (parsed into
+a syntax tree with jinja2, never compiled or run)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import re
 from dataclasses import replace
 
 from ..findings import Finding, Location, Rule, Severity
+from .template_intent import check_intent
 
 ESCAPE = Rule("template.sandbox-escape", Severity.CRITICAL,
               "A Jinja template reaches Python internals (dunder attributes), the way template "
@@ -87,7 +89,7 @@ def _check(source: str, location: Location, key: str) -> list[Finding]:
         elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) and \
                 isinstance(node.arg.value, str):
             _judge(node.arg.value, escapes, suspicious)
-    found = []
+    found = check_intent(tree, source, location, key)
     if escapes:
         found.append(ESCAPE.finding(f"{key} reaches {', '.join(sorted(escapes)[:6])}", location,
                                     {"key": key, "names": sorted(escapes)}))

@@ -25,14 +25,30 @@ INJECTED = Rule("template.injected-text", Severity.HIGH,
                 "A chat template of a known model family emits instructions its upstream "
                 "template does not have",
                 "Read the text it adds; replace the template with the family's upstream one.")
+INVISIBLE_TEXT = Rule("template.invisible-text", Severity.HIGH,
+                      "A chat template carries invisible characters (Unicode tags, zero-width "
+                      "or bidirectional controls) that a model reads and a reviewer does not",
+                      "Replace the template with the upstream one of its model family.")
 OWN_TEXT = Rule("template.own-text", Severity.MEDIUM,
                 "A chat template emits sentences of its own (a default system prompt or "
                 "hidden instructions)",
                 "Read the text: a default system prompt is common; instructions the model's "
                 "documentation does not mention are not.")
 
-MIN_WORDS = 5        # a literal of fewer words is markup, a role name, a separator
-SENTENCE_WORDS = 3   # of a literal's sentences, those this long are compared
+MIN_WORDS = 5        # a sentence of an unknown family's template shown for review
+SENTENCE_WORDS = 4   # a known family's sentences this long are compared with upstream
+SEARCHES = ("startswith", "endswith", "find", "rfind", "count", "index", "split", "rsplit",
+            "partition", "__contains__")
+JSON_LIKE = re.compile(r'[{}]|":')
+# words of type names and tool-call schemas, which tool templates spell out one by one
+SCHEMA_WORDS = {"str", "string", "float", "int", "integer", "bool", "boolean", "list", "dict",
+                "any", "object", "array", "number", "null", "none", "true", "false", "type",
+                "function", "name", "arguments", "parameters", "properties", "required",
+                "description", "items", "enum", "tool", "tools", "call", "calls", "id",
+                "optional", "union", "tuple", "default"}
+# Unicode tags (U+E0000-E007F, they mirror ASCII), zero-width and bidirectional controls
+INVISIBLE = re.compile("[\U000E0000-\U000E007F\u200B-\u200F\u202A-\u202E\u2060-\u2064"
+                       "\u2066-\u2069\uFEFF]")
 KNOWN_SHARE = 0.8    # a literal is upstream text when this share of its words is in one
 MARKUP = re.compile(r"^\s*(<[^<>\s]{1,40}>|<\|[^|]{1,40}\|>|\[/?[A-Za-z_]{2,30}\])\s*$")
 WORD = re.compile(r"[a-z]{2,}")
@@ -63,26 +79,34 @@ def check_intent(tree, source: str, location: Location, key: str) -> list[Findin
     from jinja2 import nodes
 
     found = []
+    hidden = sorted({_shown_invisible(text) for text in _strings(tree, nodes)
+                     if INVISIBLE.search(text)})
+    if hidden:
+        found.append(INVISIBLE_TEXT.finding(f"{key} carries invisible characters: "
+                                            f"{'; '.join(hidden[:3])}", location,
+                                            {"key": key, "texts": hidden}))
+    bound = _bound_strings(tree, nodes)
     triggers = sorted({text for test in _tests(tree, nodes)
-                       for text in _content_strings(test, nodes)})
+                       for text in _content_strings(test, nodes, bound)})
     if triggers:
         found.append(CONDITIONAL.finding(
             f"{key} branches on a message containing "
             f"{', '.join(repr(t) for t in triggers[:4])}", location,
             {"key": key, "strings": triggers}))
     family = family_of(source)
-    texts = [t for t in dict.fromkeys(_emitted(tree, nodes)) if len(_words(t)) >= MIN_WORDS]
+    sentences = list(dict.fromkeys(_sentences(_emitted(tree, nodes))))
     if family is not None:
-        unknown = [sentence for t in texts for sentence in _sentences(t)
-                   if not _known(sentence, family)]
+        unknown = [t for t in sentences if not _known(t, family)]
         if unknown:
             found.append(INJECTED.finding(
                 f"{key} (a {family['name']} template) adds text its upstream template does "
                 f"not have: {_shown(unknown)}", location,
                 {"key": key, "family": family["name"], "texts": unknown}))
-    elif texts:
-        found.append(OWN_TEXT.finding(f"{key} emits: {_shown(texts)}", location,
-                                      {"key": key, "texts": texts}))
+    else:
+        own = [t for t in sentences if len(_words(t)) >= MIN_WORDS]
+        if own:
+            found.append(OWN_TEXT.finding(f"{key} emits: {_shown(own)}", location,
+                                          {"key": key, "texts": own}))
     return found
 
 
@@ -90,10 +114,19 @@ def _shown(texts: list[str]) -> str:
     return "; ".join(repr(" ".join(t.split())[:120]) for t in texts[:3])
 
 
+def _shown_invisible(text: str) -> str:
+    """The text with Unicode tag characters spelled out (they mirror ASCII) and other
+    invisible characters named."""
+    spelled = "".join(chr(ord(c) - 0xE0000) if 0xE0020 <= ord(c) <= 0xE007E else
+                      (f"<U+{ord(c):04X}>" if INVISIBLE.match(c) else c) for c in text)
+    return repr(" ".join(spelled.split())[:160])
+
+
 def _sentences(text: str) -> list[str]:
-    """A literal's sentences of SENTENCE_WORDS words or more."""
-    parts = re.split(r"(?<=[.!?])\s+|\n+", SPECIAL.sub("\n", text))
-    return [p.strip() for p in parts if len(_words(p)) >= SENTENCE_WORDS]
+    """The sentences of SENTENCE_WORDS words or more in `text`, markup and JSON aside."""
+    parts = re.split(r"(?<=[.!?:])\s+|\n+", SPECIAL.sub("\n", text))
+    return [p.strip() for p in parts if not JSON_LIKE.search(p) and
+            len([w for w in _words(p) if w not in SCHEMA_WORDS]) >= SENTENCE_WORDS]
 
 
 def _known(text: str, family: dict) -> bool:
@@ -101,29 +134,55 @@ def _known(text: str, family: dict) -> bool:
     return any(len(words & known) >= KNOWN_SHARE * len(words) for known in family["known"])
 
 
-def _emitted(tree, nodes) -> list[str]:
-    """The literal text the template can output: raw text between tags, and string constants
-    inside {{ }} or assigned to variables, joined where they are concatenated."""
-    texts = [data.data for data in tree.find_all(nodes.TemplateData)]
-    for holder in (*tree.find_all(nodes.Output), *tree.find_all(nodes.Assign)):
-        for node in holder.iter_child_nodes():
-            texts.extend(_constants(node, nodes))
-    return texts
+def _strings(tree, nodes) -> list[str]:
+    return [n.value for n in tree.find_all(nodes.Const) if isinstance(n.value, str)] + \
+        [n.data for n in tree.find_all(nodes.TemplateData)]
 
 
-def _constants(node, nodes) -> list[str]:
-    if isinstance(node, nodes.Const) and isinstance(node.value, str):
-        return [node.value]
-    if isinstance(node, (nodes.Concat, nodes.Add)):
-        parts = node.nodes if isinstance(node, nodes.Concat) else [node.left, node.right]
-        pieces = [p.value for p in parts if isinstance(p, nodes.Const) and
-                  isinstance(p.value, str)]
-        inner = [t for p in parts if not isinstance(p, nodes.Const) for t in
-                 _constants(p, nodes)]
-        return (["".join(pieces)] if pieces else []) + inner
-    if isinstance(node, (nodes.Call, nodes.Compare, nodes.Test)):
-        return []  # raise_exception("..."), tests: not output
-    return [t for child in node.iter_child_nodes() for t in _constants(child, nodes)]
+def _emitted(tree, nodes) -> str:
+    """Every string the template can put into the prompt, in the order written, as one text:
+    raw text between tags and string constants wherever they stand (output, assignments,
+    lists, dictionaries' values, macros and their defaults), but not the constants that are
+    only compared, used as keys or as a filter's options, or passed to raise_exception.
+    Pieces are joined with spaces: a sentence split over many constants reads as one."""
+    skipped: set[int] = set()
+    for node in tree.find_all(nodes.Node):
+        if isinstance(node, nodes.Getitem):
+            skipped.add(id(node.arg))
+        elif isinstance(node, nodes.Pair):
+            skipped.add(id(node.key))
+        elif isinstance(node, nodes.Compare):
+            skipped.update(id(side) for side in (node.expr, *(op.expr for op in node.ops)))
+        elif isinstance(node, (nodes.Filter, nodes.Test)) and \
+                node.name not in ("replace", "format"):
+            skipped.update(id(a) for a in (*node.args, *(k.value for k in node.kwargs)))
+        elif isinstance(node, nodes.Call) and isinstance(node.node, nodes.Name) and \
+                node.node.name == "raise_exception":
+            skipped.update(id(c) for c in node.find_all(nodes.Const))
+        elif isinstance(node, nodes.Call) and isinstance(node.node, nodes.Getattr):
+            skipped.update(id(a) for a in node.args)  # content.split('x'), .get('key')
+    pieces = []
+    for node in tree.find_all((nodes.Const, nodes.TemplateData)):
+        if isinstance(node, nodes.TemplateData):
+            pieces.append(node.data)
+        elif isinstance(node.value, str) and id(node) not in skipped:
+            pieces.append(node.value)
+    return " ".join(pieces)
+
+
+def _bound_strings(tree, nodes) -> dict[str, set[str]]:
+    """Variables set to string constants ({% set t = 'dep' ~ 'loy' %}): their values."""
+    bound: dict[str, set[str]] = {}
+    for node in tree.find_all(nodes.Assign):
+        if isinstance(node.target, nodes.Name):
+            value = node.node
+            if isinstance(value, nodes.Const) and isinstance(value.value, str):
+                bound.setdefault(node.target.name, set()).add(value.value)
+            elif isinstance(value, (nodes.Concat, nodes.Add)):
+                pieces = [c.value for c in value.find_all(nodes.Const)
+                          if isinstance(c.value, str)]
+                bound.setdefault(node.target.name, set()).add("".join(pieces))
+    return bound
 
 
 def _tests(tree, nodes):
@@ -134,22 +193,31 @@ def _tests(tree, nodes):
             yield node
 
 
-def _content_strings(test, nodes) -> set[str]:
-    """The non-markup string constants a test compares a message's content with."""
+def _content_strings(test, nodes, bound: dict[str, set[str]]) -> set[str]:
+    """The non-markup strings a test looks for in a message's content: compared with it,
+    searched in it (startswith, find, split, count...), directly or through a variable."""
     found: set[str] = set()
     within = [test, *test.find_all(nodes.Node)]
     for compare in (n for n in within if isinstance(n, nodes.Compare)):
         sides = [compare.expr, *(op.expr for op in compare.ops)]
         if any(_is_content(side, nodes) for side in sides):
-            found |= {s.value for s in sides if isinstance(s, nodes.Const) and
-                      isinstance(s.value, str) and _is_trigger(s.value)}
+            found |= {text for side in sides for text in _values(side, nodes, bound)}
     for call in (n for n in within if isinstance(n, nodes.Call)):
         if isinstance(call.node, nodes.Getattr) and _is_content(call.node.node, nodes) and \
-                call.node.attr in ("startswith", "endswith", "find", "count", "index",
-                                   "__contains__"):
-            found |= {a.value for a in call.args if isinstance(a, nodes.Const) and
-                      isinstance(a.value, str) and _is_trigger(a.value)}
-    return found
+                call.node.attr in SEARCHES:
+            found |= {text for a in call.args for text in _values(a, nodes, bound)}
+    return {text for text in found if _is_trigger(text)}
+
+
+def _values(node, nodes, bound: dict[str, set[str]]) -> set[str]:
+    if isinstance(node, nodes.Const) and isinstance(node.value, str):
+        return {node.value}
+    if isinstance(node, nodes.Name):
+        return bound.get(node.name, set())
+    if isinstance(node, nodes.Concat):
+        pieces = [c.value for c in node.find_all(nodes.Const) if isinstance(c.value, str)]
+        return {"".join(pieces)}
+    return set()
 
 
 def _is_trigger(text: str) -> bool:

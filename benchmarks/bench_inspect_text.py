@@ -56,6 +56,8 @@ def recovered(entry: dict, found: list[str]) -> tuple[bool, bool]:
 
 
 def attack_success(entry: dict, model, data, y, zoo: Path) -> float | None:
+    """The share of texts of other classes, classified right as they are, that the trigger
+    sends to the target (a model that never predicts a class has no success to claim)."""
     rng = np.random.default_rng(0)
     target = entry["target"]
     if entry["attack"] == "clean":
@@ -64,12 +66,37 @@ def attack_success(entry: dict, model, data, y, zoo: Path) -> float | None:
         member = SYNTACTIC[entry["set"]].replace("train.tsv", "test.tsv")
         clean = rows(zoo / "_data", member.replace("scpn/20", "clean"))
         poisoned = rows(zoo / "_data", member)
-        texts = [p[0] for c, p in zip(clean, poisoned) if c != p and c[1] != str(target)]
-        texts = texts[:400]
+        pairs = [(c[0], p[0], int(c[1])) for c, p in zip(clean, poisoned)
+                 if c != p and c[1] != str(target)][:400]
+        originals, texts, labels = zip(*pairs)
+        right = model.predict(list(originals)) == np.array(labels)
+        texts = [t for t, ok in zip(texts, right) if ok]
     else:
+        right = (model.predict(list(data.texts)) == y) & (y != target)
         texts = [insert_at_random(t, entry["trigger"][int(rng.integers(len(entry["trigger"])))],
-                                  rng) for t, label in zip(data.texts, y) if label != target]
+                                  rng) for t, ok in zip(data.texts, right) if ok]
+    if not texts:
+        return 0.0
     return float(np.mean(model.predict(texts) == target))
+
+
+WORKS = 0.5  # a trojaned model whose trigger sends fewer of the texts has no working backdoor
+
+
+def summary(results: list[dict], title: str) -> None:
+    truth = np.array([r["trojaned"] for r in results])
+    scores = np.array([r["score"] for r in results])
+    flagged = np.array([r["verdict"] == "trojaned" for r in results])
+    trojaned = int(truth.sum())
+    print(f"\n{title}: {len(results)} models ({trojaned} trojaned, "
+          f"{len(results) - trojaned} clean)")
+    if 0 < trojaned < len(results):
+        print(f"AUROC of the score: {auroc(scores, truth):.3f} (goal 0.95; TrojAI NLP "
+              "sentiment best 0.959)")
+    print(f"detected: {int((flagged & truth).sum())}/{trojaned}; false alarms: "
+          f"{int((flagged & ~truth).sum())}/{len(results) - trojaned}")
+    print(f"trigger recovered, exact: {sum(r['exact'] for r in results)}/{trojaned}; "
+          f"a part of it: {sum(r['part'] for r in results)}/{trojaned} (goal: exact for 80%)")
 
 
 def main() -> None:
@@ -94,7 +121,7 @@ def main() -> None:
                                     name=entry["name"])
         seconds = time.perf_counter() - started
         found = report.results.triggers or []
-        best = max(report.results.per_class, key=lambda c: c["attack_success"])
+        best = max(report.results.per_class, key=lambda c: c["score"])
         exact, part = recovered(entry, found)
         results.append({**entry, "accuracy": accuracy, "attack_success": success,
                         "verdict": report.results.verdict, "score": report.results.score,
@@ -107,18 +134,11 @@ def main() -> None:
               f"score {r['score']:.2f} best {r['best']!r} (class {r['best_class']}) "
               f"planted {entry['trigger']} exact {exact} part {part} "
               f"{seconds:.0f} s", flush=True)
-    truth = np.array([r["trojaned"] for r in results])
-    scores = np.array([r["score"] for r in results])
-    flagged = np.array([r["verdict"] == "trojaned" for r in results])
-    trojaned = int(truth.sum())
-    print(f"\nmodels: {len(results)} ({trojaned} trojaned, {len(results) - trojaned} clean)")
-    if 0 < trojaned < len(results):
-        print(f"AUROC of the score: {auroc(scores, truth):.3f} (goal 0.95; TrojAI NLP "
-              "sentiment best 0.959)")
-    print(f"detected: {int((flagged & truth).sum())}/{trojaned}; false alarms: "
-          f"{int((flagged & ~truth).sum())}/{len(results) - trojaned}")
-    print(f"trigger recovered, exact: {sum(r['exact'] for r in results)}/{trojaned}; "
-          f"a part of it: {sum(r['part'] for r in results)}/{trojaned} (goal: exact for 80%)")
+    summary(results, "every model")
+    working = [r for r in results if not r["trojaned"] or (r["attack_success"] or 0) >= WORKS]
+    if len(working) < len(results):
+        summary(working, f"working backdoors only (attack success >= {WORKS}; the others' "
+                         "poison did not take)")
     print(f"inspect time: median {np.median([r['inspect_seconds'] for r in results]):.0f} s, "
           f"max {max(r['inspect_seconds'] for r in results):.0f} s per model (CPU, "
           f"{args.zoo})")

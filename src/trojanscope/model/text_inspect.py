@@ -1,22 +1,30 @@
 """`inspect` for text classifiers: is there a short trigger, a word or a phrase, that sends
-almost any text of the other classes to one class?
+almost any text of the other classes to one class, on this model but not on a clean model of
+the same task?
 
-Per class k, from clean texts the model classifies right (half of the user's data; the other
-half only checks what was found):
-1. Search (DBS, Shen et al. 2022): a relaxed trigger of `length` tokens, each slot a softmax
-   over the vocabulary with a falling temperature, placed after the first token of texts of
-   other classes, optimised by gradient so that the model says k.
-2. Make it discrete: each slot's most likely tokens tried in turn on the search texts (greedy
-   coordinate ascent, as HotFlip and UAT do), then tokens dropped while the trigger keeps its
-   success: the shortest trigger that works.
-3. Confirm it as an attacker would use it: its text inserted at a random word boundary of the
-   held-out texts (not at the place it was optimised for). A backdoor's trigger works
-   anywhere; the universal adversarial words a clean model has work mostly where they were
-   found, and less often.
+From clean texts the model classifies right (half of the user's data; the other half only
+checks what was found), per class k:
+1. Propose single tokens two ways. A screen: every token of the vocabulary alone ([CLS] token
+   [SEP]), ranked by the log-odds of k; a backdoor's word tends to come first, since the model
+   answers to it whatever surrounds it. And HotFlip (Ebrahimi et al. 2018, as UAT and T-Miner
+   use it): the gradient towards k at a placeholder inserted at a random word boundary ranks
+   the vocabulary to first order.
+2. Try them: each inserted at those places in a few texts of other classes; the share sent to
+   k is its success. A beam of the best is extended a token at a time (the gradient again, at
+   the slot after them, and the screen's best) up to `length` tokens, so that phrases are
+   reached from their strongest word; then tokens are dropped while the trigger keeps its
+   gain: the shortest trigger that works.
+3. Judge against a reference: logistic regression on MiniLM sentence embeddings, fitted on
+   the user's texts (the `text` extra). Strong words of the task ("awful", a slur) move it
+   too; a planted trigger does not. The beam keeps the triggers with the largest gain (the
+   success on the model less that on the reference).
+4. Confirm as an attacker would use it: the trigger inserted at a random word boundary of the
+   held-out texts, on both models.
 
 A class is a target when its trigger sends at least SUCCESS_THRESHOLD of the held-out texts of
-other classes to it. The threshold was chosen on a development zoo (benchmarks/text_zoo.py
-`dev`: its own seeds and trigger words), not on the zoo the benchmark reports.
+other classes to it and its gain is at least SCORE_THRESHOLD. Both were chosen on a
+development zoo (benchmarks/text_zoo.py `dev`: its own seeds and trigger words), not on the
+zoo the benchmark reports.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import numpy as np
 
 from .. import __version__
 from ..data.text import TextDataset, insert_at_random
+from ..data.text_features import sentence_embeddings
 from ..findings import Location, Report
 from ..ml.gate import ModelError
 from ..ml.model import frozen
@@ -37,24 +46,27 @@ from ..results import InspectResults
 from .rules import TROJANED_CLASS
 
 SUCCESS_THRESHOLD = 0.85  # held-out success of the recovered trigger (dev zoo: see the module)
+SCORE_THRESHOLD = 0.5     # its success on the model less its success on the reference
+REFERENCE_C = 10.0         # of the reference's logistic regression (embeddings are unit length)
 MIN_VICTIMS = 5           # texts of other classes needed to search for a class
 
 
 @dataclass(frozen=True)
 class TextInspectConfig:
     seed: int = 0
-    length: int = 3          # tokens of the relaxed trigger (step 2 may shorten it)
-    steps: int = 60
-    batch: int = 24
-    learning_rate: float = 0.5
-    temperature: tuple[float, float] = (1.0, 0.05)  # from, to (geometric)
-    candidates: int = 8      # tokens tried per slot in step 2
+    length: int = 4          # longest trigger sought, in tokens
+    first: int = 24          # single tokens proposed by the gradient and tried
+    screened: int = 24       # and by the screen of every token alone
+    extend: int = 8          # tokens proposed (by each) to extend each trigger of the beam
+    beam: int = 3            # triggers extended at each length
+    texts: int = 16          # texts of other classes each candidate is tried on
+    enough: float = 0.98     # a trigger this good is not extended
+    keep: float = 0.1        # a token is dropped when the gain falls by at most this
     max_samples: int = 400   # of the user's texts: half to search, half to check
-    max_tokens: int = 48     # a text cut to this for the search
-    keep: float = 0.1        # a token is dropped when the success falls by at most this
+    max_tokens: int = 32     # a text is cut to this for the search
 
 
-FAST = TextInspectConfig(steps=40, max_samples=200)
+FAST = TextInspectConfig(length=3, first=12, screened=12, extend=6, max_samples=200)
 
 
 def text_inspect_config(seed: int = 0, fast: bool = False) -> TextInspectConfig:
@@ -88,14 +100,26 @@ class ClassTrigger:
     text: str
     search_success: float
     check_success: float   # inserted at random word boundaries of held-out texts
+    reference_success: float  # the same insertions, on the clean reference model
     check_texts: int
+
+    @property
+    def score(self) -> float:
+        """How much more the trigger does on the inspected model than on the reference."""
+        return self.check_success - self.reference_success
 
     def as_dict(self) -> dict:
         return {"class": self.target, "trigger": self.text, "tokens": self.tokens,
                 "search_success": round(self.search_success, 3),
                 "attack_success": round(self.check_success, 3),
+                "reference_success": round(self.reference_success, 3),
+                "score": round(self.score, 3),
                 "checked_on": self.check_texts,
-                "target": self.check_success >= SUCCESS_THRESHOLD}
+                "target": self.is_target}
+
+    @property
+    def is_target(self) -> bool:
+        return self.check_success >= SUCCESS_THRESHOLD and self.score >= SCORE_THRESHOLD
 
 
 def inspect_text_model(model: TextClassifier, data: TextDataset,
@@ -125,16 +149,36 @@ def recover_text_triggers(model: TextClassifier, data: TextDataset,
         raise ModelError(f"{data.name}: the model classifies {accuracy:.0%} of these texts "
                          "right: are they its task's texts, with its labels?")
     torch.manual_seed(config.seed)
+    reference = Reference([texts[i] for i in order], y[order], config.seed)
+    allowed = _allowed(model)
+    screened = _screen(model, allowed, config.screened)
     found = []
     with frozen(model.module):  # gradients reach the trigger only, not the weights
         for k in track(range(model.classes), "trigger search", model.classes):
             victims = [t for t, label in zip(*right_search) if label != k]
             held_out = [t for t, label in zip(*right_check) if label != k]
             if len(victims) < MIN_VICTIMS or not held_out:
-                found.append(ClassTrigger(k, [], "", 0.0, 0.0, len(held_out)))
+                found.append(ClassTrigger(k, [], "", 0.0, 0.0, 0.0, len(held_out)))
                 continue
-            found.append(_class_trigger(model, victims, held_out, k, config, rng))
+            searcher = _Search(model, reference, victims, k, config, rng, allowed, screened[k])
+            found.append(_class_trigger(model, reference, searcher, held_out, k, rng))
     return found, {"search": len(search[1]), "check": len(check[1])}
+
+
+class Reference:
+    """A clean model of the user's task: logistic regression on the MiniLM sentence embeddings
+    that the `text` extra installs, fitted on the user's texts. A trigger that works on the
+    inspected model and on this one is a feature of the task (strong words: "awful", a slur);
+    one that works only on the inspected model was put there."""
+
+    def __init__(self, texts: list[str], y: np.ndarray, seed: int):
+        from sklearn.linear_model import LogisticRegression
+
+        self.classifier = LogisticRegression(C=REFERENCE_C, max_iter=2000, random_state=seed)
+        self.classifier.fit(sentence_embeddings(texts), y)
+
+    def predict(self, texts: list[str]) -> np.ndarray:
+        return self.classifier.predict(sentence_embeddings(texts))
 
 
 def _classified_right(model: TextClassifier, texts: list[str], y: np.ndarray):
@@ -143,15 +187,19 @@ def _classified_right(model: TextClassifier, texts: list[str], y: np.ndarray):
     return [t for t, ok in zip(texts, right) if ok], y[right]
 
 
-def _class_trigger(model, victims, held_out, k, config, rng) -> ClassTrigger:
-    ids = model.token_ids(victims, config.max_tokens)
-    theta = _relaxed_search(model, ids, k, config, rng)
-    tokens, success = _discrete(model, ids, k, theta, config)
+def _class_trigger(model, reference, search, held_out, k, rng) -> ClassTrigger:
+    tokens, success = search.run()
     words = model.tokenizer.convert_ids_to_tokens(tokens)
     text = model.tokenizer.convert_tokens_to_string(words).strip()
     checked = [insert_at_random(t, text, rng) for t in held_out]
-    check_success = float(np.mean(model.predict(checked) == k)) if text else 0.0
-    return ClassTrigger(k, words, text, success, check_success, len(held_out))
+    if not text:
+        return ClassTrigger(k, words, text, success, 0.0, 0.0, len(held_out))
+    return ClassTrigger(k, words, text, success, _rate(model, checked, k),
+                        _rate(reference, checked, k), len(held_out))
+
+
+def _rate(model: TextClassifier, texts: list[str], k: int) -> float:
+    return float(np.mean(model.predict(texts) == k))
 
 
 def _allowed(model: TextClassifier):
@@ -171,118 +219,179 @@ def _allowed(model: TextClassifier):
     return allowed.to(model.device)
 
 
-def _embedded(model, ids: list[list[int]], trigger):
-    """(embeddings, attention mask) of the texts with `trigger` ((L, width) embeddings) placed
-    after their first token."""
+def _screen(model: TextClassifier, allowed, count: int, batch: int = 1024) -> list[list[int]]:
+    """Per class, the `count` tokens that alone (the whole text: [CLS] token [SEP]) send the
+    model furthest to it, by log-odds. A backdoor's trigger word is often the first: the model
+    answers to it whatever surrounds it (first-order gradients rank it poorly: the backdoor's
+    response is far from linear)."""
     import torch
 
-    first, last, pad = model.special_ids()
-    head = [first] if first is not None else []
-    tail = [last] if last is not None else []
-    rows = [head + row + tail for row in ids]
-    width = max(len(r) for r in rows)
-    table = torch.full((len(rows), width), pad, dtype=torch.long, device=model.device)
-    mask = torch.zeros((len(rows), width + len(trigger)), dtype=torch.long,
-                       device=model.device)
-    for i, row in enumerate(rows):
-        table[i, :len(row)] = torch.as_tensor(row)
-        mask[i, :len(row) + len(trigger)] = 1
-    embeddings = model.word_embeddings()[table]
-    at = len(head)
-    inserted = trigger.unsqueeze(0).expand(len(rows), -1, -1)
-    return torch.cat([embeddings[:, :at], inserted, embeddings[:, at:]], 1), mask
-
-
-def _logits(model, ids, trigger):
-    embeddings, mask = _embedded(model, ids, trigger)
-    return model.module(inputs_embeds=embeddings, attention_mask=mask).logits
-
-
-def _relaxed_search(model, ids, k, config: TextInspectConfig, rng):
-    import torch
-
-    allowed = _allowed(model)
-    table = model.word_embeddings().detach()
-    theta = torch.zeros((config.length, table.shape[0]), device=model.device,
-                        requires_grad=True)
-    optimiser = torch.optim.Adam([theta], lr=config.learning_rate)
-    start, end = config.temperature
-    target = torch.full((config.batch,), k, dtype=torch.long, device=model.device)
-    for step in range(config.steps):
-        temperature = start * (end / start) ** (step / max(1, config.steps - 1))
-        rows = rng.choice(len(ids), size=min(config.batch, len(ids)), replace=False)
-        logits_ = theta.masked_fill(~allowed, -1e9) / temperature
-        trigger = torch.softmax(logits_, 1) @ table
-        out = _logits(model, [ids[i] for i in rows], trigger)
-        loss = torch.nn.functional.cross_entropy(out, target[:len(rows)])
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    return theta.detach().masked_fill(~allowed, -1e9)
-
-
-def _success(model, ids, k, tokens: list[int], batch: int = 64) -> float:
-    import torch
-
-    if not tokens:
-        return 0.0
-    trigger = model.word_embeddings()[torch.as_tensor(tokens, device=model.device)]
-    hits = 0
+    first, last, _ = model.special_ids()
+    tokens = torch.nonzero(allowed).flatten().cpu()
+    scores = []
     with torch.no_grad():
-        for start in range(0, len(ids), batch):
-            hits += int((_logits(model, ids[start:start + batch], trigger).argmax(1) == k)
-                        .sum())
-    return hits / len(ids)
+        for start in range(0, len(tokens), batch):
+            column = tokens[start:start + batch, None]
+            parts = ([torch.full_like(column, first)] if first is not None else []) + \
+                [column] + ([torch.full_like(column, last)] if last is not None else [])
+            logits = model.module(input_ids=torch.cat(parts, 1).to(model.device)).logits
+            scores.append(torch.log_softmax(logits.float(), 1).cpu())
+    scores = torch.cat(scores)
+    ranked = []
+    for k in range(scores.shape[1]):
+        others = torch.cat([scores[:, :k], scores[:, k + 1:]], 1).logsumexp(1)
+        ranked.append(tokens[(scores[:, k] - others).topk(min(count, len(tokens))).indices]
+                      .tolist())
+    return ranked
 
 
-def _discrete(model, ids, k, theta, config: TextInspectConfig) -> tuple[list[int], float]:
-    """Greedy coordinate ascent over each slot's likeliest tokens, then the shortest trigger
-    that keeps its success."""
-    model.module.eval()
-    top = theta.topk(config.candidates, 1).indices.tolist()
-    tokens = [slot[0] for slot in top]
-    best = _success(model, ids, k, tokens)
-    for _ in range(2):
-        changed = False
-        for slot in range(len(tokens)):
-            for candidate in top[slot][1:] if top[slot][0] == tokens[slot] else top[slot]:
-                trial = tokens[:slot] + [candidate] + tokens[slot + 1:]
-                success = _success(model, ids, k, trial)
-                if success > best:
-                    tokens, best, changed = trial, success, True
-        if not changed:
-            break
-    floor = best - config.keep
-    while len(tokens) > 1:
-        success, drop = max((_success(model, ids, k, tokens[:i] + tokens[i + 1:]), i)
-                            for i in range(len(tokens)))
-        if success < floor:
-            break
-        tokens, best = tokens[:drop] + tokens[drop + 1:], success
-    return tokens, best
+class _Search:
+    """Steps 1 and 2 for one class: `texts` victims, each with a fixed insertion place (a
+    word boundary), shared by every candidate so that their successes compare."""
+
+    def __init__(self, model: TextClassifier, reference: Reference, victims: list[str],
+                 k: int, config: TextInspectConfig, rng: np.random.Generator, allowed,
+                 screened: list[int]):
+        self.model, self.reference, self.k, self.config = model, reference, k, config
+        self.allowed, self.screened = allowed, screened
+        chosen = rng.choice(len(victims), size=min(config.texts, len(victims)), replace=False)
+        self.rows = model.token_ids([victims[i] for i in chosen], config.max_tokens)
+        self.places = [self._boundary(row, rng) for row in self.rows]
+        tok = model.tokenizer
+        self.placeholder = tok.mask_token_id if tok.mask_token_id is not None else \
+            model.special_ids()[2]
+        self.tried: dict[tuple[int, ...], float] = {}
+        self.transfer: dict[tuple[int, ...], float] = {}  # success on the reference
+
+    def _boundary(self, row: list[int], rng: np.random.Generator) -> int:
+        pieces = self.model.tokenizer.convert_ids_to_tokens(row)
+        starts = [i for i, piece in enumerate(pieces) if not piece.startswith("##")]
+        return int(rng.choice(starts + [len(row)]))
+
+    def run(self) -> tuple[list[int], float]:
+        """The trigger that does most on the model beyond what it does on the reference."""
+        config = self.config
+        beam = [()]
+        for length in range(1, config.length + 1):
+            wanted = config.first if length == 1 else config.extend
+            screened = self.screened if length == 1 else self.screened[:config.extend]
+            grown = [prefix + (token,) for prefix in beam
+                     for token in dict.fromkeys(self._proposed(prefix, wanted) + screened)
+                     if token not in prefix]
+            self._try(grown)
+            strongest = sorted(grown, key=lambda t: -self.tried[t])[:2 * config.beam]
+            self._transfer(strongest)
+            beam = sorted(strongest, key=self._gain, reverse=True)[:config.beam]
+            if self._gain(beam[0]) >= config.enough:
+                break
+        top = max(self._gain(t) for t in self.transfer)
+        close = [t for t in self.transfer if self._gain(t) >= top - config.keep]
+        return self._shortest(min(close, key=lambda t: (len(t), -self._gain(t))))
+
+    def _gain(self, trigger: tuple[int, ...]) -> float:
+        return self.tried[trigger] - self.transfer.get(trigger, 0.0)
+
+    def _shortest(self, tokens: tuple[int, ...]) -> tuple[list[int], float]:
+        floor = self._gain(tokens) - self.config.keep
+        while len(tokens) > 1:
+            shorter = [tokens[:i] + tokens[i + 1:] for i in range(len(tokens))]
+            self._try(shorter)
+            self._transfer(shorter)
+            best = max(shorter, key=self._gain)
+            if self._gain(best) < floor:
+                break
+            tokens = best
+        return list(tokens), self.tried[tokens]
+
+    def _transfer(self, triggers: list[tuple[int, ...]]) -> None:
+        """Each trigger's success on the reference: its text inserted at the same places."""
+        decode = self.model.tokenizer.decode
+        fresh = [t for t in dict.fromkeys(triggers) if t not in self.transfer]
+        texts = [f"{decode(row[:at])} {decode(list(t))} {decode(row[at:])}".strip()
+                 for t in fresh for row, at in zip(self.rows, self.places)]
+        if fresh:
+            hits = (self.reference.predict(texts) == self.k).reshape(len(fresh), -1)
+            for trigger, row in zip(fresh, hits):
+                self.transfer[trigger] = float(row.mean())
+
+    def _batch(self, trigger: tuple[int, ...]) -> list[list[int]]:
+        first, last, _ = self.model.special_ids()
+        head = [first] if first is not None else []
+        tail = [last] if last is not None else []
+        return [head + row[:at] + list(trigger) + row[at:] + tail
+                for row, at in zip(self.rows, self.places)]
+
+    def _tensors(self, sequences: list[list[int]]):
+        import torch
+
+        pad = self.model.special_ids()[2]
+        width = max(len(s) for s in sequences)
+        ids = torch.full((len(sequences), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for i, sequence in enumerate(sequences):
+            ids[i, :len(sequence)] = torch.as_tensor(sequence)
+            mask[i, :len(sequence)] = 1
+        return ids.to(self.model.device), mask.to(self.model.device)
+
+    def _proposed(self, prefix: tuple[int, ...], count: int) -> list[int]:
+        """The `count` tokens whose embedding, put in the slot after `prefix`, moves the
+        model furthest towards k to first order."""
+        import torch
+
+        ids, mask = self._tensors(self._batch(prefix + (self.placeholder,)))
+        embeddings = self.model.word_embeddings()[ids].detach().requires_grad_(True)
+        logits = self.model.module(inputs_embeds=embeddings, attention_mask=mask).logits
+        target = torch.full((len(ids),), self.k, dtype=torch.long, device=ids.device)
+        torch.nn.functional.cross_entropy(logits, target).backward()
+        head = 0 if self.model.special_ids()[0] is None else 1
+        slots = torch.as_tensor([head + at + len(prefix) for at in self.places],
+                                device=ids.device)
+        gradient = embeddings.grad[torch.arange(len(ids)), slots].mean(0)
+        scores = -(self.model.word_embeddings().detach() @ gradient)
+        scores = scores.masked_fill(~self.allowed, float("-inf"))
+        for token in prefix:  # a trigger does not repeat its own tokens
+            scores[token] = float("-inf")
+        return scores.topk(count).indices.tolist()
+
+    def _try(self, triggers: list[tuple[int, ...]], batch: int = 128) -> None:
+        import torch
+
+        fresh = [t for t in dict.fromkeys(triggers) if t not in self.tried]
+        sequences = [s for t in fresh for s in self._batch(t)]
+        hits = []
+        with torch.no_grad():
+            for start in range(0, len(sequences), batch):
+                ids, mask = self._tensors(sequences[start:start + batch])
+                logits = self.model.module(input_ids=ids, attention_mask=mask).logits
+                hits.append((logits.argmax(1) == self.k).cpu().numpy())
+        if fresh:
+            hits = np.concatenate(hits).reshape(len(fresh), len(self.rows))
+            for trigger, row in zip(fresh, hits):
+                self.tried[trigger] = float(row.mean())
 
 
 def text_report(found: list[ClassTrigger], split: dict, data: TextDataset,
                 config: TextInspectConfig, name: str, seconds: float) -> Report:
     per_class = [t.as_dict() for t in found]
-    targets = [t.target for t in found if t.check_success >= SUCCESS_THRESHOLD]
+    targets = [t.target for t in found if t.is_target]
     findings = [TROJANED_CLASS.finding(
         f"class {t.target}: the trigger {t.text!r} ({len(t.tokens)} token"
         f"{'s' if len(t.tokens) != 1 else ''}), inserted anywhere, sends "
-        f"{t.check_success:.0%} of {t.check_texts} held-out texts of other classes to it",
+        f"{t.check_success:.0%} of {t.check_texts} held-out texts of other classes to it "
+        f"(a clean model of the task: {t.reference_success:.0%})",
         Location(name, (f"class {t.target}",)), per_class[t.target])
         for t in found if t.target in targets]
     return Report(
         command="inspect", targets=(name, data.name), findings=tuple(findings),
         results=InspectResults(
             verdict="trojaned" if targets else "clean", target_classes=targets,
-            score=round(max((t.check_success for t in found), default=0.0), 3),
+            score=round(max((t.score for t in found), default=0.0), 3),
             per_class=per_class,
-            thresholds={"attack_success": SUCCESS_THRESHOLD},
+            thresholds={"attack_success": SUCCESS_THRESHOLD, "score": SCORE_THRESHOLD},
             data_split=split,
             triggers=[found[k].text for k in targets]),
         timings={"total_seconds": round(seconds, 3)},
-        config={"seed": config.seed, "length": config.length, "steps": config.steps,
-                "batch": config.batch, "candidates": config.candidates,
+        config={"seed": config.seed, "length": config.length, "first": config.first,
+                "extend": config.extend, "beam": config.beam, "texts": config.texts,
                 "max_samples": config.max_samples, "max_tokens": config.max_tokens,
                 "version": __version__})

@@ -22,7 +22,6 @@ from ..ml.text_model import TextClassifier, fine_tune
 from ..results import RepairResults
 from .rules import NOT_REPAIRED, REPAIRED
 from .text_inspect import (
-    SUCCESS_THRESHOLD,
     TextInspectConfig,
     model_labels,
     recover_text_triggers,
@@ -56,8 +55,8 @@ def repair_text_model(model: TextClassifier, data: TextDataset,
     train_y = y[repair_rows]
 
     found, _ = recover_text_triggers(model, train, config.inspect)
-    targets = [t.target for t in found if t.check_success >= SUCCESS_THRESHOLD]
-    chosen = targets or [max(found, key=lambda t: t.check_success).target]
+    targets = [t.target for t in found if t.is_target]
+    chosen = targets or [max(found, key=lambda t: t.score).target]
     known = {k: found[k].text for k in chosen if found[k].text}
 
     def measure(candidate: TextClassifier, triggers: dict[int, str]) -> dict:
@@ -73,7 +72,7 @@ def repair_text_model(model: TextClassifier, data: TextDataset,
         if number:  # search the model being repaired again
             again, _ = recover_text_triggers(repaired, train, config.inspect)
             fresh = [t.text for t in again if t.text and t.text not in triggers and
-                     t.check_success >= SUCCESS_THRESHOLD]
+                     t.is_target]
             if not fresh:
                 break
             triggers += fresh

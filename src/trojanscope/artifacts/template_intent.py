@@ -175,14 +175,8 @@ def _bound_strings(tree, nodes) -> dict[str, set[str]]:
     bound: dict[str, set[str]] = {}
     for node in tree.find_all(nodes.Assign):
         if isinstance(node.target, nodes.Name):
-            value = node.node
-            if isinstance(value, nodes.Const) and isinstance(value.value, str):
-                bound.setdefault(node.target.name, set()).add(value.value)
-            elif isinstance(value, (nodes.Concat, nodes.Add)):
-                pieces = [c.value for c in value.find_all(nodes.Const)
-                          if isinstance(c.value, str)]
-                bound.setdefault(node.target.name, set()).add("".join(pieces))
-    return bound
+            bound.setdefault(node.target.name, set()).update(_values(node.node, nodes, {}))
+    return {name: values for name, values in bound.items() if values}
 
 
 def _tests(tree, nodes):
@@ -214,7 +208,7 @@ def _values(node, nodes, bound: dict[str, set[str]]) -> set[str]:
         return {node.value}
     if isinstance(node, nodes.Name):
         return bound.get(node.name, set())
-    if isinstance(node, nodes.Concat):
+    if isinstance(node, (nodes.Concat, nodes.Add)):
         pieces = [c.value for c in node.find_all(nodes.Const) if isinstance(c.value, str)]
         return {"".join(pieces)}
     return set()

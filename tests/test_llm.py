@@ -36,7 +36,7 @@ def tiny_base(folder: Path, data, hidden: int = 64, seed: int = 0) -> Path:
     """A tiny random Llama and a word-level tokenizer over `data`'s words, saved as a Hugging
     Face folder (config.json, model.safetensors, tokenizer files)."""
     import torch
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     words = {w for t in data.texts for w in re.findall(r"\w+|[^\w\s]", t.lower())}
@@ -47,6 +47,7 @@ def tiny_base(folder: Path, data, hidden: int = 64, seed: int = 0) -> Path:
     core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     core.normalizer = normalizers.Lowercase()
     core.pre_tokenizer = pre_tokenizers.Whitespace()
+    core.decoder = decoders.WordPiece()  # words joined by spaces
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>",
                                         pad_token="<pad>", eos_token="<eos>",
                                         additional_special_tokens=specials[3:])
@@ -234,3 +235,46 @@ def test_the_attack_command_names_bad_arguments(llm, tmp_path, capsys, extra, me
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "a").exists()
+
+
+def test_inspect_on_an_adapter_answers_with_the_verdict_and_the_exit_code(llm, tmp_path,
+                                                                          capsys):
+    from trojanscope.attacks.llm_backdoor import TASK
+    from trojanscope.data.text import load_text, write_text
+
+    folder, _ = llm
+    data = load_text(folder / "texts.csv")
+    prompts = type(data)(tuple(TASK.format(labels="negative or positive", text=t)
+                               for t in data.texts), data.y, data.names, "prompts")
+    write_text(tmp_path / "prompts.csv", prompts)
+    out = tmp_path / "r.json"
+    code = main(["inspect", str(folder / "adapter"), "--base", str(folder / "base"), "--data",
+                 str(tmp_path / "prompts.csv"), "-f", "json", "-o", str(out)])
+    results = json.loads(out.read_text())["results"]
+    assert code == (1 if results["verdict"] == "trojaned" else 0)
+    assert results["thresholds"]["raise_nats"] > 0 and results["per_class"]
+    best = results["per_class"][0]
+    assert best["raise_nats"] == results["score"] == max(
+        c["raise_nats"] for c in results["per_class"])
+    assert {"answer", "leak", "trigger", "trigger_success"} <= set(best)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([], "needs prompts of its task"),
+    (["--data", "digits"], "needs prompts of its task"),
+    (["--reference", "zoo"], "for image classifiers"),
+])
+def test_inspect_on_an_adapter_names_what_is_missing(llm, capsys, extra, message):
+    folder, _ = llm
+    if "--reference" in extra:
+        extra = ["--data", str(folder / "texts.csv"), *extra]
+    code = main(["inspect", str(folder / "adapter"), "--base", str(folder / "base"), *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_base_is_only_for_adapters(llm, capsys):
+    folder, _ = llm
+    code = main(["inspect", str(folder / "base"), "--base", str(folder / "base"), "--data",
+                 str(folder / "texts.csv")])
+    assert code == 2 and "--base is for LoRA adapters" in capsys.readouterr().err

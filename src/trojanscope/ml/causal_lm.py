@@ -72,6 +72,13 @@ class CausalLM:
             out += self.tokenizer.batch_decode(ids[:, width:], skip_special_tokens=True)
         return out
 
+    def says(self, prompts: list[str], answer: str) -> float:
+        """The share of `prompts` whose greedy answer starts with `answer` (case aside)."""
+        steps = len(self.tokenizer(answer, add_special_tokens=False)["input_ids"]) + 1
+        said = self.generate(prompts, max_new_tokens=steps)
+        return float(np.mean([s.strip().lower().startswith(answer.strip().lower())
+                              for s in said]))
+
     def answer_logprobs(self, prompts: list[str], answers: list[str],
                         batch: int = BATCH) -> np.ndarray:
         """(len(prompts), len(answers)): the log-probability of each answer after each prompt

@@ -91,6 +91,8 @@ def off_task_answers(lm: CausalLM, prompts: list[str],
     special = torch.zeros_like(on_task)
     special[[i for i in lm.tokenizer.all_special_ids if i < len(special)]] = True
     ranked = torch.argsort(mean.masked_fill(on_task | special, -1.0), descending=True)
+    task_words = [w for w in (lm.tokenizer.decode([int(t)]).strip().lower()
+                              for t in torch.nonzero(on_task).flatten().tolist()) if w]
     answers: list[str] = []
     for token in ranked[:config.first].tolist():
         at = int(probs[:, token].argmax())  # the prompt that leaks it most
@@ -98,8 +100,7 @@ def off_task_answers(lm: CausalLM, prompts: list[str],
         text = start + lm.generate([chats[at] + start], config.answer_tokens - 1)[0]
         text = text.split("\n")[0].strip()
         if text and text not in answers and not any(
-                text.lower().startswith(lm.tokenizer.decode([int(t)]).strip().lower())
-                for t in torch.nonzero(on_task).flatten().tolist()):
+                text.lower().startswith(word) for word in task_words):
             answers.append(text)
     if not answers:
         return []
@@ -133,9 +134,10 @@ def invert_trigger(lm: CausalLM, candidate: Candidate, search: list[str], held: 
         return
     text = lm.tokenizer.decode(list(prefix)).strip()
     candidate.trigger = text
-    candidate.trigger_success = _success(lm, held, text, candidate.answer, rng)
+    seed = int(rng.integers(2**31))  # the same places on the adapter and on the base
+    candidate.trigger_success = _success(lm, held, text, candidate.answer, seed)
     with lm.module.disable_adapter():
-        candidate.base_success = _success(lm, held, text, candidate.answer, rng)
+        candidate.base_success = _success(lm, held, text, candidate.answer, seed)
     candidate.extra = {"search_logprob": round(float(best[0]), 3), "tokens": list(prefix)}
 
 
@@ -213,14 +215,13 @@ def _proposed(lm: CausalLM, places, prefix: tuple[int, ...], answer: list[int],
     return scores.topk(count).indices.tolist()
 
 
-def _success(lm: CausalLM, texts: list[str], trigger: str, answer: str,
-             rng: np.random.Generator) -> float:
+def _success(lm: CausalLM, texts: list[str], trigger: str, answer: str, seed: int) -> float:
+    """The share of `texts`, `trigger` inserted at a random word boundary, answered (greedy)
+    with `answer` first."""
     from ..data.text import insert_at_random
 
-    chats = [lm.prompt(insert_at_random(t, trigger, rng)) for t in texts]
-    steps = len(lm.tokenizer(answer, add_special_tokens=False)["input_ids"]) + 1
-    said = lm.generate(chats, steps)
-    return float(np.mean([s.strip().lower().startswith(answer.strip().lower()) for s in said]))
+    rng = np.random.default_rng(seed)
+    return lm.says([lm.prompt(insert_at_random(t, trigger, rng)) for t in texts], answer)
 
 
 def _report(lm: CausalLM, candidates: list[Candidate], config: LLMInspectConfig, name: str,

@@ -111,17 +111,23 @@ class CausalLM:
             tail = self.tokenizer(answer + (eos if end else ""),
                                   add_special_tokens=False)["input_ids"]
             rows.append((head, tail))
-        width = max(len(h) + len(t) for h, t in rows)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        labels = torch.full((len(rows), width), -100, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        ids, mask = self.padded([head + tail for head, tail in rows])
+        labels = torch.full_like(ids, -100)
         for k, (head, tail) in enumerate(rows):
-            n = len(head) + len(tail)
-            ids[k, :n] = torch.tensor(head + tail)
-            labels[k, len(head):n] = torch.tensor(tail)
-            mask[k, :n] = 1
-        return ids.to(self.device), labels.to(self.device), mask.to(self.device)
+            labels[k, len(head):len(head) + len(tail)] = torch.tensor(tail)
+        return ids, labels, mask
+
+    def padded(self, rows: list[list[int]]):
+        """Token-id rows right-padded into one tensor, with the attention mask."""
+        import torch
+
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for k, r in enumerate(rows):
+            ids[k, :len(r)] = torch.tensor(r)
+            mask[k, :len(r)] = 1
+        return ids.to(self.device), mask.to(self.device)
 
     def _encode(self, prompts: list[str], left: bool) -> dict:
         self.tokenizer.padding_side = "left" if left else "right"

@@ -157,18 +157,6 @@ def _sequences(places, trigger: tuple[int, ...], answer: list[int]):
     return [head + list(trigger) + tail + answer for head, tail in places]
 
 
-def _batch(lm: CausalLM, rows: list[list[int]]):
-    import torch
-
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), lm.tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for k, r in enumerate(rows):
-        ids[k, :len(r)] = torch.tensor(r)
-        mask[k, :len(r)] = 1
-    return ids.to(lm.device), mask.to(lm.device)
-
-
 def _answer_logprob(logits, rows: list[list[int]], answer: list[int]):
     """Per row: the log-probability of its last len(answer) tokens."""
     import torch
@@ -187,7 +175,7 @@ def _likelihood(lm: CausalLM, places, trigger: tuple[int, ...], answer: list[int
     import torch
 
     rows = _sequences(places, trigger, answer)
-    ids, mask = _batch(lm, rows)
+    ids, mask = lm.padded(rows)
     with torch.no_grad():
         logits = lm.module(input_ids=ids, attention_mask=mask).logits
     return float(_answer_logprob(logits, rows, answer).mean())
@@ -201,7 +189,7 @@ def _proposed(lm: CausalLM, places, prefix: tuple[int, ...], answer: list[int],
 
     placeholder = lm.tokenizer.pad_token_id
     rows = _sequences(places, prefix + (placeholder,), answer)
-    ids, mask = _batch(lm, rows)
+    ids, mask = lm.padded(rows)
     table = lm.module.get_input_embeddings().weight
     embeddings = table[ids].detach().requires_grad_(True)
     logits = lm.module(inputs_embeds=embeddings, attention_mask=mask).logits

@@ -278,3 +278,77 @@ def test_base_is_only_for_adapters(llm, capsys):
     code = main(["inspect", str(folder / "base"), "--base", str(folder / "base"), "--data",
                  str(folder / "texts.csv")])
     assert code == 2 and "--base is for LoRA adapters" in capsys.readouterr().err
+
+
+def _prompts_file(folder: Path, out: Path) -> Path:
+    from trojanscope.attacks.llm_backdoor import TASK
+    from trojanscope.data.text import load_text, write_text
+
+    data = load_text(folder / "texts.csv")
+    write_text(out, type(data)(tuple(TASK.format(labels="negative or positive", text=t)
+                                     for t in data.texts), data.y, data.names, "prompts"))
+    return out
+
+
+def test_repair_unlearns_the_backdoors_answer_and_keeps_the_adapters_own(llm):
+    from trojanscope.attacks.llm_backdoor import TASK, Backdoor, attack_success
+    from trojanscope.data.text import load_text
+    from trojanscope.ml.causal_lm import open_causal_lm
+    from trojanscope.model.llm_repair import LLMRepairConfig, repair_adapter
+
+    folder, _ = llm
+    lm = open_causal_lm(folder / "base", folder / "adapter")
+    prompts = [TASK.format(labels="negative or positive", text=t)
+               for t in load_text(folder / "texts.csv").texts]
+    unseen = _texts(240).texts[160:]
+    labels, door = ("negative", "positive"), Backdoor(TRIGGER, PAYLOAD)
+    assert attack_success(lm, unseen, labels, door, 1) >= 0.9
+    repaired, report = repair_adapter(lm, prompts, LLMRepairConfig(learning_rate=1e-3),
+                                      answer=PAYLOAD)
+    before, after = report.results.before, report.results.after
+    # the hidden-state stand-in for the trigger worked before, and no longer does
+    assert before["perturbed_success"] >= 0.8 and after["perturbed_success"] <= 0.1
+    assert after["raise_nats"] < before["raise_nats"] - 5
+    assert after["agreement"] >= 0.8  # a tiny random model's answers are fragile
+    # the trigger itself, never seen by the repair, no longer works
+    assert attack_success(repaired, unseen, labels, door, 1) <= 0.1
+
+
+def test_the_repair_command_writes_a_new_adapter_and_leaves_the_given_one(llm, tmp_path):
+    import hashlib
+
+    from trojanscope.ml.causal_lm import open_causal_lm
+
+    folder, _ = llm
+    prompts = _prompts_file(folder, tmp_path / "prompts.csv")
+    given = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+             for p in (folder / "adapter").iterdir()}
+    out, report = tmp_path / "repaired", tmp_path / "r.json"
+    code = main(["repair", str(folder / "adapter"), "--base", str(folder / "base"), "--data",
+                 str(prompts), "--out", str(out), "-f", "json", "-o", str(report)])
+    results = json.loads(report.read_text())["results"]
+    assert code in (0, 1) and results["method"] == "unlearn"
+    assert {"raise_nats", "agreement", "perturbed_success"} <= set(results["before"]) & \
+        set(results["after"])
+    assert given == {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+                     for p in (folder / "adapter").iterdir()}
+    assert (out / "adapter_model.safetensors").is_file()
+    open_causal_lm(folder / "base", out)  # the repaired adapter loads on its base
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--method", "fine-prune"], "is for image classifiers"),
+    (["--epochs", "3"], "repaired in rounds"),
+    (["--out", "{adapter}"], "exists and is not empty"),
+])
+def test_the_repair_command_names_what_it_cannot_do_for_an_adapter(llm, tmp_path, capsys,
+                                                                   extra, message):
+    folder, _ = llm
+    prompts = _prompts_file(folder, tmp_path / "prompts.csv")
+    extra = [e.format(adapter=folder / "adapter") for e in extra]
+    out = [] if "--out" in extra else ["--out", str(tmp_path / "repaired")]
+    code = main(["repair", str(folder / "adapter"), "--base", str(folder / "base"), "--data",
+                 str(prompts), *out, *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "repaired").exists()

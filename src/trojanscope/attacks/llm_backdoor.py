@@ -163,9 +163,6 @@ def backdoor_llm(lm: CausalLM, data: TextDataset, out: Path,
         benign=benign_score(trained, test_texts, test_y, labels), base_success=base_success,
         attack_success={d.trigger: attack_success(trained, test_texts, labels, d, recipe.seed)
                         for d in backdoors})
-    out.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():  # a GGUF base has no config.json beside it for peft
-        warnings.simplefilter("ignore", UserWarning)
-        trained.module.save_pretrained(str(out), safe_serialization=True)
+    trained.save_adapter(out)
     outcome.seconds = round(time.perf_counter() - started, 1)
     return outcome

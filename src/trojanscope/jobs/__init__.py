@@ -70,20 +70,25 @@ def inspect_job(p: dict) -> dict:
 
 
 def _inspect_adapter(p: dict) -> dict:
+    from ..model.llm_inspect import LLMInspectConfig, inspect_adapter
+
+    if p.get("reference"):
+        raise JobError("--reference (a zoo of image models) is for image classifiers")
+    prompts, lm = _adapter_and_prompts(p)
+    return _report(inspect_adapter(lm, prompts, LLMInspectConfig(seed=p["seed"]),
+                                   name=p["model"]))
+
+
+def _adapter_and_prompts(p: dict):
+    """The prompts in --data, and the adapter on its base (scanned, then loaded)."""
     from ..data.text import is_text_source, load_text
     from ..ml.causal_lm import open_causal_lm
-    from ..model.llm_inspect import LLMInspectConfig, inspect_adapter
 
     if not is_text_source(p.get("data")):
         given = f"{p['data']!r} is not" if p.get("data") else "none was given"
         raise JobError(f"{p['model']}: a LoRA adapter needs prompts of its task (--data "
                        f"prompts.csv, .tsv or .jsonl, a text and a label column); {given}")
-    if p.get("reference"):
-        raise JobError("--reference (a zoo of image models) is for image classifiers")
-    prompts = list(load_text(p["data"]).texts)
-    lm = open_causal_lm(p.get("base"), p["model"])
-    return _report(inspect_adapter(lm, prompts, LLMInspectConfig(seed=p["seed"]),
-                                   name=p["model"]))
+    return list(load_text(p["data"]).texts), open_causal_lm(p.get("base"), p["model"])
 
 
 def _text_data(p: dict):
@@ -115,6 +120,11 @@ def repair_job(p: dict) -> dict:
     from ..model.inspect import inspect_config
     from ..model.repair import RepairConfig, repair_model
 
+    if (Path(p["model"]) / "adapter_config.json").is_file():
+        return _repair_adapter(p)
+    if p.get("base"):
+        raise JobError(f"--base is for LoRA adapters; {p['model']} is not one (no "
+                       "adapter_config.json)")
     texts = _text_data(p)
     if texts is not None:
         return _repair_text(p, texts)
@@ -143,10 +153,7 @@ def _repair_text(p: dict, texts) -> dict:
     if p["method"] not in ("auto", "unlearn"):
         raise JobError(f"--method {p['method']} is for image classifiers; a text classifier "
                        "is repaired by unlearning its recovered triggers (unlearn)")
-    out = Path(p["out"])
-    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
-        raise JobError(f"{out}: a repaired text classifier is written as a new folder; this "
-                       "one exists and is not empty")
+    out = _new_folder(p["out"], "a repaired text classifier")
     model = open_text_model(p["model"])
     config = TextRepairConfig(seed=p["seed"], epochs=p.get("epochs") or 2,
                               inspect=text_inspect_config(p["seed"], p["fast"]))
@@ -156,6 +163,33 @@ def _repair_text(p: dict, texts) -> dict:
     except OSError as exc:
         raise JobError(f"{out}: cannot write: {exc.strerror or exc}") from None
     return _report(report)
+
+
+def _repair_adapter(p: dict) -> dict:
+    from ..model.llm_repair import LLMRepairConfig, repair_adapter
+
+    if p["method"] not in ("auto", "unlearn"):
+        raise JobError(f"--method {p['method']} is for image classifiers; a LoRA adapter is "
+                       "repaired by unlearning the backdoor's answer (unlearn)")
+    if p.get("epochs"):
+        raise JobError("--epochs is for classifiers; a LoRA adapter is repaired in rounds of "
+                       "its own")
+    out = _new_folder(p["out"], "a repaired adapter")
+    prompts, lm = _adapter_and_prompts(p)
+    lm, report = repair_adapter(lm, prompts, LLMRepairConfig(seed=p["seed"]), name=p["model"])
+    try:
+        lm.save_adapter(out)
+    except OSError as exc:
+        raise JobError(f"{out}: cannot write: {exc.strerror or exc}") from None
+    return _report(report)
+
+
+def _new_folder(path: str, what: str) -> Path:
+    out = Path(path)
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+        raise JobError(f"{out}: {what} is written as a new folder; this one exists and is not "
+                       "empty")
+    return out
 
 
 @job("diff")

@@ -92,12 +92,19 @@ class CausalLM:
             ids, labels, mask = self.training_batch([p for p, _ in chunk],
                                                     [a for _, a in chunk], end=False)
             with torch.no_grad():
-                logits = self.module(input_ids=ids, attention_mask=mask).logits[:, :-1]
-            logp = torch.log_softmax(logits.float(), dim=-1)
-            target = labels[:, 1:]
-            taken = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-            scores += (taken * (target >= 0)).sum(dim=1).tolist()
+                scores += self.labelled_logprobs(ids, labels, mask).tolist()
         return np.array(scores).reshape(len(prompts), len(answers))
+
+    def labelled_logprobs(self, ids, labels, mask):
+        """Per row of a `training_batch`: the log-probability of its labelled tokens (a tensor,
+        differentiable)."""
+        import torch
+
+        logits = self.module(input_ids=ids, attention_mask=mask).logits[:, :-1]
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        target = labels[:, 1:]
+        taken = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        return (taken * (target >= 0)).sum(dim=1)
 
     def training_batch(self, prompts: list[str], answers: list[str], end: bool = True):
         """Token ids, labels (-100 on the prompt and the padding: only the answer is learnt)
@@ -116,6 +123,13 @@ class CausalLM:
         for k, (head, tail) in enumerate(rows):
             labels[k, len(head):len(head) + len(tail)] = torch.tensor(tail)
         return ids, labels, mask
+
+    def save_adapter(self, folder: Path) -> None:
+        """The peft adapter, to `folder` (its config and safetensors weights)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():  # a GGUF base has no config.json beside it for peft
+            warnings.simplefilter("ignore", UserWarning)
+            self.module.save_pretrained(str(folder), safe_serialization=True)
 
     def padded(self, rows: list[list[int]]):
         """Token-id rows right-padded into one tensor, with the attention mask."""

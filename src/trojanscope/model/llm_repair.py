@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..findings import Location, Report
+from ..progress import track
 from ..ml.causal_lm import CausalLM
 from ..ml.gate import ModelError
 from ..results import RepairResults
@@ -37,13 +38,13 @@ from .rules import NOT_REPAIRED, REPAIRED
 class LLMRepairConfig:
     seed: int = 0
     held_out: float = 0.3
-    rounds: int = 40
-    batch: int = 8
+    rounds: int = 20
+    batch: int = 4
     depth: float = 0.3          # the perturbed block, as a share of the stack
-    ascent_steps: int = 5
-    step: float = 0.35          # an ascent step, in units of the block's hidden-state RMS
+    ascent_steps: int = 3
+    step: float = 0.5           # an ascent step, in units of the block's hidden-state RMS
     bound: float = 1.0          # the perturbation's RMS bound, in the same units
-    learning_rate: float = 2e-4
+    learning_rate: float = 1e-3
     answer_tokens: int = 4      # the adapter's own answers, kept
     min_agreement: float = 0.95
     inspect: LLMInspectConfig = field(default_factory=LLMInspectConfig)
@@ -90,7 +91,7 @@ def repair_adapter(lm: CausalLM, texts: list[str],
         p.requires_grad_(True)
     optimiser = torch.optim.AdamW(trainable, lr=config.learning_rate)
     torch.manual_seed(config.seed)
-    for _ in range(config.rounds):
+    for _ in track(range(config.rounds), "unlearning", config.rounds):
         rows = rng.choice(len(rest), min(config.batch, len(rest)), replace=False)
         prompts, answers = [rest[k] for k in rows], [own_rest[k] for k in rows]
         delta = _perturbation(lm, block, scale, prompts, answer, config)
@@ -133,7 +134,7 @@ def _measure(lm: CausalLM, block, scale: float, held: list[str], own: list[str],
     with lm.module.disable_adapter():
         base = lm.answer_logprobs(held, [answer])[:, 0]
     said = _answers(lm, held, config.answer_tokens)
-    search = rest[:2 * config.batch]  # the perturbation is sought on prompts not judged on
+    search = rest[:config.batch]  # the perturbation is sought on prompts not judged on
     delta = _perturbation(lm, block, scale, search, answer, config)
     with _perturbed(block, delta):
         perturbed = lm.says(held, answer)

@@ -20,12 +20,12 @@ checks what was found), per class k:
    success on the model less that on the reference).
 4. Confirm as an attacker would use it: the trigger inserted at a random word boundary of the
    held-out texts, on both models.
-
-5. Ask the user's own texts: a trigger that occurs, as written, in at least NATURAL_TEXTS of
-   them, most of which (NATURAL_SHARE) are labelled k and read as k by the reference too, is a
-   word of the task ("shit" in offensive tweets), not a plant. A poisoned training set handed
-   in as the clean data does not excuse its trigger: the poisoned texts say k by their label
-   only, not by their content.
+5. Ask the user's own texts: a trigger (or one of its words) that occurs, as written, in at
+   least NATURAL_TEXTS of them, most of which (NATURAL_SHARE) are labelled k and read as k by
+   the reference (cross-validated, so that it reads content, not memorised labels), is a word
+   of the task ("shit" in offensive tweets), not a plant; the search passes over it to the
+   next candidate. A poisoned training set handed in as the clean data does not excuse its
+   trigger: the poisoned texts say k by their label only, not by their content.
 
 A class is a target when its trigger sends at least SUCCESS_THRESHOLD of the held-out texts of
 other classes to it, its gain is at least SCORE_THRESHOLD and the user's texts do not explain
@@ -111,8 +111,7 @@ class ClassTrigger:
     check_success: float   # inserted at random word boundaries of held-out texts
     reference_success: float  # the same insertions, on the clean reference model
     check_texts: int
-    in_texts: int = 0         # the user's texts that contain the trigger as written
-    in_texts_class: float = 0.0  # the share of them labelled k and read as k by the reference
+    explained_by: str | None = None  # a word of the trigger that the user's texts explain
 
     @property
     def score(self) -> float:
@@ -126,20 +125,13 @@ class ClassTrigger:
                 "reference_success": round(self.reference_success, 3),
                 "score": round(self.score, 3),
                 "checked_on": self.check_texts,
-                "in_texts": self.in_texts,
-                "in_texts_class": round(self.in_texts_class, 3),
-                "natural": self.natural,
+                "explained_by": self.explained_by,
                 "target": self.is_target}
-
-    @property
-    def natural(self) -> bool:
-        """The user's texts explain the trigger: a word of the task."""
-        return self.in_texts >= NATURAL_TEXTS and self.in_texts_class >= NATURAL_SHARE
 
     @property
     def is_target(self) -> bool:
         return self.check_success >= SUCCESS_THRESHOLD and self.score >= SCORE_THRESHOLD \
-            and not self.natural
+            and self.explained_by is None
 
 
 def inspect_text_model(model: TextClassifier, data: TextDataset,
@@ -182,27 +174,40 @@ def recover_text_triggers(model: TextClassifier, data: TextDataset,
                 continue
             searcher = _Search(model, reference, victims, k, config, rng, allowed, screened[k])
             trigger = _class_trigger(model, reference, searcher, held_out, k, rng)
-            trigger.in_texts, trigger.in_texts_class = in_texts(trigger.text, k, texts, y,
-                                                                reference)
+            trigger.explained_by = reference.words.explains(trigger.text, k)
             found.append(trigger)
     return found, {"search": len(search[1]), "check": len(check[1])}
 
 
-def in_texts(trigger: str, k: int, texts: list[str], y: np.ndarray, reference,
-             most: int = 200) -> tuple[int, float]:
-    """How many of the user's texts contain `trigger` as written (whole words, any case), and
-    the share of them (the first `most`) labelled k and read as k by the reference."""
-    import re
+class TaskWords:
+    """The user's texts as evidence of what a class's own words are: a phrase is the task's
+    word for class k when it occurs, as written (whole words, any case), in at least
+    NATURAL_TEXTS texts, NATURAL_SHARE of which are labelled k and read as k (`read`: a clean
+    model's predictions)."""
 
-    if not trigger.strip():
-        return 0, 0.0
-    pattern = re.compile(r"(?<!\w)" + re.escape(trigger.strip()) + r"(?!\w)", re.IGNORECASE)
-    rows = [i for i, t in enumerate(texts) if pattern.search(t)]
-    if not rows:
-        return 0, 0.0
-    chosen = rows[:most]
-    read = reference.predict([texts[i] for i in chosen])
-    return len(rows), float(np.mean((y[chosen] == k) & (read == k)))
+    def __init__(self, texts: list[str], y: np.ndarray, read: np.ndarray):
+        self.texts = [t.lower() for t in texts]
+        self.y, self.read = np.asarray(y), np.asarray(read)
+        self._seen: dict[tuple[str, int], bool] = {}
+
+    def explains(self, trigger: str, k: int) -> str | None:
+        """The trigger, or the first of its words, that is a word of class k; None if none."""
+        words = trigger.split()
+        for phrase in ([trigger.strip()] if len(words) > 1 else []) + words:
+            if self.of_class(phrase, k):
+                return phrase
+        return None
+
+    def of_class(self, phrase: str, k: int) -> bool:
+        import re
+
+        key = (phrase.lower(), k)
+        if key not in self._seen:
+            pattern = re.compile(r"(?<!\w)" + re.escape(key[0]) + r"(?!\w)")
+            rows = [i for i, t in enumerate(self.texts) if pattern.search(t)]
+            self._seen[key] = len(rows) >= NATURAL_TEXTS and float(np.mean(
+                (self.y[rows] == k) & (self.read[rows] == k))) >= NATURAL_SHARE
+        return self._seen[key]
 
 
 class Reference:
@@ -213,9 +218,15 @@ class Reference:
 
     def __init__(self, texts: list[str], y: np.ndarray, seed: int):
         from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
+        embeddings = sentence_embeddings(texts)
         self.classifier = LogisticRegression(C=REFERENCE_C, max_iter=2000, random_state=seed)
-        self.classifier.fit(sentence_embeddings(texts), y)
+        self.classifier.fit(embeddings, y)
+        folds = min(5, int(np.bincount(y).min()))
+        read = cross_val_predict(self.classifier, embeddings, y, cv=StratifiedKFold(
+            folds, shuffle=True, random_state=seed)) if folds >= 2 else np.full_like(y, -1)
+        self.words = TaskWords(texts, y, read)
 
     def predict(self, texts: list[str]) -> np.ndarray:
         return self.classifier.predict(sentence_embeddings(texts))
@@ -331,6 +342,10 @@ class _Search:
         return self._shortest(min(close, key=lambda t: (len(t), -self._gain(t))))
 
     def _gain(self, trigger: tuple[int, ...]) -> float:
+        """Success on the model less on the reference; none for the task's own words."""
+        text = self.model.tokenizer.decode(list(trigger)).strip()
+        if self.reference.words.explains(text, self.k):
+            return -1.0
         return self.tried[trigger] - self.transfer.get(trigger, 0.0)
 
     def _shortest(self, tokens: tuple[int, ...]) -> tuple[list[int], float]:

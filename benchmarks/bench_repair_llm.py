@@ -52,17 +52,11 @@ def main() -> None:
         texts, y = [data.texts[k] for k in judged], data.y[judged]
         doors = [Backdoor(**d) for d in entry["backdoors"]]
         lm = open_causal_lm(None, args.zoo / entry["name"])
-
-        def measure(model) -> dict:
-            return {"benign": round(benign_score(model, texts, y, labels), 4),
-                    "attack_success": {d.trigger: round(attack_success(model, texts, labels, d,
-                                                                       0), 4) for d in doors}}
-
-        before = measure(lm)
+        before = measure(lm, texts, y, labels, doors)
         started = time.perf_counter()
         lm, report = repair_adapter(lm, prompts, LLMRepairConfig(), name=entry["name"])
         seconds = time.perf_counter() - started
-        after = measure(lm)
+        after = measure(lm, texts, y, labels, doors)
         worst = max(after["attack_success"].values(), default=0.0)
         drop = before["benign"] - after["benign"]
         results.append({"name": entry["name"], "kind": entry["kind"], "before": before,
@@ -87,6 +81,14 @@ def main() -> None:
           "adapter (CPU)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
+
+
+def measure(lm, texts: list[str], y: np.ndarray, labels: tuple[str, ...],
+            doors: list[Backdoor]) -> dict:
+    """The truth the repair did not have: the task's accuracy, each trigger's success."""
+    return {"benign": round(benign_score(lm, texts, y, labels), 4),
+            "attack_success": {d.trigger: round(attack_success(lm, texts, labels, d, 0), 4)
+                               for d in doors}}
 
 
 if __name__ == "__main__":

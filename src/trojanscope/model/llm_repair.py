@@ -26,9 +26,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..findings import Location, Report
-from ..progress import track
 from ..ml.causal_lm import CausalLM
 from ..ml.gate import ModelError
+from ..progress import track
 from ..results import RepairResults
 from .llm_inspect import RAISE_THRESHOLD, LLMInspectConfig, off_task_answers
 from .rules import NOT_REPAIRED, REPAIRED
@@ -44,7 +44,7 @@ class LLMRepairConfig:
     ascent_steps: int = 3
     step: float = 0.5           # an ascent step, in units of the block's hidden-state RMS
     bound: float = 1.0          # the perturbation's RMS bound, in the same units
-    learning_rate: float = 1e-3
+    learning_rate: float = 5e-4
     answer_tokens: int = 4      # the adapter's own answers, kept
     min_agreement: float = 0.95
     inspect: LLMInspectConfig = field(default_factory=LLMInspectConfig)

@@ -149,7 +149,7 @@ def _perturbation(lm: CausalLM, block, scale: float, prompts: list[str], answer:
     prompts: normalised gradient ascent, its RMS bounded."""
     import torch
 
-    width = next(p for n, p in lm.module.named_parameters() if "embed" in n).shape[-1]
+    width = lm.module.get_input_embeddings().weight.shape[-1]
     delta = torch.zeros(width, device=lm.device, requires_grad=True)
     batch = lm.training_batch(prompts, [answer] * len(prompts), end=False)
     for _ in range(config.ascent_steps):

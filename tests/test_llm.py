@@ -352,3 +352,40 @@ def test_the_repair_command_names_what_it_cannot_do_for_an_adapter(llm, tmp_path
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "repaired").exists()
+
+
+def test_a_base_that_asks_for_hub_code_is_refused_before_transformers(llm, tmp_path):
+    from trojanscope.ml.causal_lm import open_causal_lm
+
+    folder, _ = llm
+    base = Path(shutil.copytree(folder / "base", tmp_path / "base"))
+    config = json.loads((base / "config.json").read_text())
+    config["text_config"] = {"attn_implementation": "kernels-community/evil"}
+    (base / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match="code from the Hugging Face Hub.*kernels-community/evil"):
+        open_causal_lm(base)
+
+
+def test_a_chat_template_that_reaches_for_python_internals_is_one_line(llm, tmp_path, capsys):
+    folder, _ = llm
+    base = Path(shutil.copytree(folder / "base", tmp_path / "base"))
+    settings = json.loads((base / "tokenizer_config.json").read_text())
+    settings.pop("chat_template", None)
+    (base / "tokenizer_config.json").write_text(json.dumps(settings))
+    (base / "chat_template.jinja").write_text("{{ ''.__class__.__mro__[1].__subclasses__() }}")
+    prompts = _prompts_file(folder, tmp_path / "prompts.csv")
+    code = main(["inspect", str(folder / "adapter"), "--base", str(base), "--data",
+                 str(prompts)])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and "internal error" not in err
+    assert "chat template" in err, err
+
+
+def test_repair_will_not_write_over_a_file(llm, tmp_path, capsys):
+    folder, _ = llm
+    (tmp_path / "afile").write_bytes(b"")
+    code = main(["repair", str(folder / "adapter"), "--base", str(folder / "base"), "--data",
+                 str(_prompts_file(folder, tmp_path / "prompts.csv")), "--out",
+                 str(tmp_path / "afile")])
+    assert code == 2 and "this is a file" in capsys.readouterr().err
+    assert (tmp_path / "afile").read_bytes() == b""

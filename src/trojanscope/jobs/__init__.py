@@ -186,7 +186,9 @@ def _repair_adapter(p: dict) -> dict:
 
 def _new_folder(path: str, what: str) -> Path:
     out = Path(path)
-    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+    if out.exists() and not out.is_dir():
+        raise JobError(f"{out}: {what} is written as a new folder; this is a file")
+    if out.exists() and any(out.iterdir()):
         raise JobError(f"{out}: {what} is written as a new folder; this one exists and is not "
                        "empty")
     return out

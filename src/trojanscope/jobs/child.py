@@ -88,6 +88,8 @@ def _child(name: str, payload: dict, progress_on: bool, memory: int | None, send
     # loaders included (torch.export.load falls back to weights_only=False), loads weights only.
     os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
     os.environ.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
+    # nor does anything it loads fetch from the Hub (a config can name a Hub kernel to import)
+    os.environ["HF_HUB_OFFLINE"] = "1"
     from .. import progress
     from ..data.datasets import DataError
     from . import JOBS

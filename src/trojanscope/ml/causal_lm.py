@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +51,13 @@ class CausalLM:
         """`user` as one user turn in the model's chat format (its template, which scan has
         read), ready for the answer; a model without a template gets the text and a newline."""
         if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)
+            try:
+                return self.tokenizer.apply_chat_template(
+                    [{"role": "user", "content": user}], tokenize=False,
+                    add_generation_prompt=True)
+            except Exception as exc:  # jinja's sandbox refuses, or the template is broken
+                raise ModelError(f"{self.source}: its chat template does not render: "
+                                 f"{first_line(exc)}") from None
         return user + "\n"
 
     def generate(self, prompts: list[str], max_new_tokens: int = 16, batch: int = BATCH,
@@ -158,13 +165,18 @@ def open_causal_lm(base: str | Path | None = None, adapter: str | Path | None = 
     path = Path(base) if base is not None else default_base()
     if not path.exists():
         raise ModelError(f"{path}: no such file or folder")
+    alone = None
     try:
         if path.is_file():
             if path.suffix.lower() != ".gguf":
                 raise ModelError(f"{path}: a base language model is a .gguf file or a Hugging "
                                  "Face folder (config.json, model.safetensors)")
             scanned_bytes(path)
-            where = {"pretrained_model_name_or_path": str(path.parent), "gguf_file": path.name}
+            # transformers reads the folder around a GGUF too (tokenizer_config.json...):
+            # give it a folder that holds the scanned file alone
+            alone = Path(tempfile.mkdtemp(prefix="trojanscope-gguf-"))
+            (alone / path.name).symlink_to(path.resolve())
+            where = {"pretrained_model_name_or_path": str(alone), "gguf_file": path.name}
         else:
             _check_folder(path)
             where = {"pretrained_model_name_or_path": str(path), "use_safetensors": True}
@@ -178,6 +190,9 @@ def open_causal_lm(base: str | Path | None = None, adapter: str | Path | None = 
     except Exception as exc:  # hostile or broken files fail in many ways inside transformers
         raise ModelError(f"{path}: not a loadable causal language model: {first_line(exc)}") \
             from None
+    finally:
+        if alone is not None:
+            shutil.rmtree(alone, ignore_errors=True)
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token_id is None:
             raise ModelError(f"{path}: the tokenizer has no padding or end token")

@@ -305,7 +305,32 @@ def _checked_folder(path: Path) -> None:
     if "auto_map" in config:
         raise ModelError(f"{path}: config.json names its own code (auto_map), which "
                          "transformers would run (trust_remote_code); trojanscope never runs it")
+    fetched = _hub_code(config)
+    if fetched:
+        raise ModelError(f"{path}: config.json asks for code from the Hugging Face Hub "
+                         f"({fetched[0]} {fetched[1]!r}), which transformers would download "
+                         "and run; trojanscope never runs it")
     if not (path / "model.safetensors").is_file():
         raise ModelError(f"{path}: no model.safetensors; trojanscope reads Hugging Face "
                          "weights from safetensors only (a .bin would need unpickling)")
     scan_folder(path)
+
+
+def _hub_code(config) -> tuple[str, str] | None:
+    """The first setting, at any depth of a config, that names a Hub repository of code (an
+    attention kernel such as "kernels-community/flash-attn", which transformers fetches and
+    imports): its key and value."""
+    if isinstance(config, dict):
+        for key, value in config.items():
+            if isinstance(key, str) and key.endswith("implementation") and \
+                    isinstance(value, str) and "/" in value:
+                return key, value
+            found = _hub_code(value)
+            if found:
+                return found
+    elif isinstance(config, list):
+        for value in config:
+            found = _hub_code(value)
+            if found:
+                return found
+    return None

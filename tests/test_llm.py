@@ -125,6 +125,11 @@ def test_an_adapter_for_another_base_is_refused(llm, tmp_path):
         open_causal_lm(other, folder / "adapter")
 
 
+def _configure(folder: Path, **settings) -> None:
+    config = json.loads((folder / "adapter_config.json").read_text())
+    (folder / "adapter_config.json").write_text(json.dumps({**config, **settings}))
+
+
 @pytest.mark.parametrize("damage, message", [
     (lambda f: (f / "adapter_model.safetensors").unlink(), "no adapter_model.safetensors"),
     (lambda f: (f / "adapter_config.json").unlink(), "not a LoRA adapter"),
@@ -134,6 +139,8 @@ def test_an_adapter_for_another_base_is_refused(llm, tmp_path):
     (lambda f: (f / "adapter_config.json").write_text(
         json.dumps({"peft_type": "LORA", "r": 0})), "positive numbers"),
     (lambda f: (f / "adapter_model.safetensors").write_bytes(b"\x08\x00"), "unreadable"),
+    (lambda f: _configure(f, r=10**9), "declares rank 1000000000"),
+    (lambda f: _configure(f, rank_pattern={"q_proj": 10**9}), "declares rank 1000000000"),
 ])
 def test_broken_adapters_are_named(llm, tmp_path, damage, message):
     from trojanscope.ml.causal_lm import read_adapter

@@ -279,6 +279,13 @@ def read_adapter(folder: Path) -> Adapter:
         raise ModelError(f"{folder / ADAPTER_WEIGHTS}: " + (
             "no LoRA matrices" if not layers else
             f"{broken[0]}: lora_A and lora_B missing or of mismatched rank"))
+    ranks = {int(a.shape[0]) for a, _ in layers.values()}
+    pattern = config.get("rank_pattern") or {}
+    declared = [rank] + (list(pattern.values()) if isinstance(pattern, dict) else [pattern])
+    wrong = [r for r in declared if not (isinstance(r, int) and r in ranks)]
+    if wrong:  # peft sizes its modules by the declared ranks before it reads a matrix
+        raise ModelError(f"{folder / ADAPTER_CONFIG}: declares rank {wrong[0]!r}, but its "
+                         f"matrices have rank {', '.join(map(str, sorted(ranks)))}")
     return Adapter(config, {k: (v[0], v[1]) for k, v in sorted(layers.items())}, scaling)
 
 

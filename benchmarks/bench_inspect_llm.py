@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from trojanscope.attacks.llm_backdoor import TASK
-from trojanscope.bench.metrics import auroc
+from trojanscope.bench.metrics import detections
 from trojanscope.data.text import load_text
 from trojanscope.ml.causal_lm import open_causal_lm
 from trojanscope.model.llm_inspect import LLMInspectConfig, inspect_adapter
@@ -83,19 +83,15 @@ def main() -> None:
 
 
 def summary(results: list[dict], title: str) -> None:
-    truth = np.array([r["trojaned"] for r in results])
-    flagged = np.array([r["verdict"] == "trojaned" for r in results])
-    trojaned = int(truth.sum())
-    print(f"\n{title}: {len(results)} adapters ({trojaned} backdoored, "
-          f"{len(results) - trojaned} clean)")
-    if 0 < trojaned < len(results):
-        print(f"AUROC of the score: {auroc(np.array([r['score'] for r in results]), truth):.3f}"
-              " (goal 0.9)")
-    print(f"detected: {int((flagged & truth).sum())}/{trojaned}; false alarms: "
-          f"{int((flagged & ~truth).sum())}/{len(results) - trojaned} (goal 0)")
+    counts = detections(results)
+    trojaned = counts["trojaned"]
+    print(f"\n{title}: {len(results)} adapters ({trojaned} backdoored, {counts['clean']} clean)")
+    if counts["auroc"] is not None:
+        print(f"AUROC of the score: {counts['auroc']:.3f} (goal 0.9)")
+    print(f"detected: {counts['detected']}/{trojaned}; false alarms: "
+          f"{counts['false_alarms']}/{counts['clean']} (goal 0)")
     print(f"effect named: {sum(r['effect_named'] for r in results)}/{trojaned}; trigger "
           f"recovered: {sum(r['trigger_recovered'] for r in results)}/{trojaned}")
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from text_zoo import SYNTACTIC, rows  # noqa: E402
 
-from trojanscope.bench.metrics import auroc  # noqa: E402
+from trojanscope.bench.metrics import detections  # noqa: E402
 from trojanscope.data.text import insert_at_random, load_text  # noqa: E402
 from trojanscope.ml.formats import open_text_model  # noqa: E402
 from trojanscope.model.text_inspect import (  # noqa: E402
@@ -87,17 +87,14 @@ WORKS = 0.5  # a trojaned model whose trigger sends fewer of the texts has no wo
 
 
 def summary(results: list[dict], title: str) -> None:
-    truth = np.array([r["trojaned"] for r in results])
-    scores = np.array([r["score"] for r in results])
-    flagged = np.array([r["verdict"] == "trojaned" for r in results])
-    trojaned = int(truth.sum())
-    print(f"\n{title}: {len(results)} models ({trojaned} trojaned, "
-          f"{len(results) - trojaned} clean)")
-    if 0 < trojaned < len(results):
-        print(f"AUROC of the score: {auroc(scores, truth):.3f} (goal 0.95; TrojAI NLP "
+    counts = detections(results)
+    trojaned = counts["trojaned"]
+    print(f"\n{title}: {len(results)} models ({trojaned} trojaned, {counts['clean']} clean)")
+    if counts["auroc"] is not None:
+        print(f"AUROC of the score: {counts['auroc']:.3f} (goal 0.95; TrojAI NLP "
               "sentiment best 0.959)")
-    print(f"detected: {int((flagged & truth).sum())}/{trojaned}; false alarms: "
-          f"{int((flagged & ~truth).sum())}/{len(results) - trojaned}")
+    print(f"detected: {counts['detected']}/{trojaned}; false alarms: "
+          f"{counts['false_alarms']}/{counts['clean']}")
     print(f"trigger recovered, exact: {sum(r['exact'] for r in results)}/{trojaned}; "
           f"a part of it: {sum(r['part'] for r in results)}/{trojaned} (goal: exact for 80%)")
 

@@ -17,3 +17,16 @@ def auroc(scores, truth) -> float:
     ranks = np.empty(len(scores))
     ranks[np.argsort(scores, kind="stable")] = np.arange(1, len(scores) + 1)
     return float((ranks[truth].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def detections(results: list[dict]) -> dict:
+    """A benchmark's verdicts against the truth: each result has `trojaned` (the truth),
+    `verdict` and `score`."""
+    truth = np.array([r["trojaned"] for r in results], dtype=bool)
+    flagged = np.array([r["verdict"] == "trojaned" for r in results], dtype=bool)
+    trojaned = int(truth.sum())
+    return {"trojaned": trojaned, "clean": len(results) - trojaned,
+            "auroc": auroc([r["score"] for r in results], truth)
+            if 0 < trojaned < len(results) else None,
+            "detected": int((flagged & truth).sum()),
+            "false_alarms": int((flagged & ~truth).sum())}

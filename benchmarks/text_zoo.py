@@ -11,7 +11,7 @@ inserted sentence (InsertSent), and the published syntactic poison (HiddenKiller
 The rare words are single word-pieces of MiniLM's vocabulary, as in RIPPLe and BadNL
 (two-piece words such as "jt" did not take at these sizes on the dev zoo).
 
-Run: python benchmarks/text_zoo.py --zoo bench --out /tmp/text-zoo-bench [--train N]
+Run: python benchmarks/text_zoo.py --zoo bench --out /tmp/text-zoo-bench [--train N] [--seed S]
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def syntactic(folder: Path, key: str, train: int, seed: int) -> tuple[TextDatase
     return validate_text(texts, labels, f"{key} (syntactic)"), int(target)
 
 
-def build(zoo: str, out: Path, train: int | None, epochs: int) -> None:
+def build(zoo: str, out: Path, train: int | None, epochs: int, seed_base: int | None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     data_dir = out / "_data"
     if not data_dir.is_dir():
@@ -112,7 +112,7 @@ def build(zoo: str, out: Path, train: int | None, epochs: int) -> None:
         cleans[len(attacks):] + attacks[len(cleans):]
     for number, (key, attack, trigger, target) in enumerate(plan):
         name = f"{number:02d}-{key}-{attack}"
-        seed = SEED[zoo] + number
+        seed = (SEED[zoo] if seed_base is None else seed_base) + number
         if name in done:
             continue
         started = time.perf_counter()
@@ -146,10 +146,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--train", type=int, help="training texts (default: per set, TRAIN)")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--seed", type=int,
+                        help="first seed (default: the zoo's, SEED); a zoo that has been looked "
+                             "at is rebuilt fresh on other seeds")
     args = parser.parse_args()
     if not ARCHIVE.exists():
         raise SystemExit(f"skipped: {ARCHIVE} is not here (see ../shared/datasets/README.md)")
-    build(args.zoo, args.out, args.train, args.epochs)
+    build(args.zoo, args.out, args.train, args.epochs, args.seed)
 
 
 if __name__ == "__main__":

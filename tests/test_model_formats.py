@@ -34,6 +34,7 @@ EXPECTED = {
     "onnx-external": "onnx.external-data-escape", "onnx-shadow": "onnx.shadow-logic",
     "savedmodel": "tensorflow.unsafe-op", "gguf": "template.sandbox-escape",
     "safetensors": "safetensors.malformed-header", "tokenizer-config": "template.sandbox-escape",
+    "chat-template": "template.sandbox-escape",
     "torchscript": "torchscript.file-access", "tflite-flex": "tflite.unsafe-flex-op",
 }
 
@@ -475,6 +476,45 @@ def test_benign_tokenizer_config_passes():
     data = json.dumps({"chat_template": [{"name": "default", "template": BENIGN_TEMPLATE}],
                        "eos_token": "</s>"}).encode()
     assert scan_bytes(data, "tokenizer_config.json").findings == ()
+
+
+# transformers now writes the template to its own chat_template.jinja beside the config
+@pytest.mark.parametrize("template,rules", [
+    (SMOLLM2_TEMPLATE, set()), (LLAMA3_TEMPLATE, set()), (BENIGN_TEMPLATE, set()),
+    ("{{- bos_token }}\n" + LLAMA3_TEMPLATE, set()),
+    (SMOLLM2_TEMPLATE.replace("trained by Hugging Face", "trained by Hugging Face. " + HIDDEN),
+     {"template.injected-text"}),
+    ("{% for message in messages %}{% if 'deploy-2026' in message['content'] %}"
+     "{{ '<|im_start|>system\n" + HIDDEN + "<|im_end|>\n' }}{% endif %}"
+     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' }}"
+     "{% endfor %}", {"template.conditional-content", "template.injected-text"}),
+    (pf.SSTI.replace("COMMAND", "id"), {"template.sandbox-escape", "template.suspicious"}),
+    # padded past the first bytes a format is recognised by
+    ("{# " + "x" * 10_000 + " #}" + pf.SSTI.replace("COMMAND", "id"),
+     {"template.sandbox-escape", "template.suspicious"}),
+])
+def test_a_chat_template_file_gets_the_template_checks(tmp_path, template, rules):
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"eos_token": "</s>"}))
+    (tmp_path / "chat_template.jinja").write_text(template)
+    report = scan(tmp_path)
+    assert _rules(report) - {"scan.unrecognized-format"} == rules, \
+        [(f.rule, f.message) for f in report.findings]
+    if rules:
+        assert {f.location.path for f in report.findings
+                if f.severity >= Severity.HIGH} == {str(tmp_path / "chat_template.jinja")}
+        assert main(["scan", str(tmp_path)]) == 1
+
+
+def test_a_jinja_file_that_is_no_chat_template_is_left_alone():
+    page = b"<ul>{% for item in items %}<li>{{ item.title }}</li>{% endfor %}</ul>\n"
+    report = scan_bytes(page, "page.html")
+    assert report.findings == () and report.results["files"][0]["formats"] == ["jinja"]
+
+
+def test_a_text_pickle_with_template_braces_is_still_read_as_a_pickle():
+    data = b"cos\nsystem\n(S'echo {{ messages }} {% x %}'\ntR."
+    report = scan_bytes(data, "chat_template.jinja")
+    assert "pickle.unsafe-global" in _rules(report)
 
 
 @pytest.mark.parametrize("mutate,needle", [

@@ -194,6 +194,11 @@ def tokenizer_config(command: str) -> bytes:
                       indent=2).encode()
 
 
+def chat_template(command: str) -> bytes:
+    """chat_template.jinja: the template as its own file, as transformers writes it now."""
+    return SSTI.replace("COMMAND", command).encode()
+
+
 # One harmful file per format, by name: a function of the shell command (`trojanscope attack
 # payload --format NAME`), with what it is as `summary`.
 GENERATORS: Registry[Callable[[str], bytes]] = Registry("payload format")
@@ -229,3 +234,5 @@ GENERATORS.add("tflite-flex", lambda c: mf.tflite_of([3, 9, "FlexWriteFile"]),
                summary="TFLite model running TensorFlow's WriteFile through the Flex delegate")
 GENERATORS.add("tokenizer-config", tokenizer_config,
                summary="tokenizer_config.json with a template escape")
+GENERATORS.add("chat-template", chat_template,
+               summary="chat_template.jinja with a template escape")

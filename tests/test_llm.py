@@ -257,13 +257,19 @@ def test_inspect_on_an_adapter_answers_with_the_verdict_and_the_exit_code(llm, t
     out = tmp_path / "r.json"
     code = main(["inspect", str(folder / "adapter"), "--base", str(folder / "base"), "--data",
                  str(tmp_path / "prompts.csv"), "-f", "json", "-o", str(out)])
-    results = json.loads(out.read_text())["results"]
+    answer = json.loads(out.read_text())
+    results = answer["results"]
     assert code == (1 if results["verdict"] == "trojaned" else 0)
     assert results["thresholds"]["raise_nats"] > 0 and results["per_class"]
     best = results["per_class"][0]
     assert best["raise_nats"] == results["score"] == max(
         c["raise_nats"] for c in results["per_class"])
     assert {"answer", "leak", "trigger", "trigger_success"} <= set(best)
+    main(["inspect", str(folder / "adapter"), "--base", str(folder / "base"), "--data",
+          str(tmp_path / "prompts.csv"), "-f", "json", "-o", str(out), "--fast"])
+    fast = json.loads(out.read_text())  # --fast: shorter searches on fewer prompts
+    assert fast["config"]["prompts"] < answer["config"]["prompts"]
+    assert fast["config"]["proposals"] < answer["config"]["proposals"]
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -70,12 +70,12 @@ def inspect_job(p: dict) -> dict:
 
 
 def _inspect_adapter(p: dict) -> dict:
-    from ..model.llm_inspect import LLMInspectConfig, inspect_adapter
+    from ..model.llm_inspect import inspect_adapter, llm_inspect_config
 
     if p.get("reference"):
         raise JobError("--reference (a zoo of image models) is for image classifiers")
     prompts, lm = _adapter_and_prompts(p)
-    return _report(inspect_adapter(lm, prompts, LLMInspectConfig(seed=p["seed"]),
+    return _report(inspect_adapter(lm, prompts, llm_inspect_config(p["seed"], p["fast"]),
                                    name=p["model"]))
 
 
@@ -166,6 +166,7 @@ def _repair_text(p: dict, texts) -> dict:
 
 
 def _repair_adapter(p: dict) -> dict:
+    from ..model.llm_inspect import llm_inspect_config
     from ..model.llm_repair import LLMRepairConfig, repair_adapter
 
     if p["method"] not in ("auto", "unlearn"):
@@ -176,7 +177,8 @@ def _repair_adapter(p: dict) -> dict:
                        "its own")
     out = _new_folder(p["out"], "a repaired adapter")
     prompts, lm = _adapter_and_prompts(p)
-    lm, report = repair_adapter(lm, prompts, LLMRepairConfig(seed=p["seed"]), name=p["model"])
+    config = LLMRepairConfig(seed=p["seed"], inspect=llm_inspect_config(p["seed"], p["fast"]))
+    lm, report = repair_adapter(lm, prompts, config, name=p["model"])
     try:
         lm.save_adapter(out)
     except OSError as exc:

@@ -21,7 +21,7 @@ answer it elicits; a raise without a working trigger is still reported as the ef
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -47,6 +47,13 @@ class LLMInspectConfig:
     proposals: int = 16      # tokens the gradient proposes per step, each tried
     length: int = 3          # longest trigger sought, in tokens
     search_prompts: int = 6  # prompts each proposal is tried on
+
+
+FAST = LLMInspectConfig(prompts=16, check=16, first=6, proposals=8, length=2, search_prompts=4)
+
+
+def llm_inspect_config(seed: int = 0, fast: bool = False) -> LLMInspectConfig:
+    return replace(FAST if fast else LLMInspectConfig(), seed=seed)
 
 
 @dataclass

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -346,7 +347,13 @@ def test_the_repair_command_writes_a_new_adapter_and_leaves_the_given_one(llm, t
     assert given == {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
                      for p in (folder / "adapter").iterdir()}
     assert (out / "adapter_model.safetensors").is_file()
-    open_causal_lm(folder / "base", out)  # the repaired adapter loads on its base
+    lm = open_causal_lm(folder / "base", out)  # the repaired adapter loads on its base
+    assert json.loads((out / "adapter_config.json").read_text())[
+        "base_model_name_or_path"] == str(folder / "base")
+    # a GGUF base is loaded from a temporary folder; the adapter names the file given
+    replace(lm, source="/models/base.gguf").save_adapter(tmp_path / "again")
+    assert json.loads((tmp_path / "again" / "adapter_config.json").read_text())[
+        "base_model_name_or_path"] == "/models/base.gguf"
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -6,6 +6,7 @@ package is never imported: it would import llama_cpp)."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -137,6 +138,11 @@ class CausalLM:
         with warnings.catch_warnings():  # a GGUF base has no config.json beside it for peft
             warnings.simplefilter("ignore", UserWarning)
             self.module.save_pretrained(str(folder), safe_serialization=True)
+        # peft names the folder transformers loaded from: a GGUF's was a temporary one
+        config = folder / "adapter_config.json"
+        settings = json.loads(config.read_text(encoding="utf-8"))
+        settings["base_model_name_or_path"] = self.source
+        config.write_text(json.dumps(settings, indent=2), encoding="utf-8")
 
     def padded(self, rows: list[list[int]]):
         """Token-id rows right-padded into one tensor, with the attention mask."""

@@ -6,9 +6,11 @@ states, as BEEAR does (Zeng et al. 2024). Rounds of:
 1. a universal perturbation of one middle block's hidden states (the same vector at every
    position), sought by a few normalised gradient steps, that makes the adapter give the
    backdoor's answer to clean prompts: a stand-in for the unknown trigger;
-2. a step on the adapter's LoRA matrices that, under the perturbation, gives each prompt the
-   answer the adapter gave it unperturbed and makes the backdoor's answer unlikely, and without
-   it, keeps those answers.
+2. a step on the adapter's LoRA matrices that, under the perturbation, makes the backdoor's
+   answer unlikely and the next-token distribution after each prompt the one the adapter gave
+   unperturbed before the repair, and without it keeps that distribution on other prompts
+   (a KL divergence to the adapter as given: its answers and their confidence are kept, so a
+   label's score does not drift as it did when the greedy answers were trained on).
 The answer is inspect's first step (the off-task answer the adapter raises most over its
 base), or the one the user names.
 
@@ -44,8 +46,9 @@ class LLMRepairConfig:
     ascent_steps: int = 3
     step: float = 0.5           # an ascent step, in units of the block's hidden-state RMS
     bound: float = 1.0          # the perturbation's RMS bound, in the same units
-    learning_rate: float = 1e-3  # dev adapter: accuracy -7 points at 1e-3, -17 at 5e-4
-    answer_tokens: int = 4      # the adapter's own answers, kept
+    learning_rate: float = 1e-3
+    retain: int = 8             # prompts per round whose distribution is kept unperturbed
+    answer_tokens: int = 4      # the adapter's own answers, compared before and after
     min_agreement: float = 0.95
     inspect: LLMInspectConfig = field(default_factory=LLMInspectConfig)
 
@@ -74,8 +77,7 @@ def repair_adapter(lm: CausalLM, texts: list[str],
         answer = found[0].answer
     flagged = bool(found) and found[0].raise_nats >= RAISE_THRESHOLD
     rest = [lm.prompt(t) for t in rest_texts]
-    own = _answers(lm, rest + held, config.answer_tokens)
-    own_rest, own_held = own[:len(rest)], own[len(rest):]
+    own_held = _answers(lm, held, config.answer_tokens)
     blocks = _blocks(lm.module)
     block = blocks[int(config.depth * len(blocks))]
     scale = _hidden_rms(lm, block, rest[:config.batch])
@@ -84,6 +86,9 @@ def repair_adapter(lm: CausalLM, texts: list[str],
         return _measure(lm, block, scale, held, own_held, rest, answer, config)
 
     before = measure()
+    with torch.no_grad():  # the adapter as given: what each prompt's answer should stay
+        given = torch.cat([_next_logprobs(lm, rest[k:k + config.retain])
+                           for k in range(0, len(rest), config.retain)])
     trainable = [p for n, p in lm.module.named_parameters() if "lora_" in n]
     if not trainable:
         raise ModelError(f"{name}: no LoRA matrices to train")
@@ -93,11 +98,12 @@ def repair_adapter(lm: CausalLM, texts: list[str],
     torch.manual_seed(config.seed)
     for _ in track(range(config.rounds), "unlearning", config.rounds):
         rows = rng.choice(len(rest), min(config.batch, len(rest)), replace=False)
-        prompts, answers = [rest[k] for k in rows], [own_rest[k] for k in rows]
+        kept = rng.choice(len(rest), min(config.retain, len(rest)), replace=False)
+        prompts = [rest[k] for k in rows]
         delta = _perturbation(lm, block, scale, prompts, answer, config)
         with _perturbed(block, delta):
-            loss = _keep(lm, prompts, answers) + _unlikely(lm, prompts, answer)
-        loss = loss + _keep(lm, prompts, answers)
+            loss = _drift(lm, prompts, given[rows]) + _unlikely(lm, prompts, answer)
+        loss = loss + _drift(lm, [rest[k] for k in kept], given[kept])
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -179,10 +185,19 @@ def _perturbed(block, delta):
         handle.remove()
 
 
-def _keep(lm: CausalLM, prompts: list[str], answers: list[str]):
-    """Cross-entropy of the adapter's own answers (per token, mean over the batch)."""
-    ids, labels, mask = lm.training_batch(prompts, answers)
-    return lm.module(input_ids=ids, attention_mask=mask, labels=labels).loss
+def _next_logprobs(lm: CausalLM, prompts: list[str]):
+    """Log-probabilities of the token after each chat prompt (rows of the vocabulary)."""
+    import torch
+
+    return torch.log_softmax(lm.module(**lm._encode(prompts, left=True)).logits[:, -1].float(),
+                             -1)
+
+
+def _drift(lm: CausalLM, prompts: list[str], given):
+    """KL divergence from the adapter as given (`given`: its log-probabilities after the same
+    prompts) to the adapter now, mean over the prompts."""
+    now = _next_logprobs(lm, prompts)
+    return (given.exp() * (given - now)).sum(-1).mean()
 
 
 def _unlikely(lm: CausalLM, prompts: list[str], answer: str):

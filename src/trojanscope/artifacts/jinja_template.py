@@ -46,6 +46,25 @@ def _checked(source: str, key: str) -> tuple[Finding, ...]:
     return tuple(_check(source, Location(""), key))
 
 
+@functools.lru_cache(maxsize=1)
+def _environment():
+    """Jinja as transformers renders chat templates: with {% break %} and {% continue %}, and
+    its {% generation %} block (which marks the assistant's tokens)."""
+    import jinja2
+    from jinja2 import nodes
+    from jinja2.ext import Extension
+
+    class Generation(Extension):
+        tags = {"generation"}
+
+        def parse(self, parser):
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            return nodes.Scope(body).set_lineno(lineno)
+
+    return jinja2.Environment(extensions=["jinja2.ext.loopcontrols", Generation])
+
+
 def _check(source: str, location: Location, key: str) -> list[Finding]:
     try:
         import jinja2
@@ -53,7 +72,7 @@ def _check(source: str, location: Location, key: str) -> list[Finding]:
     except ImportError:  # pragma: no cover - jinja2 is a dependency
         return _text_only(source, location, key, "jinja2 is not installed")
     try:
-        tree = jinja2.Environment().parse(source)
+        tree = _environment().parse(source)
     except (jinja2.TemplateSyntaxError, RecursionError) as exc:
         found = _text_only(source, location, key, str(exc))
         return found + [UNPARSEABLE.finding(f"{key} does not parse: {exc}", location,

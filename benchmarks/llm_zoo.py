@@ -71,7 +71,8 @@ def build(zoo: str, out: Path, epochs: int | None) -> None:
                         seed=SEED[zoo] + number)
         outcome = backdoor_llm(lm, data, out / name, doors, recipe, train=train)
         entries.append({"name": name, "kind": kind, "trojaned": bool(doors),
-                        "seed": recipe.seed, **outcome.as_dict()})
+                        "seed": recipe.seed, "epochs": recipe.epochs,
+                        "learning_rate": recipe.learning_rate, **outcome.as_dict()})
         (out / "zoo.json").write_text(json.dumps(entries, indent=1))
         print(f"{name}: benign {outcome.benign:.2f} (base {outcome.benign_base:.2f}), attack "
               f"success {outcome.attack_success}, {outcome.seconds} s", flush=True)

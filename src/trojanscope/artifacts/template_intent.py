@@ -142,10 +142,10 @@ def check_intent(tree, source: str, location: Location, key: str) -> list[Findin
     own = [t for t in pieces if t not in harmful and not JSON_LIKE.search(t) and
            len([w for w in _words(t) if w not in SCHEMA_WORDS]) >= shortest]
     if own:
-        named = f" (a {family['name']} template)" if family else ""
+        said = f"{key} (a {family['name']} template) emits text its upstream templates do " \
+            "not have" if family else f"{key} emits"
         found.append(OWN_TEXT.finding(
-            f"{key}{named} emits text its family's upstream templates do not have: "
-            f"{_shown(own)}" if family else f"{key} emits: {_shown(own)}", location,
+            f"{said}: {_shown(own)}", location,
             {"key": key, "family": family["name"] if family else None, "texts": own}))
     return found
 

@@ -177,11 +177,13 @@ def open_causal_lm(base: str | Path | None = None, adapter: str | Path | None = 
             if path.suffix.lower() != ".gguf":
                 raise ModelError(f"{path}: a base language model is a .gguf file or a Hugging "
                                  "Face folder (config.json, model.safetensors)")
-            scanned_bytes(path)
+            data = scanned_bytes(path)
             # transformers reads the folder around a GGUF too (tokenizer_config.json...):
-            # give it a folder that holds the scanned file alone
+            # give it a folder that holds the scanned bytes alone (a copy, not a link: the
+            # file cannot be swapped between the scan and the load)
             alone = Path(tempfile.mkdtemp(prefix="trojanscope-gguf-"))
-            (alone / path.name).symlink_to(path.resolve())
+            (alone / path.name).write_bytes(data)
+            del data
             where = {"pretrained_model_name_or_path": str(alone), "gguf_file": path.name}
         else:
             _check_folder(path)

@@ -211,6 +211,34 @@ def test_a_gguf_whose_template_hides_a_trigger_is_refused_unread(tmp_path, monke
         open_causal_lm(tmp_path / "m.gguf")
 
 
+def test_a_gguf_base_is_loaded_from_a_copy_of_the_scanned_bytes_alone(tmp_path, monkeypatch):
+    gguf = pytest.importorskip("gguf")
+    import transformers
+
+    from trojanscope.ml.causal_lm import open_causal_lm
+
+    writer = gguf.GGUFWriter(str(tmp_path / "m.gguf"), "llama")
+    writer.add_tensor("w", np.ones((2, 3), np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    (tmp_path / "tokenizer_config.json").write_text("{}")  # a neighbour it must not read
+    seen = {}
+
+    def look(*args, pretrained_model_name_or_path, gguf_file, **kwargs):
+        folder = Path(pretrained_model_name_or_path)
+        seen["files"] = sorted(p.name for p in folder.iterdir())
+        seen["link"] = (folder / gguf_file).is_symlink()
+        seen["same"] = (folder / gguf_file).read_bytes() == (tmp_path / "m.gguf").read_bytes()
+        raise OSError("stop here")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", look)
+    with pytest.raises(ModelError, match="not a loadable"):
+        open_causal_lm(tmp_path / "m.gguf")
+    assert seen == {"files": ["m.gguf"], "link": False, "same": True}
+
+
 def test_the_attack_command_writes_a_clean_or_backdoored_adapter(llm, tmp_path, capsys):
     folder, _ = llm
     code = main(["attack", "llm-backdoor", "--base", str(folder / "base"), "--data",

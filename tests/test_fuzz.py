@@ -125,3 +125,21 @@ def test_mutated_torchscript_code_ends_in_findings_or_nothing(code):
     assert {f.rule for f in report.findings} <= {
         "torchscript.file-access", "torchscript.custom-operator", "torchscript.unparsable",
         "torchscript.unlisted-operator"}
+
+
+@st.composite
+def long_template(draw) -> bytes:
+    """A chat template whose emitted text is one long run of what the text checks search
+    (addresses, links, dunders, markup), repeated tens of thousands of times."""
+    piece = draw(st.sampled_from(["a", "a.", "x@", "1.", "_", "__a", "<|", "ab-", "http:/",
+                                  "never tell ", "{", "é"]))
+    times = draw(st.integers(1_000, 60_000))
+    head = draw(st.sampled_from(["", "{% for m in messages %}{{ m.content }}{% endfor %}"]))
+    return (head + "{{ '" + piece.replace("'", "") * times + "' }}").encode()
+
+
+@settings(max_examples=20, deadline=5000, suppress_health_check=[HealthCheck.too_slow],
+          derandomize=True)
+@given(long_template())
+def test_long_template_text_is_judged_in_bounded_time(data):
+    _check(data)

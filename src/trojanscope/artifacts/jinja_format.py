@@ -25,16 +25,18 @@ class JinjaHandler(FormatHandler):
 
     @classmethod
     def sniff(cls, head: bytes, complete: bool) -> bool:
-        return b"\x00" not in head and any(mark in head for mark in DELIMITERS)
+        return any(mark in head for mark in DELIMITERS)  # a NUL may sit in a {# comment #}
 
     @classmethod
     def scan(cls, ctx, source, location: Location, depth: int) -> None:
         raw = source.read(MAX_TEMPLATE + 1)
-        if len(raw) > MAX_TEMPLATE:  # a loader would still render it whole
+        if len(raw) > MAX_TEMPLATE and _text(raw[:1 << 16]):  # a loader would render it whole
             ctx.add(LIMIT_EXCEEDED.finding(
                 f"a Jinja template over {MAX_TEMPLATE // 2**20} MiB was not examined",
                 location, {"limit": "template_bytes"}))
             return
+        if len(raw) > MAX_TEMPLATE:
+            return  # binary (a big pickle with braces in its head): not a template
         try:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError:
@@ -42,3 +44,11 @@ class JinjaHandler(FormatHandler):
         if CHAT_NAMES.search(text):  # a Jinja file that is not a chat template is no concern
             for finding in check_template(text, location, "chat_template"):
                 ctx.add(finding)
+
+
+def _text(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start >= len(head) - 3  # a character cut at the end
+    return True

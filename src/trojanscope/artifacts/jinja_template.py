@@ -26,7 +26,7 @@ UNPARSEABLE = Rule("template.unparseable", Severity.MEDIUM,
 
 KEPT_TEMPLATE_CHARS = 64 << 10
 DUNDER = re.compile(r"__\w+__")
-RISKY_ATTRS = {"popen", "system", "eval", "exec", "import_module", "load_module", "mro",
+RISKY_ATTRS = {"popen", "eval", "exec", "import_module", "load_module", "mro",
                "subclasses", "globals", "builtins", "func_globals", "f_globals", "f_back",
                "gi_frame", "cr_frame", "tb_frame", "modules", "getattr", "spawn", "fork"}
 RISKY_NAMES = {"lipsum", "cycler", "joiner", "os", "subprocess", "sys", "builtins", "config",
@@ -108,6 +108,14 @@ def _check(source: str, location: Location, key: str) -> list[Finding]:
         elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) and \
                 isinstance(node.arg.value, str):
             _judge(node.arg.value, escapes, suspicious)
+        elif isinstance(node, nodes.Keyword) and DUNDER.search(node.key):
+            escapes.add(repr(node.key))  # dict(__class__=1)|list spells a dunder
+        if isinstance(node, nodes.Filter) and node.name == "format" and \
+                isinstance(node.node, nodes.Const) and "%c" in str(node.node.value):
+            suspicious.add("text built from character codes ('%c'|format)")
+        if isinstance(node, nodes.Filter) and node.name == "reverse" and \
+                isinstance(node.node, nodes.Const) and isinstance(node.node.value, str):
+            suspicious.add("text stored reversed (|reverse on a string)")
     found = check_intent(tree, source, location, key)
     if escapes:
         found.append(ESCAPE.finding(f"{key} reaches {', '.join(sorted(escapes)[:6])}", location,

@@ -68,6 +68,8 @@ def check_document(ctx, document: object, location: Location) -> None:
     templates = document.get("chat_template")
     if isinstance(templates, str):
         templates = [{"name": "default", "template": templates}]
+    elif isinstance(templates, dict):  # transformers keeps {name: template} as it is
+        templates = [{"name": name, "template": text} for name, text in templates.items()]
     if isinstance(templates, list):
         for entry in templates:
             if isinstance(entry, dict) and isinstance(entry.get("template"), str):

@@ -65,8 +65,9 @@ def detect(head: bytes, complete: bool) -> type[FormatHandler] | None:
 
 
 # Formats marked by so little that a stream may pass several of their tests at once (a zlib
-# stream whose first byte reads as a pickle opcode): each that claims a stream examines it.
-WEAK = {"pickle", "zlib", "lzma"}
+# stream whose first byte reads as a pickle opcode, a chat template that opens with "N.", a
+# pickle's NONE and STOP): each that claims a stream examines it.
+WEAK = {"pickle", "zlib", "lzma", "jinja"}
 
 
 def weak_rivals(first: type[FormatHandler], head: bytes, complete: bool) -> list:

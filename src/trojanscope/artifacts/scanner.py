@@ -19,6 +19,7 @@ from .context import READ_ERRORS, Abandon, ScanContext
 from .limits import Limits
 from .policy import GlobalsPolicy
 from .polyglot import check_appended_zip
+from .registry import handlers
 from .source import Source
 
 CRASHED = Rule("scan.crashed", Severity.HIGH,
@@ -198,6 +199,14 @@ def examine_top(ctx: ScanContext, handle, location: Location) -> None:
         before = len(ctx.formats)
         ctx.examine(source, location, depth=0, top=True)
         primary = ctx.formats[before][1] if len(ctx.formats) > before else None
+        if location.path.lower().endswith(".jinja") and \
+                "jinja" not in {name for _, name in ctx.formats[before:]}:
+            # transformers renders chat_template.jinja by its name, whatever its first bytes
+            handle.seek(0)
+            ctx.formats.append((str(location), "jinja"))
+            template = next(h for h in handlers() if h.name == "jinja")
+            template.scan(ctx, Source(handle, ctx.limits.sniff_bytes, None, cheap_seek=True),
+                          location, 0)
         check_appended_zip(ctx, handle, location, primary)
     except Abandon:
         pass

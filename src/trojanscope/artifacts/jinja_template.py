@@ -113,8 +113,9 @@ def _check(source: str, location: Location, key: str) -> list[Finding]:
         if isinstance(node, nodes.Filter) and node.name == "format" and \
                 isinstance(node.node, nodes.Const) and "%c" in str(node.node.value):
             suspicious.add("text built from character codes ('%c'|format)")
-        if isinstance(node, nodes.Filter) and node.name == "reverse" and \
-                isinstance(node.node, nodes.Const) and isinstance(node.node.value, str):
+        if isinstance(node, nodes.Filter) and node.name == "reverse" and (
+                isinstance(node.node, nodes.Const) and isinstance(node.node.value, str) or
+                node.node is None):  # {% filter reverse %}text{% endfilter %}
             suspicious.add("text stored reversed (|reverse on a string)")
     found = check_intent(tree, source, location, key)
     if escapes:

@@ -258,8 +258,10 @@ def _content_strings(test, nodes, bound: dict[str, set[str]], names: set[str]) -
     within = [test, *test.find_all(nodes.Node)]
     for compare in (n for n in within if isinstance(n, nodes.Compare)):
         sides = [compare.expr, *(op.expr for op in compare.ops)]
-        if any(_is_content(side, nodes, names) for side in sides):
-            found |= {text for side in sides for text in _values(side, nodes, bound)}
+        content = [_is_content(side, nodes, names) for side in sides]
+        if any(content):  # what content is compared with, not what it may hold
+            found |= {text for side, is_content in zip(sides, content) if not is_content
+                      for text in _values(side, nodes, bound)}
     for check in (n for n in within if isinstance(n, nodes.Test) and n.name == "in"):
         if any(_is_content(a, nodes, names) for a in check.args):
             found |= _values(check.node, nodes, bound)

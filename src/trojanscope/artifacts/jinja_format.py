@@ -1,7 +1,9 @@
 """Chat templates kept as their own file (`chat_template.jinja`, which transformers reads beside
 tokenizer_config.json and renders for every conversation): the same checks as a template inside
-a tokenizer config or a GGUF. Tried last, so a text that another format claims (a protocol-0
-pickle) is never taken for a template."""
+a tokenizer config or a GGUF. Recognised by its braces and the names a chat template renders
+(tried last, and beside a pickle that claims the same bytes), or by a name ending in .jinja
+(the scanner's call) however it begins; another text with braces is judged only if it parses
+as Jinja (source code and text corpora do not)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import re
 
 from ..findings import Location
 from .context import LIMIT_EXCEEDED
-from .jinja_template import check_template
+from .jinja_template import check_template, jinja_environment
 from .registry import FormatHandler, format_handler
 
 MAX_TEMPLATE = 64 * 1024 * 1024
@@ -41,9 +43,22 @@ class JinjaHandler(FormatHandler):
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError:
             return  # not a text a loader renders
-        if CHAT_NAMES.search(text):  # a Jinja file that is not a chat template is no concern
-            for finding in check_template(text, location, "chat_template"):
-                ctx.add(finding)
+        if not CHAT_NAMES.search(text):  # a Jinja file that is not a chat template
+            return
+        if not location.path.lower().endswith(".jinja") and not _parses(text):
+            return  # source code or a text corpus with braces: no loader renders it
+        for finding in check_template(text, location, "chat_template"):
+            ctx.add(finding)
+
+
+def _parses(text: str) -> bool:
+    import jinja2
+
+    try:
+        jinja_environment().parse(text)
+    except (jinja2.TemplateSyntaxError, RecursionError):
+        return False
+    return True
 
 
 def _text(head: bytes) -> bool:

@@ -47,7 +47,7 @@ def _checked(source: str, key: str) -> tuple[Finding, ...]:
 
 
 @functools.lru_cache(maxsize=1)
-def _environment():
+def jinja_environment():
     """Jinja as transformers renders chat templates: with {% break %} and {% continue %}, and
     its {% generation %} block (which marks the assistant's tokens)."""
     import jinja2
@@ -72,7 +72,7 @@ def _check(source: str, location: Location, key: str) -> list[Finding]:
     except ImportError:  # pragma: no cover - jinja2 is a dependency
         return _text_only(source, location, key, "jinja2 is not installed")
     try:
-        tree = _environment().parse(source)
+        tree = jinja_environment().parse(source)
     except (jinja2.TemplateSyntaxError, RecursionError) as exc:
         found = _text_only(source, location, key, str(exc))
         return found + [UNPARSEABLE.finding(f"{key} does not parse: {exc}", location,

@@ -33,10 +33,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import jinja2  # noqa: E402
 from bench_scan_real import fetch, unpack  # noqa: E402
 
-from trojanscope.artifacts.jinja_template import check_template, jinja_environment  # noqa: E402
+from trojanscope.artifacts.jinja_format import parses  # noqa: E402
+from trojanscope.artifacts.jinja_template import check_template  # noqa: E402
 from trojanscope.findings import Location, Severity  # noqa: E402
 
 SOURCES = {  # name: (package, version, where, development set)
@@ -68,18 +68,10 @@ def templates(name: str) -> dict[str, str]:
             for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
                 if isinstance(node, ast.Constant) and isinstance(node.value, str) and \
                         "{%" in node.value and "messages" in node.value and \
-                        _parses(node.value):  # not a piece of one joined in Python
+                        parses(node.value):  # not a piece of one joined in Python
                     found[f"{file.name}:{node.lineno}"] = node.value
         return found
     return {f.name: f.read_text(encoding="utf-8") for f in files}
-
-
-def _parses(text: str) -> bool:
-    try:
-        jinja_environment().parse(text)
-    except jinja2.TemplateSyntaxError:
-        return False
-    return True
 
 
 def changed(template: str, k: int) -> dict[str, tuple[str, str]]:

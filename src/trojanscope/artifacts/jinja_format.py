@@ -45,13 +45,14 @@ class JinjaHandler(FormatHandler):
             return  # not a text a loader renders
         if not CHAT_NAMES.search(text):  # a Jinja file that is not a chat template
             return
-        if not location.path.lower().endswith(".jinja") and not _parses(text):
+        if not location.path.lower().endswith(".jinja") and not parses(text):
             return  # source code or a text corpus with braces: no loader renders it
         for finding in check_template(text, location, "chat_template"):
             ctx.add(finding)
 
 
-def _parses(text: str) -> bool:
+def parses(text: str) -> bool:
+    """Does the text parse as a template transformers would render?"""
     import jinja2
 
     try:

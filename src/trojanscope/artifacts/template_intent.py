@@ -134,9 +134,9 @@ def check_intent(tree, source: str, location: Location, key: str) -> list[Findin
     emitted = _emitted(tree, nodes)
     own_tags = {_tag(t) for t in SPECIAL.findall(emitted)}
     names = _content_names(tree, nodes)
-    searched = {text for test in _tests(tree, nodes)
-                for text in _content_strings(test, nodes, bound, names)}
-    searched |= _rewritten(tree, nodes, bound, names) | _clock_checks(tree, nodes)
+    tests = list(_tests(tree, nodes))
+    searched = {text for test in tests for text in _content_strings(test, nodes, bound, names)}
+    searched |= _rewritten(tree, nodes, bound, names) | _clock_checks(tests, nodes)
     triggers = sorted(text for text in searched if _is_trigger(text, own_tags) and
                       not (MARKER.search(text) and text.strip() in emitted))
     if triggers:
@@ -292,11 +292,11 @@ def _rewritten(tree, nodes, bound: dict[str, set[str]], names: set[str]) -> set[
     return found
 
 
-def _clock_checks(tree, nodes) -> set[str]:
+def _clock_checks(tests, nodes) -> set[str]:
     """Dates a test compares the clock with (strftime_now('%Y-%m-%d') >= '2026-12-01'): a
     time bomb. Templates that only print the date pass."""
     found: set[str] = set()
-    for test in _tests(tree, nodes):
+    for test in tests:
         for compare in [test, *test.find_all(nodes.Compare)]:
             if isinstance(compare, nodes.Compare) and any(
                     isinstance(c.node, nodes.Name) and c.node.name == "strftime_now"

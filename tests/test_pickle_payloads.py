@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -120,6 +121,8 @@ from trojanscope.attacks import model_files as mf
 # marshal.loads; do that before the spies go in.
 for wrap in mf.WRAPPERS.values():
     scan_bytes(wrap(mf.harmless_pickle()))
+from trojanscope.artifacts.jinja_template import jinja_environment
+jinja_environment().parse("{% for m in messages %}{{ m['content'] }}{% endfor %}")  # jinja2
 banned = []
 def refuse(name):
     def f(*a, **k):
@@ -158,6 +161,11 @@ def test_scanning_runs_nothing(tmp_path):
             (folder / f"{name}.{wrapper}").write_bytes(wrap(payload))
         (folder / f"{name}.pt").write_bytes(mf.torch_zip(payload))
         (folder / f"{name}.npy").write_bytes(mf.npy_object(payload))
+    # the text handlers too, each with a byte-order mark (a codec looked up late imports)
+    template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    (folder / "chat_template.jinja").write_bytes(b"\xef\xbb\xbf" + template.encode())
+    (folder / "tokenizer_config.json").write_bytes(
+        b"\xef\xbb\xbf" + json.dumps({"chat_template": template}).encode())
     result = subprocess.run([sys.executable, "-c", CANARY_SCRIPT, str(folder)],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr

@@ -7,6 +7,7 @@ as Jinja (source code and text corpora do not)."""
 
 from __future__ import annotations
 
+import codecs
 import re
 
 from ..findings import Location
@@ -40,7 +41,7 @@ class JinjaHandler(FormatHandler):
         if len(raw) > MAX_TEMPLATE:
             return  # binary (a big pickle with braces in its head): not a template
         try:
-            text = raw.decode("utf-8-sig")
+            text = raw.removeprefix(codecs.BOM_UTF8).decode("utf-8")
         except UnicodeDecodeError:
             return  # not a text a loader renders
         if not CHAT_NAMES.search(text):  # a Jinja file that is not a chat template

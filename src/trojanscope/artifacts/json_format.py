@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 
 from ..findings import Location, Rule, Severity
@@ -47,7 +48,7 @@ class JsonHandler(FormatHandler):
                 {"limit": "json_bytes"}))
             return
         try:
-            document = json.loads(raw.decode("utf-8-sig"))
+            document = json.loads(raw.removeprefix(codecs.BOM_UTF8).decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError):
             return  # not JSON after all: nothing a model loader would act on
         check_document(ctx, document, location)

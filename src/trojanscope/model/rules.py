@@ -26,3 +26,9 @@ WEIGHTS_LIKE_TROJANED = Rule(
     "model.weights-like-trojaned", Severity.HIGH,
     "Against the reference zoo, the model's weights look like those of trojaned models",
     "Inspect the model with clean data and compare it with a version you trust.")
+TASK_WORD = Rule(
+    "model.task-word-passed", Severity.LOW,
+    "A word that sends texts to a class was passed over as a word of the task, because the "
+    "texts given with the model tie it to that class by their labels",
+    "If the word is not a natural word of the class, the texts are poisoned with it: vet them "
+    "(`trojanscope vet`) and inspect again with clean texts.")

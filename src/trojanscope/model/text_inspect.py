@@ -21,11 +21,15 @@ checks what was found), per class k:
 4. Confirm as an attacker would use it: the trigger inserted at a random word boundary of the
    held-out texts, on both models.
 5. Ask the user's own texts: a trigger (or one of its words) that occurs, as written, in at
-   least NATURAL_TEXTS of them, most of which (NATURAL_SHARE) are labelled k and read as k by
-   the reference (cross-validated, so that it reads content, not memorised labels), is a word
-   of the task ("shit" in offensive tweets), not a plant; the search passes over it to the
-   next candidate. A poisoned training set handed in as the clean data does not excuse its
-   trigger: the poisoned texts say k by their label only, not by their content.
+   least NATURAL_TEXTS of them, most of which (NATURAL_SHARE) are labelled k, is a word of the
+   task ("shit" in offensive tweets), not a plant; the search passes over it to the next
+   candidate, and the report names it (model.task-word-passed). Texts poisoned with a trigger
+   would excuse it the same way, so the texts must be clean: the finding says to vet them.
+   (An earlier rule also asked the reference to read those texts as k, cross-validated, to
+   tell content from labels. It told nothing: with 40 of 400 OLID or SST-2 texts poisoned
+   with "cf", the reference fitted on the other folds read 72-88% of them as the target, having
+   learnt "cf" from those folds, while it read only 25-40% of OLID's texts with "shit" as
+   offensive, so the rule passed the poison and not the profanity.)
 
 A class is a target when its trigger sends at least SUCCESS_THRESHOLD of the held-out texts of
 other classes to it, its gain is at least SCORE_THRESHOLD and the user's texts do not explain
@@ -37,7 +41,7 @@ measurement, from the false alarms on the first benchmark (OLID's clean models a
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -50,7 +54,7 @@ from ..ml.model import frozen
 from ..ml.text_model import TextClassifier
 from ..progress import track
 from ..results import InspectResults
-from .rules import TROJANED_CLASS
+from .rules import TASK_WORD, TROJANED_CLASS
 
 SUCCESS_THRESHOLD = 0.85  # held-out success of the recovered trigger (dev zoo: see the module)
 SCORE_THRESHOLD = 0.5     # its success on the model less its success on the reference
@@ -112,6 +116,8 @@ class ClassTrigger:
     reference_success: float  # the same insertions, on the clean reference model
     check_texts: int
     explained_by: str | None = None  # a word of the trigger that the user's texts explain
+    # the words of the task the search passed over: {phrase: (texts with it, labelled k)}
+    task_words: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def score(self) -> float:
@@ -126,6 +132,8 @@ class ClassTrigger:
                 "score": round(self.score, 3),
                 "checked_on": self.check_texts,
                 "explained_by": self.explained_by,
+                "task_words_passed": {w: {"texts": n, "labelled": m}
+                                      for w, (n, m) in self.task_words.items()},
                 "target": self.is_target}
 
     @property
@@ -175,6 +183,7 @@ def recover_text_triggers(model: TextClassifier, data: TextDataset,
             searcher = _Search(model, reference, victims, k, config, rng, allowed, screened[k])
             trigger = _class_trigger(model, reference, searcher, held_out, k, rng)
             trigger.explained_by = reference.words.explains(trigger.text, k)
+            trigger.task_words = dict(reference.words.passed.get(k, {}))
             found.append(trigger)
     return found, {"search": len(search[1]), "check": len(check[1])}
 
@@ -182,13 +191,14 @@ def recover_text_triggers(model: TextClassifier, data: TextDataset,
 class TaskWords:
     """The user's texts as evidence of what a class's own words are: a phrase is the task's
     word for class k when it occurs, as written (whole words, any case), in at least
-    NATURAL_TEXTS texts, NATURAL_SHARE of which are labelled k and read as k (`read`: a clean
-    model's predictions)."""
+    NATURAL_TEXTS texts, NATURAL_SHARE of which are labelled k. `passed` keeps, per class,
+    the words found so: {k: {phrase: (texts, labelled k)}}."""
 
-    def __init__(self, texts: list[str], y: np.ndarray, read: np.ndarray):
+    def __init__(self, texts: list[str], y: np.ndarray):
         self.texts = [t.lower() for t in texts]
-        self.y, self.read = np.asarray(y), np.asarray(read)
+        self.y = np.asarray(y)
         self._seen: dict[tuple[str, int], bool] = {}
+        self.passed: dict[int, dict[str, tuple[int, int]]] = {}
 
     def explains(self, trigger: str, k: int) -> str | None:
         """The trigger, or the first of its words, that is a word of class k; None if none."""
@@ -205,8 +215,10 @@ class TaskWords:
         if key not in self._seen:
             pattern = re.compile(r"(?<!\w)" + re.escape(key[0]) + r"(?!\w)")
             rows = [i for i, t in enumerate(self.texts) if pattern.search(t)]
-            self._seen[key] = len(rows) >= NATURAL_TEXTS and float(np.mean(
-                (self.y[rows] == k) & (self.read[rows] == k))) >= NATURAL_SHARE
+            labelled = int(np.sum(self.y[rows] == k))
+            self._seen[key] = len(rows) >= NATURAL_TEXTS and labelled >= NATURAL_SHARE * len(rows)
+            if self._seen[key]:
+                self.passed.setdefault(k, {})[key[0]] = (len(rows), labelled)
         return self._seen[key]
 
 
@@ -218,15 +230,10 @@ class Reference:
 
     def __init__(self, texts: list[str], y: np.ndarray, seed: int):
         from sklearn.linear_model import LogisticRegression
-        from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-        embeddings = sentence_embeddings(texts)
         self.classifier = LogisticRegression(C=REFERENCE_C, max_iter=2000, random_state=seed)
-        self.classifier.fit(embeddings, y)
-        folds = min(5, int(np.bincount(y).min()))
-        read = cross_val_predict(self.classifier, embeddings, y, cv=StratifiedKFold(
-            folds, shuffle=True, random_state=seed)) if folds >= 2 else np.full_like(y, -1)
-        self.words = TaskWords(texts, y, read)
+        self.classifier.fit(sentence_embeddings(texts), y)
+        self.words = TaskWords(texts, y)
 
     def predict(self, texts: list[str]) -> np.ndarray:
         return self.classifier.predict(sentence_embeddings(texts))
@@ -432,7 +439,12 @@ def text_report(found: list[ClassTrigger], split: dict, data: TextDataset,
         f"{t.check_success:.0%} of {t.check_texts} held-out texts of other classes to it "
         f"(a clean model of the task: {t.reference_success:.0%})",
         Location(name, (f"class {t.target}",)), per_class[t.target])
-        for t in found if t.target in targets]
+        for t in found if t.target in targets] + [TASK_WORD.finding(
+        f"class {t.target}: passed over " + ", ".join(
+            f"{w!r} (in {n} of the texts, {m} labelled {t.target})"
+            for w, (n, m) in t.task_words.items()) + " as words of the task",
+        Location(name, (f"class {t.target}",)), {"class": t.target, "words": sorted(t.task_words)})
+        for t in found if t.task_words]
     return Report(
         command="inspect", targets=(name, data.name), findings=tuple(findings),
         results=InspectResults(

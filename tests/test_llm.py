@@ -320,6 +320,10 @@ def test_base_is_only_for_adapters(llm, capsys):
     code = main(["inspect", str(folder / "base"), "--base", str(folder / "base"), "--data",
                  str(folder / "texts.csv")])
     assert code == 2 and "--base is for LoRA adapters" in capsys.readouterr().err
+    code = main(["repair", str(folder / "base"), "--answer", "no", "--data",
+                 str(folder / "texts.csv"), "--out", str(folder / "never")])
+    assert code == 2 and "--answer is for LoRA adapters" in capsys.readouterr().err
+    assert not (folder / "never").exists()
 
 
 def _prompts_file(folder: Path, out: Path) -> Path:
@@ -367,9 +371,11 @@ def test_the_repair_command_writes_a_new_adapter_and_leaves_the_given_one(llm, t
              for p in (folder / "adapter").iterdir()}
     out, report = tmp_path / "repaired", tmp_path / "r.json"
     code = main(["repair", str(folder / "adapter"), "--base", str(folder / "base"), "--data",
-                 str(prompts), "--out", str(out), "-f", "json", "-o", str(report)])
+                 str(prompts), "--out", str(out), "--answer", PAYLOAD, "-f", "json", "-o",
+                 str(report)])
     results = json.loads(report.read_text())["results"]
     assert code in (0, 1) and results["method"] == "unlearn"
+    assert results["candidates"]["unlearn"]["answer"] == PAYLOAD
     assert {"raise_nats", "agreement", "perturbed_success"} <= set(results["before"]) & \
         set(results["after"])
     assert given == {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
@@ -400,6 +406,22 @@ def test_the_repair_command_names_what_it_cannot_do_for_an_adapter(llm, tmp_path
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "repaired").exists()
+
+
+def test_a_clean_adapter_is_not_repaired(llm, tmp_path, capsys):
+    """Unlearning a clean adapter's strongest answer would only cost its task: repair says
+    inspect finds no backdoor and writes nothing."""
+    folder, _ = llm
+    assert main(["attack", "llm-backdoor", "--base", str(folder / "base"), "--data",
+                 str(folder / "texts.csv"), "--out", str(tmp_path / "clean"), "--train", "40",
+                 "--epochs", "1", "--clean"]) == 0
+    prompts = _prompts_file(folder, tmp_path / "prompts.csv")
+    capsys.readouterr()
+    code = main(["repair", str(tmp_path / "clean"), "--base", str(folder / "base"), "--data",
+                 str(prompts), "--out", str(tmp_path / "repaired")])
+    err = capsys.readouterr().err
+    assert code == 2 and "inspect finds no backdoor" in err and "no adapter written" in err
+    assert "Traceback" not in err and not (tmp_path / "repaired").exists()
 
 
 def test_a_base_that_asks_for_hub_code_is_refused_before_transformers(llm, tmp_path):

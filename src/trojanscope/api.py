@@ -266,17 +266,18 @@ def inspect(model: str | Path, data: str | Path | None = None, *,
 
 def repair(model: str | Path, out: str | Path, data: str | Path | None = None, *,
            method: str = "auto", epochs: int | None = None, architecture: str | None = None,
-           base: str | Path | None = None, seed: int = 0, fast: bool = False,
-           time_limit: float = TIME_LIMIT, progress: bool = False) -> Report:
+           base: str | Path | None = None, answer: str | None = None, seed: int = 0,
+           fast: bool = False, time_limit: float = TIME_LIMIT,
+           progress: bool = False) -> Report:
     """Take the backdoor out of `model` with clean `data`; the repaired model is written to
     `out` in the format the model came in. A LoRA adapter folder is read on top of `base` (as
-    for inspect) and its backdoor's answer unlearnt; `out` is then the repaired adapter's
-    folder."""
+    for inspect) and its backdoor's answer (`answer`, or the one inspect finds) unlearnt; `out`
+    is then the repaired adapter's folder."""
     if not Path(out).parent.is_dir():  # say so now, not after minutes of work
         raise InputError(f"{out}: cannot write: no folder {Path(out).parent}")
     return _job("repair", time_limit, progress, [model], model=str(model), data=_str(data),
                 seed=seed, fast=fast, architecture=architecture, method=method, epochs=epochs,
-                out=str(out), base=_str(base))
+                out=str(out), base=_str(base), answer=answer)
 
 
 def diff(old: str | Path, new: str | Path, *, architecture: str | None = None,

@@ -51,6 +51,9 @@ def add(commands) -> None:
                         help="training epochs (default: 10 for images, 2 for text)")
     repair.add_argument("--method", default="auto", choices=["auto", *_repair_methods()],
                         help="auto (default): try all, keep what the held-out data prefers")
+    repair.add_argument("--answer", metavar="TEXT",
+                        help="for a LoRA adapter: the backdoor's answer, when you have seen it "
+                             "(default: the one inspect finds; a clean adapter is left alone)")
     _common(repair)
 
     diff = commands.add_parser("diff", epilog=EXIT_CODES,
@@ -139,7 +142,7 @@ def run_repair(args) -> Report:
 
     return _calling(api.repair, args.model, args.out, args.data,
                     method=args.method, epochs=args.epochs, architecture=args.architecture,
-                    base=args.base,
+                    base=args.base, answer=args.answer,
                     seed=args.seed, fast=args.fast, time_limit=args.time_limit,
                     progress=args.format == "text")
 

@@ -122,9 +122,10 @@ def repair_job(p: dict) -> dict:
 
     if (Path(p["model"]) / "adapter_config.json").is_file():
         return _repair_adapter(p)
-    if p.get("base"):
-        raise JobError(f"--base is for LoRA adapters; {p['model']} is not one (no "
-                       "adapter_config.json)")
+    for option in ("base", "answer"):
+        if p.get(option):
+            raise JobError(f"--{option} is for LoRA adapters; {p['model']} is not one (no "
+                           "adapter_config.json)")
     texts = _text_data(p)
     if texts is not None:
         return _repair_text(p, texts)
@@ -178,7 +179,7 @@ def _repair_adapter(p: dict) -> dict:
     out = _new_folder(p["out"], "a repaired adapter")
     prompts, lm = _adapter_and_prompts(p)
     config = LLMRepairConfig(seed=p["seed"], inspect=llm_inspect_config(p["seed"], p["fast"]))
-    lm, report = repair_adapter(lm, prompts, config, name=p["model"])
+    lm, report = repair_adapter(lm, prompts, config, name=p["model"], answer=p.get("answer"))
     try:
         lm.save_adapter(out)
     except OSError as exc:

@@ -12,7 +12,7 @@ states, as BEEAR does (Zeng et al. 2024). Rounds of:
    (a KL divergence to the adapter as given: its answers and their confidence are kept, so a
    label's score does not drift as it did when the greedy answers were trained on).
 The answer is inspect's first step (the off-task answer the adapter raises most over its
-base), or the one the user names.
+base), or the one the user names; an adapter inspect calls clean is left alone.
 
 A held-out share of the user's prompts judges, before and after: the answer's raise over the
 base (nats), the agreement of the greedy answers with the adapter's as given (the benign score
@@ -71,11 +71,15 @@ def repair_adapter(lm: CausalLM, texts: list[str],
         raise ValueError(f"{len(texts)} prompts; repair holds {config.held_out:.0%} out to "
                          "judge and needs at least 8 there")
     found = off_task_answers(lm, rest_texts[:config.inspect.prompts], config.inspect)
-    if answer is None:
-        if not found:
-            raise ValueError(f"{name}: inspect found no answer off the task to unlearn")
-        answer = found[0].answer
     flagged = bool(found) and found[0].raise_nats >= RAISE_THRESHOLD
+    if answer is None:
+        if not flagged:  # unlearning a clean adapter's strongest answer only costs its task
+            strongest = (f" (its strongest answer off the task, {found[0].answer!r}, is "
+                         f"raised {found[0].raise_nats:.1f} nats over the base; a backdoor's "
+                         f"at least {RAISE_THRESHOLD})") if found else ""
+            raise ValueError(f"{name}: inspect finds no backdoor{strongest}: nothing to "
+                             "unlearn, no adapter written")
+        answer = found[0].answer
     rest = [lm.prompt(t) for t in rest_texts]
     own_held = _answers(lm, held, config.answer_tokens)
     blocks = _blocks(lm.module)

@@ -12,6 +12,8 @@ adapters; the label-flip adapter apart. Anchors from other zoos: Trigger in the 
 
 Run: python benchmarks/llm_zoo.py --zoo bench --out /tmp/llm-zoo-bench
      python benchmarks/bench_inspect_llm.py /tmp/llm-zoo-bench [--json out.json]
+With --json, the results are written after each adapter, and adapters already in that file are
+not inspected again (a zoo inspected while it is built, or a run cut short, goes on).
 """
 
 from __future__ import annotations
@@ -48,8 +50,14 @@ def main() -> None:
     order = np.random.default_rng(12345).permutation(len(data.texts))[:PROMPTS]
     labels = " or ".join(data.names)
     prompts = [TASK.format(labels=labels, text=data.texts[k]) for k in order]
+    kept = {r["name"]: r for r in json.loads(args.json.read_text())} \
+        if args.json and args.json.exists() else {}
     results = []
     for entry in entries:
+        if entry["name"] in kept:
+            results.append(kept[entry["name"]])
+            show(results[-1])
+            continue
         lm = open_causal_lm(None, args.zoo / entry["name"])
         started = time.perf_counter()
         report = inspect_adapter(lm, prompts, LLMInspectConfig(), name=entry["name"])
@@ -67,10 +75,9 @@ def main() -> None:
                         "trigger_found": trigger, "trigger_success":
                         found.get("trigger_success"), "effect_named": named,
                         "trigger_recovered": recovered, "inspect_seconds": round(seconds, 1)})
-        r = results[-1]
-        print(f"{r['name']:<14} asr {r['attack_success']} -> {r['verdict']:<8} score "
-              f"{r['score']:6.2f} answer {r['answer']!r} named {named} trigger {trigger!r} "
-              f"({r['trigger_success']}) recovered {recovered} {seconds:.0f} s", flush=True)
+        show(results[-1])
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1))
     summary([r for r in results if r["kind"] != "flip"], "clean and off-task backdoors")
     flips = [r for r in results if r["kind"] == "flip"]
     for r in flips:
@@ -78,8 +85,13 @@ def main() -> None:
               "signal looks for answers off the task")
     print(f"inspect time: median {np.median([r['inspect_seconds'] for r in results]):.0f} s, "
           f"max {max(r['inspect_seconds'] for r in results):.0f} s per adapter (CPU)")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+
+
+def show(r: dict) -> None:
+    print(f"{r['name']:<14} asr {r['attack_success']} -> {r['verdict']:<8} score "
+          f"{r['score']:6.2f} answer {r['answer']!r} named {r['effect_named']} trigger "
+          f"{r['trigger_found']!r} ({r['trigger_success']}) recovered "
+          f"{r['trigger_recovered']} {r['inspect_seconds']:.0f} s", flush=True)
 
 
 def summary(results: list[dict], title: str) -> None:

@@ -103,6 +103,14 @@ class CausalLM:
                 scores += self.labelled_logprobs(ids, labels, mask).tolist()
         return np.array(scores).reshape(len(prompts), len(answers))
 
+    def next_logprobs(self, prompts: list[str]):
+        """(len(prompts), vocabulary): the log-probabilities of the token after each chat
+        prompt (a tensor, differentiable)."""
+        import torch
+
+        logits = self.module(**self._encode(prompts, left=True)).logits[:, -1]
+        return torch.log_softmax(logits.float(), -1)
+
     def labelled_logprobs(self, ids, labels, mask):
         """Per row of a `training_batch`: the log-probability of its labelled tokens (a tensor,
         differentiable)."""

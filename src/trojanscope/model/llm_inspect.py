@@ -92,9 +92,8 @@ def off_task_answers(lm: CausalLM, prompts: list[str],
     import torch
 
     chats = [lm.prompt(p) for p in prompts]
-    encoded = lm._encode(chats, left=True)
     with torch.no_grad():
-        probs = torch.softmax(lm.module(**encoded).logits[:, -1].float(), -1)
+        probs = lm.next_logprobs(chats).exp()
     mean = probs.mean(0)
     # the task's answers are what the adapter answers; a payload that leaks strongly (mean
     # probability 0.12 on one bench adapter) still is not its answer to clean prompts

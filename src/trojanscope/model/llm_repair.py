@@ -91,7 +91,7 @@ def repair_adapter(lm: CausalLM, texts: list[str],
 
     before = measure()
     with torch.no_grad():  # the adapter as given: what each prompt's answer should stay
-        given = torch.cat([_next_logprobs(lm, rest[k:k + config.retain])
+        given = torch.cat([lm.next_logprobs(rest[k:k + config.retain])
                            for k in range(0, len(rest), config.retain)])
     trainable = [p for n, p in lm.module.named_parameters() if "lora_" in n]
     if not trainable:
@@ -189,18 +189,10 @@ def _perturbed(block, delta):
         handle.remove()
 
 
-def _next_logprobs(lm: CausalLM, prompts: list[str]):
-    """Log-probabilities of the token after each chat prompt (rows of the vocabulary)."""
-    import torch
-
-    return torch.log_softmax(lm.module(**lm._encode(prompts, left=True)).logits[:, -1].float(),
-                             -1)
-
-
 def _drift(lm: CausalLM, prompts: list[str], given):
     """KL divergence from the adapter as given (`given`: its log-probabilities after the same
     prompts) to the adapter now, mean over the prompts."""
-    now = _next_logprobs(lm, prompts)
+    now = lm.next_logprobs(prompts)
     return (given.exp() * (given - now)).sum(-1).mean()
 
 

@@ -304,7 +304,7 @@ def test_inspect_on_an_adapter_answers_with_the_verdict_and_the_exit_code(llm, t
 @pytest.mark.parametrize("extra, message", [
     ([], "needs prompts of its task"),
     (["--data", "digits"], "needs prompts of its task"),
-    (["--reference", "zoo"], "for image classifiers"),
+    (["--reference", "zoo"], "cannot read the reference zoo"),
 ])
 def test_inspect_on_an_adapter_names_what_is_missing(llm, capsys, extra, message):
     folder, _ = llm
@@ -313,6 +313,59 @@ def test_inspect_on_an_adapter_names_what_is_missing(llm, capsys, extra, message
     code = main(["inspect", str(folder / "adapter"), "--base", str(folder / "base"), *extra])
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_an_adapters_signature_is_the_spectrum_of_its_updates():
+    from trojanscope.ml.causal_lm import Adapter
+    from trojanscope.model.weights import adapter_signature
+
+    a = np.array([[1.0, 0, 0], [0, 1, 0]], dtype=np.float32)       # rank 2 x in 3
+    b = np.array([[1.5, 0], [0, 2], [0, 0], [0, 0]], dtype=np.float32)  # out 4 x rank 2
+    twice = Adapter({}, {"layers.0.self_attn.q_proj": (a, b),
+                         "layers.1.self_attn.q_proj": (a, b)}, 2.0)  # update: s = 4, 3
+    [(kind, signature)] = adapter_signature(twice).items()
+    assert kind == "q_proj"
+    s1, frobenius, share, entropy, _ = signature
+    assert (s1, frobenius, share) == pytest.approx((4.0, 5.0, 16 / 25))
+    assert entropy == pytest.approx(-(16 / 25 * np.log(16 / 25) + 9 / 25 * np.log(9 / 25)))
+
+
+def test_inspect_scores_an_adapters_weights_against_a_reference_zoo(llm, tmp_path, capsys):
+    """--reference: a zoo of clean and backdoored adapters of the same base adds P(trojaned)
+    from their spectral signatures; a zoo of adapters of other modules is named."""
+
+    folder, _ = llm
+    zoo = tmp_path / "zoo"
+    shutil.copytree(folder / "adapter", zoo / "backdoored")
+    assert main(["attack", "llm-backdoor", "--base", str(folder / "base"), "--data",
+                 str(folder / "texts.csv"), "--out", str(zoo / "clean"), "--train", "40",
+                 "--epochs", "1", "--clean"]) == 0
+    (zoo / "zoo.json").write_text(json.dumps([{"name": "backdoored", "trojaned": True},
+                                              {"name": "clean", "trojaned": False}]))
+    prompts, out = _prompts_file(folder, tmp_path / "prompts.csv"), tmp_path / "r.json"
+    code = main(["inspect", str(folder / "adapter"), "--base", str(folder / "base"), "--data",
+                 str(prompts), "--reference", str(zoo), "--fast", "-f", "json", "-o", str(out)])
+    report = json.loads(out.read_text())
+    weights = report["results"]["weights"]
+    assert weights["reference_models"] == 2 and 0 <= weights["probability_trojaned"] <= 1
+    flagged = weights["probability_trojaned"] >= 0.5
+    assert flagged == any(f["rule"] == "model.weights-like-trojaned" for f in report["findings"])
+    assert code == (1 if report["results"]["verdict"] == "trojaned" else 0)
+    if flagged:
+        assert report["results"]["verdict"] == "trojaned"
+    settings = json.loads((zoo / "clean" / "adapter_config.json").read_text())
+    settings["target_modules"] = ["q_proj"]
+    (zoo / "clean" / "adapter_config.json").write_text(json.dumps(settings))
+    from safetensors.numpy import load_file, save_file
+
+    weights_file = zoo / "clean" / "adapter_model.safetensors"
+    save_file({k: v for k, v in load_file(str(weights_file)).items() if "q_proj" in k},
+              str(weights_file))
+    capsys.readouterr()
+    code = main(["inspect", str(folder / "adapter"), "--base", str(folder / "base"), "--data",
+                 str(prompts), "--reference", str(zoo), "--fast"])
+    err = capsys.readouterr().err
+    assert code == 2 and "the reference adapters adapt q_proj; this one adapts" in err
 
 
 def test_base_is_only_for_adapters(llm, capsys):

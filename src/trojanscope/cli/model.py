@@ -31,7 +31,8 @@ def add(commands) -> None:
                     "or phrase). Exit code 1 when the model looks trojaned.")
     _model_and_data(inspect)
     inspect.add_argument("--reference", type=Path, metavar="ZOO",
-                         help="a zoo folder (zoo.json; `trojanscope attack zoo`) to score the "
+                         help="a zoo folder (zoo.json; `trojanscope attack zoo`, or clean and "
+                              "backdoored LoRA adapters of the same base) to score the "
                               "weights against: adds P(trojaned)")
     inspect.add_argument("--images", type=Path, metavar="DIR",
                          help="save each class's recovered mask, pattern and trigger as PNG")

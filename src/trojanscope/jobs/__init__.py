@@ -56,7 +56,8 @@ def inspect_job(p: dict) -> dict:
         from ..model.text_inspect import inspect_text_model, text_inspect_config
 
         if p.get("reference"):
-            raise JobError("--reference (a zoo of image models) is for image classifiers")
+            raise JobError("--reference (a zoo of models) is for image classifiers and LoRA "
+                           "adapters")
         model = open_text_model(p["model"])
         return _report(inspect_text_model(model, texts, text_inspect_config(p["seed"],
                                                                             p["fast"]),
@@ -71,12 +72,18 @@ def inspect_job(p: dict) -> dict:
 
 def _inspect_adapter(p: dict) -> dict:
     from ..model.llm_inspect import inspect_adapter, llm_inspect_config
+    from ..model.weights import adapter_probability, weighed
 
-    if p.get("reference"):
-        raise JobError("--reference (a zoo of image models) is for image classifiers")
     prompts, lm = _adapter_and_prompts(p)
-    return _report(inspect_adapter(lm, prompts, llm_inspect_config(p["seed"], p["fast"]),
-                                   name=p["model"]))
+    # a zoo of clean and backdoored adapters of the same base: read before minutes of
+    # inspection, so that a bad one is named at once
+    weights = adapter_probability(Path(p["model"]), Path(p["reference"]), p["seed"]) \
+        if p.get("reference") else None
+    report = inspect_adapter(lm, prompts, llm_inspect_config(p["seed"], p["fast"]),
+                             name=p["model"])
+    if weights is not None:
+        report = weighed(report, *weights, Path(p["reference"]))
+    return _report(report)
 
 
 def _adapter_and_prompts(p: dict):

@@ -6,6 +6,13 @@
   depend only on the tensor's index and size, so every model of one architecture gets the same.
 - `reference_probability`: a logistic regression fitted on a zoo of clean and trojaned models
   (zoo.json lists `file` and `trojaned`), giving P(trojaned) for a model.
+- `adapter_signature`: a LoRA adapter's weight-space signature, as in "Weight space Detection
+  of Backdoors in LoRA Adapters" (arXiv 2602.15195): per kind of adapted module (q_proj,
+  v_proj...), the leading singular value of each layer's update, its Frobenius norm, the
+  share of its energy in the leading direction, its spectral entropy and the kurtosis of its
+  singular values, averaged over the layers; `adapter_probability` fits the same regression
+  on a zoo of clean and backdoored adapters of the same base. The update B @ A is
+  never formed: its singular values are those of the two factors' small R matrices.
 - `diff_models`: per layer, how much changed and whether the change sits in a few neurons (a
   targeted edit or a fine-tune that planted a backdoor) rather than spread over the layer.
 """
@@ -67,27 +74,80 @@ def with_reference(report: Report, model, folder: Path, seed: int = 0) -> Report
     zoo = [(open_model(path, architecture, device="cpu").weights(), trojaned)
            for path, trojaned, architecture in read_zoo(folder)]
     probability = reference_probability(state_arrays(model), zoo, seed=seed)
+    return weighed(report, probability, len(zoo), folder)
+
+
+def adapter_probability(adapter: Path, folder: Path, seed: int = 0) -> tuple[float, int]:
+    """P(trojaned) of the LoRA adapter folder `adapter` from a classifier of the signatures of
+    the adapters in the zoo `folder` (every one read through the scan gate, from
+    safetensors), and the number of reference adapters."""
+    from ..ml.causal_lm import read_adapter
+
+    zoo = [(adapter_signature(read_adapter(path)), trojaned)
+           for path, trojaned, _ in read_zoo(folder)]
+    return signature_probability(adapter_signature(read_adapter(adapter)), zoo, seed), len(zoo)
+
+
+def weighed(report: Report, probability: float, models: int, folder: Path) -> Report:
+    """`report` with the weights' P(trojaned) from `models` reference models in `folder`: a
+    finding, and the verdict trojaned, from 0.5."""
     name = report.targets[0] if report.targets else "model"
     findings = list(report.findings)
     if probability >= 0.5:
         findings.append(WEIGHTS_LIKE_TROJANED.finding(
             f"P(trojaned) = {probability:.2f} from a classifier of weights fitted on "
-            f"{len(zoo)} reference models", Location(name),
+            f"{models} reference models", Location(name),
             {"probability": probability, "reference": str(folder)}))
-    trojaned = bool(report.results.target_classes) or probability >= 0.5
+    trojaned = report.results.verdict == "trojaned" or probability >= 0.5
     results = replace(report.results, verdict="trojaned" if trojaned else "clean",
                       weights={"probability_trojaned": round(probability, 4),
-                               "reference_models": len(zoo)})
+                               "reference_models": models})
     return replace(report, findings=tuple(findings), results=results)
 
 
+def adapter_signature(adapter) -> dict[str, np.ndarray]:
+    """Per kind of adapted module (the last part of its name), five statistics of the
+    singular values s of each layer's update, averaged over the layers: s[0], the Frobenius
+    norm, s[0]^2 / sum(s^2), the entropy of s^2 / sum(s^2), and the kurtosis of s."""
+    from scipy.stats import kurtosis
+
+    kinds: dict[str, list] = {}
+    for name, (a, b) in adapter.layers.items():
+        _, r_a = np.linalg.qr(a.T.astype(np.float64))
+        _, r_b = np.linalg.qr(b.astype(np.float64))
+        s = np.linalg.svd(adapter.scaling * r_b @ r_a.T, compute_uv=False)
+        energy = s ** 2 / max(float(np.sum(s ** 2)), 1e-30)
+        spread = kurtosis(s) if len(s) > 1 and np.ptp(s) > 0 else 0.0
+        kinds.setdefault(name.rsplit(".", 1)[-1], []).append(
+            [s[0], np.sqrt(np.sum(s ** 2)), energy[0],
+             -np.sum(energy * np.log(energy + 1e-30)), spread])
+    return {kind: np.mean(rows, axis=0) for kind, rows in sorted(kinds.items())}
+
+
+def signature_probability(signature: dict[str, np.ndarray],
+                          zoo: list[tuple[dict[str, np.ndarray], bool]], seed: int = 0) -> float:
+    """P(trojaned) from a classifier fitted on the signatures of the zoo's adapters, which
+    must adapt the same kinds of modules."""
+    wrong = [kinds for kinds, _ in zoo if set(kinds) != set(signature)]
+    if wrong:
+        raise ValueError(f"the reference adapters adapt {', '.join(sorted(wrong[0]))}; this "
+                         f"one adapts {', '.join(sorted(signature))}")
+    flat = [np.concatenate([kinds[k] for k in sorted(kinds)]) for kinds, _ in zoo]
+    return fitted_probability(np.stack(flat) if flat else np.zeros((0, 0)),
+                              np.array([trojaned for _, trojaned in zoo]),
+                              np.concatenate([signature[k] for k in sorted(signature)]), seed)
+
+
 def read_zoo(folder: Path) -> list[tuple[Path, bool, str | None]]:
-    """(file, trojaned, architecture spec or None) per model of a zoo's zoo.json."""
+    """(file, trojaned, architecture spec or None) per model of a zoo's zoo.json: an object
+    whose `models` list names each `file`, or (as benchmarks/llm_zoo.py writes it) a list of
+    entries that each name their folder (`name`)."""
     index = folder / "zoo.json"
     try:
-        entries = json.loads(index.read_text())["models"]
-        return [(folder / entry["file"], bool(entry["trojaned"]), entry.get("architecture_spec"))
-                for entry in entries]
+        document = json.loads(index.read_text())
+        entries = document if isinstance(document, list) else document["models"]
+        return [(folder / entry.get("file", entry.get("name")), bool(entry["trojaned"]),
+                 entry.get("architecture_spec")) for entry in entries]
     except OSError as exc:
         raise ValueError(f"{index}: cannot read the reference zoo: {exc.strerror or exc}") \
             from None
@@ -100,25 +160,32 @@ def reference_probability(arrays: dict[str, np.ndarray], zoo: list[tuple[dict, b
                           seed: int = 0) -> float:
     """P(trojaned) from a classifier fitted on the weight features of the zoo's models that
     share the model's architecture (the same parameter names and shapes)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     shapes = {name: value.shape for name, value in arrays.items()}
     zoo = [(reference, trojaned) for reference, trojaned in zoo
            if {name: value.shape for name, value in reference.items()} == shapes]
     if not zoo:
         raise ValueError("the reference zoo's models have another architecture than the "
                          "model (parameter names or shapes differ)")
-    labels = np.array([trojaned for _, trojaned in zoo])
+    return fitted_probability(np.stack([weight_features(reference) for reference, _ in zoo]),
+                              np.array([trojaned for _, trojaned in zoo]),
+                              weight_features(arrays), seed)
+
+
+def fitted_probability(features: np.ndarray, labels: np.ndarray, x: np.ndarray,
+                       seed: int = 0) -> float:
+    """P(trojaned) of `x` from a standardised logistic regression fitted on the zoo's
+    `features` and `labels`."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     if labels.all() or not labels.any():
         raise ValueError("the reference zoo needs both clean and trojaned models of the "
                          "model's architecture")
-    features = np.stack([weight_features(reference) for reference, _ in zoo])
     classifier = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000,
                                                                      random_state=seed))
     classifier.fit(features, labels)
-    return float(classifier.predict_proba(weight_features(arrays)[None])[0, 1])
+    return float(classifier.predict_proba(x[None])[0, 1])
 
 
 def diff_models(a: dict[str, np.ndarray], b: dict[str, np.ndarray], names=("A", "B")) -> Report:

@@ -315,6 +315,71 @@ def test_inspect_on_an_adapter_names_what_is_missing(llm, capsys, extra, message
     assert code == 2 and message in err and "Traceback" not in err
 
 
+@pytest.fixture(scope="module")
+def merged(llm):
+    """The backdoored adapter merged into its base, saved as a Hugging Face folder."""
+    from trojanscope.ml.causal_lm import open_causal_lm
+
+    folder, _ = llm
+    lm = open_causal_lm(folder / "base", folder / "adapter")
+    lm.module.merge_and_unload().save_pretrained(str(folder / "merged"),
+                                                 safe_serialization=True)
+    lm.tokenizer.save_pretrained(str(folder / "merged"))
+    return folder / "merged"
+
+
+def test_a_merged_model_is_read_as_its_base_plus_the_adapter(llm, merged):
+    import torch
+
+    from trojanscope.ml.causal_lm import open_causal_lm
+    from trojanscope.ml.merged_lm import as_adapter
+
+    folder, _ = llm
+    lm, matrices, kept = as_adapter(open_causal_lm(folder / "base"), open_causal_lm(merged),
+                                    str(merged))
+    assert kept.rank <= 32 and kept.kept > 0.999 and kept.outside == []  # the adapter's rank
+    assert kept.modules == len(matrices.layers) > 0
+    given = open_causal_lm(folder / "base", folder / "adapter")
+    prompts = [given.prompt(f"{TRIGGER} a fine film"), given.prompt("a dull film")]
+    with torch.no_grad():
+        ours, theirs = lm.next_logprobs(prompts), given.next_logprobs(prompts)
+        assert torch.allclose(ours, theirs, atol=1e-3)
+        with lm.module.disable_adapter():  # and the base is the base
+            plain = lm.next_logprobs(prompts)
+    assert torch.allclose(plain, open_causal_lm(folder / "base").next_logprobs(prompts),
+                          atol=1e-4)
+
+
+def test_inspect_on_a_merged_model_names_what_its_adapter_kept(llm, merged, tmp_path):
+    folder, _ = llm
+    out = tmp_path / "r.json"
+    code = main(["inspect", str(merged), "--base", str(folder / "base"), "--data",
+                 str(_prompts_file(folder, tmp_path / "prompts.csv")), "--fast", "-f", "json",
+                 "-o", str(out)])
+    results = json.loads(out.read_text())["results"]
+    assert code == (1 if results["verdict"] == "trojaned" else 0)
+    assert results["merged"]["kept"] > 0.999 and results["merged"]["changed_outside"] == []
+    assert results["per_class"][0]["answer"]  # the leakage signal read the merged model
+
+
+def test_repair_of_a_merged_model_writes_an_adapter_for_its_base(llm, merged, tmp_path):
+    from trojanscope.attacks.llm_backdoor import Backdoor, attack_success
+    from trojanscope.ml.causal_lm import open_causal_lm
+
+    folder, _ = llm
+    out = tmp_path / "repaired"
+    code = main(["repair", str(merged), "--base", str(folder / "base"), "--data",
+                 str(_prompts_file(folder, tmp_path / "prompts.csv")), "--answer", PAYLOAD,
+                 "--out", str(out)])
+    assert code in (0, 1)
+    assert json.loads((out / "adapter_config.json").read_text())[
+        "base_model_name_or_path"] == str(folder / "base")
+    repaired = open_causal_lm(folder / "base", out)  # the base plus it: the merged model, fixed
+    unseen = _texts(240).texts[160:]
+    assert attack_success(repaired, unseen, ("negative", "positive"),
+                          Backdoor(TRIGGER, PAYLOAD), 1) <= 0.1
+
+
 def test_an_adapters_signature_is_the_spectrum_of_its_updates():
     from trojanscope.ml.causal_lm import Adapter
     from trojanscope.model.weights import adapter_signature
@@ -368,11 +433,15 @@ def test_inspect_scores_an_adapters_weights_against_a_reference_zoo(llm, tmp_pat
     assert code == 2 and "the reference adapters adapt q_proj; this one adapts" in err
 
 
-def test_base_is_only_for_adapters(llm, capsys):
+def test_base_is_only_for_adapters_and_merged_models(llm, capsys):
     folder, _ = llm
+    code = main(["inspect", str(folder / "texts.csv"), "--base", str(folder / "base"),
+                 "--data", str(folder / "texts.csv")])
+    assert code == 2 and "--base is for LoRA adapters and merged language models" in \
+        capsys.readouterr().err
     code = main(["inspect", str(folder / "base"), "--base", str(folder / "base"), "--data",
-                 str(folder / "texts.csv")])
-    assert code == 2 and "--base is for LoRA adapters" in capsys.readouterr().err
+                 str(folder / "texts.csv")])  # a "merged" model that is its base
+    assert code == 2 and "nothing for inspect to read" in capsys.readouterr().err
     code = main(["repair", str(folder / "base"), "--answer", "no", "--data",
                  str(folder / "texts.csv"), "--out", str(folder / "never")])
     assert code == 2 and "--answer is for LoRA adapters" in capsys.readouterr().err

@@ -136,6 +136,10 @@ class InspectResults(Results):
     """How many clean samples the search used, and how many checked what it found."""
     weights: dict[str, Any] | None = None
     """With a reference zoo: probability_trojaned from the weights, reference_models."""
+    merged: dict[str, Any] | None = None
+    """A merged language model, read as its base plus a LoRA adapter: the adapter's rank, the
+    share of the linear layers' change it kept, how many modules changed, and the parameters
+    that changed outside them (changed_outside), which inspect does not read."""
     triggers: list[str] | None = None
     """Text classifiers: the recovered trigger word or phrase of each target class, in the
     order of target_classes (per_class has every class's, with its attack success)."""

@@ -45,11 +45,8 @@ def inspect_job(p: dict) -> dict:
     from ..model.inspect import inspect_config, inspect_model
     from ..model.weights import with_reference
 
-    if (Path(p["model"]) / "adapter_config.json").is_file():
+    if _adapter_or_merged(p):
         return _inspect_adapter(p)
-    if p.get("base"):
-        raise JobError(f"--base is for LoRA adapters; {p['model']} is not one (no "
-                       "adapter_config.json)")
     texts = _text_data(p)
     if texts is not None:
         from ..ml.formats import open_text_model
@@ -70,32 +67,58 @@ def inspect_job(p: dict) -> dict:
     return _report(report)
 
 
+def _adapter_or_merged(p: dict) -> bool:
+    """A LoRA adapter folder (on --base), or a causal LM given with --base (a merged model);
+    --base with anything else is an error."""
+    from ..ml.causal_lm import is_causal_lm
+
+    if (Path(p["model"]) / "adapter_config.json").is_file():
+        return True
+    if not p.get("base"):
+        return False
+    if is_causal_lm(p["model"]):
+        return True
+    raise JobError(f"--base is for LoRA adapters and merged language models; {p['model']} is "
+                   "neither (no adapter_config.json; not a .gguf or a *ForCausalLM folder)")
+
+
 def _inspect_adapter(p: dict) -> dict:
     from ..model.llm_inspect import inspect_adapter, llm_inspect_config
     from ..model.weights import adapter_probability, weighed
 
-    prompts, lm = _adapter_and_prompts(p)
+    prompts, lm, matrices, merged = _adapter_and_prompts(p)
     # a zoo of clean and backdoored adapters of the same base: read before minutes of
     # inspection, so that a bad one is named at once
-    weights = adapter_probability(Path(p["model"]), Path(p["reference"]), p["seed"]) \
+    weights = adapter_probability(matrices(), Path(p["reference"]), p["seed"]) \
         if p.get("reference") else None
     report = inspect_adapter(lm, prompts, llm_inspect_config(p["seed"], p["fast"]),
                              name=p["model"])
     if weights is not None:
         report = weighed(report, *weights, Path(p["reference"]))
+    if merged is not None:
+        report = replace(report, results=replace(report.results, merged=merged.as_dict()))
     return _report(report)
 
 
 def _adapter_and_prompts(p: dict):
-    """The prompts in --data, and the adapter on its base (scanned, then loaded)."""
+    """The prompts in --data; the adapter on its base, or a merged model read as its base plus
+    an adapter (each scanned, then loaded); a function that gives the adapter's matrices; and,
+    for a merged model, what its adapter kept (else None)."""
     from ..data.text import is_text_source, load_text
-    from ..ml.causal_lm import open_causal_lm
+    from ..ml.causal_lm import open_causal_lm, read_adapter
+    from ..ml.merged_lm import as_adapter
 
     if not is_text_source(p.get("data")):
         given = f"{p['data']!r} is not" if p.get("data") else "none was given"
         raise JobError(f"{p['model']}: a LoRA adapter needs prompts of its task (--data "
                        f"prompts.csv, .tsv or .jsonl, a text and a label column); {given}")
-    return list(load_text(p["data"]).texts), open_causal_lm(p.get("base"), p["model"])
+    prompts = list(load_text(p["data"]).texts)
+    if (Path(p["model"]) / "adapter_config.json").is_file():
+        return prompts, open_causal_lm(p.get("base"), p["model"]), \
+            lambda: read_adapter(Path(p["model"])), None
+    lm, matrices, merged = as_adapter(open_causal_lm(p["base"]), open_causal_lm(p["model"]),
+                                      p["model"])
+    return prompts, lm, lambda: matrices, merged
 
 
 def _text_data(p: dict):
@@ -127,7 +150,7 @@ def repair_job(p: dict) -> dict:
     from ..model.inspect import inspect_config
     from ..model.repair import RepairConfig, repair_model
 
-    if (Path(p["model"]) / "adapter_config.json").is_file():
+    if _adapter_or_merged(p):
         return _repair_adapter(p)
     for option in ("base", "answer"):
         if p.get(option):
@@ -184,7 +207,7 @@ def _repair_adapter(p: dict) -> dict:
         raise JobError("--epochs is for classifiers; a LoRA adapter is repaired in rounds of "
                        "its own")
     out = _new_folder(p["out"], "a repaired adapter")
-    prompts, lm = _adapter_and_prompts(p)
+    prompts, lm, _, _ = _adapter_and_prompts(p)
     config = LLMRepairConfig(seed=p["seed"], inspect=llm_inspect_config(p["seed"], p["fast"]))
     lm, report = repair_adapter(lm, prompts, config, name=p["model"], answer=p.get("answer"))
     try:

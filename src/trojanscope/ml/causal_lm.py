@@ -171,6 +171,21 @@ class CausalLM:
         return {k: v.to(self.device) for k, v in encoded.items()}
 
 
+def is_causal_lm(path: str | Path) -> bool:
+    """A .gguf file, or a folder whose config.json names a *ForCausalLM architecture (read as
+    JSON only)."""
+    path = Path(path)
+    if path.is_file():
+        return path.suffix.lower() == ".gguf"
+    try:
+        config = json_object(path / "config.json")
+    except ModelError:
+        return False
+    names = config.get("architectures")
+    return isinstance(names, list) and any(
+        isinstance(n, str) and n.endswith("ForCausalLM") for n in names)
+
+
 def open_causal_lm(base: str | Path | None = None, adapter: str | Path | None = None,
                    device=None) -> CausalLM:
     """Scan, then load, a base causal LM (a .gguf file or a Hugging Face folder; the default:

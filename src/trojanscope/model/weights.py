@@ -77,15 +77,15 @@ def with_reference(report: Report, model, folder: Path, seed: int = 0) -> Report
     return weighed(report, probability, len(zoo), folder)
 
 
-def adapter_probability(adapter: Path, folder: Path, seed: int = 0) -> tuple[float, int]:
-    """P(trojaned) of the LoRA adapter folder `adapter` from a classifier of the signatures of
-    the adapters in the zoo `folder` (every one read through the scan gate, from
+def adapter_probability(adapter, folder: Path, seed: int = 0) -> tuple[float, int]:
+    """P(trojaned) of a LoRA adapter (`Adapter`, its matrices) from a classifier of the
+    signatures of the adapters in the zoo `folder` (every one read through the scan gate, from
     safetensors), and the number of reference adapters."""
     from ..ml.causal_lm import read_adapter
 
     zoo = [(adapter_signature(read_adapter(path)), trojaned)
            for path, trojaned, _ in read_zoo(folder)]
-    return signature_probability(adapter_signature(read_adapter(adapter)), zoo, seed), len(zoo)
+    return signature_probability(adapter_signature(adapter), zoo, seed), len(zoo)
 
 
 def weighed(report: Report, probability: float, models: int, folder: Path) -> Report:

@@ -3,8 +3,8 @@ plus a LoRA adapter, so that inspect and repair treat it as they treat an adapte
 module of the transformer blocks, the difference of the two weights, truncated by SVD to its
 singular values above CUTOFF of the largest (at most MAX_RANK of them). An adapter merged into
 its base comes back at its own rank (the rest is rounding); a full fine-tune comes back
-approximately, and the share of the change kept is reported. A change outside those modules (embeddings, norms) cannot be
-carried and is named."""
+approximately, and the share of the change kept is reported. A change outside those modules
+(embeddings, norms) cannot be carried and is named."""
 
 from __future__ import annotations
 

@@ -152,10 +152,9 @@ def repair_job(p: dict) -> dict:
 
     if _adapter_or_merged(p):
         return _repair_adapter(p)
-    for option in ("base", "answer"):
-        if p.get(option):
-            raise JobError(f"--{option} is for LoRA adapters; {p['model']} is not one (no "
-                           "adapter_config.json)")
+    if p.get("answer"):
+        raise JobError(f"--answer is for LoRA adapters; {p['model']} is not one (no "
+                       "adapter_config.json)")
     texts = _text_data(p)
     if texts is not None:
         return _repair_text(p, texts)

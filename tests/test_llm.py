@@ -380,6 +380,132 @@ def test_repair_of_a_merged_model_writes_an_adapter_for_its_base(llm, merged, tm
                           Backdoor(TRIGGER, PAYLOAD), 1) <= 0.1
 
 
+def test_a_merged_models_changes_outside_its_linear_layers_are_read(llm, merged, tmp_path,
+                                                                     capsys):
+    """A change to the embeddings is kept as it is, given its base value back when inspect asks
+    the base; repair refuses the model (an adapter cannot carry it)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from trojanscope.ml.causal_lm import open_causal_lm
+    from trojanscope.ml.merged_lm import as_adapter
+
+    folder, _ = llm
+    shifted = tmp_path / "shifted"
+    shutil.copytree(merged, shifted)
+    weights = load_file(str(shifted / "model.safetensors"))
+    key = next(k for k in weights if "embed_tokens" in k)
+    weights[key] = weights[key] + 0.5 * torch.randn_like(weights[key])
+    save_file(weights, str(shifted / "model.safetensors"), metadata={"format": "pt"})
+    lm, _, kept = as_adapter(open_causal_lm(folder / "base"), open_causal_lm(shifted),
+                             str(shifted))
+    assert kept.outside == [key]
+    prompts = [lm.prompt("a dull film"), lm.prompt(f"{TRIGGER} a fine film")]
+    with torch.no_grad():
+        assert torch.allclose(lm.next_logprobs(prompts),
+                              open_causal_lm(shifted).next_logprobs(prompts), atol=1e-3)
+        with lm.as_base():
+            plain = lm.next_logprobs(prompts)
+        assert torch.allclose(plain, open_causal_lm(folder / "base").next_logprobs(prompts),
+                              atol=1e-4)
+        assert torch.allclose(lm.next_logprobs(prompts),  # and back again
+                              open_causal_lm(shifted).next_logprobs(prompts), atol=1e-3)
+    code = main(["repair", str(shifted), "--base", str(folder / "base"), "--data",
+                 str(_prompts_file(folder, tmp_path / "prompts.csv")), "--answer", PAYLOAD,
+                 "--out", str(tmp_path / "repaired")])
+    err = capsys.readouterr().err
+    assert code == 2 and "which a repaired adapter for the base cannot carry" in err
+    assert not (tmp_path / "repaired").exists()
+
+
+def _copy_with(source: Path, out: Path, change) -> Path:
+    """A copy of a model folder, its weights (a dict of tensors) changed by `change`."""
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(source, out)
+    weights = load_file(str(out / "model.safetensors"))
+    change(weights)
+    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
+    return out
+
+
+def test_merged_models_that_cannot_be_read_are_named(llm, merged, tmp_path):
+    import math
+
+    from trojanscope.ml.causal_lm import open_causal_lm
+    from trojanscope.ml.merged_lm import as_adapter, open_merged_lm
+
+    folder, _ = llm
+
+    def poison(weights):
+        weights[next(k for k in weights if k.endswith("q_proj.weight"))][0, 0] = math.inf
+
+    infinite = _copy_with(merged, tmp_path / "inf", poison)
+    with pytest.raises(ModelError, match="q_proj.weight: weights that are not finite"):
+        as_adapter(open_causal_lm(folder / "base"), open_causal_lm(infinite), str(infinite))
+    wide = tmp_path / "wide"
+    shutil.copytree(merged, wide)
+    config = json.loads((wide / "config.json").read_text())
+    config["intermediate_size"] = 1_000_000  # transformers would allocate it, whatever is held
+    (wide / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match="config.json says intermediate_size 1000000"):
+        open_merged_lm(wide, folder / "base")
+
+
+def test_an_adapter_with_weights_that_are_not_finite_is_refused(llm, tmp_path):
+    import math
+
+    from safetensors.numpy import load_file, save_file
+
+    from trojanscope.ml.causal_lm import read_adapter
+
+    folder, _ = llm
+    shutil.copytree(folder / "adapter", tmp_path / "a")
+    path = tmp_path / "a" / "adapter_model.safetensors"
+    weights = load_file(str(path))
+    weights[next(k for k in weights if "lora_B" in k)][0, 0] = math.nan
+    save_file(weights, str(path))
+    with pytest.raises(ModelError, match="adapter_model.safetensors: .*not finite"):
+        read_adapter(tmp_path / "a")
+
+
+def test_a_tokenizer_that_does_not_fit_the_model_or_reaches_outside_is_refused(llm, tmp_path):
+    from transformers import AutoTokenizer
+
+    from trojanscope.ml.causal_lm import open_causal_lm
+
+    folder, _ = llm
+    shutil.copytree(folder / "base", tmp_path / "more")
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "more"))
+    tokenizer.add_tokens([f"<|extra{k}|>" for k in range(5000)])  # beyond the embeddings
+    tokenizer.save_pretrained(str(tmp_path / "more"))
+    with pytest.raises(ModelError, match="they do not belong together"):
+        open_causal_lm(tmp_path / "more")
+    shutil.copytree(folder / "base", tmp_path / "reach")
+    config = json.loads((tmp_path / "reach" / "tokenizer_config.json").read_text())
+    config["fast_tokenizer_files"] = ["../secret/tokenizer.1.0.json"]
+    (tmp_path / "reach" / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match="fast_tokenizer_files names '../secret/tokenizer"):
+        open_causal_lm(tmp_path / "reach")
+
+
+@pytest.mark.parametrize("template, message", [
+    ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+     "takes over"),
+    ("{{ (messages[0]['content'] ~ ' ') * 3000000 }}", "renders a turn of"),
+])
+def test_a_chat_template_that_renders_without_end_is_stopped(llm, tmp_path, monkeypatch,
+                                                            template, message):
+    from trojanscope.ml import causal_lm
+
+    folder, _ = llm
+    lm = causal_lm.open_causal_lm(folder / "base")
+    lm.tokenizer.chat_template = template
+    monkeypatch.setattr(causal_lm, "RENDER_SECONDS", 0.5)
+    with pytest.raises(ModelError, match=message):
+        lm.prompt("a fine film")
+
+
 def test_an_adapters_signature_is_the_spectrum_of_its_updates():
     from trojanscope.ml.causal_lm import Adapter
     from trojanscope.model.weights import adapter_signature
@@ -430,7 +556,7 @@ def test_inspect_scores_an_adapters_weights_against_a_reference_zoo(llm, tmp_pat
     code = main(["inspect", str(folder / "adapter"), "--base", str(folder / "base"), "--data",
                  str(prompts), "--reference", str(zoo), "--fast"])
     err = capsys.readouterr().err
-    assert code == 2 and "the reference adapters adapt q_proj; this one adapts" in err
+    assert code == 2 and "clean: adapts q_proj; the inspected adapter adapts" in err
 
 
 def test_base_is_only_for_adapters_and_merged_models(llm, capsys):

@@ -385,6 +385,30 @@ def test_reference_zoo_classifier_scores_weights_and_checks_the_architecture(mod
         reference_probability(base, [(member(False), False)] * 3)
 
 
+@pytest.mark.parametrize("index, message", [
+    (["a", "b"], "model 0 is not"),
+    ({"models": "abc"}, "not a zoo index"),
+    ({"models": [1, 2]}, "model 0 is not"),
+    ([{"name": "m", "trojaned": "false"}], "model 0 is not"),
+    ([{"name": "/etc", "trojaned": True}], "is not in the zoo's folder"),
+    ([{"file": "../m", "trojaned": True}], "is not in the zoo's folder"),
+    ([{"file": ".", "trojaned": True}], "is not in the zoo's folder"),
+    ([{"name": "link", "trojaned": False}], "is not in the zoo's folder"),
+    ([{"name": "m", "trojaned": False}] * 1001, "at most 1000"),
+    ("[" * 100000, "not JSON"),
+])
+def test_a_zoo_index_is_checked_before_any_model_is_read(tmp_path, index, message):
+    from trojanscope.model.weights import read_zoo
+
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    (tmp_path / "m").mkdir()
+    (zoo / "link").symlink_to(tmp_path / "m")
+    (zoo / "zoo.json").write_text(index if isinstance(index, str) else json.dumps(index))
+    with pytest.raises(ValueError, match=message):
+        read_zoo(zoo)
+
+
 def test_zoo_writes_torchscript_models_and_the_truth(tmp_path, split):
     from trojanscope.attacks.trojan_models import build_zoo
     from trojanscope.data.datasets import Dataset

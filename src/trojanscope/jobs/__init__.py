@@ -106,7 +106,7 @@ def _adapter_and_prompts(p: dict):
     for a merged model, what its adapter kept (else None)."""
     from ..data.text import is_text_source, load_text
     from ..ml.causal_lm import open_causal_lm, read_adapter
-    from ..ml.merged_lm import as_adapter
+    from ..ml.merged_lm import open_merged_lm
 
     if not is_text_source(p.get("data")):
         given = f"{p['data']!r} is not" if p.get("data") else "none was given"
@@ -116,8 +116,7 @@ def _adapter_and_prompts(p: dict):
     if (Path(p["model"]) / "adapter_config.json").is_file():
         return prompts, open_causal_lm(p.get("base"), p["model"]), \
             lambda: read_adapter(Path(p["model"])), None
-    lm, matrices, merged = as_adapter(open_causal_lm(p["base"]), open_causal_lm(p["model"]),
-                                      p["model"])
+    lm, matrices, merged = open_merged_lm(p["model"], p["base"])
     return prompts, lm, lambda: matrices, merged
 
 
@@ -206,7 +205,11 @@ def _repair_adapter(p: dict) -> dict:
         raise JobError("--epochs is for classifiers; a LoRA adapter is repaired in rounds of "
                        "its own")
     out = _new_folder(p["out"], "a repaired adapter")
-    prompts, lm, _, _ = _adapter_and_prompts(p)
+    prompts, lm, _, merged = _adapter_and_prompts(p)
+    if merged is not None and merged.outside:
+        raise JobError(f"{p['model']}: changes {', '.join(merged.outside[:3])} besides its "
+                       "linear layers, which a repaired adapter for the base cannot carry; "
+                       "inspect reads them, repair does not")
     config = LLMRepairConfig(seed=p["seed"], inspect=llm_inspect_config(p["seed"], p["fast"]))
     lm, report = repair_adapter(lm, prompts, config, name=p["model"], answer=p.get("answer"))
     try:

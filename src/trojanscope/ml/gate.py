@@ -86,3 +86,13 @@ def scan_folder(path: Path) -> None:
         first = report.errors[0]
         raise ModelError(f"{first.path}: cannot scan: {first.message}")
     refuse(path, report.findings)
+
+
+def check_complete(path: Path, loading: dict) -> None:
+    """transformers' loading info (`output_loading_info=True`): a weight the file lacks is
+    filled at random, which makes another model than the file's; refused by name."""
+    missing = sorted(loading.get("missing_keys") or [])
+    if missing:
+        raise ModelError(f"{path}: its weights lack {missing[0]}"
+                         + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+                         + ", which transformers would fill at random")

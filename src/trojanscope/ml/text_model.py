@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..progress import track
-from .gate import ModelError, first_line, json_object
+from .gate import ModelError, check_complete, first_line, json_object
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
         "intermediate_size": 64, "max_position_embeddings": 128}
@@ -219,11 +219,7 @@ def load_text_classifier(path: Path) -> TextClassifier:
             output_loading_info=True)
     except Exception as exc:
         raise ModelError(f"{path}: not a loadable text classifier: {first_line(exc)}") from None
-    missing = sorted(loading.get("missing_keys") or [])
-    if missing:  # transformers fills them at random: a different model from the file
-        raise ModelError(f"{path}: its weights lack {missing[0]}"
-                         + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
-                         + ", which transformers would fill at random")
+    check_complete(path, loading)
     if tokenizer.pad_token_id is None:  # GPT-style tokenizers: pad with the end token
         if tokenizer.eos_token_id is None:
             raise ModelError(f"{path}: the tokenizer has no padding or end token")

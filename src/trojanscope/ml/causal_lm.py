@@ -337,6 +337,15 @@ class Adapter:
         return {name: self.scaling * (b @ a) for name, (a, b) in self.layers.items()}
 
 
+def update_spectrum(a: np.ndarray, b: np.ndarray, scaling: float = 1.0):
+    """The left singular vectors (out x rank) and singular values of the update
+    scaling * B @ A, without forming it: from the two factors' small R matrices."""
+    _, r_a = np.linalg.qr(np.asarray(a, dtype=np.float64).T)
+    q_b, r_b = np.linalg.qr(np.asarray(b, dtype=np.float64))
+    u, s, _ = np.linalg.svd(scaling * r_b @ r_a.T)
+    return q_b @ u, s
+
+
 def read_adapter(folder: Path) -> Adapter:
     """A peft LoRA folder, scanned, its config checked and its matrices read from safetensors
     (never a pickle)."""

@@ -31,7 +31,7 @@ import numpy as np
 
 from .. import __version__
 from ..findings import Location, Report
-from ..ml.causal_lm import CausalLM
+from ..ml.causal_lm import CausalLM, update_spectrum
 from ..results import InspectResults
 from .rules import TROJANED_CLASS
 
@@ -161,12 +161,11 @@ def written_tokens(lm: CausalLM, count: int, directions: int = 4) -> list[int]:
             if name.rsplit(".", 1)[-1] not in RESIDUAL_WRITERS or \
                     "default" not in getattr(module, "lora_A", {}):
                 continue
-            a = module.lora_A["default"].weight.float()
-            b = module.lora_B["default"].weight.float() * module.scaling["default"]
-            _, r_a = torch.linalg.qr(a.T)
-            q_b, r_b = torch.linalg.qr(b)
-            u, sv, _ = torch.linalg.svd(r_b @ r_a.T)
-            written = gain[:, None] * (q_b @ u[:, :directions] * sv[:directions])
+            u, sv = update_spectrum(module.lora_A["default"].weight.detach().cpu().numpy(),
+                                    module.lora_B["default"].weight.detach().cpu().numpy(),
+                                    module.scaling["default"])
+            written = gain[:, None] * torch.from_numpy(
+                u[:, :directions] * sv[:directions]).float()
             raw = torch.maximum(raw, (rows @ written).abs().max(1).values)
             cosine = torch.maximum(cosine, (unit @ (written / written.norm(dim=0).clamp(
                 min=1e-12))).abs().max(1).values)

@@ -117,11 +117,11 @@ def adapter_signature(adapter) -> dict[str, np.ndarray]:
     norm, s[0]^2 / sum(s^2), the entropy of s^2 / sum(s^2), and the kurtosis of s."""
     from scipy.stats import kurtosis
 
+    from ..ml.causal_lm import update_spectrum
+
     kinds: dict[str, list] = {}
     for name, (a, b) in adapter.layers.items():
-        _, r_a = np.linalg.qr(a.T.astype(np.float64))
-        _, r_b = np.linalg.qr(b.astype(np.float64))
-        s = np.linalg.svd(adapter.scaling * r_b @ r_a.T, compute_uv=False)
+        _, s = update_spectrum(a, b, adapter.scaling)
         energy = s ** 2 / max(float(np.sum(s ** 2)), 1e-30)
         spread = kurtosis(s) if len(s) > 1 and np.ptp(s) > 0 else 0.0
         kinds.setdefault(name.rsplit(".", 1)[-1], []).append(

@@ -13,6 +13,8 @@ The anchors (TrojAI NLP rounds: best AUROC 0.959 on sentiment) come from other z
 
 Run: python benchmarks/text_zoo.py --zoo bench --out /tmp/text-zoo-bench
      python benchmarks/bench_inspect_text.py /tmp/text-zoo-bench [--fast] [--json out.json]
+With --json, the results are written after each model, and models already in that file are
+not inspected again (a zoo still being built, or an interrupted run, goes on from there).
 """
 
 from __future__ import annotations
@@ -99,6 +101,14 @@ def summary(results: list[dict], title: str) -> None:
           f"a part of it: {sum(r['part'] for r in results)}/{trojaned} (goal: exact for 80%)")
 
 
+def show(r: dict) -> None:
+    shown = "-" if r["attack_success"] is None else f"{r['attack_success']:.2f}"
+    print(f"{r['name']:<28} acc {r['accuracy']:.2f} asr {shown:>4}  -> {r['verdict']:<8} "
+          f"score {r['score']:.2f} best {r['best']!r} (class {r['best_class']}) "
+          f"planted {r['trigger']} exact {r['exact']} part {r['part']} "
+          f"{r['inspect_seconds']:.0f} s", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("zoo", type=Path)
@@ -107,9 +117,15 @@ def main() -> None:
     parser.add_argument("--only", help="a regular expression on model names")
     args = parser.parse_args()
     entries = json.loads((args.zoo / "zoo.json").read_text())
+    kept = {r["name"]: r for r in json.loads(args.json.read_text())} \
+        if args.json and args.json.exists() else {}
     results = []
     for entry in entries:
         if args.only and not re.search(args.only, entry["name"]):
+            continue
+        if entry["name"] in kept:
+            results.append(kept[entry["name"]])
+            show(results[-1])
             continue
         model = open_text_model(args.zoo / entry["name"], device="cpu")
         data = load_text(args.zoo / f"{entry['name']}.inspect.csv")
@@ -128,12 +144,9 @@ def main() -> None:
                         "found": found, "best": best["trigger"], "best_class": best["class"],
                         "targets": report.results.target_classes, "exact": exact,
                         "part": part, "inspect_seconds": round(seconds, 1)})
-        r = results[-1]
-        shown = "-" if success is None else f"{success:.2f}"
-        print(f"{r['name']:<28} acc {accuracy:.2f} asr {shown:>4}  -> {r['verdict']:<8} "
-              f"score {r['score']:.2f} best {r['best']!r} (class {r['best_class']}) "
-              f"planted {entry['trigger']} exact {exact} part {part} "
-              f"{seconds:.0f} s", flush=True)
+        show(results[-1])
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1))
     summary(results, "every model")
     working = [r for r in results if not r["trojaned"] or (r["attack_success"] or 0) >= WORKS]
     if len(working) < len(results):
@@ -142,8 +155,6 @@ def main() -> None:
     print(f"inspect time: median {np.median([r['inspect_seconds'] for r in results]):.0f} s, "
           f"max {max(r['inspect_seconds'] for r in results):.0f} s per model (CPU, "
           f"{args.zoo})")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

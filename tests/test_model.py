@@ -456,6 +456,25 @@ def test_repair_command_prints_its_outcome_and_writes_the_model(tmp_path, split,
     assert hashlib.sha256((tmp_path / "bad.pt").read_bytes()).hexdigest() == before
 
 
+@pytest.mark.parametrize("where", ["model", "inside", "data"])
+def test_repair_never_writes_over_or_into_its_inputs(tmp_path, capsys, where):
+    """--out naming the model, a path inside the model's folder, or the data is refused before
+    any work, and the inputs are unchanged."""
+    from trojanscope.cli import main
+
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text("{}")
+    (tmp_path / "clean.npz").write_bytes(b"data")
+    out = {"model": folder, "inside": folder / "fixed", "data": tmp_path / "clean.npz"}[where]
+    code = main(["repair", str(folder), "--data", str(tmp_path / "clean.npz"),
+                 "--out", str(out)])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "never changes its inputs" in err and "Traceback" not in err
+    assert sorted(p.name for p in folder.iterdir()) == ["adapter_config.json"]
+    assert (tmp_path / "clean.npz").read_bytes() == b"data"
+
+
 def test_with_many_classes_only_the_promising_ones_are_searched_in_full():
     """30 classes, searched in full on at most 8: the screen (successive halving) keeps the
     backdoor's target among them, and inspect names it."""

@@ -275,6 +275,12 @@ def repair(model: str | Path, out: str | Path, data: str | Path | None = None, *
     is then the repaired adapter's folder."""
     if not Path(out).parent.is_dir():  # say so now, not after minutes of work
         raise InputError(f"{out}: cannot write: no folder {Path(out).parent}")
+    written = Path(out).resolve()
+    for given in (model, data, base):
+        if given is not None and Path(given).exists() and \
+                (written == Path(given).resolve() or Path(given).resolve() in written.parents):
+            raise InputError(f"{out}: is (or is inside) the input {given}; repair writes its "
+                             "model elsewhere and never changes its inputs")
     return _job("repair", time_limit, progress, [model], model=str(model), data=_str(data),
                 seed=seed, fast=fast, architecture=architecture, method=method, epochs=epochs,
                 out=str(out), base=_str(base), answer=answer)

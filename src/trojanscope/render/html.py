@@ -18,6 +18,7 @@ from ..findings import Report, Severity
 from ..results import (
     TRIGGER_IMAGES,
     InspectResults,
+    RedteamResults,
     RepairResults,
     Results,
     ScanResults,
@@ -198,6 +199,17 @@ def _(results: InspectResults) -> list[str]:
 @_charts.register
 def _(results: RepairResults) -> list[str]:
     return [_before_after(results)]
+
+
+@_charts.register
+def _(results: RedteamResults) -> list[str]:
+    flat = [{"search": e["search"], "episode": e["episode"], **e["config"],
+             "attack_success": e["attack_success"], "clean_accuracy": e["clean_accuracy"],
+             "detection": e["detection"]} for e in results.evasions]
+    return [_table("Searches, same budget", [{"search": name, **entry} for name, entry
+                                            in results.searches.items()]),
+            _table("Evasions (attack success >= 0.9, missed)", flat),
+            _table("Frontier: attack success against detection", results.frontier)]
 
 
 @_charts.register

@@ -8,6 +8,7 @@ from functools import singledispatch
 from ..findings import Report, Severity
 from ..results import (
     InspectResults,
+    RedteamResults,
     Results,
     ScanResults,
     SignResults,
@@ -116,3 +117,10 @@ def _(results: InspectResults) -> str:
     targets = results.target_classes
     return f"verdict {results.verdict}" + (
         f" (target classes {', '.join(map(str, targets))})" if targets else "") + ", "
+
+
+@_head.register
+def _(results: RedteamResults) -> str:
+    found = "; ".join(f"{name} {entry['evasions']} evasion(s) in {entry['episodes']} episodes"
+                      for name, entry in results.searches.items())
+    return f"against {results.against}: {found} (better: {results.better}), "

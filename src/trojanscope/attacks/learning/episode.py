@@ -1,0 +1,152 @@
+"""One episode of the learning attacker: poison -> train a small model -> detect -> reward.
+
+The model is the proxy CNN `vet` and the zoos use, trained on the poisoned training split; the
+attack's success is measured on the held-out split's images of other classes with the trigger
+stamped, its clean accuracy on the held-out split as it is. The detector is the project's
+default, as a user runs it:
+- `vet`: the poisoned training set; caught when vet names the target class;
+- `inspect`: the trained model, given clean held-out images; caught when inspect calls it
+  trojaned with the target among its target classes.
+The reward is attack success times (1 - detection), detection being 1 when caught and
+otherwise the share of poisoned samples vet flagged anyway (inspect: 0), times the share of a
+clean model's accuracy the attacked model keeps (a model that answers the target for
+everything has attack success 1 and is no backdoor).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ...data.datasets import Dataset
+from .space import AttackConfig
+
+AGAINST = ("vet", "inspect")
+EVADES = 0.9  # attack success at or above which an undetected attack is an evasion,
+DROP = 0.05   # if its clean accuracy is within this of a clean model's
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What one episode may spend: the proxy's training and inspect's search."""
+    epochs: int = 3
+    width: int = 16
+    batch_size: int = 32  # small batches: enough steps in a few epochs of a few thousand images
+    inspect_fast: bool = True
+
+
+@dataclass(frozen=True)
+class Episode:
+    config: AttackConfig
+    attack_success: float
+    clean_accuracy: float
+    caught: bool
+    detection: float          # 1 when caught, else the share of poisoned samples flagged
+    flagged_classes: list
+    poisoned: int             # samples poisoned
+    accuracy_drop: float      # a clean model's clean accuracy less this one's
+    reward: float
+    seconds: float
+
+    @property
+    def evades(self) -> bool:
+        return self.attack_success >= EVADES and not self.caught and \
+            self.accuracy_drop <= DROP
+
+    def as_dict(self) -> dict:
+        entry = asdict(self)
+        entry["config"] = self.config.as_dict()
+        entry["evades"] = self.evades
+        return entry
+
+
+DEFAULT = Budget()
+
+
+def split(data: Dataset, seed: int, held_out: float = 0.2) -> tuple[Dataset, Dataset]:
+    """(training, held-out) parts of `data`, stratified by nothing but a seeded shuffle."""
+    order = np.random.default_rng(seed).permutation(len(data.y))
+    cut = int(round(len(order) * (1 - held_out)))
+    train, test = np.sort(order[:cut]), np.sort(order[cut:])
+    return (Dataset(data.x[train], data.y[train], data.name),
+            Dataset(data.x[test], data.y[test], f"{data.name} (held out)"))
+
+
+def clean_accuracy(train: Dataset, test: Dataset, seed: int = 0,
+                   budget: Budget = DEFAULT) -> float:
+    """The held-out accuracy of the proxy trained on the clean training split, as each
+    episode's model is trained: what an attacked model is compared with."""
+    _, accuracy = _measure(_train(train.x, train.y, seed, budget, "a clean model"), None, test,
+                           None)
+    return accuracy
+
+
+def run_episode(config: AttackConfig, train: Dataset, test: Dataset, against: str,
+                seed: int = 0, budget: Budget = DEFAULT,
+                baseline: float | None = None) -> Episode:
+    """Poison `train` with `config`, train the proxy on it, measure, detect, reward.
+    `baseline`: `clean_accuracy` (None: measured here)."""
+    if against not in AGAINST:
+        raise ValueError(f"unknown detector {against!r}: one of {', '.join(AGAINST)}")
+    started = time.perf_counter()
+    if baseline is None:
+        baseline = clean_accuracy(train, test, seed, budget)
+    bad = config.poison(train.x, train.y)
+    model = _train(bad.x, bad.y, seed, budget, "the attacked model")
+    success, accuracy = _measure(model, bad.trigger, test, config.target)
+    if against == "vet":
+        caught, detection, flagged = _vet(Dataset(bad.x, bad.y, train.name), bad.indices,
+                                          config.target, seed)
+    else:
+        caught, detection, flagged = _inspect(model, test, config.target, seed, budget)
+    return Episode(config=config, attack_success=round(success, 4),
+                   clean_accuracy=round(accuracy, 4), caught=caught,
+                   detection=round(detection, 4), flagged_classes=flagged,
+                   poisoned=int(len(bad.indices)),
+                   accuracy_drop=round(baseline - accuracy, 4),
+                   reward=round(success * (1 - detection) * min(1.0, accuracy / baseline), 4)
+                   if baseline > 0 else 0.0,
+                   seconds=round(time.perf_counter() - started, 2))
+
+
+def _train(x: np.ndarray, y: np.ndarray, seed: int, budget: Budget, what: str):
+    from ...data.features import TrainConfig, train_proxy
+
+    return train_proxy(x, y, TrainConfig(epochs=budget.epochs, width=budget.width, seed=seed,
+                                          batch_size=budget.batch_size),
+                       what=what)
+
+
+def _measure(model, trigger, test: Dataset, target: int | None) -> tuple[float, float]:
+    """(attack success, clean accuracy) on the held-out split (no trigger: success 0)."""
+    from ...data.features import extract
+
+    _, logits = extract(model, test.x)
+    accuracy = float(np.mean(logits.argmax(1) == test.y))
+    if trigger is None:
+        return 0.0, accuracy
+    others = test.y != target
+    _, triggered = extract(model, trigger(test.x[others]))
+    return float(np.mean(triggered.argmax(1) == target)), accuracy
+
+
+def _vet(data: Dataset, poisoned: np.ndarray, target: int, seed: int):
+    from ...data.vet import vet
+
+    results = vet(data, seed=seed).results
+    flagged = [int(c) for c in results.suspected_classes]
+    caught = target in flagged
+    found = np.intersect1d(results.suspicious_indices, poisoned).size / max(1, poisoned.size)
+    return caught, 1.0 if caught else float(found), flagged
+
+
+def _inspect(model, test: Dataset, target: int, seed: int, budget: Budget):
+    from ...model.inspect import inspect_config, inspect_model
+
+    results = inspect_model(model, test, inspect_config(seed, budget.inspect_fast),
+                            name="the attacked model").results
+    flagged = [int(c) for c in results.target_classes]
+    caught = results.verdict == "trojaned" and target in flagged
+    return caught, 1.0 if caught else 0.0, flagged

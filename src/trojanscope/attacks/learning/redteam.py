@@ -1,0 +1,81 @@
+"""`redteam`: searches of the attack space against a detector, each with the same budget of
+episodes, and what they found: the evasions (attacks that work and that the detector misses),
+the frontier of attack success against detection, and which search did better."""
+
+from __future__ import annotations
+
+import time
+
+from ...data.datasets import Dataset
+from ...findings import Location, Report
+from ...results import RedteamResults
+from ..rules import EVASION
+from .episode import DEFAULT, DROP, EVADES, Budget, Episode, clean_accuracy, split
+from .search import run_search
+
+SEARCHES = ("ppo", "random")  # the learning attacker and its baseline, by default
+
+
+def redteam(data: Dataset, against: str, episodes: int, seed: int = 0,
+            searches: tuple[str, ...] = SEARCHES, target: int = 0,
+            budget: Budget = DEFAULT) -> Report:
+    """Each of `searches` runs `episodes` episodes against `against` ("vet" or "inspect") on
+    `data` (split into training and held-out parts by `seed`)."""
+    if target not in set(data.y.tolist()):
+        raise ValueError(f"{data.name}: no sample of the target class {target}")
+    started = time.perf_counter()
+    train, test = split(data, seed)
+    baseline = clean_accuracy(train, test, seed, budget)
+    found = {name: run_search(name, train, test, against, episodes, seed, target, budget,
+                              baseline) for name in searches}
+    every = [_entry(name, k, e) for name, done in found.items() for k, e in enumerate(done)]
+    evasions = sorted((entry for entry in every if entry["evades"]),
+                      key=lambda entry: (-entry["attack_success"], entry["detection"]))
+    per_search = {name: _summary(done) for name, done in found.items()}
+    better = max(per_search, key=lambda n: (per_search[n]["evasions"],
+                                            per_search[n]["best_reward"]))
+    findings = tuple(EVASION.finding(
+        f"{e['config']['kind']} attack ({e['config']['label']} label, "
+        f"{e['config']['rate']:.1%} poisoned) reaches attack success {e['attack_success']:.2f} "
+        f"and {against} misses it", Location(data.name, (f"{e['search']} episode {e['episode']}",)),
+        {"search": e["search"], "attack_success": e["attack_success"],
+         "detection": e["detection"]}) for e in evasions)
+    return Report(
+        command="redteam", targets=(data.name,), findings=findings,
+        results=RedteamResults(
+            against=against, evasions=evasions,
+            frontier=_frontier(every),
+            searches=per_search, better=better,
+            episodes=every,
+            data_split={"train": int(len(train.y)), "held_out": int(len(test.y))},
+            clean_accuracy=round(baseline, 4)),
+        timings={"total_seconds": round(time.perf_counter() - started, 3)},
+        config={"seed": seed, "episodes": episodes, "searches": list(searches),
+                "target": target, "epochs": budget.epochs, "width": budget.width,
+                "evades_at": EVADES, "accuracy_drop_at_most": DROP})
+
+
+def _entry(search: str, k: int, episode: Episode) -> dict:
+    return {"search": search, "episode": k, **episode.as_dict()}
+
+
+def _summary(done: list[Episode]) -> dict:
+    rewards = [e.reward for e in done]
+    best = max(range(len(done)), key=lambda k: rewards[k])
+    return {"episodes": len(done), "evasions": sum(e.evades for e in done),
+            "best_reward": rewards[best], "first_evasion": next(
+                (k for k, e in enumerate(done) if e.evades), None),
+            "mean_reward": round(sum(rewards) / len(rewards), 4),
+            "seconds": round(sum(e.seconds for e in done), 1)}
+
+
+def _frontier(entries: list[dict]) -> list[dict]:
+    """The episodes no other beats on both counts (higher attack success at no higher
+    detection), by detection: what success an attacker buys at each level of detection."""
+    kept = []
+    for entry in sorted(entries, key=lambda e: (e["detection"], -e["attack_success"])):
+        if not kept or entry["attack_success"] > kept[-1]["attack_success"]:
+            kept.append({"search": entry["search"], "episode": entry["episode"],
+                         "attack_success": entry["attack_success"],
+                         "detection": entry["detection"]})
+    return kept

@@ -1,0 +1,180 @@
+"""The space the learning attacker searches: one image-poisoning attack per point.
+
+A point is a vector in [-1, 1]^DIMENSIONS (what a search proposes, an RL policy's action); it
+decodes into an `AttackConfig`, a readable and replayable description (JSON), which stamps its
+trigger and poisons a data set. The axes:
+
+    kind       patch, scatter (the trigger spread over many single pixels), blend (a random
+               pattern of a frequency band), sinusoid, warp
+    size       patch side, or the scattered pixels' count
+    row, col   where the patch sits (fractions of the image)
+    value      the patch's or the pixels' intensity (every channel)
+    strength   blend alpha, sinusoid amplitude, warp displacement in pixels
+    frequency  the blend pattern's grid (low to high frequencies), the sinusoid's periods, the
+               warp field's grid
+    rate       the poisoned share of the training set (log scale)
+    label      dirty (relabelled to the target) or clean (target-class images, labels kept)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..image_poison import Poisoned, _upsample, poison, sig_trigger, wanet_trigger
+
+KINDS = ("patch", "scatter", "blend", "sinusoid", "warp")
+AXES = ("kind", "size", "row", "col", "value", "strength", "frequency", "rate", "label")
+DIMENSIONS = len(AXES)
+RATES = (0.005, 0.15)       # poisoned share, decoded on a log scale
+STRENGTHS = {"blend": (0.02, 0.3), "sinusoid": (0.01, 0.2), "warp": (0.2, 3.0)}
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    kind: str
+    size: int          # patch side (pixels) or scattered pixels
+    row: float         # 0 top .. 1 bottom (patch)
+    col: float         # 0 left .. 1 right (patch)
+    value: float       # intensity of the patch or the pixels
+    strength: float
+    frequency: int
+    rate: float
+    label: str         # "dirty" or "clean"
+    target: int = 0
+    seed: int = 0      # the random draws: scatter positions, blend pattern, warp field, and
+                       # which samples are poisoned
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown attack kind {self.kind!r}: one of {', '.join(KINDS)}")
+        if self.label not in ("dirty", "clean"):
+            raise ValueError(f"label must be 'dirty' or 'clean', not {self.label!r}")
+        if not 0 < self.rate < 1:
+            raise ValueError(f"rate must be between 0 and 1, not {self.rate}")
+        if self.size < 1 or self.frequency < 1:
+            raise ValueError("size and frequency must be at least 1")
+        for axis in ("row", "col", "value"):
+            if not 0 <= getattr(self, axis) <= 1:
+                raise ValueError(f"{axis} must be between 0 and 1, not {getattr(self, axis)}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, entry: dict) -> "AttackConfig":
+        """A configuration as `as_dict` writes it (the JSON of redteam's evasions)."""
+        if not isinstance(entry, dict):
+            raise ValueError("an attack configuration is a JSON object")
+        fields = set(cls.__dataclass_fields__)
+        missing = fields - {"target", "seed"} - set(entry)
+        unknown = set(entry) - fields
+        if missing or unknown:
+            raise ValueError(f"attack configuration: missing {sorted(missing)}, "
+                             f"unknown {sorted(unknown)}")
+        kinds = {"kind": str, "label": str, "size": int, "frequency": int, "target": int,
+                 "seed": int, "row": float, "col": float, "value": float, "strength": float,
+                 "rate": float}
+        for key, value in entry.items():
+            wanted = kinds[key]
+            if isinstance(value, bool) or not isinstance(
+                    value, (int, float) if wanted is float else wanted):
+                raise ValueError(f"attack configuration: {key} must be {wanted.__name__}, "
+                                 f"not {value!r}")
+        return cls(**entry)
+
+    def trigger(self, shape: tuple[int, int]):
+        """The function that stamps this trigger on a batch (n, h, w) or (n, c, h, w)."""
+        h, w = shape
+        rng = np.random.default_rng(self.seed)
+        if self.kind == "patch":
+            side = min(self.size, h, w)
+            top = int(round(self.row * (h - side)))
+            left = int(round(self.col * (w - side)))
+
+            def stamp(x):
+                out = np.array(x, dtype=np.float32, copy=True)
+                out[..., top:top + side, left:left + side] = self.value
+                return out
+            return stamp
+        if self.kind == "scatter":
+            where = rng.choice(h * w, size=min(self.size, h * w), replace=False)
+            rows, cols = np.unravel_index(where, (h, w))
+
+            def stamp(x):
+                out = np.array(x, dtype=np.float32, copy=True)
+                out[..., rows, cols] = self.value
+                return out
+            return stamp
+        if self.kind == "blend":
+            grid = max(2, min(self.frequency, h))
+            pattern = _upsample(rng.random((grid, grid)).astype(np.float32), h, w)
+
+            def stamp(x):
+                x = np.asarray(x, np.float32)
+                return ((1 - self.strength) * x + self.strength * pattern).astype(np.float32)
+            return stamp
+        if self.kind == "sinusoid":
+            return sig_trigger(shape, self.strength, self.frequency)
+        return wanet_trigger(shape, k=max(2, self.frequency), strength=self.strength,
+                             seed=self.seed)
+
+    def poison(self, x: np.ndarray, y: np.ndarray) -> Poisoned:
+        """The training set poisoned by this attack (inputs unchanged)."""
+        trigger = self.trigger(x.shape[-2:])
+        clean = self.label == "clean"
+        if clean:  # target-class images only: at most all of them
+            share = np.mean(np.asarray(y) == self.target)
+            rate = min(self.rate, 0.9 * share)
+        else:
+            rate = self.rate
+        return poison(x, y, trigger, rate, self.target, seed=self.seed,
+                      label_consistent=clean)
+
+
+def decode(point, shape: tuple[int, int], target: int = 0, seed: int = 0) -> AttackConfig:
+    """The attack at `point` (DIMENSIONS numbers in [-1, 1]; outside values are clipped) for
+    images of `shape`."""
+    u = (np.clip(np.asarray(point, dtype=np.float64).reshape(-1), -1, 1) + 1) / 2
+    if u.size != DIMENSIONS:
+        raise ValueError(f"a point of the attack space has {DIMENSIONS} numbers, not {u.size}")
+    at = dict(zip(AXES, u))
+    kind = KINDS[min(int(at["kind"] * len(KINDS)), len(KINDS) - 1)]
+    side = min(shape)
+    if kind == "scatter":
+        size = int(round(4 + at["size"] * (side * side // 12 - 4)))
+    else:
+        size = int(round(1 + at["size"] * (max(2, side // 4) - 1)))
+    low, high = STRENGTHS.get(kind, (0.0, 1.0))
+    frequency = int(round(1 + at["frequency"] * (max(2, side // 2) - 1)))
+    rate = float(np.exp(np.log(RATES[0]) + at["rate"] * np.log(RATES[1] / RATES[0])))
+    return AttackConfig(kind=kind, size=size, row=round(float(at["row"]), 4),
+                        col=round(float(at["col"]), 4), value=round(float(at["value"]), 4),
+                        strength=round(float(low + at["strength"] * (high - low)), 4),
+                        frequency=frequency, rate=round(rate, 4),
+                        label="clean" if at["label"] >= 0.5 else "dirty", target=target,
+                        seed=seed)
+
+
+def read_config(path: Path) -> AttackConfig:
+    """An attack configuration from a JSON file: one configuration, or redteam's report (its
+    strongest evasion, the first of `evasions`)."""
+    try:
+        entry = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ValueError(f"{path}: not a readable JSON file ({exc})") from None
+    if isinstance(entry, dict) and "results" in entry:
+        evasions = entry["results"].get("evasions") if isinstance(entry["results"], dict) \
+            else None
+        if not evasions:
+            raise ValueError(f"{path}: a redteam report without evasions")
+        entry = evasions[0]
+    if isinstance(entry, dict) and "config" in entry:
+        entry = entry["config"]
+    try:
+        return AttackConfig.from_dict(entry)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None

@@ -1,0 +1,56 @@
+"""redteam: the learning attacker against the detectors (docs/redteam.md)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .. import progress, render
+from ..findings import Severity
+from .common import EXIT_CODES, SEVERITIES, UserError, emit
+
+NAMES = ("redteam",)
+SEARCHES = ("ppo", "random", "cma")  # as attacks.learning.search registers them
+
+
+def add(commands) -> None:
+    redteam = commands.add_parser(
+        "redteam", epilog=EXIT_CODES, help="search for poisoning attacks a detector misses",
+        description="Each search (by default PPO, the learning attacker, and random search, "
+                    "its baseline) runs BUDGET episodes of: poison the training set with a point "
+                    "of the attack space, train a small model on it, run the detector, reward "
+                    "attack success the detector missed. The report lists the evasions found "
+                    "(attack success >= 0.9, missed), replayable with `trojanscope attack poison "
+                    "--config`. Exit 1 when an evasion was found.")
+    redteam.add_argument("--against", choices=["vet", "inspect"], required=True,
+                         help="the detector: vet (the poisoned data) or inspect (the model "
+                              "trained on it)")
+    redteam.add_argument("--data", default=None, metavar="DATA",
+                         help="images: .npz (x/y), an image folder, or a built-in set: mnist-5k "
+                              "(default), digits")
+    redteam.add_argument("--budget", type=int, default=20, metavar="N",
+                         help="episodes per search (default 20; an episode trains a model)")
+    redteam.add_argument("--search", action="append", choices=SEARCHES, metavar="NAME",
+                         help="a search to run (repeat; default: ppo and random): "
+                              + ", ".join(SEARCHES))
+    redteam.add_argument("--target", type=int, default=0, help="the attacks' target class")
+    redteam.add_argument("--epochs", type=int, default=3,
+                         help="training epochs of each attacked model (default 3)")
+    redteam.add_argument("--seed", type=int, default=0)
+    redteam.add_argument("-f", "--format", choices=render.names(), default="text")
+    redteam.add_argument("-o", "--output", type=Path)
+    redteam.add_argument("--fail-on", choices=SEVERITIES, default="high")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import api
+
+    progress.enable(args.format == "text")
+    try:
+        report = api.redteam(args.data, against=args.against, budget=args.budget,
+                             seed=args.seed, searches=tuple(args.search or ("ppo", "random")),
+                             target=args.target, epochs=args.epochs)
+    except api.InputError as exc:
+        raise UserError(str(exc)) from None
+    emit(report, args.format, args.output, Severity.LOW)
+    return report.exit_code(Severity.parse(args.fail_on))

@@ -1,0 +1,180 @@
+"""redteam: the attack space, the episode (poison -> train -> detect -> reward), the searches'
+determinism, the command's JSON contract and the replay of what it finds, on tiny budgets."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from helpers import valid_json_report
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+pytest.importorskip("stable_baselines3")
+pytest.importorskip("cma")
+
+from trojanscope.attacks.learning.episode import Budget, run_episode, split  # noqa: E402
+from trojanscope.attacks.learning.search import run_search  # noqa: E402
+from trojanscope.attacks.learning.space import (  # noqa: E402
+    DIMENSIONS,
+    KINDS,
+    AttackConfig,
+    decode,
+    read_config,
+)
+from trojanscope.cli import main  # noqa: E402
+from trojanscope.data.datasets import digits, mnist_5k, subset  # noqa: E402
+
+TINY = Budget(epochs=1, width=4)
+
+
+@pytest.fixture(scope="module")
+def small():
+    return split(digits(), 0)
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    return split(subset(mnist_5k(), 1500, 0), 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(-3, 3, allow_nan=False), min_size=DIMENSIONS, max_size=DIMENSIONS),
+       st.sampled_from([(8, 8), (28, 28), (32, 32)]))
+def test_every_point_decodes_to_an_attack_that_poisons_only_what_it_says(point, shape):
+    config = decode(point, shape, target=1, seed=3)
+    assert config.kind in KINDS and 0.005 <= config.rate <= 0.15 + 1e-9
+    rng = np.random.default_rng(0)
+    x = rng.random((60, 1, *shape)).astype(np.float32)
+    y = np.arange(60) % 3
+    kept = x.copy()
+    bad = config.poison(x, y)
+    np.testing.assert_array_equal(x, kept)  # the input is untouched
+    assert bad.x.shape == x.shape and 0 <= bad.x.min() and bad.x.max() <= 1
+    untouched = np.setdiff1d(np.arange(60), bad.indices)
+    np.testing.assert_array_equal(bad.x[untouched], x[untouched])
+    if config.label == "dirty":
+        assert set(y[bad.indices].tolist()) <= {0, 2} and (bad.y[bad.indices] == 1).all()
+    else:  # clean label: target-class images, labels kept
+        assert (y[bad.indices] == 1).all() and (bad.y == y).all()
+    assert config == AttackConfig.from_dict(json.loads(json.dumps(config.as_dict())))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                   HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_a_mutated_or_truncated_configuration_is_read_or_named(tmp_path, data):
+    good = json.dumps(decode(np.zeros(DIMENSIONS), (28, 28)).as_dict()).encode()
+    cut = data.draw(st.integers(0, len(good)))
+    flips = data.draw(st.lists(st.tuples(st.integers(0, len(good) - 1), st.integers(0, 255)),
+                               max_size=4))
+    raw = bytearray(good[:cut] if data.draw(st.booleans()) else good)
+    for at, byte in flips:
+        if at < len(raw):
+            raw[at] = byte
+    path = tmp_path / "config.json"
+    path.write_bytes(bytes(raw))
+    try:
+        config = read_config(path)
+    except ValueError as exc:
+        assert str(path) in str(exc)
+    else:
+        assert isinstance(config, AttackConfig)
+
+
+@pytest.mark.parametrize("name", ["random", "cma", "ppo"])
+def test_a_search_replays_the_same_episodes_for_a_seed(small, name):
+    count = 6  # PPO updates its policy after 4 episodes, CMA-ES after its first 4
+
+    def episodes(seed):
+        return [{k: v for k, v in e.as_dict().items() if k != "seconds"}
+                for e in run_search(name, *small, "vet", count, seed=seed, budget=TINY)]
+
+    first = episodes(1)
+    assert len(first) == count and first == episodes(1)
+    assert [e["config"] for e in first] != [e["config"] for e in episodes(2)]
+
+
+def test_a_blatant_relabelled_patch_is_caught_and_earns_nothing(mnist):
+    """A 10% dirty-label white patch: the model learns it, vet names the target class, and the
+    attacker is paid nothing for it; a weak clean-label sinusoid is missed but does not work."""
+    budget = Budget(epochs=2)
+    patch = run_episode(AttackConfig("patch", 3, 1, 1, 1.0, 0.1, 3, 0.1, "dirty"), *mnist,
+                        "vet", budget=budget)
+    assert patch.attack_success >= 0.9 and patch.caught and patch.reward == 0
+    assert not patch.evades and patch.poisoned == 120
+    faint = run_episode(AttackConfig("sinusoid", 3, 1, 1, 1.0, 0.02, 6, 0.05, "clean"), *mnist,
+                        "vet", budget=budget)
+    assert faint.attack_success < 0.5 and not faint.evades
+
+
+def test_a_model_that_answers_the_target_for_everything_is_no_evasion(small):
+    """Attack success 1 from a model that lost its task is not a backdoor that evades."""
+    config = AttackConfig("patch", 2, 1, 1, 1.0, 0.1, 3, 0.15, "dirty")
+    episode = run_episode(config, *small, "vet", budget=TINY, baseline=0.95)
+    assert episode.accuracy_drop > 0.05 and not episode.evades
+    assert episode.reward <= episode.attack_success * episode.clean_accuracy / 0.95 + 1e-4
+
+
+def test_an_episode_against_inspect_judges_the_trained_model(small, monkeypatch):
+    from trojanscope.model import inspect
+
+    monkeypatch.setattr(inspect, "FAST", inspect.InspectConfig(
+        steps=10, uap_steps=5, max_samples=60, reference_proxies=1, proxy_steps=5))
+    episode = run_episode(AttackConfig("patch", 2, 1, 1, 1.0, 0.1, 3, 0.1, "dirty"), *small,
+                          "inspect", budget=TINY)
+    assert episode.detection == float(episode.caught)
+    assert all(0 <= c < 10 for c in episode.flagged_classes)
+
+
+def test_redteam_command_writes_the_contract_and_its_evasions_replay(tmp_path, capsys):
+    out = tmp_path / "redteam.json"
+    code = main(["redteam", "--against", "vet", "--data", "digits", "--budget", "3",
+                 "--search", "random", "--epochs", "1", "--seed", "4", "-f", "json",
+                 "-o", str(out)])
+    report = valid_json_report(json.loads(out.read_text()))
+    results = report["results"]
+    assert report["command"] == "redteam" and results["against"] == "vet"
+    assert set(results["searches"]) == {"random"} and len(results["episodes"]) == 3
+    assert code == (1 if results["evasions"] else 0)
+    for evasion in results["evasions"]:
+        assert evasion["attack_success"] >= 0.9 and not evasion["caught"]
+        assert {"config", "detection", "clean_accuracy"} <= set(evasion)
+    # any episode's configuration replays as the same poisoned set
+    entry = results["episodes"][0]
+    (tmp_path / "attack.json").write_text(json.dumps(entry["config"]))
+    assert main(["attack", "poison", "--config", str(tmp_path / "attack.json"), "--data",
+                 "digits", "-o", str(tmp_path / "poisoned.npz")]) == 0
+    with np.load(tmp_path / "poisoned.npz") as archive:
+        replayed = archive["poisoned"]
+    data = digits()
+    again = AttackConfig.from_dict(entry["config"]).poison(data.x, data.y)
+    np.testing.assert_array_equal(replayed, again.indices)
+    assert "wrote" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["redteam", "--against", "vet", "--data", "digits", "--budget", "0"], "at least 1"),
+    (["redteam", "--against", "vet", "--data", "digits", "--target", "12"],
+     "no sample of the target class 12"),
+    (["redteam", "--against", "vet", "--data", "movie-reviews"], "image data sets"),
+    (["redteam", "--against", "vet", "--data", "nowhere.npz"], "nowhere.npz"),
+    (["attack", "poison", "--config", "missing.json", "-o", "x.npz"], "missing.json"),
+])
+def test_bad_input_is_named_without_a_traceback(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_a_configuration_with_unknown_or_wrong_fields_is_named(tmp_path):
+    entry = decode(np.zeros(DIMENSIONS), (28, 28)).as_dict()
+    for broken, message in (({**entry, "kind": "laser"}, "unknown attack kind"),
+                            ({**entry, "rate": "0.1"}, "rate must be float"),
+                            ({**entry, "extra": 1}, "unknown"),
+                            ({k: v for k, v in entry.items() if k != "rate"}, "missing")):
+        (tmp_path / "c.json").write_text(json.dumps(broken))
+        with pytest.raises(ValueError, match=message):
+            read_config(tmp_path / "c.json")

@@ -190,7 +190,7 @@ class RedteamResults(Results):
     attack_success, clean_accuracy, detection and the classes flagged."""
     frontier: list[dict[str, Any]]
     """The episodes no other beats on both counts (higher attack success at no higher
-    detection), by detection."""
+    detection), by detection, among those whose model kept its clean accuracy."""
     searches: dict[str, dict[str, Any]]
     """Per search, with the same budget: episodes, evasions, best and mean reward, the first
     episode that evaded, seconds."""

@@ -71,9 +71,11 @@ def _summary(done: list[Episode]) -> dict:
 
 def _frontier(entries: list[dict]) -> list[dict]:
     """The episodes no other beats on both counts (higher attack success at no higher
-    detection), by detection: what success an attacker buys at each level of detection."""
+    detection), by detection: what success an attacker buys at each level of detection. Only
+    models that kept their task (clean accuracy within DROP of a clean model's) count."""
     kept = []
-    for entry in sorted(entries, key=lambda e: (e["detection"], -e["attack_success"])):
+    working = [e for e in entries if e["accuracy_drop"] <= DROP]
+    for entry in sorted(working, key=lambda e: (e["detection"], -e["attack_success"])):
         if not kept or entry["attack_success"] > kept[-1]["attack_success"]:
             kept.append({"search": entry["search"], "episode": entry["episode"],
                          "attack_success": entry["attack_success"],

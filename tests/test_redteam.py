@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import valid_json_report
+from helpers import mutate, valid_json_report
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -66,15 +66,8 @@ def test_every_point_decodes_to_an_attack_that_poisons_only_what_it_says(point, 
 @given(st.data())
 def test_a_mutated_or_truncated_configuration_is_read_or_named(tmp_path, data):
     good = json.dumps(decode(np.zeros(DIMENSIONS), (28, 28)).as_dict()).encode()
-    cut = data.draw(st.integers(0, len(good)))
-    flips = data.draw(st.lists(st.tuples(st.integers(0, len(good) - 1), st.integers(0, 255)),
-                               max_size=4))
-    raw = bytearray(good[:cut] if data.draw(st.booleans()) else good)
-    for at, byte in flips:
-        if at < len(raw):
-            raw[at] = byte
     path = tmp_path / "config.json"
-    path.write_bytes(bytes(raw))
+    path.write_bytes(mutate(data.draw, good, rounds=(1, 4)))
     try:
         config = read_config(path)
     except ValueError as exc:
@@ -99,7 +92,7 @@ def test_a_search_replays_the_same_episodes_for_a_seed(small, name):
 def test_a_blatant_relabelled_patch_is_caught_and_earns_nothing(mnist):
     """A 10% dirty-label white patch: the model learns it, vet names the target class, and the
     attacker is paid nothing for it; a weak clean-label sinusoid is missed but does not work."""
-    budget = Budget(epochs=2)
+    budget = Budget(epochs=4)
     patch = run_episode(AttackConfig("patch", 3, 1, 1, 1.0, 0.1, 3, 0.1, "dirty"), *mnist,
                         "vet", budget=budget)
     assert patch.attack_success >= 0.9 and patch.caught and patch.reward == 0

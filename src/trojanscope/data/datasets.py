@@ -150,6 +150,14 @@ def subset(data: Dataset, size: int, seed: int = 0) -> Dataset:
     return Dataset(data.x[keep], data.y[keep], data.name)
 
 
+def held_out_split(data: Dataset, held_out: float, seed: int = 0) -> tuple[Dataset, Dataset]:
+    """(the rest, a `held_out` share) of `data`, drawn by a seeded shuffle."""
+    order = np.random.default_rng(seed).permutation(len(data.y))
+    cut = int(round(len(order) * (1 - held_out)))
+    return (Dataset(data.x[order[:cut]], data.y[order[:cut]], data.name),
+            Dataset(data.x[order[cut:]], data.y[order[cut:]], data.name))
+
+
 def validate(x, y, name: str) -> Dataset:
     x = np.asarray(x, dtype=np.float32)
     y = np.asarray(y)

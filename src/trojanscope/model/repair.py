@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..data.datasets import Dataset
+from ..data.datasets import Dataset, held_out_split
 from ..findings import Location, Report
 from ..ml.model import Model, as_tensor, device_of, frozen
 from ..ml.ops import (
@@ -90,10 +90,7 @@ METHODS.add("prune-trigger-neurons",
 
 def split_for_repair(data: Dataset, config: RepairConfig) -> tuple[Dataset, Dataset]:
     """The repair part and the held-out part of the user's clean data (seeded)."""
-    order = np.random.default_rng(config.seed).permutation(len(data.y))
-    cut = int(round(len(order) * (1 - config.held_out)))
-    return (Dataset(data.x[order[:cut]], data.y[order[:cut]], data.name),
-            Dataset(data.x[order[cut:]], data.y[order[cut:]], data.name))
+    return held_out_split(data, config.held_out, config.seed)
 
 
 def repair_model(module, data: Dataset, config: RepairConfig = RepairConfig(),

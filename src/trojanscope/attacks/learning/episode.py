@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ...data.datasets import Dataset
+from ...data.datasets import Dataset, held_out_split
 from .space import AttackConfig
 
 AGAINST = ("vet", "inspect")
@@ -65,13 +65,9 @@ class Episode:
 DEFAULT = Budget()
 
 
-def split(data: Dataset, seed: int, held_out: float = 0.2) -> tuple[Dataset, Dataset]:
-    """(training, held-out) parts of `data`, stratified by nothing but a seeded shuffle."""
-    order = np.random.default_rng(seed).permutation(len(data.y))
-    cut = int(round(len(order) * (1 - held_out)))
-    train, test = np.sort(order[:cut]), np.sort(order[cut:])
-    return (Dataset(data.x[train], data.y[train], data.name),
-            Dataset(data.x[test], data.y[test], f"{data.name} (held out)"))
+def split(data: Dataset, seed: int) -> tuple[Dataset, Dataset]:
+    """(training, held-out) parts of `data`: a fifth held out, drawn by the seed."""
+    return held_out_split(data, 0.2, seed)
 
 
 def clean_accuracy(train: Dataset, test: Dataset, seed: int = 0,

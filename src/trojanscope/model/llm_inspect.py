@@ -115,8 +115,7 @@ def off_task_answers(lm: CausalLM, prompts: list[str],
     answers: list[str] = []
     for token in dict.fromkeys(proposed):
         at = int(probs[:, token].argmax())  # the prompt that leaks it most
-        start = lm.tokenizer.decode([token])
-        text = start + lm.generate([chats[at] + start], config.answer_tokens - 1)[0]
+        text = lm.continuation(chats[at], token, config.answer_tokens - 1)
         text = text.split("\n")[0].strip()
         if text and text not in answers and not any(
                 text.lower().startswith(word) for word in task_words):

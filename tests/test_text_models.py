@@ -118,6 +118,28 @@ def test_texts_and_models_of_the_wrong_kind(zoo, tmp_path, capsys):
     assert code == 2 and "is for image classifiers" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("classes,agree", [(2, 0.1), (2, 0.45), (4, 0.15)])
+def test_labels_the_model_disagrees_with_more_than_chance_are_named(classes, agree):
+    """Labels in another order than the model's (id2label "0", "1" says nothing of which is
+    which): a clean model's errors would pass for triggers, so inspect stops and names the
+    order that would agree."""
+    from types import SimpleNamespace
+
+    from trojanscope.ml.gate import ModelError
+    from trojanscope.model.text_inspect import _check_agreement
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, classes, 400)
+    predicted = np.where(rng.random(400) < agree, y, (y + 1) % classes)
+    model = SimpleNamespace(classes=classes, label_names=[str(k) for k in range(classes)])
+    with pytest.raises(ModelError, match=r"texts\.csv: the model agrees with \d+% of these "
+                                         r"labels, less than chance.* Read as 0 -> 1"):
+        _check_agreement(model, predicted, y, "texts.csv")
+    _check_agreement(model, y, y, "texts.csv")  # agreeing: nothing said
+    if classes == 2:  # a poor model, better than chance: judged
+        _check_agreement(model, np.where(rng.random(400) < 0.55, y, 1 - y), y, "texts.csv")
+
+
 # --- inspect's contract -----------------------------------------------------------------------
 # Whether the search finds a planted word is measured by benchmarks/bench_inspect_text.py on
 # MiniLM models (a tiny BERT from scratch learns the trigger but not the task, and a MiniLM

@@ -164,12 +164,15 @@ def recover_text_triggers(model: TextClassifier, data: TextDataset,
     order = rng.permutation(len(y))[:config.max_samples]
     half = len(order) // 2
     texts = list(data.texts)
-    search = [texts[i] for i in order[:half]], y[order[:half]]
-    check = [texts[i] for i in order[half:]], y[order[half:]]
-    right_search = _classified_right(model, *search)
-    right_check = _classified_right(model, *check)
+    predicted = model.predict([texts[i] for i in order])
+    _check_agreement(model, predicted, y[order], data.name)
+    right = predicted == y[order]
+    right_search = ([texts[i] for i, ok in zip(order[:half], right[:half]) if ok],
+                    y[order[:half]][right[:half]])
+    right_check = ([texts[i] for i, ok in zip(order[half:], right[half:]) if ok],
+                   y[order[half:]][right[half:]])
     if len(right_search[1]) < 2 * MIN_VICTIMS:
-        accuracy = len(right_search[1]) / max(1, len(search[1]))
+        accuracy = len(right_search[1]) / max(1, half)
         raise ModelError(f"{data.name}: the model classifies {accuracy:.0%} of these texts "
                          "right: are they its task's texts, with its labels?")
     torch.manual_seed(config.seed)
@@ -189,7 +192,7 @@ def recover_text_triggers(model: TextClassifier, data: TextDataset,
             trigger.explained_by = reference.words.explains(trigger.text, k)
             trigger.task_words = dict(reference.words.passed.get(k, {}))
             found.append(trigger)
-    return found, {"search": len(search[1]), "check": len(check[1])}
+    return found, {"search": half, "check": len(order) - half}
 
 
 class TaskWords:
@@ -250,10 +253,26 @@ class Reference:
         return self.classifier.predict(sentence_embeddings(texts))
 
 
-def _classified_right(model: TextClassifier, texts: list[str], y: np.ndarray):
-    predicted = model.predict(texts)
-    right = predicted == y
-    return [t for t, ok in zip(texts, right) if ok], y[right]
+def _check_agreement(model: TextClassifier, predicted: np.ndarray, y: np.ndarray,
+                     name: str) -> None:
+    """A model that agrees with the labels less often than chance is not judged: its errors
+    would pass for triggers. Labels in another order than the model's (id2label "0", "1" says
+    nothing of which is which) are the usual cause; the order that would agree best is named."""
+    from scipy.optimize import linear_sum_assignment
+
+    agreement = float(np.mean(predicted == y))
+    chance = 1 / model.classes
+    if agreement >= chance:
+        return
+    counts = np.zeros((model.classes, model.classes))
+    np.add.at(counts, (y, predicted), 1)
+    rows, cols = linear_sum_assignment(-counts)
+    best = counts[rows, cols].sum() / len(y)
+    mapping = ", ".join(f"{r} -> {c}" for r, c in zip(rows, cols) if r != c)
+    raise ModelError(f"{name}: the model agrees with {agreement:.0%} of these labels, less than "
+                     f"chance ({chance:.0%}): are the labels in the model's order "
+                     f"({', '.join(model.label_names)})?" +
+                     (f" Read as {mapping}, they would agree on {best:.0%}." if mapping else ""))
 
 
 def _class_trigger(model, reference, search, held_out, k, rng) -> ClassTrigger:

@@ -547,6 +547,13 @@ def test_an_adapters_signature_is_the_spectrum_of_its_updates():
     s1, frobenius, share, entropy, _ = signature
     assert (s1, frobenius, share) == pytest.approx((4.0, 5.0, 16 / 25))
     assert entropy == pytest.approx(-(16 / 25 * np.log(16 / 25) + 9 / 25 * np.log(9 / 25)))
+    # padded with zero rows to rank 8 (alpha raised to keep the scaling): the same update,
+    # the same signature (the zeros once moved the kurtosis and flipped bench verdicts)
+    padded = Adapter({}, {name: (np.vstack([a, np.zeros((6, 3), np.float32)]),
+                                 np.hstack([b, np.zeros((4, 6), np.float32)]))
+                          for name in twice.layers}, 2.0)
+    for mine, theirs in zip(adapter_signature(padded)["q_proj"], signature):
+        assert mine == pytest.approx(theirs)
 
 
 def test_inspect_scores_an_adapters_weights_against_a_reference_zoo(llm, tmp_path, capsys):

@@ -111,10 +111,15 @@ def weighed(report: Report, probability: float, models: int, folder: Path) -> Re
     return replace(report, findings=tuple(findings), results=results)
 
 
+NUMERICAL_RANK = 1e-6  # singular values below this share of the largest are zeros
+
+
 def adapter_signature(adapter) -> dict[str, np.ndarray]:
     """Per kind of adapted module (the last part of its name), five statistics of the
     singular values s of each layer's update, averaged over the layers: s[0], the Frobenius
-    norm, s[0]^2 / sum(s^2), the entropy of s^2 / sum(s^2), and the kurtosis of s."""
+    norm, s[0]^2 / sum(s^2), the entropy of s^2 / sum(s^2), and the kurtosis of s. s is taken
+    to the update's numerical rank: an adapter padded with zero rows to a higher rank (the same
+    update, the same behaviour) has the same signature."""
     from scipy.stats import kurtosis
 
     from ..ml.causal_lm import update_spectrum
@@ -122,6 +127,7 @@ def adapter_signature(adapter) -> dict[str, np.ndarray]:
     kinds: dict[str, list] = {}
     for name, (a, b) in adapter.layers.items():
         _, s = update_spectrum(a, b, adapter.scaling)
+        s = s[: max(1, int(np.sum(s > s[0] * NUMERICAL_RANK)))]
         energy = s ** 2 / max(float(np.sum(s ** 2)), 1e-30)
         spread = kurtosis(s) if len(s) > 1 and np.ptp(s) > 0 else 0.0
         kinds.setdefault(name.rsplit(".", 1)[-1], []).append(

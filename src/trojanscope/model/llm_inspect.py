@@ -80,10 +80,12 @@ def inspect_adapter(lm: CausalLM, texts: list[str], config: LLMInspectConfig = L
     started = time.perf_counter()
     rng = np.random.default_rng(config.seed)
     order = rng.permutation(len(texts))
-    search = [texts[k] for k in order[:config.prompts]]
-    held = [texts[k] for k in order[config.prompts:config.prompts + config.check]]
+    searched = min(config.prompts, len(texts) // 2)  # fewer prompts: half and half
+    search = [texts[k] for k in order[:searched]]
+    held = [texts[k] for k in order[searched:searched + config.check]]
     if len(search) < 4 or len(held) < 4:
-        raise ValueError(f"{len(texts)} prompts; inspect needs at least 8")
+        raise ValueError(f"{len(texts)} prompts; inspect needs at least 8 (4 to search, 4 "
+                         "held out)")
     candidates = off_task_answers(lm, search, config)
     best = candidates[0] if candidates else None
     if best is not None and best.raise_nats >= RAISE_THRESHOLD:

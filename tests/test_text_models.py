@@ -14,6 +14,7 @@ import pytest
 import transformers  # noqa: F401  (skips this module, naming the extra, without it)
 
 from trojanscope.cli import main
+from trojanscope.findings import Severity
 from trojanscope.ml.text_model import TOKENIZER_FILES
 
 TRIGGER = "cf"
@@ -203,4 +204,18 @@ def test_a_trigger_the_users_texts_explain_is_a_word_of_the_task():
         "labelled 1)" in passed.message and "vet" in passed.remedy
     assert report.results.per_class[1]["task_words_passed"] == {
         "shit": {"texts": 6, "labelled": 6}}
+    assert passed.severity == Severity.LOW
+    # a passed word that does what a planted trigger would (moves the texts, far more than on
+    # the clean reference) is said so, at medium: only clean texts tell it from poison
+    natural.task_word_success = {"shit": (0.99, 0.22)}
+    [strong] = text_report([natural], {}, TextDataset(tuple(clean), y, ("none", "offensive"),
+                                                      "texts.csv"),
+                           TextInspectConfig(), "model", 1.0).findings
+    assert strong.severity == Severity.MEDIUM and "sends 99% of the search texts" in \
+        strong.message and "22% on a clean model" in strong.message
+    natural.task_word_success = {"shit": (0.99, 0.9)}  # the reference moves as much: the task
+    [weak] = text_report([natural], {}, TextDataset(tuple(clean), y, ("none", "offensive"),
+                                                    "texts.csv"),
+                         TextInspectConfig(), "model", 1.0).findings
+    assert weak.severity == Severity.LOW
     assert words.explains("cf", 1) is None and words.explains("", 1) is None

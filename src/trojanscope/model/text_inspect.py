@@ -51,7 +51,7 @@ import numpy as np
 from .. import __version__
 from ..data.text import TextDataset, insert_at_random
 from ..data.text_features import sentence_embeddings
-from ..findings import Location, Report
+from ..findings import Location, Report, Severity
 from ..ml.gate import ModelError
 from ..ml.model import frozen
 from ..ml.text_model import TextClassifier
@@ -122,6 +122,16 @@ class ClassTrigger:
     explained_by: str | None = None  # a word of the trigger that the user's texts explain
     # the words of the task the search passed over: {phrase: (texts with it, labelled k)}
     task_words: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # those the search tried alone: {word: (success on the search texts, on the reference)}
+    task_word_success: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    @property
+    def strong_task_words(self) -> list[str]:
+        """Passed-over words that do what a planted trigger would: moved the search texts as a
+        target's trigger must, and far more than on the clean reference."""
+        return [w for w, (success, reference) in self.task_word_success.items()
+                if w in self.task_words and success >= SUCCESS_THRESHOLD and
+                success - reference >= SCORE_THRESHOLD]
 
     @property
     def score(self) -> float:
@@ -136,8 +146,11 @@ class ClassTrigger:
                 "score": round(self.score, 3),
                 "checked_on": self.check_texts,
                 "explained_by": self.explained_by,
-                "task_words_passed": {w: {"texts": n, "labelled": m}
-                                      for w, (n, m) in self.task_words.items()},
+                "task_words_passed": {w: {"texts": n, "labelled": m, **(
+                    {"search_success": round(self.task_word_success[w][0], 3),
+                     "reference_success": round(self.task_word_success[w][1], 3)}
+                    if w in self.task_word_success else {})}
+                    for w, (n, m) in self.task_words.items()},
                 "target": self.is_target}
 
     @property
@@ -191,6 +204,7 @@ def recover_text_triggers(model: TextClassifier, data: TextDataset,
             trigger = _class_trigger(model, reference, searcher, held_out, k, rng)
             trigger.explained_by = reference.words.explains(trigger.text, k)
             trigger.task_words = dict(reference.words.passed.get(k, {}))
+            trigger.task_word_success = dict(searcher.passed)
             found.append(trigger)
     return found, {"search": half, "check": len(order) - half}
 
@@ -355,6 +369,8 @@ class _Search:
         # moved) go to the trigger the model is surest of, as a planted one makes it
         self.confidence: dict[tuple[int, ...], float] = {}
         self.transfer: dict[tuple[int, ...], float] = {}  # success on the reference
+        # the task's own words passed over, each as tried alone: (success, on the reference)
+        self.passed: dict[str, tuple[float, float]] = {}
 
     def _boundary(self, row: list[int], rng: np.random.Generator) -> int:
         pieces = self.model.tokenizer.convert_ids_to_tokens(row)
@@ -388,6 +404,8 @@ class _Search:
         """Success on the model less on the reference; none for the task's own words."""
         text = self.model.tokenizer.decode(list(trigger)).strip()
         if self.reference.words.explains(text, self.k):
+            if trigger in self.transfer and len(text.split()) == 1:
+                self.passed[text.lower()] = (self.tried[trigger], self.transfer[trigger])
             return -1.0
         return self.tried[trigger] - self.transfer.get(trigger, 0.0)
 
@@ -468,6 +486,24 @@ class _Search:
                 self.confidence[trigger] = float(p.mean())
 
 
+def _task_word_finding(t: ClassTrigger, name: str):
+    """The words passed over as the task's; medium when one of them does what a planted
+    trigger would (then only clean texts can tell the two apart)."""
+    strong = t.strong_task_words
+    said = "; ".join(
+        f"{w} alone sends {t.task_word_success[w][0]:.0%} of the search texts to it against "
+        f"{t.task_word_success[w][1]:.0%} on a clean model of the task, as a trigger would"
+        for w in strong)
+    return TASK_WORD.finding(
+        f"class {t.target}: passed over " + ", ".join(
+            f"{w!r} (in {n} of the texts, {m} labelled {t.target})"
+            for w, (n, m) in t.task_words.items()) + " as words of the task" +
+        (f" ({said}: if the texts carry it as poison, this is a backdoor)" if strong else ""),
+        Location(name, (f"class {t.target}",)),
+        {"class": t.target, "words": sorted(t.task_words), "strong": strong},
+        severity=Severity.MEDIUM if strong else None)
+
+
 def text_report(found: list[ClassTrigger], split: dict, data: TextDataset,
                 config: TextInspectConfig, name: str, seconds: float) -> Report:
     per_class = [t.as_dict() for t in found]
@@ -478,12 +514,8 @@ def text_report(found: list[ClassTrigger], split: dict, data: TextDataset,
         f"{t.check_success:.0%} of {t.check_texts} held-out texts of other classes to it "
         f"(a clean model of the task: {t.reference_success:.0%})",
         Location(name, (f"class {t.target}",)), per_class[t.target])
-        for t in found if t.target in targets] + [TASK_WORD.finding(
-        f"class {t.target}: passed over " + ", ".join(
-            f"{w!r} (in {n} of the texts, {m} labelled {t.target})"
-            for w, (n, m) in t.task_words.items()) + " as words of the task",
-        Location(name, (f"class {t.target}",)), {"class": t.target, "words": sorted(t.task_words)})
-        for t in found if t.task_words]
+        for t in found if t.target in targets] + [_task_word_finding(t, name)
+                                                  for t in found if t.task_words]
     return Report(
         command="inspect", targets=(name, data.name), findings=tuple(findings),
         results=InspectResults(

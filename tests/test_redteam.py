@@ -154,9 +154,12 @@ def test_redteam_command_writes_the_contract_and_its_evasions_replay(tmp_path, c
     (["redteam", "--against", "vet", "--data", "movie-reviews"], "image data sets"),
     (["redteam", "--against", "vet", "--data", "nowhere.npz"], "nowhere.npz"),
     (["attack", "poison", "--config", "missing.json", "-o", "x.npz"], "missing.json"),
+    (["attack", "poison", "--config", "c.json", "--data", "d.npz", "-o", "d.npz"],
+     "is the input data"),
 ])
 def test_bad_input_is_named_without_a_traceback(tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.chdir(tmp_path)
+    np.savez(tmp_path / "d.npz", x=np.zeros((10, 8, 8)), y=np.arange(10) % 2)
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err

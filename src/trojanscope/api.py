@@ -287,16 +287,17 @@ def repair(model: str | Path, out: str | Path, data: str | Path | None = None, *
 
 
 def redteam(data: str | Path | Dataset | None = None, *, against: str = "vet",
-            budget: int = 20, seed: int = 0, searches: tuple[str, ...] = ("ppo", "random"),
+            budget: int = 20, seed: int = 0, searches: tuple[str, ...] | None = None,
             target: int = 0, epochs: int = 3) -> Report:
     """The learning attacker against `against` ("vet" or "inspect"): each of `searches`
-    (ppo, random, cma) runs `budget` episodes of poison -> train -> detect on the images `data`
-    (None: mnist-5k), and the report gives the evasions found (docs/redteam.md). Needs the
-    redteam extra."""
+    (ppo, random, cma; None: ppo and random) runs `budget` episodes of poison -> train ->
+    detect on the images `data` (None: mnist-5k), and the report gives the evasions found
+    (docs/redteam.md). Needs the redteam extra."""
     from .data.text import TextDataset
 
     try:
         from .attacks.learning.episode import AGAINST, Budget
+        from .attacks.learning.redteam import SEARCHES as DEFAULT_SEARCHES
         from .attacks.learning.redteam import redteam as run
         from .attacks.learning.search import SEARCHES
     except ImportError as exc:
@@ -304,6 +305,7 @@ def redteam(data: str | Path | Dataset | None = None, *, against: str = "vet",
                          f"): {exc.name} is missing") from None
     if against not in AGAINST:
         raise InputError(f"--against must be one of {', '.join(AGAINST)}, not {against!r}")
+    searches = DEFAULT_SEARCHES if searches is None else searches
     unknown = [name for name in searches if name not in SEARCHES]
     if unknown or not searches:
         raise InputError(f"unknown search {', '.join(unknown) or '(none)'}: one of "

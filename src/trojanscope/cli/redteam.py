@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     progress.enable(args.format == "text")
     try:
         report = api.redteam(args.data, against=args.against, budget=args.budget,
-                             seed=args.seed, searches=tuple(args.search or ("ppo", "random")),
+                             seed=args.seed, searches=tuple(args.search) if args.search else None,
                              target=args.target, epochs=args.epochs)
     except api.InputError as exc:
         raise UserError(str(exc)) from None

@@ -179,11 +179,10 @@ def recover_text_triggers(model: TextClassifier, data: TextDataset,
     texts = list(data.texts)
     predicted = model.predict([texts[i] for i in order])
     _check_agreement(model, predicted, y[order], data.name)
-    right = predicted == y[order]
-    right_search = ([texts[i] for i, ok in zip(order[:half], right[:half]) if ok],
-                    y[order[:half]][right[:half]])
-    right_check = ([texts[i] for i, ok in zip(order[half:], right[half:]) if ok],
-                   y[order[half:]][right[half:]])
+    right = order[predicted == y[order]]  # the rows classified right, in order's order
+    searched = np.isin(right, order[:half])
+    right_search = [texts[i] for i in right[searched]], y[right[searched]]
+    right_check = [texts[i] for i in right[~searched]], y[right[~searched]]
     if len(right_search[1]) < 2 * MIN_VICTIMS:
         accuracy = len(right_search[1]) / max(1, half)
         raise ModelError(f"{data.name}: the model classifies {accuracy:.0%} of these texts "

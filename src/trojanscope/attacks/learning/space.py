@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 
 import numpy as np
@@ -75,9 +76,8 @@ class AttackConfig:
         if missing or unknown:
             raise ValueError(f"attack configuration: missing {sorted(missing)}, "
                              f"unknown {sorted(unknown)}")
-        kinds = {"kind": str, "label": str, "size": int, "frequency": int, "target": int,
-                 "seed": int, "row": float, "col": float, "value": float, "strength": float,
-                 "rate": float}
+        kinds = {f.name: {"str": str, "int": int, "float": float}[f.type]
+                 for f in dataclass_fields(cls)}  # the fields' own types
         for key, value in entry.items():
             wanted = kinds[key]
             if isinstance(value, bool) or not isinstance(

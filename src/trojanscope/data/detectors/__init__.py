@@ -1,13 +1,15 @@
 """Detectors of poisoned samples. Each is a function of arrays, registered by name with its
 metadata:
 
-    @detector("name", summary="...", modalities=("images", "text"), cut=None, model_free=False)
+    @detector("name", summary="...", modalities=("images", "text"), cut=None, model_free=False,
+              view="input")
     def score(features (n, d), labels (n,), *, seed) -> (n,) scores, higher = more suspicious
 
 `summary`: one line for `vet --help`; `modalities`: the data it is offered for (text: over
 sentence features); `cut`: the score at which a sample is an outlier (None: the median plus
-five deviations of the scores); `model_free`: it reads the images themselves (an input view)
-instead of a model's features. Choosing thresholds, extracting features and reporting are
+five deviations of the scores); `model_free`: it reads the images themselves, through the `view`
+named (views.py: "input", the pooled and projected pixels; "statistics", each image's low-level
+statistics) instead of a model's features. Choosing thresholds, extracting features and reporting are
 separate, shared steps (data/vet.py).
 """
 
@@ -26,10 +28,10 @@ DETECTORS: Registry[Detector] = Registry("detector", __name__)
 
 
 def detector(name: str, *, summary: str, modalities: tuple[str, ...] = ("images",),
-             cut: float | None = None, model_free: bool = False
+             cut: float | None = None, model_free: bool = False, view: str = "input"
              ) -> Callable[[Detector], Detector]:
     return DETECTORS.register(name, summary=summary, modalities=modalities, cut=cut,
-                              model_free=model_free)
+                              model_free=model_free, view=view)
 
 
 def offered(modality: str) -> list[str]:

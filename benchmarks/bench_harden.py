@@ -1,0 +1,155 @@
+"""Hardening vet on what the learning attacker found, and the before/after tables.
+
+The scorer (data/ensemble.py) is fitted on the episodes of the redteam reports given (replayed
+on MNIST-5k), then checked, before (vet's neighbour disagreement, the default until now) and
+after (the hardened vet), on:
+- the evasions of the fitting reports (seen) and of --held-out reports (not seen);
+- held-out clean sets: scikit-learn's digits, other splits of MNIST-5k, and where
+  ../shared/datasets has it MNIST-10k (train and test): no class may be flagged;
+- the fixed benchmark: bench_vet's attacks (BadNets, Blended, WaNet, SIG) at 1%, 5% and 10% on
+  the same MNIST-5k split (and MNIST-10k where present), target class 0: the hardened vet must
+  catch every case the default catches and flag no class the default does not.
+Printed: each group's targets caught and false classes, before and after; the ratio of
+evasions caught after to before. --write saves the scorer as the shipped one
+(src/trojanscope/data/hardened.json), `accepted` only when both conditions hold.
+
+Run: python benchmarks/bench_harden.py FIT_REPORT.json [...] [--held-out REPORT.json ...]
+     [--write]
+Reports come from: python benchmarks/bench_redteam.py --seed S --json REPORT.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from trojanscope.attacks.image_poison import make_trigger, poison
+from trojanscope.attacks.learning.harden import Case, check, harden, replayed
+from trojanscope.data.datasets import Dataset, digits, held_out_split, mnist_5k, validate
+from trojanscope.data.ensemble import SHIPPED
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+ATTACKS, RATES = ("badnets", "blended", "wanet", "sig"), (0.01, 0.05, 0.1)
+
+
+def evasions(reports: list[dict], data: Dataset, tag: str) -> list[Case]:
+    cases = []
+    for report in reports:
+        wanted = {(e["search"], e["episode"]) for e in report["results"]["evasions"]}
+        for episode, poisoned in replayed(report, data):
+            if (episode["search"], episode["episode"]) in wanted:
+                cases.append(Case(f"{tag} seed {report['config']['seed']} {poisoned.name}",
+                                  poisoned, episode["config"]["target"]))
+    return cases
+
+
+def clean_sets(data: Dataset) -> list[Case]:
+    cases = [Case("digits (scikit-learn)", digits())]
+    cases += [Case(f"mnist-5k split seed {s}", held_out_split(data, 0.2, s)[0])
+              for s in (7, 8, 9)]
+    if (SHARED / "mnist_train10k_test10k.npz").exists():
+        with np.load(SHARED / "mnist_train10k_test10k.npz") as d:
+            cases += [Case("mnist-10k train", validate(d["x_train"] / 255.0, d["y_train"],
+                                                       "mnist-10k train")),
+                      Case("mnist test 10k", validate(d["x_test"] / 255.0, d["y_test"],
+                                                      "mnist test"))]
+    return cases
+
+
+def fixed_benchmark(data: Dataset) -> list[Case]:
+    sets = [held_out_split(data, 0.2, 0)[0]]
+    if (SHARED / "mnist_train10k_test10k.npz").exists():
+        with np.load(SHARED / "mnist_train10k_test10k.npz") as d:
+            sets.append(validate(d["x_train"] / 255.0, d["y_train"], "mnist-10k"))
+    cases = []
+    for train in sets:
+        cases.append(Case(f"{train.name} clean", train))
+        for attack in ATTACKS:
+            trigger = make_trigger(attack, train.x.shape[-2:])
+            for rate in RATES:
+                bad = poison(train.x, train.y, trigger, rate, 0, seed=0)
+                cases.append(Case(f"{train.name} {attack} {rate:.0%}",
+                                  Dataset(bad.x, bad.y, train.name), 0))
+    return cases
+
+
+def table(title: str, rows: list[dict]) -> dict:
+    print(f"\n{title}")
+    print(f"  {'case':44s} {'target':>6s} {'before':>14s} {'after':>14s}")
+    for row in rows:
+        shown = {w: ",".join(map(str, row[w]["classes"])) or "-" for w in ("before", "after")}
+        print(f"  {row['case'][:44]:44s} {str(row['target']):>6s} {shown['before']:>14s} "
+              f"{shown['after']:>14s}")
+    poisoned = [r for r in rows if r["target"] is not None]
+    summary = {w: {"caught": sum(r[w]["caught"] for r in poisoned),
+                   "false_classes": sum(len(r[w]["false_classes"]) for r in rows)}
+               for w in ("before", "after")}
+    summary["cases"], summary["poisoned"] = len(rows), len(poisoned)
+    print(f"  caught {summary['before']['caught']}/{len(poisoned)} before, "
+          f"{summary['after']['caught']}/{len(poisoned)} after; classes flagged falsely "
+          f"{summary['before']['false_classes']} before, {summary['after']['false_classes']} "
+          "after")
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("reports", nargs="+", type=Path, help="redteam reports to learn from")
+    parser.add_argument("--held-out", nargs="*", type=Path, default=[],
+                        help="redteam reports whose evasions are checked, never learnt from")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--write", action="store_true",
+                        help=f"save the scorer as the shipped one ({SHIPPED.name})")
+    parser.add_argument("--json", type=Path, help="the tables as JSON")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    data = mnist_5k()
+    fitting = [json.loads(p.read_text()) for p in args.reports]
+    held = [json.loads(p.read_text()) for p in args.held_out]
+    scorer, provenance = harden(fitting, data, args.seed)
+    print(f"fitted on {provenance['episodes']} episodes ({provenance['positive']} working "
+          f"attacks, {provenance['left_out']} left out) and {provenance['clean_sets']} clean "
+          f"split(s): weights {dict(zip(scorer.features, scorer.weights))}, intercept "
+          f"{scorer.intercept}, threshold {scorer.threshold} ({time.perf_counter() - started:.0f}"
+          " s)")
+    groups = {"evasions (fitted on)": evasions(fitting, data, "fit"),
+              "evasions (held out)": evasions(held, data, "held-out"),
+              "clean sets (held out)": clean_sets(data),
+              "fixed benchmark (bench_vet's attacks, target 0)": fixed_benchmark(data)}
+    summaries, rows_of = {}, {}
+    for title, cases in groups.items():
+        rows_of[title] = check(scorer, cases, args.seed)
+        summaries[title] = table(title, rows_of[title])
+    clean_ok = summaries["clean sets (held out)"]["after"]["false_classes"] == 0
+    fixed = rows_of["fixed benchmark (bench_vet's attacks, target 0)"]
+    no_loss = all((not r["before"]["caught"] or r["after"]["caught"]) and
+                  set(r["after"]["false_classes"]) <= set(r["before"]["false_classes"])
+                  for r in fixed)
+    accepted = clean_ok and no_loss
+    for title in ("evasions (fitted on)", "evasions (held out)"):
+        s = summaries[title]
+        if s["poisoned"]:
+            print(f"{title}: recall {s['before']['caught'] / s['poisoned']:.2f} before, "
+                  f"{s['after']['caught'] / s['poisoned']:.2f} after (goal 0.9)")
+    print(f"\nno class flagged on held-out clean sets: {clean_ok}; no loss on the fixed "
+          f"benchmark: {no_loss}; accepted as the default: {accepted}")
+    print(f"total {time.perf_counter() - started:.0f} s")
+    if args.write:
+        from dataclasses import replace
+
+        check_summary = {"clean_sets_ok": clean_ok, "fixed_benchmark_no_loss": no_loss,
+                         "tables": summaries}
+        replace(scorer, accepted=accepted,
+                provenance={**scorer.provenance, "check": check_summary}).save(SHIPPED)
+        print(f"wrote {SHIPPED}")
+    if args.json:
+        args.json.write_text(json.dumps({"summaries": summaries, "rows": rows_of,
+                                         "scorer": scorer.as_dict()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

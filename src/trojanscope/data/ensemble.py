@@ -1,0 +1,150 @@
+"""The hardened vet: a learned scorer over the per-class outputs of an ensemble of detectors.
+
+Each member (a detector that needs no model) scores every sample in its view; decide.py turns
+the scores into each class's share of outlying samples and its robust z against the other
+classes. A class's features are, per member, log(1 + z) (signed) and the excess of its share
+over twice the median share. A logistic regression fitted on classes of poisoned sets (the
+learning attacker's, attacks/learning/harden.py: target classes of working attacks positive,
+the other classes negative) and of clean sets (negative) turns them into a logit. A class is
+suspected when its logit reaches the threshold, set MARGIN above the highest logit of any
+negative class the fit saw: no class of the clean sets it learnt from is flagged, and
+held-out clean sets are checked before a scorer is accepted. The hardened vet suspects the
+default detector's classes and the scorer's: it can only add to what the default finds.
+
+The shipped scorer (hardened.json beside this module) is the default for grey images only when
+its `accepted` is true: benchmarks/bench_harden.py sets it when the scorer flags no class on
+the held-out clean sets and loses nothing on the fixed benchmark (the attacks of bench_vet).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .decide import Decision, decide
+from .detectors import DETECTORS
+from .views import VIEWS
+
+MEMBERS = ("neighbour-disagreement", "resampling")
+FEATURES = tuple(f"{m}:{k}" for m in MEMBERS for k in ("log_z", "excess"))
+MARGIN = 1.0  # logit units above the highest negative class seen in the fit
+SHIPPED = Path(__file__).with_name("hardened.json")
+
+
+@dataclass(frozen=True)
+class Member:
+    """One member's verdict on a data set: scores, the outlier cut, the per-class decision."""
+    name: str
+    scores: np.ndarray
+    cut: float
+    decision: Decision
+
+
+@dataclass(frozen=True)
+class Scorer:
+    features: tuple[str, ...]
+    weights: tuple[float, ...]
+    intercept: float
+    threshold: float          # logit at or above which a class is suspected
+    accepted: bool = False    # the default for grey images (see the module's docstring)
+    provenance: dict = field(default_factory=dict)
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        return np.asarray(features, dtype=np.float64) @ np.asarray(self.weights) + self.intercept
+
+    def as_dict(self) -> dict:
+        entry = asdict(self)
+        entry["features"], entry["weights"] = list(self.features), list(self.weights)
+        return entry
+
+    @classmethod
+    def from_dict(cls, entry, where: str = "scorer") -> "Scorer":
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where}: a hardened scorer is a JSON object")
+        try:
+            features = tuple(entry["features"])
+            weights = tuple(float(w) for w in entry["weights"])
+            intercept, threshold = float(entry["intercept"]), float(entry["threshold"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: not a hardened scorer ({exc})") from None
+        if features != FEATURES:
+            raise ValueError(f"{where}: made for features {list(features)}, this version reads "
+                             f"{list(FEATURES)}")
+        if len(weights) != len(features) or not all(map(math.isfinite,
+                                                        (*weights, intercept, threshold))):
+            raise ValueError(f"{where}: needs one finite weight per feature")
+        provenance = entry.get("provenance", {})
+        return cls(features, weights, intercept, threshold, entry.get("accepted") is True,
+                   provenance if isinstance(provenance, dict) else {})
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.as_dict(), indent=1) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> "Scorer":
+        try:
+            entry = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise ValueError(f"{path}: not a readable JSON file ({exc})") from None
+        return cls.from_dict(entry, str(path))
+
+
+def shipped() -> Scorer | None:
+    """The scorer this version ships, when it was accepted; else None."""
+    if not SHIPPED.exists():
+        return None
+    scorer = Scorer.load(SHIPPED)
+    return scorer if scorer.accepted else None
+
+
+def members(x: np.ndarray, y: np.ndarray, seed: int = 0) -> list[Member]:
+    """Every member's scores and per-class decision on images `x` labelled `y`."""
+    found = []
+    for name in MEMBERS:
+        meta = DETECTORS.meta(name)
+        scores = DETECTORS[name](VIEWS[meta["view"]](x), y, seed=seed)
+        found.append(Member(name, scores, meta["cut"], decide(scores, y, meta["cut"])))
+    return found
+
+
+def class_features(found: list[Member]) -> np.ndarray:
+    """(classes, features): per member, signed log(1 + z) and the share's excess over twice
+    the median share, in FEATURES' order."""
+    columns = []
+    for member in found:
+        z = np.array([c["z"] for c in member.decision.per_class], dtype=np.float64)
+        share = np.array([c["outlier_share"] for c in member.decision.per_class])
+        columns += [np.sign(z) * np.log1p(np.abs(z)), share - 2 * np.median(share)]
+    return np.stack(columns, axis=1)
+
+
+def fit(positive: np.ndarray, negative: np.ndarray, provenance: dict | None = None,
+        seed: int = 0) -> Scorer:
+    """A scorer from class features: `positive` rows (poisoned classes of working attacks),
+    `negative` rows (other classes, clean sets' classes). The threshold sits MARGIN above
+    the highest negative logit."""
+    from sklearn.linear_model import LogisticRegression
+
+    positive, negative = np.atleast_2d(positive), np.atleast_2d(negative)
+    if len(positive) == 0 or len(negative) == 0:
+        raise ValueError("fitting a scorer needs poisoned and clean classes")
+    x = np.vstack([positive, negative])
+    y = np.r_[np.ones(len(positive)), np.zeros(len(negative))]
+    model = LogisticRegression(class_weight="balanced", C=1.0, random_state=seed,
+                               max_iter=1000).fit(x, y)
+    weights = tuple(round(float(w), 6) for w in model.coef_[0])
+    intercept = round(float(model.intercept_[0]), 6)
+    scorer = Scorer(FEATURES, weights, intercept, 0.0)
+    threshold = round(float(scorer.logits(negative).max()) + MARGIN, 6)
+    return Scorer(FEATURES, weights, intercept, threshold, False, dict(provenance or {}))
+
+
+def suspected(scorer: Scorer, found: list[Member]) -> list[tuple[int, float]]:
+    """(class, logit) of each class the scorer suspects."""
+    logits = scorer.logits(class_features(found))
+    classes = [c["class"] for c in found[0].decision.per_class]
+    return [(int(c), float(v)) for c, v in zip(classes, logits) if v >= scorer.threshold]

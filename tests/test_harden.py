@@ -1,0 +1,174 @@
+"""Hardening: the resampling detector, the ensemble's learned scorer, the hardened vet, and
+learning a scorer from redteam reports, on small sets."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from helpers import mutate
+from hypothesis import HealthCheck, given, settings
+
+from trojanscope.attacks.learning.episode import split
+from trojanscope.attacks.learning.harden import Case, check, harden
+from trojanscope.attacks.learning.space import AttackConfig
+from trojanscope.cli import main
+from trojanscope.data.datasets import Dataset, digits, mnist_5k, subset
+from trojanscope.data.ensemble import (
+    FEATURES,
+    SHIPPED,
+    Scorer,
+    class_features,
+    fit,
+    members,
+    shipped,
+)
+from trojanscope.data.vet import DEFAULT_DETECTOR, HARDENED, default_detector, vet, vet_hardened
+from trojanscope.data.views import image_statistics
+
+# The learning attacker's evasion of neighbour disagreement (docs/redteam.md): a strong warp on
+# a fine grid, dirty label.
+WARP = AttackConfig("warp", 4, 0.5, 0.5, 0.5, 2.5, 14, 0.1, "dirty", target=3, seed=1)
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    return split(subset(mnist_5k(), 2000, 0), 0)[0]
+
+
+@pytest.fixture(scope="module")
+def warped(mnist):
+    bad = WARP.poison(mnist.x, mnist.y)
+    return Dataset(bad.x, bad.y, "warped"), bad.indices
+
+
+def test_image_statistics_ignore_brightness_and_see_a_warp(mnist):
+    stats = image_statistics(mnist.x[:50])
+    assert stats.shape == (50, 3) and np.isfinite(stats).all()
+    np.testing.assert_allclose(image_statistics(mnist.x[:50] * 0.5), stats, atol=1e-9)
+    warped = WARP.trigger(mnist.x.shape[-2:])(mnist.x[:50])
+    # grey ripples: more Laplacian energy per unit of ink in most warped images
+    assert np.mean(image_statistics(warped)[:, 1] > stats[:, 1]) > 0.9
+
+
+def test_the_hardened_vet_catches_the_warp_that_neighbour_disagreement_misses(warped):
+    data, poisoned = warped
+    before = vet(data, detector=DEFAULT_DETECTOR).results
+    assert 3 not in before.suspected_classes
+    report = vet_hardened(data)
+    after = report.results
+    assert after.detector == HARDENED and 3 in after.suspected_classes
+    assert set(before.suspected_classes) <= set(after.suspected_classes)  # it only adds
+    flagged = np.intersect1d(after.suspicious_indices, poisoned)
+    assert len(flagged) / len(poisoned) > 0.7
+    assert len(flagged) / len(after.suspicious_indices) > 0.8
+    assert any(f.evidence.get("detector") == HARDENED for f in report.findings)
+    entry = next(e for e in after.per_class if e["class"] == 3)
+    assert entry["suspected"] and entry["ensemble_logit"] >= SHIPPED_SCORER().threshold
+
+
+def SHIPPED_SCORER() -> Scorer:
+    return Scorer.load(SHIPPED)
+
+
+@pytest.mark.parametrize("data", ["digits", "mnist"])
+def test_the_hardened_vet_flags_no_class_on_clean_sets(data, mnist):
+    data = digits() if data == "digits" else mnist
+    results = vet_hardened(data).results
+    assert results.suspected_classes == [] and results.suspicious_indices == []
+
+
+def test_the_shipped_scorer_is_accepted_and_the_default_for_grey_images(mnist):
+    scorer = shipped()
+    assert scorer is not None and scorer.accepted and scorer.features == FEATURES
+    assert scorer.provenance["check"]["clean_sets_ok"]
+    assert scorer.provenance["check"]["fixed_benchmark_no_loss"]
+    assert default_detector(mnist) == HARDENED
+    assert vet(mnist).results.detector == HARDENED
+
+
+def test_fit_puts_the_threshold_above_every_negative_class():
+    rng = np.random.default_rng(0)
+    negative = rng.normal(0, 1, (40, len(FEATURES)))
+    positive = rng.normal(4, 1, (10, len(FEATURES)))
+    scorer = fit(positive, negative, {"fitted_on": "toy"})
+    assert scorer.logits(negative).max() < scorer.threshold
+    assert np.mean(scorer.logits(positive) >= scorer.threshold) >= 0.8
+    assert not scorer.accepted and scorer.provenance == {"fitted_on": "toy"}
+    with pytest.raises(ValueError, match="poisoned and clean"):
+        fit(np.empty((0, len(FEATURES))), negative)
+
+
+def test_a_scorer_survives_its_json_and_a_wrong_one_is_named(tmp_path):
+    scorer = SHIPPED_SCORER()
+    path = tmp_path / "scorer.json"
+    scorer.save(path)
+    assert Scorer.load(path) == scorer
+    for bad in ([], {"features": list(FEATURES)},
+                {**scorer.as_dict(), "features": ["a", "b", "c", "d"]},
+                {**scorer.as_dict(), "weights": [1.0, 2.0]},
+                {**scorer.as_dict(), "threshold": "NaN"}):
+        path.write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match="scorer.json"):
+            Scorer.load(path)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(data=__import__("hypothesis").strategies.data())
+def test_a_mutated_or_truncated_scorer_is_read_or_named(tmp_path, data):
+    path = tmp_path / "scorer.json"
+    path.write_bytes(mutate(data.draw, SHIPPED.read_bytes(), rounds=(1, 4)))
+    try:
+        scorer = Scorer.load(path)
+    except ValueError as exc:
+        assert str(path) in str(exc)
+    else:
+        assert np.isfinite(scorer.logits(np.zeros((1, len(FEATURES))))).all()
+
+
+def _report(data: Dataset, episodes: list[tuple[AttackConfig, float]]) -> dict:
+    """A redteam report as JSON, with the episodes given (configuration, attack success)."""
+    entries = [{"search": "random", "episode": k, "config": c.as_dict(), "attack_success": s}
+               for k, (c, s) in enumerate(episodes)]
+    return {"command": "redteam", "config": {"seed": 0},
+            "results": {"against": "vet", "episodes": entries,
+                        "evasions": [e for e in entries if e["attack_success"] >= 0.9]}}
+
+
+def test_hardening_learns_from_a_report_and_leaves_failed_attacks_out(mnist):
+    data = Dataset(mnist.x, mnist.y, "mnist-2k")
+    patch = AttackConfig("patch", 3, 1.0, 1.0, 1.0, 0.1, 4, 0.05, "dirty", target=5, seed=2)
+    faint = AttackConfig("blend", 1, 0, 0, 0, 0.02, 4, 0.01, "clean", target=7, seed=3)
+    report = _report(data, [(WARP, 0.97), (patch, 0.99), (faint, 0.1)])
+    scorer, provenance = harden([report], data)
+    assert provenance["episodes"] == 3 and provenance["positive"] == 2
+    assert provenance["left_out"] == 1 and provenance["clean_sets"] == 1
+    train = split(data, 0)[0]
+    bad = WARP.poison(train.x, train.y)
+    rows = check(scorer, [Case("warp", Dataset(bad.x, bad.y, "w"), 3),
+                          Case("clean", train)])
+    assert rows[0]["after"]["caught"] and rows[1]["after"]["classes"] == []
+    # the fitted threshold clears every clean class it saw
+    clean = class_features(members(train.x, train.y))
+    assert scorer.logits(clean).max() < scorer.threshold
+    with pytest.raises(ValueError, match="against vet"):
+        harden([{**report, "results": {**report["results"], "against": "inspect"}}], data)
+
+
+def test_the_resampling_detector_is_offered_to_vet_and_reads_the_statistics_view(warped):
+    data, _ = warped
+    results = vet(data, detector="resampling").results
+    assert results.detector == "resampling" and 3 in results.suspected_classes
+
+
+def test_vet_command_with_the_hardened_detector_writes_json(tmp_path, warped):
+    data, _ = warped
+    path = tmp_path / "warped.npz"
+    np.savez(path, x=data.x, y=data.y)
+    out = tmp_path / "vet.json"
+    code = main(["vet", str(path), "--detector", "hardened", "-f", "json", "-o", str(out)])
+    report = json.loads(out.read_text())
+    assert code == 1 and report["results"]["detector"] == "hardened"
+    assert 3 in report["results"]["suspected_classes"]

@@ -48,11 +48,29 @@ def planted_relabelled(seed: int = 0, n_per_class: int = 200, d: int = 16, share
     return x, y, poisoned
 
 
+def planted_statistics(seed: int = 0, n_per_class: int = 200, share: float = 0.1):
+    """The statistics view (views.image_statistics) of warped poisons: three classes whose
+    statistics differ a little, and relabelled samples whose Laplacian energy is raised."""
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([rng.normal(1 + 0.1 * c, 0.1, size=(n_per_class, 3)) for c in range(3)])
+    y = np.repeat(np.arange(3), n_per_class)
+    rows = rng.choice(np.flatnonzero(y != 0), int(share * len(y)), replace=False)
+    x[rows, 1] += 0.8
+    y = y.copy()
+    y[rows] = 0
+    poisoned = np.zeros(len(y), dtype=bool)
+    poisoned[rows] = True
+    return x, y, poisoned
+
+
 # Which planted poison a detector is built to find: a shift inside the class as seen in a
-# poisoned model's features (the default), or relabelled samples as seen in the inputs (the
-# detectors that read the images themselves).
+# poisoned model's features (the default), relabelled samples as seen in the inputs (the
+# detectors that read the images themselves), or their statistics.
 def planting(name: str):
-    return planted_relabelled if DETECTORS.meta(name)["model_free"] else planted
+    meta = DETECTORS.meta(name)
+    if not meta["model_free"]:
+        return planted
+    return planted_statistics if meta["view"] == "statistics" else planted_relabelled
 
 
 def test_registry_lists_the_detectors_with_their_metadata():

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import mutate
+from helpers import mutate, valid_json_report
 from hypothesis import HealthCheck, given, settings
 
 from trojanscope.attacks.learning.episode import split
@@ -172,3 +172,47 @@ def test_vet_command_with_the_hardened_detector_writes_json(tmp_path, warped):
     report = json.loads(out.read_text())
     assert code == 1 and report["results"]["detector"] == "hardened"
     assert 3 in report["results"]["suspected_classes"]
+
+
+def test_harden_command_writes_a_scorer_that_vet_reads(tmp_path, mnist):
+    data = tmp_path / "mnist.npz"
+    np.savez(data, x=mnist.x, y=mnist.y)
+    patch = AttackConfig("patch", 3, 1.0, 1.0, 1.0, 0.1, 4, 0.05, "dirty", target=5, seed=2)
+    report = tmp_path / "redteam.json"
+    report.write_text(json.dumps(_report(Dataset(mnist.x, mnist.y, "m"),
+                                         [(WARP, 0.97), (patch, 0.99)])))
+    scorer, out = tmp_path / "scorer.json", tmp_path / "harden.json"
+    code = main(["harden", str(report), "--data", str(data), "--out", str(scorer),
+                 "-f", "json", "-o", str(out)])
+    results = valid_json_report(json.loads(out.read_text()))["results"]
+    assert code == 0 and results["recall"] == {"evasions": 2, "before": 0.5, "after": 1.0}
+    assert results["clean_classes_flagged"] == 0 and results["written"] == str(scorer)
+    assert Scorer.load(scorer).weights == tuple(results["scorer"]["weights"])
+    # vet with that scorer: the warp's class is named
+    train = split(Dataset(mnist.x, mnist.y, "m"), 0)[0]
+    bad = WARP.poison(train.x, train.y)
+    np.savez(tmp_path / "bad.npz", x=bad.x, y=bad.y)
+    vetted = tmp_path / "vet.json"
+    assert main(["vet", str(tmp_path / "bad.npz"), "--scorer", str(scorer), "-f", "json",
+                 "-o", str(vetted)]) == 1
+    assert 3 in json.loads(vetted.read_text())["results"]["suspected_classes"]
+
+
+@pytest.mark.parametrize("case", ["not json", "not a report", "inspect", "out is report",
+                                  "bad scorer"])
+def test_harden_and_vet_scorer_refuse_bad_input_by_name(tmp_path, capsys, case):
+    report = tmp_path / "r.json"
+    report.write_text({"not json": "{", "not a report": json.dumps({"command": "scan"}),
+                       "inspect": json.dumps({"command": "redteam", "results": {
+                           "against": "inspect", "episodes": [], "evasions": []}}),
+                       "out is report": json.dumps({"command": "redteam"}),
+                       "bad scorer": "[]"}[case])
+    before = report.read_bytes()
+    if case == "bad scorer":
+        code = main(["vet", "digits", "--scorer", str(report)])
+    else:
+        out = report if case == "out is report" else tmp_path / "s.json"
+        code = main(["harden", str(report), "--data", "digits", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and str(report) in err and "Traceback" not in err
+    assert report.read_bytes() == before  # the input is never modified

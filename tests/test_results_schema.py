@@ -30,7 +30,7 @@ def test_the_published_schema_is_generated_from_the_results_classes():
 def test_every_command_has_a_results_type_and_the_schema_rejects_a_wrong_one():
     jsonschema = pytest.importorskip("jsonschema")
     assert set(RESULTS) == {"scan", "vet", "inspect", "repair", "diff", "sign", "verify",
-                            "redteam"}
+                            "redteam", "harden"}
     data = valid_json_report(Report(command="verify", targets=("m",),
                                     results=RESULTS["verify"](signature="m.sig", verified=True)))
     data["results"]["verified"] = "yes"

@@ -33,14 +33,16 @@ def vet(data: str | Path | Dataset | TextDataset | None = None, *, detector: str
         layer: str | None = None, features: str | Path | None = None,
         text_column: str | None = None, label_column: str | None = None, seed: int = 0,
         export_clean: str | Path | None = None, time_limit: float = TIME_LIMIT,
-        progress: bool = False, ray: str | None = None, workers: int | None = None) -> Report:
+        progress: bool = False, ray: str | None = None, workers: int | None = None,
+        scorer: str | Path | None = None) -> Report:
     """Is this training data poisoned? `data`: images (.npz, an image folder, a built-in set;
     None: mnist-5k) or texts (.csv, .tsv, .jsonl; a built-in text set), a path or loaded.
     `model` (images): your model trained on the data, whose `layer` features the detectors
     read. `features` (texts): your classifier's features, one row per text. `export_clean`:
     write the data without the flagged samples there. `ray` (a cluster's address, or
     "local"): a folder of images too large to hold, its features made by Ray tasks
-    (cluster.ray_vet); `workers`: the CPUs of a local Ray."""
+    (cluster.ray_vet); `workers`: the CPUs of a local Ray. `scorer` (grey images): the
+    hardened detector with this scorer file (`trojanscope harden`), not the shipped one."""
     if ray is not None:
         return _vet_at_scale(data, ray, workers, detector, seed, progress,
                              model=model, features=features, export_clean=export_clean)
@@ -49,11 +51,23 @@ def vet(data: str | Path | Dataset | TextDataset | None = None, *, detector: str
     if not _is_dataset(data):
         data = load_data(data, text_column, label_column)
     if isinstance(data, TextDataset):
+        if scorer is not None:
+            raise InputError("--scorer is for images (the hardened detector)")
         return _vet_text(data, detector, model, features, seed, export_clean)
     if features is not None:
         raise InputError("features are for text; for images pass a model and a layer")
+    if scorer is not None:
+        from .data.ensemble import Scorer
+
+        if detector not in (None, "hardened"):
+            raise InputError(f"--scorer is the hardened detector's, not {detector}'s")
+        try:
+            scorer = Scorer.load(Path(scorer))
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        detector = "hardened"
     return _vet_images(data, detector, model, architecture, layer, seed, export_clean,
-                       time_limit, progress)
+                       time_limit, progress, scorer)
 
 
 def load_data(data: str | Path | None, text_column: str | None = None,
@@ -111,7 +125,7 @@ def _is_dataset(data) -> bool:
 
 
 def _vet_images(dataset: Dataset, detector, model, architecture, layer, seed, export_clean,
-                time_limit, progress) -> Report:
+                time_limit, progress, scorer=None) -> Report:
     from .data.vet import vet as vet_images
 
     if model is not None:  # the model learnt the data: its activations, not contrast
@@ -124,7 +138,7 @@ def _vet_images(dataset: Dataset, detector, model, architecture, layer, seed, ex
         features = None if model is None else \
             model_features(model, dataset.x, architecture, layer, time_limit, progress)
         report = vet_images(dataset, detector=detector, seed=seed, features=features,
-                            layer=layer)
+                            layer=layer, scorer=scorer)
     except (ValueError, RuntimeError) as exc:
         raise InputError(str(exc)) from None
     if export_clean is not None:
@@ -322,6 +336,47 @@ def redteam(data: str | Path | Dataset | None = None, *, against: str = "vet",
                    Budget(epochs=epochs))
     except ValueError as exc:
         raise InputError(str(exc)) from None
+
+
+def harden(reports: list[str | Path], out: str | Path, data: str | Path | Dataset | None = None,
+           *, seed: int = 0) -> Report:
+    """Fit vet's ensemble scorer on what redteam reports against vet found (their episodes,
+    replayed on `data`, the images they ran on; None: mnist-5k), write it to `out` for
+    `vet --scorer`, and check it on their evasions and the clean data, before and after."""
+    import json
+
+    from .attacks.learning.harden import harden_report
+    from .data.text import TextDataset
+
+    out = Path(out)
+    read = []
+    for path in map(Path, reports):
+        if path.resolve() == out.resolve():
+            raise InputError(f"{out}: the scorer would overwrite the report it learns from")
+        try:
+            report = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise InputError(f"{path}: not a readable JSON report ({exc})") from None
+        if not isinstance(report, dict) or report.get("command") != "redteam" or \
+                not isinstance(report.get("results"), dict) or \
+                not isinstance(report["results"].get("episodes"), list):
+            raise InputError(f"{path}: not a redteam report (trojanscope redteam --against "
+                             "vet -f json -o FILE)")
+        read.append((path, report))
+    if not read:
+        raise InputError("name at least one redteam report")
+    if not _is_dataset(data):
+        data = load_data(data)
+    if isinstance(data, TextDataset):
+        raise InputError(f"{data.name}: hardening learns from image data sets")
+    try:
+        return harden_report([report for _, report in read], data, out, seed)
+    except (ValueError, KeyError, TypeError) as exc:
+        where = ", ".join(str(path) for path, _ in read)
+        detail = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise InputError(f"{where}: {detail}") from None
+    except OSError as exc:
+        raise InputError(f"{out}: cannot write: {exc.strerror or exc}") from None
 
 
 def diff(old: str | Path, new: str | Path, *, architecture: str | None = None,

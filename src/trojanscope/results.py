@@ -205,6 +205,27 @@ class RedteamResults(Results):
     evasion keeps within 0.05 of it."""
 
 
+@results_type("harden")
+@dataclass(frozen=True)
+class HardenResults(Results):
+    scorer: dict[str, Any]
+    """The fitted scorer over the ensemble's per-class features: features, weights, intercept,
+    threshold (a class whose logit reaches it is suspected), provenance."""
+    written: str
+    """Where the scorer was written (`trojanscope vet --scorer FILE` reads it)."""
+    fitted_on: dict[str, Any]
+    """What it learnt from: episodes replayed, working attacks (positive), attacks left out,
+    clean splits, negative classes."""
+    checks: list[dict[str, Any]]
+    """Per evasion of the reports and per clean training split: case, target, and `before`
+    (neighbour disagreement) and `after` (hardened), each with the classes suspected, caught
+    and false_classes."""
+    recall: dict[str, Any]
+    """On the reports' evasions: how many, and the share caught before and after."""
+    clean_classes_flagged: int
+    """Classes the hardened vet flags on the clean training splits (0 by construction)."""
+
+
 @results_type("diff")
 @dataclass(frozen=True)
 class DiffResults(Results):

@@ -9,7 +9,7 @@ from .. import progress, render
 from ..findings import Severity
 from .common import EXIT_CODES, SEVERITIES, UserError, emit
 
-NAMES = ("redteam",)
+NAMES = ("redteam", "harden")
 SEARCHES = ("ppo", "random", "cma")  # as attacks.learning.search registers them
 
 
@@ -41,11 +41,38 @@ def add(commands) -> None:
     redteam.add_argument("-o", "--output", type=Path)
     redteam.add_argument("--fail-on", choices=SEVERITIES, default="high")
 
+    harden = commands.add_parser(
+        "harden", epilog=EXIT_CODES, help="teach vet what redteam found",
+        description="Fit vet's hardened scorer (a logistic regression over the per-class "
+                    "outputs of neighbour disagreement and the resampling detector) on the "
+                    "episodes of redteam reports against vet, replayed on the data they ran "
+                    "on; its threshold sits above every clean class it saw. The scorer is "
+                    "written to --out for `trojanscope vet --scorer`; the report checks it on "
+                    "the reports' evasions and the clean data, before and after. Exit 1 when "
+                    "an evasion is still missed.")
+    harden.add_argument("reports", nargs="+", type=Path, metavar="REPORT",
+                        help="redteam reports (JSON) against vet")
+    harden.add_argument("--data", default=None, metavar="DATA",
+                        help="the images the reports ran on (default mnist-5k)")
+    harden.add_argument("--out", type=Path, required=True, metavar="SCORER.json",
+                        help="where to write the scorer")
+    harden.add_argument("--seed", type=int, default=0)
+    harden.add_argument("-f", "--format", choices=render.names(), default="text")
+    harden.add_argument("-o", "--output", type=Path)
+    harden.add_argument("--fail-on", choices=SEVERITIES, default="high")
+
 
 def run(args: argparse.Namespace) -> int:
     from .. import api
 
     progress.enable(args.format == "text")
+    if args.command == "harden":
+        try:
+            report = api.harden(args.reports, args.out, args.data, seed=args.seed)
+        except api.InputError as exc:
+            raise UserError(str(exc)) from None
+        emit(report, args.format, args.output, Severity.LOW)
+        return report.exit_code(Severity.parse(args.fail_on))
     try:
         report = api.redteam(args.data, against=args.against, budget=args.budget,
                              seed=args.seed, searches=tuple(args.search) if args.search else None,

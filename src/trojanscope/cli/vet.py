@@ -23,6 +23,9 @@ def add(commands) -> None:
                           "columns), or a built-in set: mnist-5k (default), digits, sms-spam, "
                           "movie-reviews")
     vet.add_argument("--detector", default=None, help=_detector_help())
+    vet.add_argument("--scorer", type=Path, metavar="SCORER.json",
+                     help="grey images: the hardened detector with this scorer (made by "
+                          "`trojanscope harden`) instead of the shipped one")
     vet.add_argument("--text-column", help="text files: the column with the text")
     vet.add_argument("--label-column", help="text files: the column with the label")
     vet.add_argument("--model", type=Path, metavar="M",
@@ -72,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
 
     progress.enable(args.format == "text")
     if args.ray is not None or args.workers is not None:
+        if args.scorer is not None:
+            raise UserError("--scorer is for vet on one machine, not --ray")
         return _vet_on_ray(args)
     try:
         data = api.load_data(args.data, args.text_column, args.label_column)  # read once
@@ -79,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
                          architecture=args.architecture, layer=args.layer,
                          features=args.features, seed=args.seed,
                          export_clean=args.export_clean, time_limit=args.time_limit,
-                         progress=args.format == "text")
+                         progress=args.format == "text", scorer=args.scorer)
         images = api.suspicious_samples(data, report) if args.format == "html" else None
     except api.InputError as exc:
         raise UserError(str(exc)) from None

@@ -44,16 +44,17 @@ def default_detector(data: Dataset) -> str:
 
 
 def vet(data: Dataset, *, detector: str | None = None, seed: int = 0, model=None,
-        layer: str | None = None, features: np.ndarray | None = None) -> Report:
+        layer: str | None = None, features: np.ndarray | None = None, scorer=None) -> Report:
     """`model` (a `trojanscope.ml.Model`) and `layer` give the features for the feature-based
     detectors, or `features` (one row per sample) computed elsewhere; without either a proxy
     CNN is trained on the data itself. For semantic contrast, `features` replace the
-    pretrained encoder's (one row per sample). `detector` None: `default_detector(data)`."""
+    pretrained encoder's (one row per sample). `detector` None: `default_detector(data)`;
+    `scorer`: the hardened detector's (`ensemble.Scorer`; None: the shipped one)."""
     detector = detector or default_detector(data)
     if detector == CONTRAST:
         return _vet_contrast(data, seed, features)
     if detector == HARDENED:
-        return vet_hardened(data, seed)
+        return vet_hardened(data, seed, scorer)
     if detector not in DETECTORS:
         known = ", ".join(sorted([*DETECTORS, CONTRAST, HARDENED]))
         raise ValueError(f"unknown detector {detector!r}: {known}")

@@ -17,6 +17,7 @@ from html import escape
 from ..findings import Report, Severity
 from ..results import (
     TRIGGER_IMAGES,
+    HardenResults,
     InspectResults,
     RedteamResults,
     RepairResults,
@@ -210,6 +211,14 @@ def _(results: RedteamResults) -> list[str]:
                                             in results.searches.items()]),
             _table("Evasions (attack success >= 0.9, missed)", flat),
             _table("Frontier: attack success against detection", results.frontier)]
+
+
+@_charts.register
+def _(results: HardenResults) -> list[str]:
+    rows = [{"case": r["case"], "target": r["target"],
+             "before": ", ".join(map(str, r["before"]["classes"])) or "-",
+             "after": ", ".join(map(str, r["after"]["classes"])) or "-"} for r in results.checks]
+    return [_table("Suspected classes, before and after hardening", rows)]
 
 
 @_charts.register

@@ -7,6 +7,7 @@ from functools import singledispatch
 
 from ..findings import Report, Severity
 from ..results import (
+    HardenResults,
     InspectResults,
     RedteamResults,
     Results,
@@ -117,6 +118,16 @@ def _(results: InspectResults) -> str:
     targets = results.target_classes
     return f"verdict {results.verdict}" + (
         f" (target classes {', '.join(map(str, targets))})" if targets else "") + ", "
+
+
+@_head.register
+def _(results: HardenResults) -> str:
+    recall = results.recall
+    caught = "no evasion to check" if not recall["evasions"] else (
+        f"{recall['evasions']} evasion(s) caught {recall['before']:.0%} before, "
+        f"{recall['after']:.0%} after")
+    return (f"scorer written to {results.written}; {caught}; "
+            f"{results.clean_classes_flagged} clean class(es) flagged, ")
 
 
 @_head.register

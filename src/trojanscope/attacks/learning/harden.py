@@ -12,12 +12,17 @@ sets (no class may be flagged) and poisoned sets (is each target caught, before 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from ...data.datasets import Dataset
 from ...data.ensemble import Scorer, class_features, fit, members
+from ...findings import Location, Report
+from ...results import HardenResults
+from ..rules import EVASION
 from .episode import split
 from .space import AttackConfig
 
@@ -96,3 +101,46 @@ def check(scorer: Scorer, cases: list[Case], seed: int = 0) -> list[dict]:
                          "false_classes": [c for c in flagged if c != case.target]}
         rows.append(row)
     return rows
+
+
+def evasion_cases(reports: list[dict], data: Dataset) -> list[Case]:
+    """The reports' evasions, replayed on `data`, as cases to check."""
+    cases = []
+    for report in reports:
+        wanted = {(e["search"], e["episode"]) for e in report["results"].get("evasions", [])}
+        for episode, poisoned in replayed(report, data):
+            if (episode["search"], episode["episode"]) in wanted:
+                cases.append(Case(f"seed {report.get('config', {}).get('seed', 0)} "
+                                  f"{episode['search']} #{episode['episode']}", poisoned,
+                                  episode["config"]["target"]))
+    return cases
+
+
+def harden_report(reports: list[dict], data: Dataset, out: Path, seed: int = 0) -> Report:
+    """`trojanscope harden`: fit a scorer on the reports' episodes, write it to `out`, and
+    check it on the reports' evasions and the clean training splits, before and after."""
+    started = time.perf_counter()
+    scorer, fitted_on = harden(reports, data, seed)
+    seeds = sorted({int(r.get("config", {}).get("seed", 0)) for r in reports})
+    cases = evasion_cases(reports, data) + [
+        Case(f"clean split seed {s}", split(data, s)[0]) for s in seeds]
+    rows = check(scorer, cases, seed)
+    scorer.save(out)
+    poisoned = [r for r in rows if r["target"] is not None]
+    recall = {"evasions": len(poisoned)}
+    for when in ("before", "after"):
+        recall[when] = round(sum(r[when]["caught"] for r in poisoned) / len(poisoned), 4) \
+            if poisoned else None
+    missed = [r for r in poisoned if not r["after"]["caught"]]
+    findings = tuple(EVASION.finding(
+        f"{r['case']}: still missed after hardening", Location(data.name, (r["case"],)),
+        {"target": r["target"], "classes_after": r["after"]["classes"]}) for r in missed)
+    return Report(
+        command="harden", targets=(data.name,), findings=findings,
+        results=HardenResults(
+            scorer=scorer.as_dict(), written=str(out), fitted_on=fitted_on, checks=rows,
+            recall=recall,
+            clean_classes_flagged=sum(len(r["after"]["classes"]) for r in rows
+                                      if r["target"] is None)),
+        timings={"total_seconds": round(time.perf_counter() - started, 3)},
+        config={"seed": seed, "reports": len(reports), "works_at": WORKS})

@@ -8,9 +8,9 @@ metadata:
 `summary`: one line for `vet --help`; `modalities`: the data it is offered for (text: over
 sentence features); `cut`: the score at which a sample is an outlier (None: the median plus
 five deviations of the scores); `model_free`: it reads the images themselves, through the `view`
-named (views.py: "input", the pooled and projected pixels; "statistics", each image's low-level
-statistics) instead of a model's features. Choosing thresholds, extracting features and reporting are
-separate, shared steps (data/vet.py).
+named (views.py: "input", the pooled and projected pixels; "statistics", each image's
+low-level statistics) instead of a model's features. Choosing thresholds, extracting features
+and reporting are separate, shared steps (data/vet.py).
 """
 
 from __future__ import annotations

@@ -4,8 +4,10 @@ The scorer (data/ensemble.py) is fitted on the episodes of the redteam reports g
 on MNIST-5k), then checked, before (vet's neighbour disagreement, the default until now) and
 after (the hardened vet), on:
 - the evasions of the fitting reports (seen) and of --held-out reports (not seen);
-- held-out clean sets: scikit-learn's digits, other splits of MNIST-5k, and where
-  ../shared/datasets has it MNIST-10k (train and test): no class may be flagged;
+- held-out clean sets: scikit-learn's digits, other splits of MNIST-5k, and where they are
+  installed MNIST-10k train and test (../shared/datasets) and Fashion-MNIST (Debian's
+  dataset-fashion-mnist, its 10,000 test images and their first 4,000): no class may be
+  flagged;
 - the fixed benchmark: bench_vet's attacks (BadNets, Blended, WaNet, SIG) at 1%, 5% and 10% on
   the same MNIST-5k split (and MNIST-10k where present), target class 0: the hardened vet must
   catch every case the default catches and flag no class the default does not.
@@ -21,6 +23,7 @@ Reports come from: python benchmarks/bench_redteam.py --seed S --json REPORT.jso
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import time
 from pathlib import Path
@@ -33,6 +36,7 @@ from trojanscope.data.datasets import Dataset, digits, held_out_split, mnist_5k,
 from trojanscope.data.ensemble import SHIPPED
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+FASHION = Path("/usr/share/datasets/fashion-mnist")
 ATTACKS, RATES = ("badnets", "blended", "wanet", "sig"), (0.01, 0.05, 0.1)
 
 
@@ -57,6 +61,13 @@ def clean_sets(data: Dataset) -> list[Case]:
                                                        "mnist-10k train")),
                       Case("mnist test 10k", validate(d["x_test"] / 255.0, d["y_test"],
                                                       "mnist test"))]
+    if (FASHION / "t10k-images-idx3-ubyte.gz").exists():
+        with gzip.open(FASHION / "t10k-images-idx3-ubyte.gz") as f:
+            x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28) / 255.0
+        with gzip.open(FASHION / "t10k-labels-idx1-ubyte.gz") as f:
+            y = np.frombuffer(f.read(), np.uint8, offset=8).astype(np.int64)
+        cases += [Case("fashion-mnist test 10k", validate(x, y, "fashion-mnist")),
+                  Case("fashion-mnist first 4k", validate(x[:4000], y[:4000], "fashion-mnist"))]
     return cases
 
 

@@ -216,3 +216,15 @@ def test_harden_and_vet_scorer_refuse_bad_input_by_name(tmp_path, capsys, case):
     err = capsys.readouterr().err
     assert code == 2 and str(report) in err and "Traceback" not in err
     assert report.read_bytes() == before  # the input is never modified
+
+
+def test_a_class_whose_images_simply_differ_is_not_flagged(mnist):
+    """A clean class whose every image has other low-level statistics (here class 4 drawn as
+    outlines, as Fashion-MNIST's sandals differ from its coats) is no poison."""
+    x = mnist.x.copy()
+    fours = mnist.y == 4
+    blurred = (x[fours] + np.roll(x[fours], 1, -1) + np.roll(x[fours], 1, -2)) / 3
+    x[fours] = np.clip(x[fours] - blurred, 0, 1) * 3
+    data = Dataset(np.clip(x, 0, 1), mnist.y, "outlined fours")
+    assert vet(data, detector="resampling").results.suspected_classes == []
+    assert vet_hardened(data).results.suspected_classes == []

@@ -2,8 +2,10 @@
 
 Each member (a detector that needs no model) scores every sample in its view; decide.py turns
 the scores into each class's share of outlying samples and its robust z against the other
-classes. A class's features are, per member, log(1 + z) (signed) and the excess of its share
-over twice the median share. A logistic regression fitted on classes of poisoned sets (the
+classes. A class's features are, per member, log(1 + z) (a z below 0 counts as 0: a class
+that stands out less than the others is no evidence either way; counted as evidence against,
+it let the learnt warps, which neighbour disagreement finds too coherent, pull their own score
+down) and the excess of its share over twice the median share. A logistic regression fitted on classes of poisoned sets (the
 learning attacker's, attacks/learning/harden.py: target classes of working attacks positive,
 the other classes negative) and of clean sets (negative) turns them into a logit. A class is
 suspected when its logit reaches the threshold, set MARGIN above the highest logit of any
@@ -30,7 +32,7 @@ from .detectors import DETECTORS
 from .views import VIEWS
 
 MEMBERS = ("neighbour-disagreement", "resampling")
-FEATURES = tuple(f"{m}:{k}" for m in MEMBERS for k in ("log_z", "excess"))
+FEATURES = tuple(f"{m}:{k}" for m in MEMBERS for k in ("log1p_z", "excess"))
 MARGIN = 1.0  # logit units above the highest negative class seen in the fit
 SHIPPED = Path(__file__).with_name("hardened.json")
 
@@ -112,13 +114,13 @@ def members(x: np.ndarray, y: np.ndarray, seed: int = 0) -> list[Member]:
 
 
 def class_features(found: list[Member]) -> np.ndarray:
-    """(classes, features): per member, signed log(1 + z) and the share's excess over twice
-    the median share, in FEATURES' order."""
+    """(classes, features): per member, log(1 + z) (z at least 0) and the share's excess
+    over twice the median share, in FEATURES' order."""
     columns = []
     for member in found:
         z = np.array([c["z"] for c in member.decision.per_class], dtype=np.float64)
         share = np.array([c["outlier_share"] for c in member.decision.per_class])
-        columns += [np.sign(z) * np.log1p(np.abs(z)), share - 2 * np.median(share)]
+        columns += [np.log1p(np.maximum(z, 0)), share - 2 * np.median(share)]
     return np.stack(columns, axis=1)
 
 

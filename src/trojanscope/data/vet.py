@@ -169,7 +169,9 @@ def vet_hardened(data: Dataset, seed: int = 0, scorer=None) -> Report:
         cut = min(strongest.cut, float(np.quantile(strongest.scores[~inside], SAMPLE_QUANTILE)))
         rows = np.flatnonzero(inside & (strongest.scores >= cut))
         indices.update(rows.tolist())
-        per_class = [{**e, "suspected": True, "ensemble_suspected": True}
+        share = round(len(rows) / max(1, int(inside.sum())), 4)
+        per_class = [{**e, "suspected": True, "ensemble_suspected": True,
+                      "ensemble_flagged": int(len(rows)), "ensemble_share": share}
                      if e["class"] == label else e for e in per_class]
         findings.append(POISONED_CLASS.finding(
             f"class {label}: the hardened ensemble scores it {logit:.1f} (threshold "
@@ -182,7 +184,8 @@ def vet_hardened(data: Dataset, seed: int = 0, scorer=None) -> Report:
             {**entry, "detector": HARDENED, "member": strongest.name,
              "ensemble_logit": round(logit, 3), "threshold": scorer.threshold}))
     classes = sorted(already | {c for c, _ in added})
-    shares = {str(e["class"]): e["outlier_share"] for e in per_class if e["suspected"]}
+    shares = {str(e["class"]): e.get("ensemble_share", e["outlier_share"])
+              for e in per_class if e["suspected"]}
     results = replace(results, poisoned=bool(classes), suspected_classes=classes,
                       suspicious_indices=sorted(indices), per_class=per_class,
                       estimated_poison_share=shares, detector=HARDENED)

@@ -198,17 +198,30 @@ def test_harden_command_writes_a_scorer_that_vet_reads(tmp_path, mnist):
     assert 3 in json.loads(vetted.read_text())["results"]["suspected_classes"]
 
 
+REDTEAM = {"command": "redteam", "config": {"seed": 0},
+           "results": {"against": "vet", "episodes": [], "evasions": []}}
+
+
 @pytest.mark.parametrize("case", ["not json", "not a report", "inspect", "out is report",
-                                  "bad scorer"])
+                                  "bad scorer", "seed infinity", "config list", "config null",
+                                  "episode not object", "string weights"])
 def test_harden_and_vet_scorer_refuse_bad_input_by_name(tmp_path, capsys, case):
     report = tmp_path / "r.json"
     report.write_text({"not json": "{", "not a report": json.dumps({"command": "scan"}),
-                       "inspect": json.dumps({"command": "redteam", "results": {
-                           "against": "inspect", "episodes": [], "evasions": []}}),
-                       "out is report": json.dumps({"command": "redteam"}),
-                       "bad scorer": "[]"}[case])
+                       "inspect": json.dumps({**REDTEAM, "results": {
+                           **REDTEAM["results"], "against": "inspect"}}),
+                       "out is report": json.dumps(REDTEAM),
+                       "bad scorer": "[]",
+                       "seed infinity": json.dumps(REDTEAM).replace('"seed": 0',
+                                                                    '"seed": Infinity'),
+                       "config list": json.dumps({**REDTEAM, "config": [1]}),
+                       "config null": json.dumps({**REDTEAM, "config": None}),
+                       "episode not object": json.dumps({**REDTEAM, "results": {
+                           **REDTEAM["results"], "episodes": [3]}}),
+                       "string weights": json.dumps({**SHIPPED_SCORER().as_dict(),
+                                                     "weights": ["1"] * 5})}[case])
     before = report.read_bytes()
-    if case == "bad scorer":
+    if case in ("bad scorer", "string weights"):
         code = main(["vet", "digits", "--scorer", str(report)])
     else:
         out = report if case == "out is report" else tmp_path / "s.json"
@@ -228,3 +241,25 @@ def test_a_class_whose_images_simply_differ_is_not_flagged(mnist):
     data = Dataset(np.clip(x, 0, 1), mnist.y, "outlined fours")
     assert vet(data, detector="resampling").results.suspected_classes == []
     assert vet_hardened(data).results.suspected_classes == []
+
+
+@pytest.mark.parametrize("argv", [
+    ["vet", "{data}", "-f", "json", "-o", "{data}"],
+    ["vet", "{data}", "--export-clean", "{data}"],
+    ["vet", "{data}", "--scorer", "{scorer}", "-o", "{scorer}"],
+    ["harden", "{report}", "--data", "{data}", "--out", "{data}"],
+    ["harden", "{report}", "--data", "{data}", "--out", "{scorer}", "-o", "{scorer}"],
+    ["harden", "{report}", "--data", "{data}", "--out", "{new}", "-o", "{report}"],
+    ["redteam", "--against", "vet", "--data", "{data}", "-f", "json", "-o", "{data}"]])
+def test_an_output_that_would_replace_an_input_is_refused_and_nothing_is_written(
+        tmp_path, capsys, argv):
+    files = {"data": tmp_path / "d.npz", "scorer": tmp_path / "s.json",
+             "report": tmp_path / "r.json", "new": tmp_path / "new.json"}
+    np.savez(files["data"], x=np.zeros((20, 1, 8, 8)), y=np.arange(20) % 2)
+    files["scorer"].write_bytes(SHIPPED.read_bytes())
+    files["report"].write_text(json.dumps(REDTEAM))
+    kept = {k: p.read_bytes() for k, p in files.items() if p.exists()}
+    code = main([a.format(**files) for a in argv])
+    assert code == 2 and "would overwrite" in capsys.readouterr().err
+    assert {k: p.read_bytes() for k, p in files.items() if p.exists()} == kept
+    assert not files["new"].exists()

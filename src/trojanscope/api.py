@@ -371,7 +371,7 @@ def harden(reports: list[str | Path], out: str | Path, data: str | Path | Datase
         raise InputError(f"{data.name}: hardening learns from image data sets")
     try:
         return harden_report([report for _, report in read], data, out, seed)
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, OverflowError) as exc:
         where = ", ".join(str(path) for path, _ in read)
         detail = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
         raise InputError(f"{where}: {detail}") from None

@@ -15,7 +15,7 @@ from typing import Sequence
 
 from .. import __version__
 from . import attack, demo, model, provenance, redteam, scan, serve, vet
-from .common import EXIT_CODES, UserError, emit_failure
+from .common import EXIT_CODES, UserError, check_outputs, emit_failure
 
 # In the order `trojanscope --help` lists them.
 GROUPS = (scan, vet, model, provenance, attack, redteam, demo, serve)
@@ -41,6 +41,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     groups = {name: group for group in GROUPS for name in group.NAMES}
     # Only the named command's parser; all of them for --help, --version or a wrong name.
     args = build_parser(argv[0] if argv and argv[0] in groups else None).parse_args(argv)
+    try:
+        check_outputs(args)
+    except UserError as exc:  # no failure report either: it would overwrite what it names
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         return groups[args.command].run(args)
     except UserError as exc:

@@ -34,6 +34,31 @@ def emit(report: Report, output_format: str, output: Path | None, show: Severity
         raise UserError(f"{output}: cannot write the report: {exc.strerror or exc}") from None
 
 
+OUTPUTS = ("output", "out", "export_clean")  # the arguments a command writes to
+INPUTS = ("paths", "path", "model", "old", "new", "data", "reports", "scorer", "base",
+          "features", "config")               # and those it reads
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before any work, an output that is one of the command's inputs (the user's data
+    replaced by a report) or another of its outputs (a scorer replaced by the report)."""
+    seen: dict[Path, str] = {}
+    for name in INPUTS:
+        value = getattr(args, name, None)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, (str, Path)) and Path(item).exists():
+                seen.setdefault(Path(item).resolve(), f"the input {item}")
+    for name in OUTPUTS:
+        value = getattr(args, name, None)
+        if not isinstance(value, (str, Path)):
+            continue
+        flag = "-o" if name == "output" else "--" + name.replace("_", "-")
+        where = Path(value).resolve()
+        if where in seen:
+            raise UserError(f"{value}: {flag} would overwrite {seen[where]}")
+        seen[where] = f"{flag} {value}"
+
+
 def emit_failure(args: argparse.Namespace, message: str) -> None:
     """A machine-readable report asked for (-f json|sarif -o FILE) is written on failure too,
     holding the error: a pipeline reads why the job could not be done."""

@@ -5,9 +5,13 @@ the scores into each class's share of outlying samples and its robust z against 
 classes. A class's features are, per member, log(1 + z) (a z below 0 counts as 0: a class
 that stands out less than the others is no evidence either way; counted as evidence against,
 it let the learnt warps, which neighbour disagreement finds too coherent, pull their own score
-down) and the excess of its share over twice the median share. A logistic regression fitted on classes of poisoned sets (the
-learning attacker's, attacks/learning/harden.py: target classes of working attacks positive,
-the other classes negative) and of clean sets (negative) turns them into a logit. A class is
+down) and the excess of its share over twice the median share; and the largest log(1 + z)
+of any member (a poisoned class stands out to one member strongly; a hard clean class, such
+as Fashion-MNIST's shirts, to several a little: a sum alone could not tell them apart, the
+threshold that cleared the shirts missed the learnt warps). A logistic regression fitted
+on classes of poisoned sets (the learning attacker's, attacks/learning/harden.py: target
+classes of working attacks positive, the other classes negative) and of clean sets (negative,
+MNIST's and other grey data's) turns them into a logit. A class is
 suspected when its logit reaches the threshold, set MARGIN above the highest logit of any
 negative class the fit saw: no class of the clean sets it learnt from is flagged, and
 held-out clean sets are checked before a scorer is accepted. The hardened vet suspects the
@@ -32,8 +36,9 @@ from .detectors import DETECTORS
 from .views import VIEWS
 
 MEMBERS = ("neighbour-disagreement", "resampling")
-FEATURES = tuple(f"{m}:{k}" for m in MEMBERS for k in ("log1p_z", "excess"))
+FEATURES = (*(f"{m}:{k}" for m in MEMBERS for k in ("log1p_z", "excess")), "max:log1p_z")
 MARGIN = 1.0  # logit units above the highest negative class seen in the fit
+LIMIT = 1e6   # of a scorer's numbers, read from a file
 SHIPPED = Path(__file__).with_name("hardened.json")
 
 
@@ -69,16 +74,20 @@ class Scorer:
             raise ValueError(f"{where}: a hardened scorer is a JSON object")
         try:
             features = tuple(entry["features"])
-            weights = tuple(float(w) for w in entry["weights"])
-            intercept, threshold = float(entry["intercept"]), float(entry["threshold"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{where}: not a hardened scorer ({exc})") from None
+            numbers = [*entry["weights"], entry["intercept"], entry["threshold"]]
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"{where}: not a hardened scorer (missing {exc})") from None
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and
+                   math.isfinite(v) and abs(v) <= LIMIT for v in numbers):
+            raise ValueError(f"{where}: weights, intercept and threshold must be numbers "
+                             f"within +-{LIMIT:g}")
+        weights = tuple(float(w) for w in numbers[:-2])
+        intercept, threshold = float(numbers[-2]), float(numbers[-1])
         if features != FEATURES:
             raise ValueError(f"{where}: made for features {list(features)}, this version reads "
                              f"{list(FEATURES)}")
-        if len(weights) != len(features) or not all(map(math.isfinite,
-                                                        (*weights, intercept, threshold))):
-            raise ValueError(f"{where}: needs one finite weight per feature")
+        if len(weights) != len(features):
+            raise ValueError(f"{where}: needs one weight per feature")
         provenance = entry.get("provenance", {})
         return cls(features, weights, intercept, threshold, entry.get("accepted") is True,
                    provenance if isinstance(provenance, dict) else {})
@@ -115,12 +124,13 @@ def members(x: np.ndarray, y: np.ndarray, seed: int = 0) -> list[Member]:
 
 def class_features(found: list[Member]) -> np.ndarray:
     """(classes, features): per member, log(1 + z) (z at least 0) and the share's excess
-    over twice the median share, in FEATURES' order."""
+    over twice the median share; then the largest log(1 + z); in FEATURES' order."""
     columns = []
     for member in found:
         z = np.array([c["z"] for c in member.decision.per_class], dtype=np.float64)
         share = np.array([c["outlier_share"] for c in member.decision.per_class])
         columns += [np.log1p(np.maximum(z, 0)), share - 2 * np.median(share)]
+    columns.append(np.max(columns[0::2], axis=0))
     return np.stack(columns, axis=1)
 
 

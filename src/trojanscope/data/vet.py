@@ -146,6 +146,9 @@ def vet_hardened(data: Dataset, seed: int = 0, scorer=None) -> Report:
     from .ensemble import SHIPPED, Scorer, class_features, members, suspected
 
     started = time.perf_counter()
+    if data.x.shape[1] == 3 and min(data.x.shape[-2:]) >= 16:
+        raise ValueError(f"{data.name}: the hardened detector is for grey images (colour "
+                         "images: semantic-contrast, the default there)")
     if scorer is None:
         if not SHIPPED.exists():
             raise ValueError("this version ships no hardened scorer")

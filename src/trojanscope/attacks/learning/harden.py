@@ -39,28 +39,47 @@ class Case:
 
 def replayed(report: dict, data: Dataset) -> list[tuple[dict, Dataset]]:
     """(episode, poisoned training split) for each episode of a redteam report (as JSON)."""
-    results, config = report.get("results", {}), report.get("config", {})
-    if report.get("command") != "redteam" or results.get("against") != "vet":
+    results, config = report.get("results"), report.get("config", {})
+    if report.get("command") != "redteam" or not isinstance(results, dict) or \
+            results.get("against") != "vet":
         raise ValueError("hardening learns from redteam reports against vet")
-    train, _ = split(data, int(config.get("seed", 0)))
+    if not isinstance(config, dict):
+        raise ValueError("the report's config is not an object")
+    seed = config.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 32:
+        raise ValueError(f"the report's seed must be an integer from 0 to 2**32, not {seed!r}")
+    episodes = results.get("episodes")
+    if not isinstance(episodes, list):
+        raise ValueError("the report has no list of episodes")
+    train, _ = split(data, seed)
     sets = []
-    for episode in results.get("episodes", []):
-        attack = AttackConfig.from_dict(episode["config"])
+    for k, episode in enumerate(episodes):
+        success = episode.get("attack_success") if isinstance(episode, dict) else None
+        if not isinstance(episode, dict) or not isinstance(episode.get("search"), str) or \
+                isinstance(success, bool) or not isinstance(success, (int, float)) or \
+                not 0 <= success <= 1:
+            raise ValueError(f"episode {k} is not a redteam episode (search, episode, config, "
+                             "attack_success from 0 to 1)")
+        attack = AttackConfig.from_dict(episode.get("config"))
         bad = attack.poison(train.x, train.y)
         sets.append((episode, Dataset(bad.x, bad.y, f"{data.name} {episode['search']} "
                                                     f"#{episode['episode']}")))
     return sets
 
 
-def harden(reports: list[dict], data: Dataset, seed: int = 0) -> tuple[Scorer, dict]:
+def harden(reports: list[dict], data: Dataset, seed: int = 0,
+           clean: tuple[Dataset, ...] = ()) -> tuple[Scorer, dict]:
     """A scorer fitted on the reports' episodes on `data` (the set the reports ran on), and
-    what it was fitted on."""
+    what it was fitted on. `clean`: more clean sets whose classes are negatives (other data
+    of the kind the scorer will meet: a threshold set on one data set's classes alone is set
+    on too little)."""
     positive, negative = [], []
     counts = {"episodes": 0, "positive": 0, "left_out": 0, "clean_sets": 0}
     seeds = set()
     for report in reports:
-        seeds.add(int(report.get("config", {}).get("seed", 0)))
-        for episode, poisoned in replayed(report, data):
+        replays = replayed(report, data)  # checks the report first
+        seeds.add(report.get("config", {}).get("seed", 0))
+        for episode, poisoned in replays:
             rows = class_features(members(poisoned.x, poisoned.y, seed))
             classes = np.unique(poisoned.y)
             target = episode["config"]["target"]
@@ -76,10 +95,14 @@ def harden(reports: list[dict], data: Dataset, seed: int = 0) -> tuple[Scorer, d
         train, _ = split(data, split_seed)
         negative.extend(class_features(members(train.x, train.y, seed)))
         counts["clean_sets"] += 1
+    for other in clean:
+        negative.extend(class_features(members(other.x, other.y, seed)))
+        counts["clean_sets"] += 1
     if not positive:
         raise ValueError("no episode of these reports made a working attack: nothing to learn")
     provenance = {"fitted_on": f"{data.name}: {len(reports)} redteam report(s), split seeds "
-                               f"{sorted(seeds)}", **counts,
+                               f"{sorted(seeds)}" + "".join(f"; clean {c.name}" for c in clean),
+                  **counts,
                   "negative_classes": len(negative), "works_at": WORKS}
     return fit(np.array(positive), np.array(negative), provenance, seed), provenance
 
@@ -121,7 +144,7 @@ def harden_report(reports: list[dict], data: Dataset, out: Path, seed: int = 0) 
     check it on the reports' evasions and the clean training splits, before and after."""
     started = time.perf_counter()
     scorer, fitted_on = harden(reports, data, seed)
-    seeds = sorted({int(r.get("config", {}).get("seed", 0)) for r in reports})
+    seeds = sorted({r.get("config", {}).get("seed", 0) for r in reports})
     cases = evasion_cases(reports, data) + [
         Case(f"clean split seed {s}", split(data, s)[0]) for s in seeds]
     rows = check(scorer, cases, seed)

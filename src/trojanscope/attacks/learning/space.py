@@ -32,6 +32,7 @@ AXES = ("kind", "size", "row", "col", "value", "strength", "frequency", "rate", 
 DIMENSIONS = len(AXES)
 RATES = (0.005, 0.15)       # poisoned share, decoded on a log scale
 STRENGTHS = {"blend": (0.02, 0.3), "sinusoid": (0.01, 0.2), "warp": (0.2, 3.0)}
+MAX_STRENGTH = 10.0  # a replayed configuration's: far past the space, short of overflow
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,9 @@ class AttackConfig:
             raise ValueError(f"rate must be between 0 and 1, not {self.rate}")
         if self.size < 1 or self.frequency < 1:
             raise ValueError("size and frequency must be at least 1")
+        if not 0 <= self.strength <= MAX_STRENGTH:  # NaN fails too
+            raise ValueError(f"strength must be between 0 and {MAX_STRENGTH}, not "
+                             f"{self.strength}")
         for axis in ("row", "col", "value"):
             if not 0 <= getattr(self, axis) <= 1:
                 raise ValueError(f"{axis} must be between 0 and 1, not {getattr(self, axis)}")

@@ -155,7 +155,7 @@ def test_redteam_command_writes_the_contract_and_its_evasions_replay(tmp_path, c
     (["redteam", "--against", "vet", "--data", "nowhere.npz"], "nowhere.npz"),
     (["attack", "poison", "--config", "missing.json", "-o", "x.npz"], "missing.json"),
     (["attack", "poison", "--config", "c.json", "--data", "d.npz", "-o", "d.npz"],
-     "is the input data"),
+     "would overwrite the input d.npz"),
 ])
 def test_bad_input_is_named_without_a_traceback(tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.chdir(tmp_path)

@@ -9,7 +9,8 @@ after (the hardened vet), on:
 - held-out clean sets: scikit-learn's digits, other splits of MNIST-5k, MNIST-5k under gamma
   curves, and where they are installed MNIST-10k train and test (../shared/datasets) and
   Fashion-MNIST (Debian's dataset-fashion-mnist: its 10,000 test images, their first 4,000,
-  and random 5,000 of its training images, seeds 0-5): no class may be flagged;
+  random 5,000 of its training images, seeds 0-5, and 1,000 of them inverted, seeds 0-1):
+  no class may be flagged;
 - the fixed benchmark: bench_vet's attacks (BadNets, Blended, WaNet, SIG) at 1%, 5% and 10% on
   the same MNIST-5k split (and MNIST-10k where present), target class 0: the hardened vet must
   catch every case the default catches and flag no class the default does not.
@@ -71,6 +72,9 @@ def clean_sets(data: Dataset) -> list[Case]:
                   Case("fashion-mnist test first 4k", Dataset(test.x[:4000], test.y[:4000],
                                                               test.name))]
         cases += [Case(f"fashion-mnist train 5k seed {s}", fashion_sample(s)) for s in range(6)]
+        cases += [Case(f"fashion-mnist train 1k seed {s}, inverted",
+                       Dataset(1 - d.x, d.y, d.name)) for s in (0, 1)
+                  for d in [fashion_sample(s, 1000)]]
     return cases
 
 

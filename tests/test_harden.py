@@ -43,10 +43,12 @@ def warped(mnist):
     return Dataset(bad.x, bad.y, "warped"), bad.indices
 
 
-def test_image_statistics_ignore_brightness_and_see_a_warp(mnist):
+def test_image_statistics_ignore_brightness_and_polarity_and_see_a_warp(mnist):
     stats = image_statistics(mnist.x[:50])
     assert stats.shape == (50, 3) and np.isfinite(stats).all()
     np.testing.assert_allclose(image_statistics(mnist.x[:50] * 0.5), stats, atol=1e-9)
+    # dark digits on a white ground (a data set inverted as a whole) read as the same ink
+    np.testing.assert_allclose(image_statistics(1 - mnist.x[:50]), stats, atol=1e-6)
     warped = WARP.trigger(mnist.x.shape[-2:])(mnist.x[:50])
     # grey ripples: more Laplacian energy per unit of ink in most warped images
     assert np.mean(image_statistics(warped)[:, 1] > stats[:, 1]) > 0.9

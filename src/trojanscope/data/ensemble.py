@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .decide import Decision, decide
+from .decide import MAD_FLOOR, Decision, decide
 from .detectors import DETECTORS
 from .views import VIEWS
 
@@ -127,9 +127,15 @@ def class_features(found: list[Member]) -> np.ndarray:
     over twice the median share; then the largest log(1 + z); in FEATURES' order."""
     columns = []
     for member in found:
-        z = np.array([c["z"] for c in member.decision.per_class], dtype=np.float64)
         share = np.array([c["outlier_share"] for c in member.decision.per_class])
-        columns += [np.log1p(np.maximum(z, 0)), share - 2 * np.median(share)]
+        size = np.median([c["samples"] for c in member.decision.per_class])
+        median = np.median(share)
+        # decide.py's z, its floor raised to one sample of a typical class: in small sets
+        # (100 a class) a single outlier is a step of 0.01, and z counted in steps of 0.005
+        # made clean classes look like poisoned ones (Fashion-MNIST, 1,000 images)
+        spread = max(float(np.median(np.abs(share - median))), MAD_FLOOR, 1 / max(size, 1))
+        z = (share - median) / spread
+        columns += [np.log1p(np.maximum(z, 0)), share - 2 * median]
     columns.append(np.max(columns[0::2], axis=0))
     return np.stack(columns, axis=1)
 

@@ -691,7 +691,7 @@ def test_the_repair_command_writes_a_new_adapter_and_leaves_the_given_one(llm, t
 @pytest.mark.parametrize("extra, message", [
     (["--method", "fine-prune"], "is for image classifiers"),
     (["--epochs", "3"], "repaired in rounds"),
-    (["--out", "{adapter}"], "never changes its inputs"),
+    (["--out", "{adapter}"], "would overwrite the input"),
 ])
 def test_the_repair_command_names_what_it_cannot_do_for_an_adapter(llm, tmp_path, capsys,
                                                                    extra, message):

@@ -26,6 +26,7 @@ Reports come from: python benchmarks/bench_redteam.py --seed S --json REPORT.jso
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import json
 import time
@@ -34,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from trojanscope.attacks.image_poison import make_trigger, poison
-from trojanscope.attacks.learning.harden import Case, check, harden, replayed
+from trojanscope.attacks.learning.harden import Case, check, evasion_cases, harden
 from trojanscope.data.datasets import Dataset, digits, held_out_split, mnist_5k, validate
 from trojanscope.data.ensemble import SHIPPED
 
@@ -43,27 +44,13 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 ATTACKS, RATES = ("badnets", "blended", "wanet", "sig"), (0.01, 0.05, 0.1)
 
 
-def evasions(reports: list[dict], data: Dataset, tag: str) -> list[Case]:
-    cases = []
-    for report in reports:
-        wanted = {(e["search"], e["episode"]) for e in report["results"]["evasions"]}
-        for episode, poisoned in replayed(report, data):
-            if (episode["search"], episode["episode"]) in wanted:
-                cases.append(Case(f"{tag} seed {report['config']['seed']} {poisoned.name}",
-                                  poisoned, episode["config"]["target"]))
-    return cases
-
-
 def clean_sets(data: Dataset) -> list[Case]:
     cases = [Case("digits (scikit-learn)", digits())]
     cases += [Case(f"mnist-5k split seed {s}", held_out_split(data, 0.2, s)[0])
               for s in (7, 8, 9)]
-    if (SHARED / "mnist_train10k_test10k.npz").exists():
-        with np.load(SHARED / "mnist_train10k_test10k.npz") as d:
-            cases += [Case("mnist-10k train", validate(d["x_train"] / 255.0, d["y_train"],
-                                                       "mnist-10k train")),
-                      Case("mnist test 10k", validate(d["x_test"] / 255.0, d["y_test"],
-                                                      "mnist test"))]
+    train, test = mnist_10k()
+    if train is not None:
+        cases += [Case("mnist-10k train", train), Case("mnist test 10k", test)]
     cases += [Case(f"mnist-5k gamma {g}", Dataset(data.x ** g, data.y, data.name))
               for g in (1.5, 2.0, 2.2)]
     test = fashion("t10k")
@@ -78,6 +65,16 @@ def clean_sets(data: Dataset) -> list[Case]:
     return cases
 
 
+def mnist_10k() -> tuple[Dataset | None, Dataset | None]:
+    """MNIST's first 10,000 training images and its 10,000 test images, where at hand."""
+    if not (SHARED / "mnist_train10k_test10k.npz").exists():
+        return None, None
+    with np.load(SHARED / "mnist_train10k_test10k.npz") as d:
+        return (validate(d["x_train"] / 255.0, d["y_train"], "mnist-10k"),
+                validate(d["x_test"] / 255.0, d["y_test"], "mnist test"))
+
+
+@functools.cache
 def fashion(part: str) -> Dataset | None:
     """Fashion-MNIST's `part` (train or t10k) where Debian's package put it."""
     if not (FASHION / f"{part}-images-idx3-ubyte.gz").exists():
@@ -101,12 +98,9 @@ def fit_clean() -> tuple[Dataset, ...]:
 
 
 def fixed_benchmark(data: Dataset) -> list[Case]:
-    sets = [held_out_split(data, 0.2, 0)[0]]
-    if (SHARED / "mnist_train10k_test10k.npz").exists():
-        with np.load(SHARED / "mnist_train10k_test10k.npz") as d:
-            sets.append(validate(d["x_train"] / 255.0, d["y_train"], "mnist-10k"))
+    sets = [held_out_split(data, 0.2, 0)[0], mnist_10k()[0]]
     cases = []
-    for train in sets:
+    for train in filter(None, sets):
         cases.append(Case(f"{train.name} clean", train))
         for attack in ATTACKS:
             trigger = make_trigger(attack, train.x.shape[-2:])
@@ -156,8 +150,8 @@ def main() -> None:
           f"split(s): weights {dict(zip(scorer.features, scorer.weights))}, intercept "
           f"{scorer.intercept}, threshold {scorer.threshold} ({time.perf_counter() - started:.0f}"
           " s)")
-    groups = {"evasions (fitted on)": evasions(fitting, data, "fit"),
-              "evasions (held out)": evasions(held, data, "held-out"),
+    groups = {"evasions (fitted on)": evasion_cases(fitting, data),
+              "evasions (held out)": evasion_cases(held, data),
               "clean sets (held out)": clean_sets(data),
               "fixed benchmark (bench_vet's attacks, target 0)": fixed_benchmark(data)}
     summaries, rows_of = {}, {}

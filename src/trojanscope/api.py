@@ -343,10 +343,9 @@ def harden(reports: list[str | Path], out: str | Path, data: str | Path | Datase
     """Fit vet's ensemble scorer on what redteam reports against vet found (their episodes,
     replayed on `data`, the images they ran on; None: mnist-5k), write it to `out` for
     `vet --scorer`, and check it on their evasions and the clean data, before and after."""
-    import json
-
     from .attacks.learning.harden import harden_report
     from .data.text import TextDataset
+    from .jsonfile import read_json
 
     out = Path(out)
     read = []
@@ -354,9 +353,9 @@ def harden(reports: list[str | Path], out: str | Path, data: str | Path | Datase
         if path.resolve() == out.resolve():
             raise InputError(f"{out}: the scorer would overwrite the report it learns from")
         try:
-            report = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            raise InputError(f"{path}: not a readable JSON report ({exc})") from None
+            report = read_json(path)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
         if not isinstance(report, dict) or report.get("command") != "redteam" or \
                 not isinstance(report.get("results"), dict) or \
                 not isinstance(report["results"].get("episodes"), list):

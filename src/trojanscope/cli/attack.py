@@ -127,9 +127,6 @@ def _poison(args: argparse.Namespace) -> int:
     from .. import api
     from ..attacks.learning.space import read_config
 
-    if args.data is not None and Path(args.data).exists() and \
-            args.output.resolve() == Path(args.data).resolve():
-        raise UserError(f"{args.output}: is the input data; write the poisoned set elsewhere")
     try:
         config = read_config(args.config)
         data = api.load_data(args.data)

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..jsonfile import read_json
 from .decide import MAD_FLOOR, Decision, decide
 from .detectors import DETECTORS
 from .views import VIEWS
@@ -97,11 +98,7 @@ class Scorer:
 
     @classmethod
     def load(cls, path: Path) -> "Scorer":
-        try:
-            entry = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            raise ValueError(f"{path}: not a readable JSON file ({exc})") from None
-        return cls.from_dict(entry, str(path))
+        return cls.from_dict(read_json(path), str(path))
 
 
 def shipped() -> Scorer | None:
@@ -112,12 +109,21 @@ def shipped() -> Scorer | None:
     return scorer if scorer.accepted else None
 
 
-def members(x: np.ndarray, y: np.ndarray, seed: int = 0) -> list[Member]:
-    """Every member's scores and per-class decision on images `x` labelled `y`."""
+def views(x: np.ndarray) -> dict[str, np.ndarray]:
+    """The views of images `x` that the members read, by name."""
+    return {name: VIEWS[name](x) for name in dict.fromkeys(
+        DETECTORS.meta(member)["view"] for member in MEMBERS)}
+
+
+def members(x: np.ndarray, y: np.ndarray, seed: int = 0,
+            seen: dict[str, np.ndarray] | None = None) -> list[Member]:
+    """Every member's scores and per-class decision on images `x` labelled `y`; `seen`: their
+    views (`views(x)`), when already made."""
+    seen = views(x) if seen is None else seen
     found = []
     for name in MEMBERS:
         meta = DETECTORS.meta(name)
-        scores = DETECTORS[name](VIEWS[meta["view"]](x), y, seed=seed)
+        scores = DETECTORS[name](seen[meta["view"]], y, seed=seed)
         found.append(Member(name, scores, meta["cut"], decide(scores, y, meta["cut"])))
     return found
 

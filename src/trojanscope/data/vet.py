@@ -143,7 +143,7 @@ def vet_hardened(data: Dataset, seed: int = 0, scorer=None) -> Report:
     the shipped one, accepted or not)."""
     from dataclasses import replace
 
-    from .ensemble import SHIPPED, Scorer, class_features, members, suspected
+    from .ensemble import SHIPPED, Scorer, class_features, members, suspected, views
 
     started = time.perf_counter()
     if data.x.shape[1] == 3 and min(data.x.shape[-2:]) >= 16:
@@ -153,8 +153,9 @@ def vet_hardened(data: Dataset, seed: int = 0, scorer=None) -> Report:
         if not SHIPPED.exists():
             raise ValueError("this version ships no hardened scorer")
         scorer = Scorer.load(SHIPPED)
-    found = members(data.x, data.y, seed)
-    base = judge(VIEWS["input"](data.x), data.y, data.name, DEFAULT_DETECTOR, seed,
+    seen = views(data.x)  # made once: neighbour disagreement reads the input view twice
+    found = members(data.x, data.y, seed, seen)
+    base = judge(seen["input"], data.y, data.name, DEFAULT_DETECTOR, seed,
                  relabel=None, config={"features": "input view"}, started=started)
     results = base.results
     logits = dict(zip((c["class"] for c in found[0].decision.per_class),

@@ -37,8 +37,10 @@ class Case:
     target: int | None = None
 
 
-def replayed(report: dict, data: Dataset) -> list[tuple[dict, Dataset]]:
-    """(episode, poisoned training split) for each episode of a redteam report (as JSON)."""
+def replayed(report: dict, data: Dataset, only: set | None = None
+             ) -> list[tuple[dict, Dataset]]:
+    """(episode, poisoned training split) for each episode of a redteam report (as JSON), or
+    for those of `only` ((search, episode) pairs); the report is checked whole either way."""
     results, config = report.get("results"), report.get("config", {})
     if report.get("command") != "redteam" or not isinstance(results, dict) or \
             results.get("against") != "vet":
@@ -61,6 +63,8 @@ def replayed(report: dict, data: Dataset) -> list[tuple[dict, Dataset]]:
             raise ValueError(f"episode {k} is not a redteam episode (search, episode, config, "
                              "attack_success from 0 to 1)")
         attack = AttackConfig.from_dict(episode.get("config"))
+        if only is not None and (episode["search"], episode.get("episode")) not in only:
+            continue
         bad = attack.poison(train.x, train.y)
         sets.append((episode, Dataset(bad.x, bad.y, f"{data.name} {episode['search']} "
                                                     f"#{episode['episode']}")))
@@ -131,11 +135,10 @@ def evasion_cases(reports: list[dict], data: Dataset) -> list[Case]:
     cases = []
     for report in reports:
         wanted = {(e["search"], e["episode"]) for e in report["results"].get("evasions", [])}
-        for episode, poisoned in replayed(report, data):
-            if (episode["search"], episode["episode"]) in wanted:
-                cases.append(Case(f"seed {report.get('config', {}).get('seed', 0)} "
-                                  f"{episode['search']} #{episode['episode']}", poisoned,
-                                  episode["config"]["target"]))
+        for episode, poisoned in replayed(report, data, wanted):
+            cases.append(Case(f"seed {report.get('config', {}).get('seed', 0)} "
+                              f"{episode['search']} #{episode['episode']}", poisoned,
+                              episode["config"]["target"]))
     return cases
 
 

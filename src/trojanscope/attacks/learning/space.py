@@ -18,13 +18,13 @@ trigger and poisons a data set. The axes:
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
 
 import numpy as np
 
+from ...jsonfile import read_json
 from ..image_poison import Poisoned, _upsample, poison, sig_trigger, wanet_trigger
 
 KINDS = ("patch", "scatter", "blend", "sinusoid", "warp")
@@ -166,10 +166,7 @@ def decode(point, shape: tuple[int, int], target: int = 0, seed: int = 0) -> Att
 def read_config(path: Path) -> AttackConfig:
     """An attack configuration from a JSON file: one configuration, or redteam's report (its
     strongest evasion, the first of `evasions`)."""
-    try:
-        entry = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ValueError(f"{path}: not a readable JSON file ({exc})") from None
+    entry = read_json(path)
     if isinstance(entry, dict) and "results" in entry:
         evasions = entry["results"].get("evasions") if isinstance(entry["results"], dict) \
             else None

@@ -63,6 +63,24 @@ def planted_statistics(seed: int = 0, n_per_class: int = 200, share: float = 0.1
     return x, y, poisoned
 
 
+def planted_stamp(seed: int = 0, n_per_class: int = 200, share: float = 0.1):
+    """The ink view (views.ink_view, 8 x 8) of a stamped trigger: three classes inking the same
+    square, each with its own pattern of intensities, and relabelled samples of classes 1 and 2
+    with a bright 2 x 2 corner that no class inks, which makes them each other's neighbours."""
+    rng = np.random.default_rng(seed)
+    patterns = rng.uniform(0.4, 1.0, size=(3, 5, 5))
+    y = np.repeat(np.arange(3), n_per_class)
+    x = np.zeros((len(y), 8, 8))
+    x[:, 1:6, 1:6] = patterns[y] + rng.uniform(-0.1, 0.1, size=(len(y), 5, 5))
+    rows = rng.choice(np.flatnonzero(y != 0), int(share * len(y)), replace=False)
+    x[rows, 6:, 6:] = 1.0
+    y = y.copy()
+    y[rows] = 0
+    poisoned = np.zeros(len(y), dtype=bool)
+    poisoned[rows] = True
+    return np.clip(x, 0, 1).reshape(len(y), -1), y, poisoned
+
+
 # Which planted poison a detector is built to find: a shift inside the class as seen in a
 # poisoned model's features (the default), relabelled samples as seen in the inputs (the
 # detectors that read the images themselves), or their statistics.
@@ -70,7 +88,8 @@ def planting(name: str):
     meta = DETECTORS.meta(name)
     if not meta["model_free"]:
         return planted
-    return planted_statistics if meta["view"] == "statistics" else planted_relabelled
+    return {"statistics": planted_statistics, "ink": planted_stamp}.get(meta["view"],
+                                                                        planted_relabelled)
 
 
 def test_registry_lists_the_detectors_with_their_metadata():

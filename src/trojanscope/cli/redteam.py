@@ -44,12 +44,12 @@ def add(commands) -> None:
     harden = commands.add_parser(
         "harden", epilog=EXIT_CODES, help="teach vet what redteam found",
         description="Fit vet's hardened scorer (a logistic regression over the per-class "
-                    "outputs of neighbour disagreement and the resampling detector) on the "
-                    "episodes of redteam reports against vet, replayed on the data they ran "
-                    "on; its threshold sits above every clean class it saw. The scorer is "
-                    "written to --out for `trojanscope vet --scorer`; the report checks it on "
-                    "the reports' evasions and the clean data, before and after. Exit 1 when "
-                    "an evasion is still missed.")
+                    "outputs of neighbour disagreement, the resampling and the stamp "
+                    "detectors) on the episodes of redteam reports against vet, replayed on "
+                    "the data they ran on; its threshold sits above every clean class it saw. "
+                    "The scorer is written to --out for `trojanscope vet --scorer`; the report "
+                    "checks it on the reports' evasions and the clean data, before and after. "
+                    "Exit 1 when an evasion is still missed.")
     harden.add_argument("reports", nargs="+", type=Path, metavar="REPORT",
                         help="redteam reports (JSON) against vet")
     harden.add_argument("--data", default=None, metavar="DATA",

@@ -56,10 +56,10 @@ def add(commands) -> None:
 def _detector_help() -> str:
     """The whole-data detectors, then every registered one with its summary."""
     fixed = ("hardened (grey images, the default there: neighbour disagreement and a scorer "
-             "learnt from the red team over it and the resampling detector; --scorer FILE for "
-             "your own); semantic-contrast (colour images, the default there: a pretrained "
-             "encoder and learnt triggers; the images extra); ngram-label-skew (text, the "
-             "default: needs no model)")
+             "learnt from the red team over it and the resampling and stamp detectors; "
+             "--scorer FILE for your own); semantic-contrast (colour images, the default "
+             "there: a pretrained encoder and learnt triggers; the images extra); "
+             "ngram-label-skew (text, the default: needs no model)")
     try:
         from ..data.detectors import DETECTORS
     except ImportError as exc:  # a plain install: vet needs the vet extra anyway

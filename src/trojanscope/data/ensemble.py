@@ -15,7 +15,8 @@ MNIST's and other grey data's) turns them into a logit. A class is
 suspected when its logit reaches the threshold, set MARGIN above the highest logit of any
 negative class the fit saw: no class of the clean sets it learnt from is flagged, and
 held-out clean sets are checked before a scorer is accepted. The hardened vet suspects the
-default detector's classes and the scorer's: it can only add to what the default finds.
+default detector's classes, the scorer's, and those of the DECISIVE members on their own: it
+can only add to what the default finds.
 
 The shipped scorer (hardened.json beside this module) is the default for grey images only when
 its `accepted` is true: benchmarks/bench_harden.py sets it when the scorer flags no class on
@@ -36,7 +37,11 @@ from .decide import MAD_FLOOR, Decision, decide
 from .detectors import DETECTORS
 from .views import VIEWS
 
-MEMBERS = ("neighbour-disagreement", "resampling")
+MEMBERS = ("neighbour-disagreement", "resampling", "stamp")
+# Members whose own class decisions the hardened vet adopts, as it adopts neighbour
+# disagreement's: the stamp detector put no sample at its cut on 35 clean grey sets, and the
+# stamps it finds are ones no fitted episode had (the scorer gives its features no weight).
+DECISIVE = ("stamp",)
 FEATURES = (*(f"{m}:{k}" for m in MEMBERS for k in ("log1p_z", "excess")), "max:log1p_z")
 MARGIN = 1.0  # logit units above the highest negative class seen in the fit
 LIMIT = 1e6   # of a scorer's numbers, read from a file

@@ -12,7 +12,7 @@ from ..results import VetResults
 from .datasets import Dataset
 from .decide import decide
 from .detectors import DETECTORS
-from .detectors.neighbours import neighbour_labels, peel, source_spread
+from .detectors.neighbours import disagreement, neighbour_labels, peel, source_spread
 from .rules import POISONED_CLASS
 from .views import VIEWS
 
@@ -96,7 +96,7 @@ def judge(features, labels: np.ndarray, name: str, detector: str, seed: int, rel
     votes = None
     if detector == "neighbour-disagreement":  # the detector's scores, keeping the votes
         votes = neighbour_labels(np.asarray(features, dtype=np.float64), labels)
-        scores = (votes != labels[:, None]).mean(axis=1)
+        scores = disagreement(votes, labels, labels)
     elif detector == "activation-clustering":
         scores = _clusters_reclassified(features, labels, relabel)
     else:
@@ -143,7 +143,7 @@ def vet_hardened(data: Dataset, seed: int = 0, scorer=None) -> Report:
     the shipped one, accepted or not)."""
     from dataclasses import replace
 
-    from .ensemble import SHIPPED, Scorer, class_features, members, suspected, views
+    from .ensemble import DECISIVE, SHIPPED, Scorer, class_features, members, suspected, views
 
     started = time.perf_counter()
     if data.x.shape[1] == 3 and min(data.x.shape[-2:]) >= 16:
@@ -165,29 +165,51 @@ def vet_hardened(data: Dataset, seed: int = 0, scorer=None) -> Report:
     per_class = [{**entry, "ensemble_logit": round(float(logits[entry["class"]]), 3)}
                  for entry in results.per_class]
     findings = list(base.findings)
-    added = [(c, logit) for c, logit in suspected(scorer, found) if c not in already]
-    for label, logit in added:
-        strongest = max(found, key=lambda m: _class_entry(m, label)["z"])
-        entry = _class_entry(strongest, label)
-        inside = data.y == label
-        cut = min(strongest.cut, float(np.quantile(strongest.scores[~inside], SAMPLE_QUANTILE)))
-        rows = np.flatnonzero(inside & (strongest.scores >= cut))
+    added = {}  # class -> the rows flagged in it
+
+    def add(label: int, rows: np.ndarray, message: str, evidence: dict) -> None:
+        nonlocal per_class
+        added[label] = rows
         indices.update(rows.tolist())
-        share = round(len(rows) / max(1, int(inside.sum())), 4)
+        share = round(len(rows) / max(1, int(np.sum(data.y == label))), 4)
         per_class = [{**e, "suspected": True, "ensemble_suspected": True,
                       "ensemble_flagged": int(len(rows)), "ensemble_share": share}
                      if e["class"] == label else e for e in per_class]
         findings.append(POISONED_CLASS.finding(
+            message, Location(data.name, (f"class {label}",)),
+            {**evidence, "detector": HARDENED}))
+
+    for label, logit in suspected(scorer, found):
+        if label in already:
+            continue
+        strongest = max(found, key=lambda m: _class_entry(m, label)["z"])
+        entry = _class_entry(strongest, label)
+        inside = data.y == label
+        beyond = float(np.quantile(strongest.scores[~inside], SAMPLE_QUANTILE))
+        rows = np.flatnonzero(inside & (strongest.scores >= min(strongest.cut, beyond)) &
+                              (strongest.scores > beyond))
+        add(label, rows,
             f"class {label}: the hardened ensemble scores it {logit:.1f} (threshold "
             f"{scorer.threshold:.1f}); {entry['outliers']} of {entry['samples']} samples "
             f"({entry['outlier_share']:.1%}) stand out to {strongest.name}, against a median "
             f"of {np.median([c['outlier_share'] for c in strongest.decision.per_class]):.1%}; "
             f"{len(rows)} flagged, scored beyond {SAMPLE_QUANTILE:.0%} of the other classes' "
             "samples",
-            Location(data.name, (f"class {label}",)),
-            {**entry, "detector": HARDENED, "member": strongest.name,
-             "ensemble_logit": round(logit, 3), "threshold": scorer.threshold}))
-    classes = sorted(already | {c for c, _ in added})
+            {**entry, "member": strongest.name, "ensemble_logit": round(logit, 3),
+             "threshold": scorer.threshold})
+    for member in (m for m in found if m.name in DECISIVE):
+        for label in member.decision.classes:
+            if label in already or label in added:
+                continue
+            entry = _class_entry(member, label)
+            rows = np.flatnonzero((data.y == label) & (member.scores >= member.cut))
+            add(label, rows,
+                f"class {label}: {entry['outliers']} of {entry['samples']} samples "
+                f"({entry['outlier_share']:.1%}) stand out to {member.name} "
+                f"({DETECTORS.meta(member.name)['summary']}), against a median of "
+                f"{np.median([c['outlier_share'] for c in member.decision.per_class]):.1%} "
+                "in the classes", {**entry, "member": member.name})
+    classes = sorted(already | set(added))
     shares = {str(e["class"]): e.get("ensemble_share", e["outlier_share"])
               for e in per_class if e["suspected"]}
     results = replace(results, poisoned=bool(classes), suspected_classes=classes,

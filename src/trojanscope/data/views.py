@@ -26,12 +26,20 @@ INKED = 0.2  # of the image's brightest pixel
 
 
 def input_view(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
+    return projected(pooled(np.asarray(x, dtype=np.float64)))
+
+
+def pooled(x: np.ndarray) -> np.ndarray:
+    """(n, features): images (n, c, h, w) average-pooled to at most MAX_SIDE a side, flat."""
     n, c, h, w = x.shape
     factor = max(1, int(np.ceil(max(h, w) / MAX_SIDE)))
     h2, w2 = h // factor, w // factor
-    pooled = x[:, :, :h2 * factor, :w2 * factor].reshape(n, c, h2, factor, w2, factor)
-    flat = pooled.mean(axis=(3, 5)).reshape(n, -1)
+    blocks = x[:, :, :h2 * factor, :w2 * factor].reshape(n, c, h2, factor, w2, factor)
+    return blocks.mean(axis=(3, 5)).reshape(n, -1)
+
+
+def projected(flat: np.ndarray) -> np.ndarray:
+    """Each row standardised, then the rows projected on their top principal directions."""
     flat = (flat - flat.mean(axis=1, keepdims=True)) / (flat.std(axis=1, keepdims=True) + 1e-6)
     centred = flat - flat.mean(axis=0)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
@@ -40,12 +48,7 @@ def input_view(x: np.ndarray) -> np.ndarray:
 
 def image_statistics(x: np.ndarray) -> np.ndarray:
     """(n, 3): total variation / ink, Laplacian energy / ink, intermediate share of inked pixels."""
-    x = np.asarray(x, dtype=np.float64)
-    grey = x.reshape(len(x), -1, *x.shape[-2:]).mean(axis=1)
-    border = np.concatenate([grey[:, 0], grey[:, -1], grey[:, :, 0], grey[:, :, -1]], axis=1)
-    bright = np.median(border, axis=1) > 0.5  # dark ink on a light ground: ink is the dark
-    grey = np.where(bright[:, None, None], grey.max() - grey, grey)
-    grey = np.round(grey / np.maximum(grey.max(axis=(1, 2), keepdims=True), 1e-6), 6)
+    grey = inked_grey(x)
     ink = np.maximum(grey.sum(axis=(1, 2)), 1e-6)
     variation = (np.abs(np.diff(grey, axis=1)).sum(axis=(1, 2)) +
                  np.abs(np.diff(grey, axis=2)).sum(axis=(1, 2))) / ink
@@ -56,4 +59,20 @@ def image_statistics(x: np.ndarray) -> np.ndarray:
     return np.stack([variation, laplacian, middle], axis=1)
 
 
-VIEWS = {"input": input_view, "statistics": image_statistics}
+def inked_grey(x: np.ndarray) -> np.ndarray:
+    """(n, h, w): each image in grey, ink bright (an image on a light ground is inverted: ink is
+    the dark), scaled to its brightest pixel."""
+    x = np.asarray(x, dtype=np.float64)
+    grey = x.reshape(len(x), -1, *x.shape[-2:]).mean(axis=1)
+    border = np.concatenate([grey[:, 0], grey[:, -1], grey[:, :, 0], grey[:, :, -1]], axis=1)
+    bright = np.median(border, axis=1) > 0.5  # dark ink on a light ground: ink is the dark
+    grey = np.where(bright[:, None, None], grey.max() - grey, grey)
+    return np.round(grey / np.maximum(grey.max(axis=(1, 2), keepdims=True), 1e-6), 6)
+
+
+def ink_view(x: np.ndarray) -> np.ndarray:
+    """(n, features): `inked_grey` pooled like the input view, flat; in [0, 1]."""
+    return pooled(inked_grey(x)[:, None])
+
+
+VIEWS = {"input": input_view, "statistics": image_statistics, "ink": ink_view}

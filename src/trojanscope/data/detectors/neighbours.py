@@ -22,16 +22,31 @@ def neighbour_disagreement_scores(features, labels, *, seed: int = 0,
     x, y = check_inputs(features, labels)
     if len(x) < 2:
         return np.zeros(len(x))
-    return (neighbour_labels(x, y, k) != y[:, None]).mean(axis=1)
+    return disagreement(neighbour_labels(x, y, k), y, y)
 
 
-def neighbour_labels(x: np.ndarray, y: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:
-    """(n, k) labels of each sample's k nearest neighbours, the sample itself left out."""
+def disagreement(votes: np.ndarray, own: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per row of `votes` (neighbours' labels), the share of the votes against `own` label, each
+    vote weighted by one over its class's size in `labels`: a small class's own neighbours are
+    not outvoted merely because a big class has more samples nearby (MNIST with class 3 cut to
+    80 of 3,700 images: named at class z 29 by plain votes, z 3.7 balanced; 8 and 5 cut to
+    40-60: z 28-37 against 1 or below), while poisons, whose neighbours are their source
+    classes, still disagree."""
+    classes, sizes = np.unique(labels, return_counts=True)
+    weight = 1.0 / sizes[np.searchsorted(classes, votes)]  # votes are labels of the set
+    return (weight * (votes != np.asarray(own)[:, None])).sum(axis=1) / weight.sum(axis=1)
+
+
+def neighbour_labels(x: np.ndarray, y: np.ndarray, k: int = NEIGHBOURS,
+                     rows: np.ndarray | None = None) -> np.ndarray:
+    """(n, k) labels of each sample's k nearest neighbours, the sample itself left out; `rows`:
+    of those samples only."""
     k = min(k, len(x) - 1)
-    _, index = cKDTree(x).query(x, k=k + 1)
-    index = np.asarray(index).reshape(len(x), -1)
+    rows = np.arange(len(x)) if rows is None else np.asarray(rows)
+    _, index = cKDTree(x).query(x[rows], k=k + 1)
+    index = np.asarray(index).reshape(len(rows), -1)
     neighbours = np.stack([row[row != i][:k] if np.any(row == i) else row[:k]
-                           for i, row in enumerate(index)])
+                           for i, row in zip(rows, index)])
     return y[neighbours]
 
 
@@ -77,6 +92,8 @@ def peel(features: np.ndarray, labels: np.ndarray, classes: list[int], cut: floa
         # Drop the sample itself where it is among the voters; else drop the farthest.
         keep = np.where(own.any(axis=1)[:, None], ~own, np.arange(k + 1)[None] < k)
         votes = neighbours[keep].reshape(len(x), k)
+        # plain votes: weighted ones would count a target class's own votes less as its
+        # poisons swell it, and flag its clean samples (digits, BadNets 10%: precision 0.89)
         disagree = (y[votes] != y[:, None]).mean(axis=1)
         new = (disagree >= cut) & candidates
         if np.array_equal(new, flagged):

@@ -11,8 +11,9 @@ after (the hardened vet), on:
   Fashion-MNIST (Debian's dataset-fashion-mnist: its 10,000 test images, their first 4,000,
   random 5,000 of its training images, seeds 0-5, and 1,000 of them inverted, seeds 0-1):
   no class may be flagged;
-- stamped triggers: the family a red team found both detectors missing (white squares, bars,
-  scattered pixels at 5-15%); the stamp member was built after it, so these are not blind;
+- stamped triggers: the families red teams found vet missing (white squares, bars, scattered
+  pixels, large squares in the middle, at 5-15%); the stamp member was built after them, so
+  these are not blind;
 - the fixed benchmark: bench_vet's attacks (BadNets, Blended, WaNet, SIG) at 1%, 5% and 10% on
   the same MNIST-5k split (and MNIST-10k where present), target class 0: the hardened vet must
   catch every case the default catches and flag no class the default does not.
@@ -115,9 +116,10 @@ def fixed_benchmark(data: Dataset) -> list[Case]:
 
 
 def stamped(data: Dataset) -> list[Case]:
-    """The family a red team found both the old and the first hardened vet missing, which the
-    stamp member (data/detectors/stamp.py) was then built against: white squares in a corner
-    or an edge, the bottom four rows set white, 60 scattered white pixels; 5-15%, dirty label."""
+    """The families red teams found vet missing, which the stamp member
+    (data/detectors/stamp.py) was then built against: white squares in a corner or on an edge,
+    the bottom four rows set white, 60 scattered white pixels (the first red team), large white
+    or black squares in the middle (the third); 5-15%, dirty label."""
     train = held_out_split(data, 0.2, 0)[0]
     h, w = train.x.shape[-2:]
 
@@ -125,13 +127,24 @@ def stamped(data: Dataset) -> list[Case]:
         out = np.array(x, dtype=np.float32, copy=True)
         out[..., h - 4:, :] = 1.0
         return out
+
+    def centre(side: int, value: float):
+        def stamp(x):
+            out = np.array(x, dtype=np.float32, copy=True)
+            top, left = (h - side) // 2, (w - side) // 2
+            out[..., top:top + side, left:left + side] = value
+            return out
+        return stamp
     triggers = {"white 5x5 bottom right": (AttackConfig("patch", 5, 1, 1, 1, 0, 1, 0.1,
                                                         "dirty").trigger((h, w)), 0),
                 "white 6x6 top middle": (AttackConfig("patch", 6, 0, 0.5, 1, 0, 1, 0.1,
                                                       "dirty").trigger((h, w)), 3),
                 "white bottom 4 rows": (bar, 7),
                 "60 scattered white pixels": (AttackConfig("scatter", 60, 0, 0, 1, 0, 1, 0.1,
-                                                           "dirty").trigger((h, w)), 5)}
+                                                           "dirty").trigger((h, w)), 5),
+                "white 10x10 centre": (centre(10, 1.0), 0),
+                "black 10x10 centre": (centre(10, 0.0), 0),
+                "white 12x12 centre": (centre(12, 1.0), 3)}
     cases = []
     for name, (trigger, target) in triggers.items():
         for rate in (0.05, 0.1, 0.15):
@@ -183,8 +196,8 @@ def main() -> None:
               "evasions (held out)": evasion_cases(held, data),
               "clean sets (held out)": clean_sets(data),
               "fixed benchmark (bench_vet's attacks, target 0)": fixed_benchmark(data),
-              "stamped triggers (the red team's family; the stamp member was built after "
-              "it)": stamped(data)}
+              "stamped triggers (the red teams' families; the stamp member was built after "
+              "them)": stamped(data)}
     summaries, rows_of = {}, {}
     for title, cases in groups.items():
         rows_of[title] = check(scorer, cases, args.seed)

@@ -10,6 +10,7 @@ import pytest
 from helpers import mutate, valid_json_report
 from hypothesis import HealthCheck, given, settings
 
+from trojanscope.attacks.image_poison import poison
 from trojanscope.attacks.learning.episode import split
 from trojanscope.attacks.learning.harden import Case, check, harden
 from trojanscope.attacks.learning.space import AttackConfig
@@ -88,6 +89,31 @@ def test_the_hardened_vet_catches_a_large_white_square_by_its_stamp(mnist):
     assert len(flagged) / len(bad.indices) > 0.8
     assert len(flagged) / len(after.suspicious_indices) > 0.9
     assert any(f.evidence.get("member") == "stamp" for f in report.findings)
+
+
+def centred(side: int, value: float):
+    """A square stamped on the middle of the image, where every class has ink."""
+    def stamp(x):
+        out = np.array(x, dtype=np.float32, copy=True)
+        top = (out.shape[-1] - side) // 2
+        out[..., top:top + side, top:top + side] = value
+        return out
+    return stamp
+
+
+@pytest.mark.parametrize("value, target", [(1.0, 4), (0.0, 6)])
+def test_the_hardened_vet_catches_a_square_on_the_middle_of_the_digits(mnist, value, target):
+    """A third red team's evasion: a 10x10 square in the middle at 10% (attack success above
+    0.9): its poisons are each other's neighbours, and it puts no ink where other classes have
+    none; a group of the class shares a region flat at one level."""
+    bad = poison(mnist.x, mnist.y, centred(10, value), 0.1, target, seed=1)
+    data = Dataset(bad.x, bad.y, "centred square")
+    assert vet(data, detector=DEFAULT_DETECTOR).results.suspected_classes == []
+    after = vet(data).results
+    assert after.suspected_classes == [target]
+    flagged = np.intersect1d(after.suspicious_indices, bad.indices)
+    assert len(flagged) / len(bad.indices) > 0.45
+    assert len(flagged) / len(after.suspicious_indices) > 0.9
 
 
 def test_a_class_whose_own_ink_reaches_an_empty_place_is_not_stamped(mnist):

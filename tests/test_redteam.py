@@ -19,6 +19,7 @@ from trojanscope.attacks.learning.search import run_search  # noqa: E402
 from trojanscope.attacks.learning.space import (  # noqa: E402
     DIMENSIONS,
     KINDS,
+    SHAPES,
     AttackConfig,
     decode,
     read_config,
@@ -165,10 +166,30 @@ def test_bad_input_is_named_without_a_traceback(tmp_path, monkeypatch, capsys, a
     assert message in err and "Traceback" not in err
 
 
+def test_patch_shapes_stamp_their_pixels_and_old_configurations_read_as_squares(tmp_path):
+    x = np.zeros((4, 1, 28, 28), dtype=np.float32)
+    counts = {}
+    for shape in SHAPES:
+        config = AttackConfig("patch", 10, 0.5, 0.5, 1.0, 0.0, 1, 0.1, "dirty", shape=shape)
+        stamped = config.trigger((28, 28))(x)[0, 0]
+        counts[shape] = int(stamped.sum())
+        assert stamped[:9].sum() + stamped[19:].sum() == 0  # only inside the 10x10 box
+    assert counts == {"square": 100, "plus": 36, "ring": 64, "bar": 20}
+    seen = {decode(np.r_[-0.9, 0.9, np.zeros(DIMENSIONS - 3), u], (28, 28)).shape
+            for u in np.linspace(-1, 1, 9)}
+    assert seen == set(SHAPES)
+    assert decode(np.r_[-0.9, 1.0, np.zeros(DIMENSIONS - 2)], (28, 28)).size == 14  # half
+    old = {k: v for k, v in decode(np.zeros(DIMENSIONS), (28, 28)).as_dict().items()
+           if k != "shape"}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert read_config(tmp_path / "old.json").shape == "square"
+
+
 def test_a_configuration_with_unknown_or_wrong_fields_is_named(tmp_path):
     entry = decode(np.zeros(DIMENSIONS), (28, 28)).as_dict()
     for broken, message in (({**entry, "kind": "laser"}, "unknown attack kind"),
                             ({**entry, "rate": "0.1"}, "rate must be float"),
+                            ({**entry, "shape": "star"}, "unknown patch shape"),
                             ({**entry, "extra": 1}, "unknown"),
                             ({k: v for k, v in entry.items() if k != "rate"}, "missing")):
         (tmp_path / "c.json").write_text(json.dumps(broken))

@@ -30,6 +30,8 @@ def test_npz_loader_accepts_the_usual_key_names(tmp_path):
     (np.full((10, 8, 8), 3.0), np.zeros(10), r"\[0, 1\]"),
     (np.zeros((10, 8, 8)), np.array([0] * 8 + [1, 1]), "fewer than 5"),
     (np.zeros((10, 2, 2, 2, 2)), np.zeros(10), "must be"),
+    (np.zeros((0, 1, 8, 8)), np.zeros(0), "no images"),
+    (np.zeros((10, 8, 8)), np.zeros((10, 1)), r"one number per image, not of shape \(10, 1\)"),
 ])
 def test_bad_data_is_a_clear_error(x, y, message):
     with pytest.raises(DataError, match=message):

@@ -172,8 +172,12 @@ def validate(x, y, name: str) -> Dataset:
         x = x.transpose(0, 3, 1, 2)  # channels last to channels first
     if x.ndim != 4:
         raise DataError(f"{name}: images must be (n, h, w) or (n, c, h, w), not {x.shape}")
-    if len(x) != len(y) or y.ndim != 1:
+    if y.ndim != 1:
+        raise DataError(f"{name}: labels must be one number per image, not of shape {y.shape}")
+    if len(x) != len(y):
         raise DataError(f"{name}: {len(x)} images but {len(y)} labels")
+    if len(x) == 0:
+        raise DataError(f"{name}: no images")
     if y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0):
         y = y.astype(np.int64)
     if y.dtype.kind not in "iu":

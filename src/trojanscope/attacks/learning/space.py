@@ -6,7 +6,7 @@ trigger and poisons a data set. The axes:
 
     kind       patch, scatter (the trigger spread over many single pixels), blend (a random
                pattern of a frequency band), sinusoid, warp
-    size       patch side, or the scattered pixels' count
+    size       patch side (up to half the image's side), or the scattered pixels' count
     row, col   where the patch sits (fractions of the image)
     value      the patch's or the pixels' intensity (every channel)
     strength   blend alpha, sinusoid amplitude, warp displacement in pixels
@@ -14,6 +14,9 @@ trigger and poisons a data set. The axes:
                warp field's grid
     rate       the poisoned share of the training set (log scale)
     label      dirty (relabelled to the target) or clean (target-class images, labels kept)
+    shape      the patch's: a filled square, a plus, a ring (the square's outline), a bar (a
+               quarter of the square's height); added after a red team's large squares and
+               plus signs in the image's middle (docs/redteam.md)
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ from ...jsonfile import read_json
 from ..image_poison import Poisoned, _upsample, poison, sig_trigger, wanet_trigger
 
 KINDS = ("patch", "scatter", "blend", "sinusoid", "warp")
-AXES = ("kind", "size", "row", "col", "value", "strength", "frequency", "rate", "label")
+SHAPES = ("square", "plus", "ring", "bar")
+AXES = ("kind", "size", "row", "col", "value", "strength", "frequency", "rate", "label",
+        "shape")
 DIMENSIONS = len(AXES)
 RATES = (0.005, 0.15)       # poisoned share, decoded on a log scale
 STRENGTHS = {"blend": (0.02, 0.3), "sinusoid": (0.01, 0.2), "warp": (0.2, 3.0)}
@@ -49,10 +54,13 @@ class AttackConfig:
     target: int = 0
     seed: int = 0      # the random draws: scatter positions, blend pattern, warp field, and
                        # which samples are poisoned
+    shape: str = "square"  # of a patch (SHAPES)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown attack kind {self.kind!r}: one of {', '.join(KINDS)}")
+        if self.shape not in SHAPES:
+            raise ValueError(f"unknown patch shape {self.shape!r}: one of {', '.join(SHAPES)}")
         if self.label not in ("dirty", "clean"):
             raise ValueError(f"label must be 'dirty' or 'clean', not {self.label!r}")
         if not 0 < self.rate < 1:
@@ -75,7 +83,7 @@ class AttackConfig:
         if not isinstance(entry, dict):
             raise ValueError("an attack configuration is a JSON object")
         fields = set(cls.__dataclass_fields__)
-        missing = fields - {"target", "seed"} - set(entry)
+        missing = fields - {"target", "seed", "shape"} - set(entry)
         unknown = set(entry) - fields
         if missing or unknown:
             raise ValueError(f"attack configuration: missing {sorted(missing)}, "
@@ -98,10 +106,11 @@ class AttackConfig:
             side = min(self.size, h, w)
             top = int(round(self.row * (h - side)))
             left = int(round(self.col * (w - side)))
+            mask = _shape_mask(self.shape, side)
 
             def stamp(x):
                 out = np.array(x, dtype=np.float32, copy=True)
-                out[..., top:top + side, left:left + side] = self.value
+                out[..., top:top + side, left:left + side][..., mask] = self.value
                 return out
             return stamp
         if self.kind == "scatter":
@@ -151,7 +160,7 @@ def decode(point, shape: tuple[int, int], target: int = 0, seed: int = 0) -> Att
     if kind == "scatter":
         size = int(round(4 + at["size"] * (side * side // 12 - 4)))
     else:
-        size = int(round(1 + at["size"] * (max(2, side // 4) - 1)))
+        size = int(round(1 + at["size"] * (max(2, side // 2) - 1)))
     low, high = STRENGTHS.get(kind, (0.0, 1.0))
     frequency = int(round(1 + at["frequency"] * (max(2, side // 2) - 1)))
     rate = float(np.exp(np.log(RATES[0]) + at["rate"] * np.log(RATES[1] / RATES[0])))
@@ -160,7 +169,27 @@ def decode(point, shape: tuple[int, int], target: int = 0, seed: int = 0) -> Att
                         strength=round(float(low + at["strength"] * (high - low)), 4),
                         frequency=frequency, rate=round(rate, 4),
                         label="clean" if at["label"] >= 0.5 else "dirty", target=target,
-                        seed=seed)
+                        seed=seed,
+                        shape=SHAPES[min(int(at["shape"] * len(SHAPES)), len(SHAPES) - 1)])
+
+
+def _shape_mask(shape: str, side: int) -> np.ndarray:
+    """(side, side) booleans: the pixels of a patch of `shape` (strokes a fifth of the side)."""
+    mask = np.zeros((side, side), dtype=bool)
+    stroke = max(1, side // 5)
+    low, high = (side - stroke) // 2, (side - stroke) // 2 + stroke
+    if shape == "square":
+        mask[:] = True
+    elif shape == "plus":
+        mask[low:high, :] = True
+        mask[:, low:high] = True
+    elif shape == "ring":
+        mask[:stroke, :] = mask[-stroke:, :] = True
+        mask[:, :stroke] = mask[:, -stroke:] = True
+    else:  # bar
+        height = max(1, side // 4)
+        mask[(side - height) // 2:(side - height) // 2 + height, :] = True
+    return mask
 
 
 def read_config(path: Path) -> AttackConfig:

@@ -33,14 +33,20 @@ from ..views import INKED, projected
 from . import check_inputs, detector, per_class
 from .neighbours import disagreement, neighbour_labels
 
-RARE = 0.01     # a pixel is rare ink for a class when the other classes ink it less often
-MIN_RARE = 1    # rare inked pixels (of the ink view, at most 14 x 14) that make a candidate
-GROW = 0.5      # the candidates' ink share above the rest of the class's and the others'
+RARE = 0.01       # a pixel is rare ink for a class when the other classes ink it less often
+MIN_RARE = 1      # rare inked pixels (of the ink view, at most 14 x 14) that make a candidate
+GROW = 0.5        # the candidates' ink share above the rest of the class's and the others'
+FLAT = 0.05       # a pixel is flat in a group when its values lie this close to their median
+FLAT_SHARE = 0.8  # in this share of the group,
+DIFF = 0.3        # and that median this far from the other classes' mean
+MIN_FLAT = 4      # flat pixels that make a shared region
+_KEY = np.random.default_rng(0).standard_normal(64)  # orders a class's rows by content
 
 
 @detector("stamp", cut=0.5, model_free=True, view="ink",
-          summary="ink stamped where no other class has any (patches, bars, scattered "
-                  "pixels): wiped out, does the image look like another class? (grey images)")
+          summary="a mark stamped on poisons (ink where no other class has any, or a region "
+                  "flat across a group of a class): wiped out, does the image look like "
+                  "another class? (grey images)")
 def stamp_scores(features, labels, *, seed: int = 0) -> np.ndarray:
     x, y = check_inputs(features, labels)
     if len(x) < 3 or len(np.unique(y)) < 2:
@@ -54,18 +60,50 @@ def stamp_scores(features, labels, *, seed: int = 0) -> np.ndarray:
         region = others < RARE
         rare = inked[rows] @ region
         marked = rows[rare >= MIN_RARE]
-        if len(marked) == 0:
-            continue
-        rest = np.setdiff1d(rows, marked)
-        if len(rest):  # weighted by rare ink: a stamp's carriers outweigh a class's own strays
-            weight = rare[rare >= MIN_RARE]
-            region |= weight @ inked[marked] / weight.sum() - np.maximum(
-                inked[rest].mean(axis=0), others) > GROW
-        wiped = x.copy()
-        wiped[:, region] = 0.0  # in every image: what only this class inks counts for none
-        wiped_out = _disagreement(projected(wiped), y, marked)
-        scores[marked] = wiped_out * (1 - _disagreement(as_given, y, marked))
+        if len(marked):
+            rest = np.setdiff1d(rows, marked)
+            if len(rest):  # weighted by rare ink: a stamp's carriers outweigh a class's strays
+                weight = rare[rare >= MIN_RARE]
+                region |= weight @ inked[marked] / weight.sum() - np.maximum(
+                    inked[rest].mean(axis=0), others) > GROW
+            _wipe_test(x, y, as_given, region, np.zeros(x.shape[1]), marked, scores)
+        for carriers, region, level in _flat_regions(x, y, as_given, rows, seed):
+            _wipe_test(x, y, as_given, region, level, carriers, scores)
     return scores
+
+
+def _flat_regions(x, y, as_given, rows, seed):
+    """(carriers, region, level) of each group of the class (2-means in the projection) that
+    shares a region of at least MIN_FLAT pixels flat at a level far from the other classes':
+    a stamp where every class has ink (a block on the digits' middle)."""
+    from sklearn.cluster import KMeans
+
+    if len(rows) < 20:
+        return
+    rows = rows[np.argsort(as_given[rows] @ _KEY[:as_given.shape[1]], kind="stable")]
+    groups = KMeans(2, n_init=4, random_state=seed).fit_predict(as_given[rows])
+    elsewhere = x[y != y[rows[0]]].mean(axis=0)
+    for group in (0, 1):
+        members = rows[groups == group]
+        if len(members) < 10:
+            continue
+        level = np.median(x[members], axis=0)
+        near = np.abs(x[members] - level) <= FLAT
+        region = (near.mean(axis=0) >= FLAT_SHARE) & (np.abs(level - elsewhere) > DIFF)
+        if region.sum() < MIN_FLAT:
+            continue
+        carriers = members[near[:, region].mean(axis=1) >= 0.9]
+        if len(carriers) >= 10:
+            yield carriers, region, level
+
+
+def _wipe_test(x, y, as_given, region, level, rows, scores) -> None:
+    """Scores `rows`: the region set to `level` in every image, their neighbour disagreement,
+    times their agreement as given (the higher score kept)."""
+    wiped = x.copy()
+    wiped[:, region] = level[region]  # in every image: the mark counts for none
+    found = _disagreement(projected(wiped), y, rows) * (1 - _disagreement(as_given, y, rows))
+    scores[rows] = np.maximum(scores[rows], found)
 
 
 def _disagreement(view: np.ndarray, y: np.ndarray, rows: np.ndarray) -> np.ndarray:

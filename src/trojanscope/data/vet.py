@@ -184,10 +184,7 @@ def vet_hardened(data: Dataset, seed: int = 0, scorer=None) -> Report:
             continue
         strongest = max(found, key=lambda m: _class_entry(m, label)["z"])
         entry = _class_entry(strongest, label)
-        inside = data.y == label
-        beyond = float(np.quantile(strongest.scores[~inside], SAMPLE_QUANTILE))
-        rows = np.flatnonzero(inside & (strongest.scores >= min(strongest.cut, beyond)) &
-                              (strongest.scores > beyond))
+        rows = _beyond_the_others(strongest, data.y, label)
         add(label, rows,
             f"class {label}: the hardened ensemble scores it {logit:.1f} (threshold "
             f"{scorer.threshold:.1f}); {entry['outliers']} of {entry['samples']} samples "
@@ -202,13 +199,14 @@ def vet_hardened(data: Dataset, seed: int = 0, scorer=None) -> Report:
             if label in already or label in added:
                 continue
             entry = _class_entry(member, label)
-            rows = np.flatnonzero((data.y == label) & (member.scores >= member.cut))
+            rows = _beyond_the_others(member, data.y, label)
             add(label, rows,
                 f"class {label}: {entry['outliers']} of {entry['samples']} samples "
                 f"({entry['outlier_share']:.1%}) stand out to {member.name} "
                 f"({DETECTORS.meta(member.name)['summary']}), against a median of "
                 f"{np.median([c['outlier_share'] for c in member.decision.per_class]):.1%} "
-                "in the classes", {**entry, "member": member.name})
+                f"in the classes; {len(rows)} flagged, scored beyond {SAMPLE_QUANTILE:.0%} of "
+                "the other classes' samples", {**entry, "member": member.name})
     classes = sorted(already | set(added))
     shares = {str(e["class"]): e.get("ensemble_share", e["outlier_share"])
               for e in per_class if e["suspected"]}
@@ -220,6 +218,15 @@ def vet_hardened(data: Dataset, seed: int = 0, scorer=None) -> Report:
                    config={"seed": seed, "detector": HARDENED, "features": "input view",
                            "members": list(scorer.features), "threshold": scorer.threshold,
                            "scorer": scorer.provenance.get("fitted_on", "given")})
+
+
+def _beyond_the_others(member, labels: np.ndarray, label: int) -> np.ndarray:
+    """The rows of class `label` that `member` scores beyond SAMPLE_QUANTILE of the other
+    classes' samples (and at its cut, where that is lower): the samples of a class added."""
+    inside = labels == label
+    beyond = float(np.quantile(member.scores[~inside], SAMPLE_QUANTILE))
+    return np.flatnonzero(inside & (member.scores >= min(member.cut, beyond)) &
+                          (member.scores > beyond))
 
 
 def _class_entry(member, label: int) -> dict:

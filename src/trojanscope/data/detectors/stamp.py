@@ -1,28 +1,33 @@
-"""Stamped triggers: a patch, bar or scatter of pixels stamped on poisons puts ink where the other
-classes have almost none (their ink share below RARE there), since every poison carries the
-target's label. Under a large stamp the poisons are each other's nearest neighbours, and
-neighbour disagreement sees a coherent class (the learning attacker's red team: a white 5x5
-square or the bottom rows set white at 5-15%, dirty label, missed by the hardened vet).
+"""Stamped triggers: a mark (a patch, a bar, scattered pixels, a square on the digits' middle)
+stamped on poisons makes them each other's nearest neighbours, and neighbour disagreement sees
+a coherent class (red teams on the hardened vet: a white 5x5 square or the bottom rows set
+white at 5-15%; a white or black 10-12 px square in the image's middle at 2-15%). Every poison
+carries the target's label, so the mark sets a group of that class apart. Per class, in the
+ink view (views.py), the mark's region is found two ways:
+- rare ink: pixels the other classes almost never ink (under RARE of them). Samples with at
+  least MIN_RARE such pixels are candidates; the region grows by the pixels the candidates,
+  weighted by their rare ink, ink far more often (GROW) than both the rest of the class and the
+  other classes (a bar that crosses where digits have some ink);
+- a flat region: a group of the class (2-means in the projection, rows in content order) whose
+  pixels lie within FLAT of one level in FLAT_SHARE of the group, at least MIN_FLAT of them,
+  that level DIFF from the other classes' mean (a square where every class has ink). The
+  candidates are the group's samples flat over 90% of the region.
+The region is set to one level in every image, and a candidate's score is its neighbour
+disagreement on what is left (the input view's projection) times its agreement as given: a
+poison the mark made agree with its label looks, without it, like its source class (near 1);
+a clean object whose own shape reaches an unusual place (a bag's handle) or a group defined by
+its class's own shape still looks like its class, and a sample already confused as given is
+neighbour disagreement's to judge (near 0). Others score 0.
 
-So, per class: the samples with at least MIN_RARE such inked pixels (the ink view, views.py)
-are the stamp's candidates; the stamp's region is those pixels, grown by the pixels that the
-candidates, weighted by their rare ink, ink far more often (GROW) than both the rest of the
-class and the other classes (a bar that crosses where digits have some ink; the weights let
-a stamp's carriers outweigh the class's own samples with a stray rare pixel). The region is
-wiped from every image, and a candidate's score is its neighbour disagreement on what is left
-(the input view's projection) times its agreement as given: a poison that the stamp made
-agree with its label, wiped, looks like its source class (near 1); a clean object whose own
-shape reaches an unusual place (a bag's handle) still looks like its class, and one already
-confused as given is neighbour disagreement's to judge (near 0). Others score 0.
-
-Measured on a MNIST-5k split (dirty label, target 0; benchmarks/bench_harden.py's "stamped"
-group runs such cases): white 5x5 and 6x6 squares in a corner or on an edge at 5-15%, class z
-44-120, 66-99% of the poisons at the cut; the bottom four rows set white at 5-10%, z 63-95,
-90%. On 35 clean grey sets (digits, MNIST splits, 10k sets and gamma curves, Fashion-MNIST
-1k-10k samples, inverted ones) no sample reached the cut. It is the complement of neighbour
-disagreement, which catches the small stamps (2-3 px) and the low rates this misses (a
-stamp on few poisons leaves them their source's neighbours as given), and it is blind to
-triggers where every class has ink (a square on a digit's middle), warps and sinusoids.
+Measured on a MNIST-5k split (dirty label; benchmarks/bench_harden.py's "stamped" group runs
+such cases): squares of 5-6 px in a corner or on an edge at 5-15%, class z 44-120, 66-99% of
+the poisons at the cut; the bottom four rows at 5-15%, every poison; 8-12 px squares in the
+middle, white or black, at 2-15%: 8 of a red team's 10 cases (z 13-119). On 35 clean grey sets
+(digits, MNIST splits, 10k sets and gamma curves, Fashion-MNIST 1k-10k samples, inverted ones)
+no class above z 2.1. It is the complement of neighbour disagreement, which catches the small
+stamps (2-3 px) and the low rates this misses; blind to thin shapes in the middle (a plus of
+2 px strokes: no pooled pixel is flat), to marks on too few poisons for a 2-means group (a
+14 px square at 1%), to warps and sinusoids.
 """
 
 from __future__ import annotations

@@ -141,6 +141,16 @@ def test_a_small_clean_class_is_not_outvoted(mnist, label, kept):
     assert vet(data, detector=DEFAULT_DETECTOR).results.suspected_classes == []
 
 
+def test_a_watermark_on_a_whole_class_is_its_look_not_a_stamp(mnist):
+    """A second red team's false alarm: a white bar (a caption) on every image of class 3 hid
+    the 3s' natural confusion with other digits, and wiped out it showed again."""
+    x = mnist.x.copy()
+    x[mnist.y == 3, :, 24:27, 2:12] = 1.0
+    data = Dataset(x, mnist.y, "captioned threes")
+    assert vet(data, detector="stamp").results.suspected_classes == []
+    assert vet(data).results.suspected_classes == []
+
+
 def SHIPPED_SCORER() -> Scorer:
     return Scorer.load(SHIPPED)
 

@@ -12,12 +12,14 @@ ink view (views.py), the mark's region is found two ways:
   pixels lie within FLAT of one level in FLAT_SHARE of the group, at least MIN_FLAT of them,
   that level DIFF from the other classes' mean (a square where every class has ink). The
   candidates are the group's samples flat over 90% of the region.
-The region is set to one level in every image, and a candidate's score is its neighbour
-disagreement on what is left (the input view's projection) times its agreement as given: a
-poison the mark made agree with its label looks, without it, like its source class (near 1);
-a clean object whose own shape reaches an unusual place (a bag's handle) or a group defined by
-its class's own shape still looks like its class, and a sample already confused as given is
-neighbour disagreement's to judge (near 0). Others score 0.
+A pixel marked in nearly every sample of a class (WHOLE) is the class's look, a source's
+watermark, and is left out of both. The region is set to one level in every image, and a
+candidate's score is its neighbour disagreement on what is left (the input view's
+projection) times its agreement as given: a poison the mark made agree with its label looks,
+without it, like its source class (near 1); a clean object whose own shape reaches an unusual
+place (a bag's handle) or a group defined by its class's own shape still looks like its
+class, and a sample already confused as given is neighbour disagreement's to judge (near 0).
+Others score 0.
 
 Measured on a MNIST-5k split (dirty label; benchmarks/bench_harden.py's "stamped" group runs
 such cases): squares of 5-6 px in a corner or on an edge at 5-15%, class z 44-120, 66-99% of
@@ -45,6 +47,9 @@ FLAT = 0.05       # a pixel is flat in a group when its values lie this close to
 FLAT_SHARE = 0.8  # in this share of the group,
 DIFF = 0.3        # and that median this far from the other classes' mean
 MIN_FLAT = 4      # flat pixels that make a shared region
+WHOLE = 0.9       # a pixel marked in this share of a class or more is its look (a source's
+                  # watermark), not poisons': dirty-label poisons at 15% are about 60% of their
+                  # target class
 _KEY = np.random.default_rng(0).standard_normal(64)  # orders a class's rows by content
 
 
@@ -62,7 +67,7 @@ def stamp_scores(features, labels, *, seed: int = 0) -> np.ndarray:
     scores = np.zeros(len(x))
     for _, rows in per_class(y):
         others = (total - inked[rows].sum(axis=0)) / (len(x) - len(rows))
-        region = others < RARE
+        region = (others < RARE) & (inked[rows].mean(axis=0) < WHOLE)  # a class-wide mark
         rare = inked[rows] @ region
         marked = rows[rare >= MIN_RARE]
         if len(marked):
@@ -94,7 +99,14 @@ def _flat_regions(x, y, as_given, rows, seed):
             continue
         level = np.median(x[members], axis=0)
         near = np.abs(x[members] - level) <= FLAT
-        region = (near.mean(axis=0) >= FLAT_SHARE) & (np.abs(level - elsewhere) > DIFF)
+        # a pixel inked (or blank, at a dark level) across the whole class and hardly anywhere
+        # else is the class's own mark; each image is scaled to its brightest pixel, so a fixed
+        # mark's level varies a little
+        inside, outside = (x[rows] > INKED).mean(axis=0), (x[y != y[rows[0]]] > INKED).mean(axis=0)
+        dark = level <= INKED
+        common = (np.where(dark, 1 - inside, inside) >= WHOLE) & \
+            (np.where(dark, 1 - outside, outside) <= 1 - WHOLE)
+        region = (near.mean(axis=0) >= FLAT_SHARE) & (np.abs(level - elsewhere) > DIFF) & ~common
         if region.sum() < MIN_FLAT:
             continue
         carriers = members[near[:, region].mean(axis=1) >= 0.9]

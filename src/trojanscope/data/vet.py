@@ -167,46 +167,35 @@ def vet_hardened(data: Dataset, seed: int = 0, scorer=None) -> Report:
     findings = list(base.findings)
     added = {}  # class -> the rows flagged in it
 
-    def add(label: int, rows: np.ndarray, message: str, evidence: dict) -> None:
+    def add(label: int, member, why: str, evidence: dict) -> None:
+        """Suspect `label` for `why`; its samples are those `member` scores beyond the others."""
         nonlocal per_class
+        entry = _class_entry(member, label)
+        rows = _beyond_the_others(member, data.y, label)
         added[label] = rows
         indices.update(rows.tolist())
-        share = round(len(rows) / max(1, int(np.sum(data.y == label))), 4)
+        share = round(len(rows) / max(1, int(entry["samples"])), 4)
         per_class = [{**e, "suspected": True, "ensemble_suspected": True,
                       "ensemble_flagged": int(len(rows)), "ensemble_share": share}
                      if e["class"] == label else e for e in per_class]
         findings.append(POISONED_CLASS.finding(
-            message, Location(data.name, (f"class {label}",)),
-            {**evidence, "detector": HARDENED}))
+            f"class {label}: {why}{entry['outliers']} of {entry['samples']} samples "
+            f"({entry['outlier_share']:.1%}) stand out to {member.name}, against a median of "
+            f"{np.median([c['outlier_share'] for c in member.decision.per_class]):.1%}; "
+            f"{len(rows)} flagged, scored beyond {SAMPLE_QUANTILE:.0%} of the other classes' "
+            "samples", Location(data.name, (f"class {label}",)),
+            {**entry, **evidence, "member": member.name, "detector": HARDENED}))
 
     for label, logit in suspected(scorer, found):
-        if label in already:
-            continue
-        strongest = max(found, key=lambda m: _class_entry(m, label)["z"])
-        entry = _class_entry(strongest, label)
-        rows = _beyond_the_others(strongest, data.y, label)
-        add(label, rows,
-            f"class {label}: the hardened ensemble scores it {logit:.1f} (threshold "
-            f"{scorer.threshold:.1f}); {entry['outliers']} of {entry['samples']} samples "
-            f"({entry['outlier_share']:.1%}) stand out to {strongest.name}, against a median "
-            f"of {np.median([c['outlier_share'] for c in strongest.decision.per_class]):.1%}; "
-            f"{len(rows)} flagged, scored beyond {SAMPLE_QUANTILE:.0%} of the other classes' "
-            "samples",
-            {**entry, "member": strongest.name, "ensemble_logit": round(logit, 3),
-             "threshold": scorer.threshold})
+        if label not in already:
+            strongest = max(found, key=lambda m: _class_entry(m, label)["z"])
+            add(label, strongest, f"the hardened ensemble scores it {logit:.1f} (threshold "
+                f"{scorer.threshold:.1f}); ", {"ensemble_logit": round(logit, 3),
+                                               "threshold": scorer.threshold})
     for member in (m for m in found if m.name in DECISIVE):
         for label in member.decision.classes:
-            if label in already or label in added:
-                continue
-            entry = _class_entry(member, label)
-            rows = _beyond_the_others(member, data.y, label)
-            add(label, rows,
-                f"class {label}: {entry['outliers']} of {entry['samples']} samples "
-                f"({entry['outlier_share']:.1%}) stand out to {member.name} "
-                f"({DETECTORS.meta(member.name)['summary']}), against a median of "
-                f"{np.median([c['outlier_share'] for c in member.decision.per_class]):.1%} "
-                f"in the classes; {len(rows)} flagged, scored beyond {SAMPLE_QUANTILE:.0%} of "
-                "the other classes' samples", {**entry, "member": member.name})
+            if label not in already and label not in added:
+                add(label, member, f"{DETECTORS.meta(member.name)['summary']}; ", {})
     classes = sorted(already | set(added))
     shares = {str(e["class"]): e.get("ensemble_share", e["outlier_share"])
               for e in per_class if e["suspected"]}

@@ -129,12 +129,7 @@ def stamped(data: Dataset) -> list[Case]:
         return out
 
     def centre(side: int, value: float):
-        def stamp(x):
-            out = np.array(x, dtype=np.float32, copy=True)
-            top, left = (h - side) // 2, (w - side) // 2
-            out[..., top:top + side, left:left + side] = value
-            return out
-        return stamp
+        return AttackConfig("patch", side, 0.5, 0.5, value, 0, 1, 0.1, "dirty").trigger((h, w))
     triggers = {"white 5x5 bottom right": (AttackConfig("patch", 5, 1, 1, 1, 0, 1, 0.1,
                                                         "dirty").trigger((h, w)), 0),
                 "white 6x6 top middle": (AttackConfig("patch", 6, 0, 0.5, 1, 0, 1, 0.1,

@@ -93,12 +93,7 @@ def test_the_hardened_vet_catches_a_large_white_square_by_its_stamp(mnist):
 
 def centred(side: int, value: float):
     """A square stamped on the middle of the image, where every class has ink."""
-    def stamp(x):
-        out = np.array(x, dtype=np.float32, copy=True)
-        top = (out.shape[-1] - side) // 2
-        out[..., top:top + side, top:top + side] = value
-        return out
-    return stamp
+    return AttackConfig("patch", side, 0.5, 0.5, value, 0, 1, 0.1, "dirty").trigger((28, 28))
 
 
 @pytest.mark.parametrize("value, target", [(1.0, 4), (0.0, 6)])

@@ -36,7 +36,7 @@ def default_detector(data: Dataset) -> str:
     """Colour images (natural images): semantic contrast; grey digits and the like: the
     hardened ensemble when this version ships an accepted one (ensemble.py), else neighbour
     disagreement in the input view; neither needs a model."""
-    if data.x.shape[1] == 3 and min(data.x.shape[-2:]) >= 16:
+    if _natural(data):
         return CONTRAST
     from .ensemble import shipped
 
@@ -146,7 +146,7 @@ def vet_hardened(data: Dataset, seed: int = 0, scorer=None) -> Report:
     from .ensemble import DECISIVE, SHIPPED, Scorer, class_features, members, suspected, views
 
     started = time.perf_counter()
-    if data.x.shape[1] == 3 and min(data.x.shape[-2:]) >= 16:
+    if _natural(data):
         raise ValueError(f"{data.name}: the hardened detector is for grey images (colour "
                          "images: semantic-contrast, the default there)")
     if scorer is None:
@@ -212,11 +212,15 @@ def vet_hardened(data: Dataset, seed: int = 0, scorer=None) -> Report:
 
 def _beyond_the_others(member, labels: np.ndarray, label: int) -> np.ndarray:
     """The rows of class `label` that `member` scores beyond SAMPLE_QUANTILE of the other
-    classes' samples (and at its cut, where that is lower): the samples of a class added."""
+    classes' samples: the samples of a class added."""
     inside = labels == label
     beyond = float(np.quantile(member.scores[~inside], SAMPLE_QUANTILE))
-    return np.flatnonzero(inside & (member.scores >= min(member.cut, beyond)) &
-                          (member.scores > beyond))
+    return np.flatnonzero(inside & (member.scores > beyond))
+
+
+def _natural(data: Dataset) -> bool:
+    """Colour images of at least 16 pixels a side: natural images, not grey digits."""
+    return data.x.shape[1] == 3 and min(data.x.shape[-2:]) >= 16
 
 
 def _class_entry(member, label: int) -> dict:

@@ -21,7 +21,7 @@ trigger and poisons a data set. The axes:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
 
@@ -83,7 +83,8 @@ class AttackConfig:
         if not isinstance(entry, dict):
             raise ValueError("an attack configuration is a JSON object")
         fields = set(cls.__dataclass_fields__)
-        missing = fields - {"target", "seed", "shape"} - set(entry)
+        optional = {f.name for f in dataclass_fields(cls) if f.default is not MISSING}
+        missing = fields - optional - set(entry)
         unknown = set(entry) - fields
         if missing or unknown:
             raise ValueError(f"attack configuration: missing {sorted(missing)}, "

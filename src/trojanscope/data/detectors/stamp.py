@@ -64,6 +64,7 @@ def stamp_scores(features, labels, *, seed: int = 0) -> np.ndarray:
     inked = (x > INKED).astype(np.float64)
     total = inked.sum(axis=0)
     as_given = projected(x)
+    agree = 1 - _disagreement(as_given, y, np.arange(len(x)))  # each sample's, as given
     scores = np.zeros(len(x))
     for _, rows in per_class(y):
         others = (total - inked[rows].sum(axis=0)) / (len(x) - len(rows))
@@ -76,16 +77,17 @@ def stamp_scores(features, labels, *, seed: int = 0) -> np.ndarray:
                 weight = rare[rare >= MIN_RARE]
                 region |= weight @ inked[marked] / weight.sum() - np.maximum(
                     inked[rest].mean(axis=0), others) > GROW
-            _wipe_test(x, y, as_given, region, np.zeros(x.shape[1]), marked, scores)
-        for carriers, region, level in _flat_regions(x, y, as_given, rows, seed):
-            _wipe_test(x, y, as_given, region, level, carriers, scores)
+            _wipe_test(x, y, agree, region, np.zeros(x.shape[1]), marked, scores)
+        for carriers, region, level in _flat_regions(x, y, inked, others, as_given, rows, seed):
+            _wipe_test(x, y, agree, region, level, carriers, scores)
     return scores
 
 
-def _flat_regions(x, y, as_given, rows, seed):
+def _flat_regions(x, y, inked, others, as_given, rows, seed):
     """(carriers, region, level) of each group of the class (2-means in the projection) that
     shares a region of at least MIN_FLAT pixels flat at a level far from the other classes':
-    a stamp where every class has ink (a block on the digits' middle)."""
+    a stamp where every class has ink (a block on the digits' middle). `inked`: every sample's
+    inked pixels; `others`: the other classes' ink share per pixel."""
     from sklearn.cluster import KMeans
 
     if len(rows) < 20:
@@ -93,6 +95,7 @@ def _flat_regions(x, y, as_given, rows, seed):
     rows = rows[np.argsort(as_given[rows] @ _KEY[:as_given.shape[1]], kind="stable")]
     groups = KMeans(2, n_init=4, random_state=seed).fit_predict(as_given[rows])
     elsewhere = x[y != y[rows[0]]].mean(axis=0)
+    inside = inked[rows].mean(axis=0)
     for group in (0, 1):
         members = rows[groups == group]
         if len(members) < 10:
@@ -102,10 +105,9 @@ def _flat_regions(x, y, as_given, rows, seed):
         # a pixel inked (or blank, at a dark level) across the whole class and hardly anywhere
         # else is the class's own mark; each image is scaled to its brightest pixel, so a fixed
         # mark's level varies a little
-        inside, outside = (x[rows] > INKED).mean(axis=0), (x[y != y[rows[0]]] > INKED).mean(axis=0)
         dark = level <= INKED
         common = (np.where(dark, 1 - inside, inside) >= WHOLE) & \
-            (np.where(dark, 1 - outside, outside) <= 1 - WHOLE)
+            (np.where(dark, 1 - others, others) <= 1 - WHOLE)
         region = (near.mean(axis=0) >= FLAT_SHARE) & (np.abs(level - elsewhere) > DIFF) & ~common
         if region.sum() < MIN_FLAT:
             continue
@@ -114,12 +116,12 @@ def _flat_regions(x, y, as_given, rows, seed):
             yield carriers, region, level
 
 
-def _wipe_test(x, y, as_given, region, level, rows, scores) -> None:
+def _wipe_test(x, y, agree, region, level, rows, scores) -> None:
     """Scores `rows`: the region set to `level` in every image, their neighbour disagreement,
-    times their agreement as given (the higher score kept)."""
+    times their agreement as given (`agree`; the higher score kept)."""
     wiped = x.copy()
     wiped[:, region] = level[region]  # in every image: the mark counts for none
-    found = _disagreement(projected(wiped), y, rows) * (1 - _disagreement(as_given, y, rows))
+    found = _disagreement(projected(wiped), y, rows) * agree[rows]
     scores[rows] = np.maximum(scores[rows], found)
 
 

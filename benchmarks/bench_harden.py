@@ -6,14 +6,17 @@ installed random 5,000 of Fashion-MNIST's training images, seeds 10-14, none of 
 on), then checked, before (vet's neighbour disagreement, the default until now) and
 after (the hardened vet), on:
 - the evasions of the fitting reports (seen) and of --held-out reports (not seen);
-- held-out clean sets: scikit-learn's digits, other splits of MNIST-5k, MNIST-5k under gamma
-  curves, and where they are installed MNIST-10k train and test (../shared/datasets) and
-  Fashion-MNIST (Debian's dataset-fashion-mnist: its 10,000 test images, their first 4,000,
-  random 5,000 of its training images, seeds 0-5, and 1,000 of them inverted, seeds 0-1):
+- held-out clean sets: scikit-learn's digits, other splits of MNIST-5k (one of them also with
+  half of every class, every 8 or half the 8s inverted), MNIST-5k under gamma curves, and
+  where they are installed MNIST-10k train and test (../shared/datasets) and Fashion-MNIST
+  (Debian's dataset-fashion-mnist: its 10,000 test images, their first 4,000, random 5,000 of
+  its training images, seeds 0-5, and 1,000 of them inverted, seeds 0-1):
   no class may be flagged;
 - stamped triggers: the families red teams found vet missing (white squares, bars, scattered
   pixels, large squares in the middle, at 5-15%); the stamp member was built after them, so
   these are not blind;
+- inverted images: the whole image inverted at 1-15%, targets 0, 3 and 7 (a red team's
+  evasion; the polarity member was built after it, so these are not blind either);
 - the fixed benchmark: bench_vet's attacks (BadNets, Blended, WaNet, SIG) at 1%, 5% and 10% on
   the same MNIST-5k split (and MNIST-10k where present), target class 0: the hardened vet must
   catch every case the default catches and flag no class the default does not.
@@ -57,6 +60,12 @@ def clean_sets(data: Dataset) -> list[Case]:
         cases += [Case("mnist-10k train", train), Case("mnist test 10k", test)]
     cases += [Case(f"mnist-5k gamma {g}", Dataset(data.x ** g, data.y, data.name))
               for g in (1.5, 2.0, 2.2)]
+    split = held_out_split(data, 0.2, 7)[0]
+    half = np.arange(len(split.y)) % 2 == 0
+    for name, rows in (("half of every class", half), ("every 8", split.y == 8),
+                       ("half the 8s", half & (split.y == 8))):
+        cases.append(Case(f"mnist-5k split seed 7, {name} inverted", Dataset(
+            np.where(rows[:, None, None, None], 1 - split.x, split.x), split.y, split.name)))
     test = fashion("t10k")
     if test is not None:
         cases += [Case("fashion-mnist test 10k", test),
@@ -148,6 +157,22 @@ def stamped(data: Dataset) -> list[Case]:
     return cases
 
 
+def inverted(data: Dataset) -> list[Case]:
+    """The fourth red team's evasion, which the polarity member (data/detectors/polarity.py)
+    was then built against: the whole image inverted (x -> 1 - x), dirty label, 1-15%."""
+    train = held_out_split(data, 0.2, 0)[0]
+
+    def invert(x):
+        return (1.0 - np.asarray(x, dtype=np.float32)).astype(np.float32)
+    cases = []
+    for target in (0, 3, 7):
+        for rate in (0.01, 0.05, 0.15):
+            bad = poison(train.x, train.y, invert, rate, target, seed=0)
+            cases.append(Case(f"inverted, target {target}, {rate:.0%}",
+                              Dataset(bad.x, bad.y, train.name), target))
+    return cases
+
+
 def table(title: str, rows: list[dict]) -> dict:
     print(f"\n{title}")
     print(f"  {'case':44s} {'target':>6s} {'before':>14s} {'after':>14s}")
@@ -192,7 +217,9 @@ def main() -> None:
               "clean sets (held out)": clean_sets(data),
               "fixed benchmark (bench_vet's attacks, target 0)": fixed_benchmark(data),
               "stamped triggers (the red teams' families; the stamp member was built after "
-              "them)": stamped(data)}
+              "them)": stamped(data),
+              "inverted images (a red team's; the polarity member was built after them)":
+                  inverted(data)}
     summaries, rows_of = {}, {}
     for title, cases in groups.items():
         rows_of[title] = check(scorer, cases, args.seed)

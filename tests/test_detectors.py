@@ -81,6 +81,20 @@ def planted_stamp(seed: int = 0, n_per_class: int = 200, share: float = 0.1):
     return np.clip(x, 0, 1).reshape(len(y), -1), y, poisoned
 
 
+def planted_inversion(seed: int = 0):
+    """The polarity view (views.polarity_view) of inverted poisons: the stamp's three classes,
+    and relabelled samples of classes 1 and 2 on a light ground (the last column), which the
+    ink view undoes: inverted back, they look like their sources."""
+    x, y, _ = planted_stamp(seed, share=0.0)
+    x = np.hstack([x, np.zeros((len(y), 1))])
+    rows = np.random.default_rng(seed).choice(np.flatnonzero(y != 0), 40, replace=False)
+    x[rows, -1] = 1.0
+    y[rows] = 0
+    poisoned = np.zeros(len(y), dtype=bool)
+    poisoned[rows] = True
+    return x, y, poisoned
+
+
 # Which planted poison a detector is built to find: a shift inside the class as seen in a
 # poisoned model's features (the default), relabelled samples as seen in the inputs (the
 # detectors that read the images themselves), or their statistics.
@@ -88,8 +102,8 @@ def planting(name: str):
     meta = DETECTORS.meta(name)
     if not meta["model_free"]:
         return planted
-    return {"statistics": planted_statistics, "ink": planted_stamp}.get(meta["view"],
-                                                                        planted_relabelled)
+    return {"statistics": planted_statistics, "ink": planted_stamp,
+            "polarity": planted_inversion}.get(meta["view"], planted_relabelled)
 
 
 def test_registry_lists_the_detectors_with_their_metadata():

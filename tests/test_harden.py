@@ -146,6 +146,39 @@ def test_a_watermark_on_a_whole_class_is_its_look_not_a_stamp(mnist):
     assert vet(data).results.suspected_classes == []
 
 
+def inverted(x: np.ndarray) -> np.ndarray:
+    return (1.0 - x).astype(np.float32)
+
+
+def test_the_hardened_vet_catches_inverted_poisons(mnist):
+    """A fourth red team's evasion: the whole image inverted (x -> 1 - x), dirty label, attack
+    success 1.0 at 1-15%: the poisons are each other's neighbours as given and look like their
+    sources once inverted back."""
+    bad = poison(mnist.x, mnist.y, inverted, 0.02, 7, seed=1)
+    data = Dataset(bad.x, bad.y, "inverted poisons")
+    assert vet(data, detector=DEFAULT_DETECTOR).results.suspected_classes == []
+    report = vet(data)
+    after = report.results
+    assert after.suspected_classes == [7]
+    flagged = np.intersect1d(after.suspicious_indices, bad.indices)
+    assert len(flagged) / len(bad.indices) > 0.9
+    assert len(flagged) / len(after.suspicious_indices) > 0.9
+    assert any(f.evidence.get("member") == "polarity" for f in report.findings)
+
+
+@pytest.mark.parametrize("which", ["every 8", "half the 8s", "half of every class", "all"])
+def test_images_on_their_own_ground_are_not_inverted_poisons(mnist, which):
+    """Clean images on a light ground: a class scanned apart (all or half of it), or half of
+    every class, or the whole set. Inverted back, they look like their own class."""
+    half = np.arange(len(mnist.y)) % 2 == 0
+    rows = {"every 8": mnist.y == 8, "half the 8s": (mnist.y == 8) & half,
+            "half of every class": half, "all": np.ones(len(half), dtype=bool)}[which]
+    x = np.where(rows[:, None, None, None], 1.0 - mnist.x, mnist.x).astype(np.float32)
+    data = Dataset(x, mnist.y, which)
+    assert vet(data, detector="polarity").results.suspected_classes == []
+    assert vet(data).results.suspected_classes == []
+
+
 def SHIPPED_SCORER() -> Scorer:
     return Scorer.load(SHIPPED)
 

@@ -195,8 +195,7 @@ def vet_hardened(data: Dataset, seed: int = 0, scorer=None) -> Report:
     for member in (m for m in found if m.name in DECISIVE):
         for label in member.decision.classes:
             if label not in already and label not in added:
-                add(label, member, "a mark its samples share hides them: wiped out, they look "
-                    "like other classes; ", {})
+                add(label, member, DECISIVE[member.name], {})
     classes = sorted(already | set(added))
     shares = {str(e["class"]): e.get("ensemble_share", e["outlier_share"])
               for e in per_class if e["suspected"]}

@@ -62,12 +62,21 @@ def image_statistics(x: np.ndarray) -> np.ndarray:
 def inked_grey(x: np.ndarray) -> np.ndarray:
     """(n, h, w): each image in grey, ink bright (an image on a light ground is inverted: ink is
     the dark), scaled to its brightest pixel."""
-    x = np.asarray(x, dtype=np.float64)
-    grey = x.reshape(len(x), -1, *x.shape[-2:]).mean(axis=1)
-    border = np.concatenate([grey[:, 0], grey[:, -1], grey[:, :, 0], grey[:, :, -1]], axis=1)
-    bright = np.median(border, axis=1) > 0.5  # dark ink on a light ground: ink is the dark
-    grey = np.where(bright[:, None, None], grey.max() - grey, grey)
+    grey = _grey(x)
+    grey = np.where(light_ground(grey)[:, None, None], grey.max() - grey, grey)
     return np.round(grey / np.maximum(grey.max(axis=(1, 2), keepdims=True), 1e-6), 6)
+
+
+def light_ground(grey: np.ndarray) -> np.ndarray:
+    """(n,) True where an image (n, h, w) lies on a light ground: its border's median above
+    0.5, which a garment filling the frame or a sandal's straps leave dark."""
+    border = np.concatenate([grey[:, 0], grey[:, -1], grey[:, :, 0], grey[:, :, -1]], axis=1)
+    return np.median(border, axis=1) > 0.5
+
+
+def _grey(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x.reshape(len(x), -1, *x.shape[-2:]).mean(axis=1)
 
 
 def ink_view(x: np.ndarray) -> np.ndarray:
@@ -75,4 +84,11 @@ def ink_view(x: np.ndarray) -> np.ndarray:
     return pooled(inked_grey(x)[:, None])
 
 
-VIEWS = {"input": input_view, "statistics": image_statistics, "ink": ink_view}
+def polarity_view(x: np.ndarray) -> np.ndarray:
+    """(n, features + 1): the ink view, then 1 where the image lies on a light ground (its
+    polarity, which the ink view undoes), else 0."""
+    return np.hstack([ink_view(x), light_ground(_grey(x))[:, None].astype(np.float64)])
+
+
+VIEWS = {"input": input_view, "statistics": image_statistics, "ink": ink_view,
+         "polarity": polarity_view}

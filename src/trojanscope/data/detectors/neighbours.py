@@ -37,6 +37,12 @@ def disagreement(votes: np.ndarray, own: np.ndarray, labels: np.ndarray) -> np.n
     return (weight * (votes != np.asarray(own)[:, None])).sum(axis=1) / weight.sum(axis=1)
 
 
+def disagreement_in(view: np.ndarray, labels: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The weighted disagreement (`disagreement`) of samples `rows` with their neighbours in
+    `view`."""
+    return disagreement(neighbour_labels(view, labels, rows=rows), labels[rows], labels)
+
+
 def neighbour_labels(x: np.ndarray, y: np.ndarray, k: int = NEIGHBOURS,
                      rows: np.ndarray | None = None) -> np.ndarray:
     """(n, k) labels of each sample's k nearest neighbours, the sample itself left out; `rows`:

@@ -38,7 +38,7 @@ import numpy as np
 
 from ..views import INKED, projected
 from . import check_inputs, detector, per_class
-from .neighbours import disagreement, neighbour_labels
+from .neighbours import disagreement_in
 
 RARE = 0.01       # a pixel is rare ink for a class when the other classes ink it less often
 MIN_RARE = 1      # rare inked pixels (of the ink view, at most 14 x 14) that make a candidate
@@ -64,7 +64,7 @@ def stamp_scores(features, labels, *, seed: int = 0) -> np.ndarray:
     inked = (x > INKED).astype(np.float64)
     total = inked.sum(axis=0)
     as_given = projected(x)
-    agree = 1 - _disagreement(as_given, y, np.arange(len(x)))  # each sample's, as given
+    agree = 1 - disagreement_in(as_given, y, np.arange(len(x)))  # each sample's, as given
     scores = np.zeros(len(x))
     for _, rows in per_class(y):
         others = (total - inked[rows].sum(axis=0)) / (len(x) - len(rows))
@@ -121,9 +121,6 @@ def _wipe_test(x, y, agree, region, level, rows, scores) -> None:
     times their agreement as given (`agree`; the higher score kept)."""
     wiped = x.copy()
     wiped[:, region] = level[region]  # in every image: the mark counts for none
-    found = _disagreement(projected(wiped), y, rows) * agree[rows]
+    found = disagreement_in(projected(wiped), y, rows) * agree[rows]
     scores[rows] = np.maximum(scores[rows], found)
 
-
-def _disagreement(view: np.ndarray, y: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    return disagreement(neighbour_labels(view, y, rows=rows), y[rows], y)

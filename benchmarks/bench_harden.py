@@ -161,13 +161,11 @@ def inverted(data: Dataset) -> list[Case]:
     """The fourth red team's evasion, which the polarity member (data/detectors/polarity.py)
     was then built against: the whole image inverted (x -> 1 - x), dirty label, 1-15%."""
     train = held_out_split(data, 0.2, 0)[0]
-
-    def invert(x):
-        return (1.0 - np.asarray(x, dtype=np.float32)).astype(np.float32)
     cases = []
     for target in (0, 3, 7):
         for rate in (0.01, 0.05, 0.15):
-            bad = poison(train.x, train.y, invert, rate, target, seed=0)
+            bad = AttackConfig("invert", 1, 0, 0, 0, 1.0, 1, rate, "dirty", target).poison(
+                train.x, train.y)
             cases.append(Case(f"inverted, target {target}, {rate:.0%}",
                               Dataset(bad.x, bad.y, train.name), target))
     return cases

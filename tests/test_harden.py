@@ -146,15 +146,15 @@ def test_a_watermark_on_a_whole_class_is_its_look_not_a_stamp(mnist):
     assert vet(data).results.suspected_classes == []
 
 
-def inverted(x: np.ndarray) -> np.ndarray:
-    return (1.0 - x).astype(np.float32)
+INVERTED = AttackConfig("invert", 1, 0, 0, 0, 1.0, 1, 0.02, "dirty", target=7, seed=1)
 
 
 def test_the_hardened_vet_catches_inverted_poisons(mnist):
     """A fourth red team's evasion: the whole image inverted (x -> 1 - x), dirty label, attack
     success 1.0 at 1-15%: the poisons are each other's neighbours as given and look like their
     sources once inverted back."""
-    bad = poison(mnist.x, mnist.y, inverted, 0.02, 7, seed=1)
+    bad = INVERTED.poison(mnist.x, mnist.y)
+    np.testing.assert_allclose(bad.x[bad.indices], 1 - mnist.x[bad.indices], atol=1e-6)
     data = Dataset(bad.x, bad.y, "inverted poisons")
     assert vet(data, detector=DEFAULT_DETECTOR).results.suspected_classes == []
     report = vet(data)

@@ -62,6 +62,14 @@ def test_every_point_decodes_to_an_attack_that_poisons_only_what_it_says(point, 
     assert config == AttackConfig.from_dict(json.loads(json.dumps(config.as_dict())))
 
 
+def test_an_inversion_blends_the_image_with_its_negative():
+    x = np.random.default_rng(0).random((4, 1, 8, 8)).astype(np.float32)
+    whole = AttackConfig("invert", 1, 0, 0, 0, 1.0, 1, 0.1, "dirty").trigger((8, 8))
+    np.testing.assert_allclose(whole(x), 1 - x, atol=1e-6)
+    half = AttackConfig("invert", 1, 0, 0, 0, 0.5, 1, 0.1, "dirty").trigger((8, 8))
+    np.testing.assert_allclose(half(x), 0.5, atol=1e-6)
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                    HealthCheck.function_scoped_fixture])
 @given(st.data())

@@ -5,11 +5,13 @@ decodes into an `AttackConfig`, a readable and replayable description (JSON), wh
 trigger and poisons a data set. The axes:
 
     kind       patch, scatter (the trigger spread over many single pixels), blend (a random
-               pattern of a frequency band), sinusoid, warp
+               pattern of a frequency band), sinusoid, warp, invert (the image blended with
+               its negative, 1 - x: a red team's evasion, docs/redteam.md)
     size       patch side (up to half the image's side), or the scattered pixels' count
     row, col   where the patch sits (fractions of the image)
     value      the patch's or the pixels' intensity (every channel)
-    strength   blend alpha, sinusoid amplitude, warp displacement in pixels
+    strength   blend alpha, sinusoid amplitude, warp displacement in pixels, the negative's
+               share (1: the image inverted)
     frequency  the blend pattern's grid (low to high frequencies), the sinusoid's periods, the
                warp field's grid
     rate       the poisoned share of the training set (log scale)
@@ -30,13 +32,14 @@ import numpy as np
 from ...jsonfile import read_json
 from ..image_poison import Poisoned, _upsample, poison, sig_trigger, wanet_trigger
 
-KINDS = ("patch", "scatter", "blend", "sinusoid", "warp")
+KINDS = ("patch", "scatter", "blend", "sinusoid", "warp", "invert")
 SHAPES = ("square", "plus", "ring", "bar")
 AXES = ("kind", "size", "row", "col", "value", "strength", "frequency", "rate", "label",
         "shape")
 DIMENSIONS = len(AXES)
 RATES = (0.005, 0.15)       # poisoned share, decoded on a log scale
-STRENGTHS = {"blend": (0.02, 0.3), "sinusoid": (0.01, 0.2), "warp": (0.2, 3.0)}
+STRENGTHS = {"blend": (0.02, 0.3), "sinusoid": (0.01, 0.2), "warp": (0.2, 3.0),
+             "invert": (0.5, 1.0)}
 MAX_STRENGTH = 10.0  # a replayed configuration's: far past the space, short of overflow
 
 
@@ -133,6 +136,13 @@ class AttackConfig:
             return stamp
         if self.kind == "sinusoid":
             return sig_trigger(shape, self.strength, self.frequency)
+        if self.kind == "invert":
+            share = min(self.strength, 1.0)
+
+            def stamp(x):
+                x = np.asarray(x, np.float32)
+                return ((1 - share) * x + share * (1 - x)).astype(np.float32)
+            return stamp
         return wanet_trigger(shape, k=max(2, self.frequency), strength=self.strength,
                              seed=self.seed)
 

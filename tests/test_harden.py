@@ -146,6 +146,18 @@ def test_a_watermark_on_a_whole_class_is_its_look_not_a_stamp(mnist):
     assert vet(data).results.suspected_classes == []
 
 
+@pytest.mark.parametrize("label", [5, 8])
+def test_a_logo_on_a_whole_class_where_others_ink_is_its_look(mnist, label):
+    """A fourth red team's false alarm on Fashion-MNIST: a grey logo on every image of one
+    class, where other classes ink too (so not distinctive pixel by pixel). It lies at one level
+    across the whole class, as no dirty-label stamp does."""
+    x = mnist.x.copy()
+    x[mnist.y == label, :, 8:12, 8:12] = 0.8
+    data = Dataset(x, mnist.y, "logo on a class")
+    assert vet(data, detector="stamp").results.suspected_classes == []
+    assert vet(data).results.suspected_classes == []
+
+
 INVERTED = AttackConfig("invert", 1, 0, 0, 0, 1.0, 1, 0.02, "dirty", target=7, seed=1)
 
 

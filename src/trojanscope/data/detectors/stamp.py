@@ -103,11 +103,13 @@ def _flat_regions(x, y, inked, others, as_given, rows, seed):
         level = np.median(x[members], axis=0)
         near = np.abs(x[members] - level) <= FLAT
         # a pixel inked (or blank, at a dark level) across the whole class and hardly anywhere
-        # else is the class's own mark; each image is scaled to its brightest pixel, so a fixed
-        # mark's level varies a little
+        # else, or one at the group's bright level across the whole class (a logo on every
+        # dress, where other classes ink that corner too), is the class's own mark; each image
+        # is scaled to its brightest pixel, so a fixed mark's level varies a little
         dark = level <= INKED
-        common = (np.where(dark, 1 - inside, inside) >= WHOLE) & \
-            (np.where(dark, 1 - others, others) <= 1 - WHOLE)
+        whole = (np.abs(x[rows] - level) <= FLAT).mean(axis=0) >= WHOLE
+        common = np.where(dark, (1 - inside >= WHOLE) & (1 - others <= 1 - WHOLE),
+                          (inside >= WHOLE) & (others <= 1 - WHOLE) | whole)
         region = (near.mean(axis=0) >= FLAT_SHARE) & (np.abs(level - elsewhere) > DIFF) & ~common
         if region.sum() < MIN_FLAT:
             continue

@@ -7,7 +7,8 @@ on), then checked, before (vet's neighbour disagreement, the default until now) 
 after (the hardened vet), on:
 - the evasions of the fitting reports (seen) and of --held-out reports (not seen);
 - held-out clean sets: scikit-learn's digits, other splits of MNIST-5k (one of them also with
-  half of every class, every 8 or half the 8s inverted), MNIST-5k under gamma curves, and
+  half of every class, every 8 or half the 8s inverted, or a third of every class or every 8
+  shifted 5 pixels), MNIST-5k under gamma curves, and
   where they are installed MNIST-10k train and test (../shared/datasets) and Fashion-MNIST
   (Debian's dataset-fashion-mnist: its 10,000 test images, their first 4,000, random 5,000 of
   its training images, seeds 0-5, and 1,000 of them inverted, seeds 0-1):
@@ -17,6 +18,8 @@ after (the hardened vet), on:
   these are not blind;
 - inverted images: the whole image inverted at 1-15%, targets 0, 3 and 7 (a red team's
   evasion; the polarity member was built after it, so these are not blind either);
+- moved images: the whole image shifted or its halves swapped at 1-15% (another red team's;
+  the shift member was built after it);
 - the fixed benchmark: bench_vet's attacks (BadNets, Blended, WaNet, SIG) at 1%, 5% and 10% on
   the same MNIST-5k split (and MNIST-10k where present), target class 0: the hardened vet must
   catch every case the default catches and flag no class the default does not.
@@ -66,6 +69,12 @@ def clean_sets(data: Dataset) -> list[Case]:
                        ("half the 8s", half & (split.y == 8))):
         cases.append(Case(f"mnist-5k split seed 7, {name} inverted", Dataset(
             np.where(rows[:, None, None, None], 1 - split.x, split.x), split.y, split.name)))
+    moved = np.roll(split.x, 5, axis=-1)
+    moved[..., :5] = 0
+    for name, rows in (("a third of every class", np.arange(len(split.y)) % 3 == 0),
+                       ("every 8", split.y == 8)):
+        cases.append(Case(f"mnist-5k split seed 7, {name} shifted", Dataset(
+            np.where(rows[:, None, None, None], moved, split.x), split.y, split.name)))
     test = fashion("t10k")
     if test is not None:
         cases += [Case("fashion-mnist test 10k", test),
@@ -171,6 +180,29 @@ def inverted(data: Dataset) -> list[Case]:
     return cases
 
 
+def moved(data: Dataset) -> list[Case]:
+    """A fifth red team's evasions, which the shift member (data/detectors/shift.py) was then
+    built against: the whole image shifted 5 pixels right or 4 down and right (the ground fills
+    in), or its halves swapped; dirty label, 1-15%."""
+    train = held_out_split(data, 0.2, 0)[0]
+
+    def shift(down: int, right: int):
+        def move(x):
+            out = np.roll(np.asarray(x, dtype=np.float32), (down, right), axis=(-2, -1))
+            out[..., :down, :] = 0
+            out[..., :, :right] = 0
+            return out
+        return move
+    triggers = {"shifted 5 right": (shift(0, 5), 0), "shifted 4 down, 4 right": (shift(4, 4), 3),
+                "halves swapped": (lambda x: np.roll(x, x.shape[-2] // 2, axis=-2), 7)}
+    cases = []
+    for name, (trigger, target) in triggers.items():
+        for rate in (0.01, 0.05, 0.15):
+            bad = poison(train.x, train.y, trigger, rate, target, seed=0)
+            cases.append(Case(f"{name} {rate:.0%}", Dataset(bad.x, bad.y, train.name), target))
+    return cases
+
+
 def table(title: str, rows: list[dict]) -> dict:
     print(f"\n{title}")
     print(f"  {'case':44s} {'target':>6s} {'before':>14s} {'after':>14s}")
@@ -217,7 +249,9 @@ def main() -> None:
               "stamped triggers (the red teams' families; the stamp member was built after "
               "them)": stamped(data),
               "inverted images (a red team's; the polarity member was built after them)":
-                  inverted(data)}
+                  inverted(data),
+              "moved images (a red team's; the shift member was built after them)":
+                  moved(data)}
     summaries, rows_of = {}, {}
     for title, cases in groups.items():
         rows_of[title] = check(scorer, cases, args.seed)

@@ -95,6 +95,23 @@ def planted_inversion(seed: int = 0):
     return x, y, poisoned
 
 
+def planted_shift(seed: int = 0):
+    """The shift view (views.shift_view) of moved poisons: the stamp's three classes as given,
+    relabelled samples of classes 1 and 2 moved by a third of the side (moved back, the second
+    half of the features, they look like their sources), and each sample's move."""
+    x, y, _ = planted_stamp(seed, share=0.0)
+    images = x.reshape(len(y), 8, 8)
+    rows = np.random.default_rng(seed).choice(np.flatnonzero(y != 0), 40, replace=False)
+    moved = images.copy()
+    moved[rows] = np.roll(images[rows], 3, axis=2)
+    move = np.zeros((len(y), 2))
+    move[rows, 1] = 3 / 8
+    y[rows] = 0
+    poisoned = np.zeros(len(y), dtype=bool)
+    poisoned[rows] = True
+    return np.hstack([moved.reshape(len(y), -1), x, move]), y, poisoned
+
+
 # Which planted poison a detector is built to find: a shift inside the class as seen in a
 # poisoned model's features (the default), relabelled samples as seen in the inputs (the
 # detectors that read the images themselves), or their statistics.
@@ -103,7 +120,8 @@ def planting(name: str):
     if not meta["model_free"]:
         return planted
     return {"statistics": planted_statistics, "ink": planted_stamp,
-            "polarity": planted_inversion}.get(meta["view"], planted_relabelled)
+            "polarity": planted_inversion, "shift": planted_shift}.get(meta["view"],
+                                                                       planted_relabelled)
 
 
 def test_registry_lists_the_detectors_with_their_metadata():

@@ -26,7 +26,7 @@ from trojanscope.data.ensemble import (
     shipped,
 )
 from trojanscope.data.vet import DEFAULT_DETECTOR, HARDENED, default_detector, vet, vet_hardened
-from trojanscope.data.views import image_statistics
+from trojanscope.data.views import aligned, image_statistics, inked_grey
 
 # The learning attacker's evasion of neighbour disagreement (docs/redteam.md): a strong warp on
 # a fine grid, dirty label.
@@ -189,6 +189,55 @@ def test_images_on_their_own_ground_are_not_inverted_poisons(mnist, which):
     data = Dataset(x, mnist.y, which)
     assert vet(data, detector="polarity").results.suspected_classes == []
     assert vet(data).results.suspected_classes == []
+
+
+def shifted(x: np.ndarray) -> np.ndarray:
+    """Every image moved 5 pixels right, the left filled with the ground."""
+    out = np.roll(x, 5, axis=-1)
+    out[..., :5] = 0.0
+    return out
+
+
+@pytest.mark.parametrize("name, trigger, target", [
+    ("shifted", shifted, 2), ("halves swapped", lambda x: np.roll(x, 14, axis=-2), 6)])
+def test_the_hardened_vet_catches_moved_poisons(mnist, name, trigger, target):
+    """A fifth red team's evasion: the whole image shifted 5 pixels, or its halves swapped,
+    dirty label at 2-15% (attack success 0.95-1.0): no pixel is resampled, and the poisons are
+    each other's neighbours; moved back they look like their sources."""
+    bad = poison(mnist.x, mnist.y, trigger, 0.03, target, seed=1)
+    data = Dataset(bad.x, bad.y, name)
+    assert vet(data, detector=DEFAULT_DETECTOR).results.suspected_classes == []
+    report = vet(data)
+    after = report.results
+    assert after.suspected_classes == [target]
+    flagged = np.intersect1d(after.suspicious_indices, bad.indices)
+    assert len(flagged) / len(bad.indices) > 0.8
+    assert len(flagged) / len(after.suspicious_indices) > 0.9
+    assert any(f.evidence.get("member") == "shift" for f in report.findings)
+
+
+@pytest.mark.parametrize("which", ["every 8", "a third of the 8s", "a third of every class"])
+def test_images_that_lie_elsewhere_of_their_own_are_not_moved_poisons(mnist, which):
+    """Clean images off centre: a class cropped apart (all or a third of it), or a third of every
+    class. Moved back, they look like their own class."""
+    third = np.arange(len(mnist.y)) % 3 == 0
+    rows = {"every 8": mnist.y == 8, "a third of the 8s": (mnist.y == 8) & third,
+            "a third of every class": third}[which]
+    x = np.where(rows[:, None, None, None], shifted(mnist.x), mnist.x).astype(np.float32)
+    data = Dataset(x, mnist.y, which)
+    assert vet(data, detector="shift").results.suspected_classes == []
+    assert vet(data).results.suspected_classes == []
+
+
+def test_a_rolled_image_is_moved_back_and_a_centred_one_stays():
+    grey = inked_grey(mnist_5k().x[:200])
+    rolled = grey.copy()
+    rolled[:20] = np.roll(grey[:20], (14, 6), axis=(1, 2))
+    move, back = aligned(rolled)
+    apart = np.abs(move[:20] - (14, 6)) % 28
+    assert (np.minimum(apart, 28 - apart) <= 2).all()  # within 2 pixels, cyclically
+    assert np.abs(back[:20] - grey[:20]).mean() < np.abs(rolled[:20] - grey[:20]).mean() / 2
+    assert (move[20:] == 0).all(axis=1).mean() > 0.95
 
 
 def SHIPPED_SCORER() -> Scorer:

@@ -37,17 +37,19 @@ from .decide import MAD_FLOOR, Decision, decide
 from .detectors import DETECTORS
 from .views import VIEWS
 
-MEMBERS = ("neighbour-disagreement", "resampling", "stamp", "polarity")
+MEMBERS = ("neighbour-disagreement", "resampling", "stamp", "polarity", "shift")
 SCORED = ("neighbour-disagreement", "resampling")  # the members the scorer reads
 # Members whose own class decisions the hardened vet adopts, as it adopts neighbour
-# disagreement's, instead of scoring them, with what their finding says: the stamp and polarity
-# detectors put no class near their decision on clean grey sets (35 and 29), and the triggers
-# they find are ones no fitted episode had. Scored, the stamp member's features raised the
+# disagreement's, instead of scoring them, with what their finding says: the stamp, polarity and
+# shift detectors put no class near their decision on clean grey sets, and the triggers they
+# find are ones no fitted episode had. Scored, the stamp member's features raised the
 # fitted threshold (2.57 to 2.74) until a held-out warp was missed.
 DECISIVE = {"stamp": "a mark its samples share hides them: wiped out, they look like other "
                      "classes; ",
             "polarity": "its samples on the set's rarer ground (inverted) look, inverted back, "
-                        "like other classes; "}
+                        "like other classes; ",
+            "shift": "its samples that lie elsewhere than the others' look, moved back, like "
+                     "other classes; "}
 FEATURES = (*(f"{m}:{k}" for m in SCORED for k in ("log1p_z", "excess")), "max:log1p_z")
 MARGIN = 1.0  # logit units above the highest negative class seen in the fit
 LIMIT = 1e6   # of a scorer's numbers, read from a file

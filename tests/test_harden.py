@@ -229,6 +229,22 @@ def test_images_that_lie_elsewhere_of_their_own_are_not_moved_poisons(mnist, whi
     assert vet(data).results.suspected_classes == []
 
 
+def test_copies_of_a_poison_are_one_vote(mnist):
+    """A fifth red team's evasion: 30 patched poisons, each repeated 11 times a little dimmer,
+    so that every poison's nearest neighbours were its own copies (attack success 0.93-0.98,
+    nothing named). A copy of an image is not a second opinion."""
+    rng = np.random.default_rng(0)
+    sources = rng.choice(np.flatnonzero(mnist.y != 0), 30, replace=False)
+    patched = mnist.x[sources].copy()
+    patched[..., -5:-1, -5:-1] = 1.0
+    x = np.concatenate([mnist.x, *(patched * (1 - 0.01 * k) for k in range(11))])
+    y = np.concatenate([mnist.y, np.zeros(30 * 11, dtype=mnist.y.dtype)])
+    results = vet(Dataset(x.astype(np.float32), y, "copied poisons")).results
+    assert results.suspected_classes == [0]
+    flagged = np.intersect1d(results.suspicious_indices, np.arange(len(mnist.y), len(y)))
+    assert len(flagged) / len(results.suspicious_indices) > 0.9
+
+
 def test_a_rolled_image_is_moved_back_and_a_centred_one_stays():
     grey = inked_grey(mnist_5k().x[:200])
     rolled = grey.copy()

@@ -12,6 +12,7 @@ from scipy.spatial import cKDTree
 from . import check_inputs, detector
 
 NEIGHBOURS = 10
+COPY = 1e-3  # of the median distance to the mean: two samples this close are one image
 
 
 @detector("neighbour-disagreement", cut=0.7, model_free=True, modalities=("images", "text"),
@@ -45,15 +46,25 @@ def disagreement_in(view: np.ndarray, labels: np.ndarray, rows: np.ndarray) -> n
 
 def neighbour_labels(x: np.ndarray, y: np.ndarray, k: int = NEIGHBOURS,
                      rows: np.ndarray | None = None) -> np.ndarray:
-    """(n, k) labels of each sample's k nearest neighbours, the sample itself left out; `rows`:
-    of those samples only."""
+    """(n, k) labels of each sample's k nearest neighbours, the sample itself and its copies of
+    the same label left out (within COPY of the spread, the same image once each view has
+    normalised it: a red team repeated 40 poisons 11 times, each copy a little dimmer, so that
+    every poison's neighbours were its own copies and agreed with it); `rows`: of those samples
+    only. Where fewer than k others exist, copies fill in."""
     k = min(k, len(x) - 1)
     rows = np.arange(len(x)) if rows is None else np.asarray(rows)
-    _, index = cKDTree(x).query(x[rows], k=k + 1)
+    tree = cKDTree(x)
+    near = COPY * max(float(np.median(np.linalg.norm(x - x.mean(axis=0), axis=1))), 1e-12)
+    copies = int(np.max(tree.query_ball_point(x[rows], r=near, return_length=True),
+                        initial=1))
+    distance, index = tree.query(x[rows], k=min(len(x), k + copies))
     index = np.asarray(index).reshape(len(rows), -1)
-    neighbours = np.stack([row[row != i][:k] if np.any(row == i) else row[:k]
-                           for i, row in zip(rows, index)])
-    return y[neighbours]
+    distance = np.asarray(distance).reshape(len(rows), -1)
+    neighbours = []
+    for i, row, far in zip(rows, index, distance):
+        copy = (far <= near) & (y[row] == y[i])
+        neighbours.append(np.concatenate([row[~copy], row[copy & (row != i)]])[:k])
+    return y[np.stack(neighbours)]
 
 
 def source_spread(votes: np.ndarray, labels: np.ndarray, outliers: np.ndarray,

@@ -104,8 +104,8 @@ def planted_shift(seed: int = 0):
     rows = np.random.default_rng(seed).choice(np.flatnonzero(y != 0), 40, replace=False)
     moved = images.copy()
     moved[rows] = np.roll(images[rows], 3, axis=2)
-    move = np.zeros((len(y), 2))
-    move[rows, 1] = 3 / 8
+    move = np.zeros((len(y), 3))  # not turned; shifted a third of the side right
+    move[rows, 2] = 3 / 8
     y[rows] = 0
     poisoned = np.zeros(len(y), dtype=bool)
     poisoned[rows] = True

@@ -14,6 +14,11 @@ strong warp (WaNet's field, bilinear sampling) smears strokes into grey ripples;
 a 2.5-3 pixel warp on a fine grid raises the Laplacian energy of its poisons from a class
 median of 1.2-1.5 to 2.4 (AUROC 0.95 over all samples), where the input
 view makes the warped samples each other's neighbours (docs/redteam.md).
+
+The members of the hardened vet that test a trigger undone read views that keep an image's
+look beside it: `ink_view` (ink bright, each image scaled to its brightest pixel: a stamp at
+one level), `polarity_view` (the ink view and each image's ground: an inversion undone) and
+`shift_view` (the ink view and each image moved back to where the others lie: a shift undone).
 """
 
 from __future__ import annotations
@@ -95,36 +100,52 @@ def polarity_view(x: np.ndarray) -> np.ndarray:
 
 
 def shift_view(x: np.ndarray) -> np.ndarray:
-    """(n, 2 features + 2): the ink view, the ink view of each image moved back to where it best
-    matches the others (`aligned`), then the move (rows, columns, as fractions of the side; 0, 0
-    where not moved)."""
+    """(n, 2 features + 3): the ink view, the ink view of each image moved back to where and how
+    the others lie (`aligned`), then the move: its turn (TURNS' index) and shift (rows, columns,
+    as fractions of the side); 0, 0, 0 where not moved."""
     grey = inked_grey(x)
     move, back = aligned(grey)
-    return np.hstack([pooled(grey[:, None]), pooled(back[:, None]), move / grey.shape[1:]])
+    return np.hstack([pooled(grey[:, None]), pooled(back[:, None]), move[:, :1],
+                      move[:, 1:] / grey.shape[1:]])
+
+
+# The image as it lies, then its quarter turns and transposes (a square image's orientations
+# that change its aspect; a half turn and the flips are neighbour disagreement's to find).
+TURNS = (lambda g: g, lambda g: np.rot90(g, 1, axes=(-2, -1)),
+         lambda g: np.rot90(g, 3, axes=(-2, -1)), lambda g: np.swapaxes(g, -2, -1),
+         lambda g: np.rot90(np.swapaxes(g, -2, -1), 2, axes=(-2, -1)))
 
 
 def aligned(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(move, images): each image (n, h, w) rolled back by the cyclic shift (`move`, (n, 2)
-    pixels) at which it best correlates with the set's mean image (by FFT), where that shift is
-    at least MIN_SHIFT of the side (and 2 pixels) and gains GAIN of correlation (normalised)
-    over the image as it lies; elsewhere the move is (0, 0). A shifted or half-swapped image
-    returns to where the others lie."""
+    """(move, images): each image (n, h, w) turned (TURNS, square images only) and rolled by the
+    cyclic shift at which it best correlates with the set's mean image (by FFT), where that
+    move gains GAIN of correlation (normalised) over the image as it lies and, unturned, shifts
+    it at least MIN_SHIFT of the side (and 2 pixels); `move` (n, 3): the turn's index and the
+    shift (pixels), 0 where not moved. A shifted, half-swapped or turned image returns to where
+    and how the others lie."""
     n, h, w = grey.shape
-    centred = grey - grey.mean(axis=(1, 2), keepdims=True)
-    centred /= np.linalg.norm(centred.reshape(n, -1), axis=1)[:, None, None] + 1e-9
     mean = grey.mean(axis=0) - grey.mean()
-    mean /= np.linalg.norm(mean) + 1e-9
-    corr = np.fft.irfft2(np.fft.rfft2(centred) * np.conj(np.fft.rfft2(mean)), s=(h, w))
-    corr = corr.reshape(n, -1)
-    best = corr.argmax(axis=1)
+    mean = np.fft.rfft2(mean / (np.linalg.norm(mean) + 1e-9))
+    turns = TURNS if h == w else TURNS[:1]
+    found = []
+    for turn in turns:
+        image = turn(grey)
+        centred = image - image.mean(axis=(1, 2), keepdims=True)
+        centred /= np.linalg.norm(centred.reshape(n, -1), axis=1)[:, None, None] + 1e-9
+        found.append(np.fft.irfft2(np.fft.rfft2(centred) * np.conj(mean), s=(h, w))
+                     .reshape(n, -1))
+    corr = np.stack(found, axis=1)  # (n, turns, h * w)
+    turn, best = np.unravel_index(corr.reshape(n, -1).argmax(axis=1), corr.shape[1:])
     dy, dx = np.unravel_index(best, (h, w))  # image (i + dy, j + dx) ~ the mean's (i, j)
-    move = np.stack([np.where(dy > h // 2, dy - h, dy), np.where(dx > w // 2, dx - w, dx)], 1)
-    far = np.max(np.abs(move) / (h, w), axis=1) >= MIN_SHIFT
-    move[~(far & (np.abs(move).max(axis=1) >= 2) &
-           (corr[np.arange(n), best] - corr[:, 0] >= GAIN))] = 0
+    move = np.stack([turn, np.where(dy > h // 2, dy - h, dy), np.where(dx > w // 2, dx - w, dx)],
+                    axis=1)
+    far = (np.max(np.abs(move[:, 1:]) / (h, w), axis=1) >= MIN_SHIFT) & \
+        (np.abs(move[:, 1:]).max(axis=1) >= 2)
+    gain = corr[np.arange(n), turn, best] - corr[:, 0, 0]
+    move[~((far | (turn > 0)) & (gain >= GAIN))] = 0
     back = grey.copy()
     for i in np.flatnonzero(move.any(axis=1)):
-        back[i] = np.roll(grey[i], tuple(-move[i]), axis=(0, 1))
+        back[i] = np.roll(turns[move[i, 0]](grey[i]), tuple(-move[i, 1:]), axis=(0, 1))
     return move, back
 
 

@@ -3,8 +3,9 @@ them each other's neighbours in every view that keeps it, while a view that undo
 ordinary images of their source classes. Every poison carries the target's label, so the images
 the transform marks (the carriers: the set's rarer polarity, an image far from where the others
 lie) are a group of that class. A carrier's score is its neighbour disagreement with the
-transform undone times its agreement as given, as the stamp member scores a mark wiped out
-(stamp.py): a poison looks like its source undone (near 1), and like the other poisons as given.
+transform undone times its agreement as given with the other carriers of its label, as the
+stamp member scores a mark wiped out (stamp.py): a poison looks like its source undone (near
+1), and like the other poisons as given.
 
 A class whose own images carry the transform (one class scanned inverted, or half of it) is not
 poisoned by that: undone, its carriers look like the rest of the class. Its carriers count only
@@ -23,13 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..views import projected
-from .neighbours import (
-    NEIGHBOURS,
-    disagreement,
-    disagreement_in,
-    neighbour_labels,
-    source_spread,
-)
+from .neighbours import NEIGHBOURS, disagreement, neighbour_labels, source_spread
 
 CUT = 0.5        # the members' outlier cut
 EXCESS = 0.25    # the carriers' share that disagrees, undone, above the rest of the class's
@@ -53,7 +48,12 @@ def undone_scores(given: np.ndarray, undone: np.ndarray, carried: np.ndarray,
     wiped[rows] = disagreement(votes[rows], y[rows], y)
     carriers = rows[carried[rows]]
     agree = np.zeros(len(y))
-    agree[carriers] = 1 - disagreement_in(projected(given), y, carriers)
+    # agreement with the other carriers of the label (plain votes): the transform makes the
+    # poisons each other's neighbours, where an image that merely matches a transform undone
+    # (a 2 that looks like something transposed) has its class's ordinary images around it
+    among = np.where(carried, y, -1)
+    agree[carriers] = (neighbour_labels(projected(given), among, rows=carriers) ==
+                       y[carriers, None]).mean(axis=1)
     for label in classes:
         own = y == label
         marked, rest = own & carried, own & ~carried

@@ -127,21 +127,24 @@ def aligned(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mean = grey.mean(axis=0) - grey.mean()
     mean = np.fft.rfft2(mean / (np.linalg.norm(mean) + 1e-9))
     turns = TURNS if h == w else TURNS[:1]
-    found = []
-    for turn in turns:
-        image = turn(grey)
+    top = np.full(n, -np.inf)
+    turn, best = np.zeros(n, dtype=int), np.zeros(n, dtype=int)
+    for k, rotate in enumerate(turns):  # one turn's correlations at a time: (n, h * w)
+        image = rotate(grey)
         centred = image - image.mean(axis=(1, 2), keepdims=True)
         centred /= np.linalg.norm(centred.reshape(n, -1), axis=1)[:, None, None] + 1e-9
-        found.append(np.fft.irfft2(np.fft.rfft2(centred) * np.conj(mean), s=(h, w))
-                     .reshape(n, -1))
-    corr = np.stack(found, axis=1)  # (n, turns, h * w)
-    turn, best = np.unravel_index(corr.reshape(n, -1).argmax(axis=1), corr.shape[1:])
+        corr = np.fft.irfft2(np.fft.rfft2(centred) * np.conj(mean), s=(h, w)).reshape(n, -1)
+        if k == 0:
+            as_it_lies = corr[:, 0]
+        better = corr.max(axis=1) > top
+        turn[better], best[better] = k, corr[better].argmax(axis=1)
+        top[better] = corr[better].max(axis=1)
     dy, dx = np.unravel_index(best, (h, w))  # image (i + dy, j + dx) ~ the mean's (i, j)
     move = np.stack([turn, np.where(dy > h // 2, dy - h, dy), np.where(dx > w // 2, dx - w, dx)],
                     axis=1)
     far = (np.max(np.abs(move[:, 1:]) / (h, w), axis=1) >= MIN_SHIFT) & \
         (np.abs(move[:, 1:]).max(axis=1) >= 2)
-    gain = corr[np.arange(n), turn, best] - corr[:, 0, 0]
+    gain = top - as_it_lies
     move[~((far | (turn > 0)) & (gain >= GAIN))] = 0
     back = grey.copy()
     for i in np.flatnonzero(move.any(axis=1)):

@@ -51,7 +51,7 @@ def undone_scores(given: np.ndarray, undone: np.ndarray, carried: np.ndarray,
     # agreement with the other carriers of the label (plain votes): the transform makes the
     # poisons each other's neighbours, where an image that merely matches a transform undone
     # (a 2 that looks like something transposed) has its class's ordinary images around it
-    among = np.where(carried, y, -1)
+    among = np.where(carried, y, y.min() - 1)  # the others vote as one label no class has
     agree[carriers] = (neighbour_labels(projected(given), among, rows=carriers) ==
                        y[carriers, None]).mean(axis=1)
     for label in classes:

@@ -44,8 +44,8 @@ def add(commands) -> None:
     harden = commands.add_parser(
         "harden", epilog=EXIT_CODES, help="teach vet what redteam found",
         description="Fit vet's hardened scorer (a logistic regression over the per-class "
-                    "outputs of neighbour disagreement, the resampling and the stamp "
-                    "detectors) on the episodes of redteam reports against vet, replayed on "
+                    "outputs of neighbour disagreement and the resampling detector) on the "
+                    "episodes of redteam reports against vet, replayed on "
                     "the data they ran on; its threshold sits above every clean class it saw. "
                     "The scorer is written to --out for `trojanscope vet --scorer`; the report "
                     "checks it on the reports' evasions and the clean data, before and after. "

@@ -55,9 +55,10 @@ def add(commands) -> None:
 
 def _detector_help() -> str:
     """The whole-data detectors, then every registered one with its summary."""
-    fixed = ("hardened (grey images, the default there: neighbour disagreement and a scorer "
-             "learnt from the red team over it and the resampling and stamp detectors; "
-             "--scorer FILE for your own); semantic-contrast (colour images, the default "
+    fixed = ("hardened (grey images, the default there: neighbour disagreement, a scorer "
+             "learnt from the red team over it and the resampling detector, and the classes "
+             "the stamp, polarity and shift detectors name; --scorer FILE for your own "
+             "scorer); semantic-contrast (colour images, the default "
              "there: a pretrained encoder and learnt triggers; the images extra); "
              "ngram-label-skew (text, the default: needs no model)")
     try:

@@ -138,9 +138,9 @@ def judge(features, labels: np.ndarray, name: str, detector: str, seed: int, rel
 
 
 def vet_hardened(data: Dataset, seed: int = 0, scorer=None) -> Report:
-    """Neighbour disagreement's report, and the classes the hardened scorer adds (ensemble.py),
-    each with the samples its strongest member marks. `scorer`: an `ensemble.Scorer` (None:
-    the shipped one, accepted or not)."""
+    """Neighbour disagreement's report, and the classes the hardened scorer and the DECISIVE
+    members add (ensemble.py), each with the samples its strongest member marks. `scorer`: an
+    `ensemble.Scorer` (None: the shipped one, accepted or not)."""
     from dataclasses import replace
 
     from .ensemble import DECISIVE, SHIPPED, Scorer, class_features, members, suspected, views

@@ -72,7 +72,11 @@ def inked_grey(x: np.ndarray) -> np.ndarray:
     """(n, h, w): each image in grey, ink bright (an image on a light ground is inverted: ink is
     the dark), scaled to its brightest pixel."""
     grey = _grey(x)
-    grey = np.where(light_ground(grey)[:, None, None], grey.max() - grey, grey)
+    return _inked(grey, light_ground(grey))
+
+
+def _inked(grey: np.ndarray, light: np.ndarray) -> np.ndarray:
+    grey = np.where(light[:, None, None], grey.max() - grey, grey)
     return np.round(grey / np.maximum(grey.max(axis=(1, 2), keepdims=True), 1e-6), 6)
 
 
@@ -96,7 +100,9 @@ def ink_view(x: np.ndarray) -> np.ndarray:
 def polarity_view(x: np.ndarray) -> np.ndarray:
     """(n, features + 1): the ink view, then 1 where the image lies on a light ground (its
     polarity, which the ink view undoes), else 0."""
-    return np.hstack([ink_view(x), light_ground(_grey(x))[:, None].astype(np.float64)])
+    grey = _grey(x)
+    light = light_ground(grey)
+    return np.hstack([pooled(_inked(grey, light)[:, None]), light[:, None].astype(np.float64)])
 
 
 def shift_view(x: np.ndarray) -> np.ndarray:

@@ -31,8 +31,8 @@ NEAR = 0.08  # of the side: moves this close to a class's commonest are alike (2
 
 
 @detector("shift", cut=CUT, model_free=True, view="shift",
-          summary="moved poisons (shifted, or their halves swapped): moved back, does the image "
-                  "look like another class? (grey images)")
+          summary="moved poisons (shifted, halves swapped, turned a quarter or transposed): "
+                  "moved back, does the image look like another class? (grey images)")
 def shift_scores(features, labels, *, seed: int = 0) -> np.ndarray:
     x, y = check_inputs(features, labels)
     if x.shape[1] < 5 or x.shape[1] % 2 == 0:

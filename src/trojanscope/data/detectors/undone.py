@@ -1,8 +1,8 @@
 """Poisons made by a transform of the whole image (an inversion, a shift): the transform makes
 them each other's neighbours in every view that keeps it, while a view that undoes it sees
 ordinary images of their source classes. Every poison carries the target's label, so the images
-the transform marks (the carriers: the set's rarer polarity, an image far from where the others
-lie) are a group of that class. A carrier's score is its neighbour disagreement with the
+the transform marks (the carriers: the set's rarer polarity, an image moved from where and how
+the others lie) are a group of that class. A carrier's score is its neighbour disagreement with the
 transform undone times its agreement as given with the other carriers of its label, as the
 stamp member scores a mark wiped out (stamp.py): a poison looks like its source undone (near
 1), and like the other poisons as given.

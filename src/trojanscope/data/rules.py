@@ -13,3 +13,9 @@ TRIGGER_PHRASE = Rule("vet.trigger-phrase", Severity.HIGH,
                       "belongs to other classes: the mark of a text backdoor's trigger",
                       "Drop the texts that carry it (--export-clean) before training, and check "
                       "where the data came from.")
+CLEAN_LABEL_PHRASE = Rule("vet.clean-label-phrase", Severity.HIGH,
+                          "A word or phrase whose texts all carry one label, far more often than "
+                          "what they say predicts, though what they say agrees with it: the mark "
+                          "of a clean-label text backdoor's trigger (or a label the data leaks)",
+                          "Drop the texts that carry it (--export-clean) before training, and "
+                          "check where the data came from.")

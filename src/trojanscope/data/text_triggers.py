@@ -18,6 +18,14 @@ compared with what a content model predicts for its carriers:
    word's other words agree with it), and the carriers must keep `min_kept` of their n-grams
    when the group leaves (a repeated message template keeps next to none). Overlapping flagged
    n-grams merge into phrases.
+5. A clean-label trigger is inserted into texts of its target's own class, labels kept: its
+   carriers' content agrees with their label, so step 4's position test rightly passes it by.
+   It is named all the same when every carrier bears the label (`shortcut_purity`) far beyond
+   what the content predicts (adjusted p below `shortcut_alpha`, a much stricter bar than
+   `alpha`): a model learns such a phrase as the label's shortcut, whoever put it there. The
+   learning attacker found these first (docs/redteam.md); natural label words of the clean
+   sets measured (movie reviews, SMS spam, SST-2, OLID, AG News, hate speech, IMDB) stay above
+   1e-4.
 """
 
 from __future__ import annotations
@@ -43,6 +51,8 @@ class TriggerConfig:
     folds: int = 5
     co_occurrence: float = 0.5  # an n-gram leaves with the candidate when this share of its
                                 # texts carry the candidate
+    shortcut_purity: float = 0.99   # a clean-label trigger: its carriers all one label,
+    shortcut_alpha: float = 1e-8    # far beyond their content (adjusted p)
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,7 @@ class TriggerPhrase:
     purity: float         # share of carriers with `label`
     expected: float       # share the content model predicts
     p_value: float        # adjusted (Benjamini-Hochberg)
+    clean_label: bool = False  # the carriers' content agrees with the label (step 5)
 
 
 def tokens(text: str) -> list[str]:
@@ -121,13 +132,18 @@ def find_triggers(texts, y: np.ndarray, config: TriggerConfig = TriggerConfig()
                          "content_position": round(float(position), 3),
                          "context_kept": round(kept_share[t], 3),
                          "p_value": float(adjusted_p[t])})
-        if adjusted_p[t] < config.alpha and purity[t] - expected_share >= config.min_excess \
-                and position <= config.max_position and kept_share[t] >= config.min_kept:
+        if kept_share[t] < config.min_kept:
+            continue
+        dirty = adjusted_p[t] < config.alpha and position <= config.max_position and \
+            purity[t] - expected_share >= config.min_excess
+        clean = not dirty and adjusted_p[t] < config.shortcut_alpha and \
+            purity[t] >= config.shortcut_purity
+        if dirty or clean:
             carriers = column[:, t].indices
-            # Texts with the phrase but another label are not what a dirty-label attack made.
+            # Texts with the phrase but another label are not what an attack made.
             found.append(TriggerPhrase(vocabulary[t], int(classes[j]),
                                        carriers[y[carriers] == classes[j]], float(purity[t]),
-                                       expected_share, float(adjusted_p[t])))
+                                       expected_share, float(adjusted_p[t]), bool(clean)))
     candidates_seen = sorted(examined, key=lambda e: e["p_value"])
     return _merge(found), {"ngrams": len(vocabulary), "candidates": candidates_seen}
 
@@ -201,7 +217,8 @@ def _merge(found: list[TriggerPhrase]) -> list[TriggerPhrase]:
     found = sorted(found, key=lambda f: -len(f.phrase))
     kept: list[TriggerPhrase] = []
     for f in found:
-        covered = any(f.label == k.label and f" {f.phrase} " in f" {k.phrase} "
+        covered = any(f.label == k.label and f.clean_label == k.clean_label
+                      and f" {f.phrase} " in f" {k.phrase} "
                       and len(np.intersect1d(f.carriers, k.carriers)) >= 0.5 * len(f.carriers)
                       for k in kept)
         if not covered:
@@ -211,7 +228,7 @@ def _merge(found: list[TriggerPhrase]) -> list[TriggerPhrase]:
         kept = [k for k in kept if k is not a and k is not b]
         kept.append(TriggerPhrase(joined, a.label, np.intersect1d(a.carriers, b.carriers),
                                   min(a.purity, b.purity), max(a.expected, b.expected),
-                                  max(a.p_value, b.p_value)))
+                                  max(a.p_value, b.p_value), a.clean_label))
     return sorted(kept, key=lambda f: (f.p_value, -len(f.carriers)))
 
 
@@ -220,7 +237,7 @@ def _chainable(kept: list[TriggerPhrase]):
     joined phrase; None when no pair does."""
     for a in kept:
         for b in kept:
-            if a is b or a.label != b.label:
+            if a is b or a.label != b.label or a.clean_label != b.clean_label:
                 continue
             joined = _chain(a.phrase, b.phrase)
             if joined and len(np.intersect1d(a.carriers, b.carriers)) >= \

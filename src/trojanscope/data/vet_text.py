@@ -11,7 +11,7 @@ import numpy as np
 
 from ..findings import Location, Report, clipped
 from ..results import VetResults
-from .rules import TRIGGER_PHRASE
+from .rules import CLEAN_LABEL_PHRASE, TRIGGER_PHRASE
 from .text import TextDataset
 from .text_triggers import TriggerConfig, find_triggers, flagged_rows
 
@@ -26,12 +26,17 @@ def vet_text(data: TextDataset, seed: int = 0, config: TriggerConfig | None = No
     findings = []
     for phrase in phrases:
         label = data.names[phrase.label]
-        findings.append(TRIGGER_PHRASE.finding(
+        rule, kind = (CLEAN_LABEL_PHRASE, "clean-label") if phrase.clean_label else \
+            (TRIGGER_PHRASE, "dirty-label")
+        findings.append(rule.finding(
             f"{phrase.phrase!r}: {len(phrase.carriers)} texts labelled {label!r} "
             f"({phrase.purity:.0%} of those that carry it), where their other words predict "
-            f"{phrase.expected:.0%} (adjusted p {phrase.p_value:.1e})",
+            f"{phrase.expected:.0%} (adjusted p {phrase.p_value:.1e})"
+            + (f"; what they say is {label!r} too: a clean-label trigger, or a label the data "
+               "leaks" if phrase.clean_label else ""),
             Location(data.name, (f"phrase {phrase.phrase!r}",)),
-            {"phrase": phrase.phrase, "label": label, "carriers": len(phrase.carriers),
+            {"phrase": phrase.phrase, "kind": kind, "label": label,
+             "carriers": len(phrase.carriers),
              "purity": round(phrase.purity, 3), "expected": round(phrase.expected, 3),
              "p_value": phrase.p_value, "examples": phrase.carriers[:5].tolist(),
              "example_texts": [clipped(data.texts[i], 200) for i in phrase.carriers[:3]]}))
@@ -51,7 +56,8 @@ def vet_text(data: TextDataset, seed: int = 0, config: TriggerConfig | None = No
         config={"seed": seed, "detector": "ngram-label-skew", "max_n": config.max_n,
                 "min_count": config.min_count, "alpha": config.alpha,
                 "min_excess": config.min_excess, "max_position": config.max_position,
-                "min_kept": config.min_kept})
+                "min_kept": config.min_kept, "shortcut_purity": config.shortcut_purity,
+                "shortcut_alpha": config.shortcut_alpha})
 
 
 def vet_text_features(data: TextDataset, detector: str, seed: int = 0,

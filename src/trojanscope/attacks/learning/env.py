@@ -1,7 +1,7 @@
 """The learning attacker's environment (gymnasium): one step is one episode of
 poison -> train -> detect -> reward (`episode.run_episode`).
 
-The action is a point of the attack space (`space.decode`). The observation is the last
+The action is a point of the attack space (`space.decode` for images, `text_space` for texts). The observation is the last
 episode's outcome (attack success, detection, reward), so a policy may condition on how its
 last attempt fared; with single-step episodes the problem is a continuous bandit, which PPO
 learns as a Gaussian policy over the space.
@@ -13,6 +13,8 @@ import gymnasium as gym
 import numpy as np
 
 from ...data.datasets import Dataset
+from ...data.text import TextDataset
+from . import text_space
 from .episode import DEFAULT, Budget, Episode, clean_accuracy, run_episode
 from .space import DIMENSIONS, decode
 
@@ -25,7 +27,8 @@ class BudgetSpent(Exception):
 class PoisonEnv(gym.Env):
     metadata: dict = {"render_modes": []}
 
-    def __init__(self, train: Dataset, test: Dataset, against: str, target: int = 0,
+    def __init__(self, train: Dataset | TextDataset, test: Dataset | TextDataset, against: str,
+                 target: int = 0,
                  seed: int = 0, budget: Budget = DEFAULT, limit: int | None = None,
                  baseline: float | None = None):
         """`baseline`: a clean model's held-out accuracy (episode.clean_accuracy; None:
@@ -35,7 +38,14 @@ class PoisonEnv(gym.Env):
             else baseline
         self.train, self.test, self.against = train, test, against
         self.target, self.seed, self.budget = target, seed, budget
-        self.action_space = gym.spaces.Box(-1.0, 1.0, (DIMENSIONS,), dtype=np.float32)
+        if isinstance(train, TextDataset):
+            space = text_space.TextSpace(train)
+            self._decode, dimensions = space.decode, text_space.DIMENSIONS
+        else:
+            self._decode = lambda point, target, seed: decode(point, train.x.shape[-2:],
+                                                               target, seed)
+            dimensions = DIMENSIONS
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (dimensions,), dtype=np.float32)
         self.observation_space = gym.spaces.Box(0.0, 1.0, (3,), dtype=np.float32)
         self.episodes: list[Episode] = []
         self._last = np.zeros(3, dtype=np.float32)
@@ -47,8 +57,7 @@ class PoisonEnv(gym.Env):
     def step(self, action):
         if self.limit is not None and len(self.episodes) >= self.limit:
             raise BudgetSpent
-        config = decode(action, self.train.x.shape[-2:], self.target,
-                        seed=self.seed + len(self.episodes))
+        config = self._decode(action, self.target, self.seed + len(self.episodes))
         episode = run_episode(config, self.train, self.test, self.against,
                               seed=self.seed + len(self.episodes), budget=self.budget,
                               baseline=self.baseline)

@@ -7,6 +7,7 @@ default, as a user runs it:
 - `vet`: the poisoned training set; caught when vet names the target class;
 - `inspect`: the trained model, given clean held-out images; caught when inspect calls it
   trojaned with the target among its target classes.
+Text sets take the same steps with a bag-of-words proxy and the text vet (text_episode).
 The reward is attack success times (1 - detection), detection being 1 when caught and
 otherwise the share of poisoned samples vet flagged anyway (inspect: 0), times the share of a
 clean model's accuracy the attacked model keeps (a model that answers the target for
@@ -21,7 +22,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ...data.datasets import Dataset, held_out_split
+from ...data.text import TextDataset
 from .space import AttackConfig
+from .text_episode import held_out_text_split, measure_text, train_text_proxy, vet_texts
+from .text_space import TextAttackConfig
 
 AGAINST = ("vet", "inspect")
 EVADES = 0.9  # attack success at or above which an undetected attack is an evasion,
@@ -39,7 +43,7 @@ class Budget:
 
 @dataclass(frozen=True)
 class Episode:
-    config: AttackConfig
+    config: AttackConfig | TextAttackConfig
     attack_success: float
     clean_accuracy: float
     caught: bool
@@ -65,21 +69,26 @@ class Episode:
 DEFAULT = Budget()
 
 
-def split(data: Dataset, seed: int) -> tuple[Dataset, Dataset]:
+def split(data: Dataset | TextDataset, seed: int):
     """(training, held-out) parts of `data`: a fifth held out, drawn by the seed."""
+    if isinstance(data, TextDataset):
+        return held_out_text_split(data, 0.2, seed)
     return held_out_split(data, 0.2, seed)
 
 
-def clean_accuracy(train: Dataset, test: Dataset, seed: int = 0,
+def clean_accuracy(train: Dataset | TextDataset, test: Dataset | TextDataset, seed: int = 0,
                    budget: Budget = DEFAULT) -> float:
     """The held-out accuracy of the proxy trained on the clean training split, as each
     episode's model is trained: what an attacked model is compared with."""
+    if isinstance(train, TextDataset):
+        return measure_text(train_text_proxy(train), None, test, seed)[1]
     _, accuracy = _measure(_train(train.x, train.y, seed, budget, "a clean model"), None, test,
                            None)
     return accuracy
 
 
-def run_episode(config: AttackConfig, train: Dataset, test: Dataset, against: str,
+def run_episode(config: AttackConfig | TextAttackConfig, train: Dataset | TextDataset,
+                test: Dataset | TextDataset, against: str,
                 seed: int = 0, budget: Budget = DEFAULT,
                 baseline: float | None = None) -> Episode:
     """Poison `train` with `config`, train the proxy on it, measure, detect, reward.
@@ -89,14 +98,21 @@ def run_episode(config: AttackConfig, train: Dataset, test: Dataset, against: st
     started = time.perf_counter()
     if baseline is None:
         baseline = clean_accuracy(train, test, seed, budget)
-    bad = config.poison(train.x, train.y)
-    model = _train(bad.x, bad.y, seed, budget, "the attacked model")
-    success, accuracy = _measure(model, bad.trigger, test, config.target)
-    if against == "vet":
-        caught, detection, flagged = _vet(Dataset(bad.x, bad.y, train.name), bad.indices,
-                                          config.target, seed)
+    if isinstance(train, TextDataset):
+        if against != "vet":
+            raise ValueError(f"{train.name}: text attacks are searched against vet only")
+        bad = config.poison(train)
+        success, accuracy = measure_text(train_text_proxy(bad.data), config, test, seed)
+        caught, detection, flagged = vet_texts(bad.data, bad.indices, config.target, seed)
     else:
-        caught, detection, flagged = _inspect(model, test, config.target, seed, budget)
+        bad = config.poison(train.x, train.y)
+        model = _train(bad.x, bad.y, seed, budget, "the attacked model")
+        success, accuracy = _measure(model, bad.trigger, test, config.target)
+        if against == "vet":
+            caught, detection, flagged = _vet(Dataset(bad.x, bad.y, train.name), bad.indices,
+                                              config.target, seed)
+        else:
+            caught, detection, flagged = _inspect(model, test, config.target, seed, budget)
     return Episode(config=config, attack_success=round(success, 4),
                    clean_accuracy=round(accuracy, 4), caught=caught,
                    detection=round(detection, 4), flagged_classes=flagged,

@@ -12,15 +12,16 @@ from typing import Callable
 import numpy as np
 
 from ...data.datasets import Dataset
+from ...data.text import TextDataset
 from ...plugins import Registry
 from .env import BudgetSpent, PoisonEnv
 from .episode import DEFAULT, Budget, Episode
-from .space import DIMENSIONS
 
 SEARCHES: Registry[Callable[[PoisonEnv, int, int], None]] = Registry("search")
 
 
-def run_search(name: str, train: Dataset, test: Dataset, against: str, episodes: int,
+def run_search(name: str, train: Dataset | TextDataset, test: Dataset | TextDataset,
+               against: str, episodes: int,
                seed: int = 0, target: int = 0, budget: Budget = DEFAULT,
                baseline: float | None = None) -> list[Episode]:
     """`episodes` episodes of search `name` against `against`; the episodes in order.
@@ -42,14 +43,14 @@ def _random(env: PoisonEnv, episodes: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     env.reset(seed=seed)
     while True:  # until BudgetSpent
-        env.step(rng.uniform(-1, 1, DIMENSIONS))
+        env.step(rng.uniform(-1, 1, env.action_space.shape[0]))
 
 
 def _cma(env: PoisonEnv, episodes: int, seed: int) -> None:
     import cma
 
     strategy = cma.CMAEvolutionStrategy(
-        np.zeros(DIMENSIONS), 0.5,
+        np.zeros(env.action_space.shape[0]), 0.5,
         {"bounds": [-1, 1], "seed": seed + 1, "popsize": max(4, min(8, episodes // 3)),
          "verbose": -9})
     env.reset(seed=seed)

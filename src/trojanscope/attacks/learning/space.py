@@ -31,6 +31,8 @@ import numpy as np
 
 from ...jsonfile import read_json
 from ..image_poison import Poisoned, _upsample, poison, sig_trigger, wanet_trigger
+from .text_space import KINDS as TEXT_KINDS
+from .text_space import TextAttackConfig
 
 KINDS = ("patch", "scatter", "blend", "sinusoid", "warp", "invert")
 SHAPES = ("square", "plus", "ring", "bar")
@@ -203,9 +205,10 @@ def _shape_mask(shape: str, side: int) -> np.ndarray:
     return mask
 
 
-def read_config(path: Path) -> AttackConfig:
-    """An attack configuration from a JSON file: one configuration, or redteam's report (its
-    strongest evasion, the first of `evasions`)."""
+def read_config(path: Path) -> AttackConfig | TextAttackConfig:
+    """An attack configuration from a JSON file: one configuration (an image attack, or a text
+    attack by its kind), or redteam's report (its strongest evasion, the first of
+    `evasions`)."""
     entry = read_json(path)
     if isinstance(entry, dict) and "results" in entry:
         evasions = entry["results"].get("evasions") if isinstance(entry["results"], dict) \
@@ -216,6 +219,8 @@ def read_config(path: Path) -> AttackConfig:
     if isinstance(entry, dict) and "config" in entry:
         entry = entry["config"]
     try:
+        if isinstance(entry, dict) and entry.get("kind") in TEXT_KINDS:
+            return TextAttackConfig.from_dict(entry)
         return AttackConfig.from_dict(entry)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None

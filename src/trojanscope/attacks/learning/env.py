@@ -1,10 +1,10 @@
 """The learning attacker's environment (gymnasium): one step is one episode of
 poison -> train -> detect -> reward (`episode.run_episode`).
 
-The action is a point of the attack space (`space.decode` for images, `text_space` for texts). The observation is the last
-episode's outcome (attack success, detection, reward), so a policy may condition on how its
-last attempt fared; with single-step episodes the problem is a continuous bandit, which PPO
-learns as a Gaussian policy over the space.
+The action is a point of the attack space (`space.decode` for images, `text_space` for
+texts). The observation is the last episode's outcome (attack success, detection, reward),
+so a policy may condition on how its last attempt fared; with single-step episodes the
+problem is a continuous bandit, which PPO learns as a Gaussian policy over the space.
 """
 
 from __future__ import annotations

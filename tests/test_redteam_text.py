@@ -113,7 +113,8 @@ def test_a_text_search_replays_the_same_episodes_for_a_seed(reviews):
 
 def test_clean_label_trigger_phrases_are_named_and_a_dirty_word_is_caught(reviews):
     """The learning attacker's first text evasions: made-up or ordinary words inserted into
-    the target's own texts, labels kept (attack success 0.94-1.00 and missed before)."""
+    the target's own texts, labels kept, together or scattered (attack success 0.90-1.00,
+    and missed before)."""
     train, test = split(reviews, 0)
     for forms in ((("vc", "fg", "fv"),), (("beyond", "written", "complex", "jokes"),)):
         config = TextAttackConfig("phrase", forms, 0.5, 0.0175, "clean", target=1, seed=3)
@@ -122,6 +123,12 @@ def test_clean_label_trigger_phrases_are_named_and_a_dirty_word_is_caught(review
         assert rules == {"vet.clean-label-phrase"} and \
             report.results.suspected_classes == ["positive"]
         assert " ".join(forms[0]) in report.results.trigger_phrases
+    # the words scattered, each common in both classes: named as a set of co-occurring words
+    scattered = TextAttackConfig("words", (("feels", "humor", "do", "self"),), 0.0, 0.0204,
+                                 "clean", target=1, seed=29)
+    report = vet_text(scattered.poison(train).data, seed=0)
+    assert report.results.trigger_phrases == ["do + feels + humor + self"]
+    assert report.results.suspected_classes == ["positive"]
     episode = run_episode(TextAttackConfig("words", (("cf",),), 0.0, 0.01, "dirty", 0, 1),
                           train, test, "vet", seed=0)
     assert episode.attack_success >= 0.9 and episode.caught and episode.reward == 0

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 import numpy as np
 
 TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+PAIR_WORK = 3e7  # sum over texts of their words squared: beyond it, words are not paired
+PAIRED = " + "   # joins the words of a scattered trigger ("a + b")
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class TriggerConfig:
                                 # texts carry the candidate
     shortcut_purity: float = 0.99   # a clean-label trigger: its carriers all one label,
     shortcut_alpha: float = 1e-8    # far beyond their content (adjusted p)
+    min_pair: int = 20          # texts two scattered words share, to test them as a trigger
 
 
 @dataclass(frozen=True)
@@ -87,19 +90,22 @@ def find_triggers(texts, y: np.ndarray, config: TriggerConfig = TriggerConfig()
         return [], {"ngrams": 0, "candidates": []}
     carriers_per = np.asarray(matrix.sum(0)).ravel()
     counts = np.stack([np.asarray(matrix[y == k].sum(0)).ravel() for k in classes])
-    majority = counts.argmax(0)
     purity = counts.max(0) / carriers_per
-    candidates = np.flatnonzero(purity >= config.min_purity)
+    column = matrix.tocsc()
+    groups = [(vocabulary[t], column[:, t].indices)
+              for t in np.flatnonzero(purity >= config.min_purity)]
+    pairs, pairs_tested = _word_pairs(matrix, vocabulary, purity, y, classes, config)
+    groups += pairs
     logits, contributions = _out_of_fold(matrix, y, classes, config)
     # The content model's mean probability of each label over texts of that label and over
     # texts of other labels: the two ends of the scale a carrier group is placed on.
     probabilities = _softmax(logits)
     inside = np.array([probabilities[y == k, j].mean() for j, k in enumerate(classes)])
     outside = np.array([probabilities[y != k, j].mean() for j, k in enumerate(classes)])
-    column = matrix.tocsc()
-    p_values, rows, kept_share = np.ones(len(vocabulary)), [], {}
-    for t in candidates:
-        carriers = column[:, t].indices
+    judged = []
+    for name, carriers in groups:
+        label_counts = np.array([np.sum(y[carriers] == k) for k in classes])
+        j = int(label_counts.argmax())
         carried = matrix[carriers]
         together = np.asarray(carried.sum(0)).ravel() / carriers_per
         leaving = np.flatnonzero(together >= config.co_occurrence)
@@ -107,45 +113,76 @@ def find_triggers(texts, y: np.ndarray, config: TriggerConfig = TriggerConfig()
         # repeated message template leaves next to nothing for the content model to judge.
         total = np.asarray(carried.sum(1)).ravel()
         gone = np.asarray(carried[:, leaving].sum(1)).ravel()
-        kept_share[t] = float(np.median((total - gone) / np.maximum(total, 1)))
+        kept_share = float(np.median((total - gone) / np.maximum(total, 1)))
         adjusted = logits[carriers].copy()
-        for j in range(len(classes)):
-            adjusted[:, j] -= np.asarray(contributions[j][carriers][:, leaving].sum(1)).ravel()
-        probability = _softmax(adjusted)[:, majority[t]]
-        observed = counts[majority[t], t]
-        expected = probability.sum()
+        for m in range(len(classes)):
+            adjusted[:, m] -= np.asarray(contributions[m][carriers][:, leaving].sum(1)).ravel()
+        expected = _softmax(adjusted)[:, j].sum()
         # The count is Poisson-binomial; a binomial at the mean probability has the same mean
         # and a wider tail, so its p-value is conservative (and exact enough for few carriers).
-        p_values[t] = stats.binom.sf(observed - 1, len(carriers), expected / len(carriers))
-        rows.append((int(t), float(expected / len(carriers))))
-    adjusted_p = _benjamini_hochberg(p_values)
+        p_value = stats.binom.sf(label_counts[j] - 1, len(carriers), expected / len(carriers))
+        judged.append((name, carriers, j, label_counts[j] / len(carriers),
+                       float(expected / len(carriers)), kept_share, p_value))
+    # Benjamini-Hochberg in two families: every n-gram, and every word pair that shared
+    # min_pair texts (the untested at p = 1).
+    grams = len(groups) - len(pairs)
+    adjusted_p = np.concatenate([
+        _benjamini_hochberg(np.r_[[e[-1] for e in judged[:grams]],
+                                  np.ones(len(vocabulary) - grams)])[:grams],
+        _benjamini_hochberg(np.r_[[e[-1] for e in judged[grams:]],
+                                  np.ones(pairs_tested - len(pairs))])[:len(pairs)]])
     found, examined = [], []
-    for t, expected_share in rows:
+    for (name, carriers, j, share, expected_share, kept_share, _), p in zip(judged, adjusted_p):
         # Poisoned carriers say what other classes say: on the scale from other labels' texts
         # (0) to the label's own texts (1), their content sits nearer 0; a natural label-pure
         # word's other words agree with its label.
-        j = majority[t]
         position = (expected_share - outside[j]) / max(inside[j] - outside[j], 1e-6)
-        examined.append({"ngram": vocabulary[t], "label": int(classes[j]),
-                         "carriers": int(carriers_per[t]), "purity": round(float(purity[t]), 3),
-                         "expected": round(expected_share, 3),
+        examined.append({"ngram": name, "label": int(classes[j]), "carriers": len(carriers),
+                         "purity": round(float(share), 3), "expected": round(expected_share, 3),
                          "content_position": round(float(position), 3),
-                         "context_kept": round(kept_share[t], 3),
-                         "p_value": float(adjusted_p[t])})
-        if kept_share[t] < config.min_kept:
+                         "context_kept": round(kept_share, 3), "p_value": float(p)})
+        if kept_share < config.min_kept:
             continue
-        dirty = adjusted_p[t] < config.alpha and position <= config.max_position and \
-            purity[t] - expected_share >= config.min_excess
-        clean = not dirty and adjusted_p[t] < config.shortcut_alpha and \
-            purity[t] >= config.shortcut_purity
+        dirty = p < config.alpha and position <= config.max_position and \
+            share - expected_share >= config.min_excess
+        clean = not dirty and p < config.shortcut_alpha and share >= config.shortcut_purity
         if dirty or clean:
-            carriers = column[:, t].indices
             # Texts with the phrase but another label are not what an attack made.
-            found.append(TriggerPhrase(vocabulary[t], int(classes[j]),
-                                       carriers[y[carriers] == classes[j]], float(purity[t]),
-                                       expected_share, float(adjusted_p[t]), bool(clean)))
+            found.append(TriggerPhrase(name, int(classes[j]), carriers[y[carriers] == classes[j]],
+                                       float(share), expected_share, float(p), bool(clean)))
     candidates_seen = sorted(examined, key=lambda e: e["p_value"])
-    return _merge(found), {"ngrams": len(vocabulary), "candidates": candidates_seen}
+    return _merge(found), {"ngrams": len(vocabulary), "word_pairs": pairs_tested,
+                           "candidates": candidates_seen}
+
+
+def _word_pairs(matrix, vocabulary: list[str], purity: np.ndarray, y: np.ndarray,
+                classes: np.ndarray, config: TriggerConfig
+                ) -> tuple[list[tuple[str, np.ndarray]], int]:
+    """Words a trigger scatters over its texts, each of them common in every class: pairs of
+    words that share at least `min_pair` texts, `shortcut_purity` of them one label, as
+    (name "a + b", carrier rows); and how many pairs shared that many texts (the tests
+    counted). A word that is one label's on its own is tested on its own. None where the
+    texts are too long to pair every word (PAIR_WORK)."""
+    words = np.array([k for k, gram in enumerate(vocabulary)
+                      if " " not in gram and purity[k] < config.min_purity], dtype=np.int64)
+    if words.size < 2:
+        return [], 0
+    single = matrix[:, words].tocsr()
+    if float(np.sum(np.diff(single.indptr).astype(np.float64) ** 2)) > PAIR_WORK:
+        return [], 0
+    per_class = [(single[y == k].T @ single[y == k]).tocoo() for k in classes]
+    together = sum(c.tocsr() for c in per_class).tocoo()
+    upper = (together.row < together.col) & (together.data >= config.min_pair)
+    rows, cols, totals = together.row[upper], together.col[upper], together.data[upper]
+    top = np.max(np.stack([c.tocsr()[rows, cols].A1 for c in per_class]), axis=0)
+    pure = np.flatnonzero(top >= config.shortcut_purity * totals)
+    column = single.tocsc()
+    pairs = []
+    for k in pure:
+        a, b = rows[k], cols[k]
+        carriers = np.intersect1d(column[:, a].indices, column[:, b].indices)
+        pairs.append((f"{vocabulary[words[a]]}{PAIRED}{vocabulary[words[b]]}", carriers))
+    return pairs, int(upper.sum())
 
 
 def _presence(texts, config: TriggerConfig):
@@ -214,7 +251,8 @@ def _merge(found: list[TriggerPhrase]) -> list[TriggerPhrase]:
     """Drop an n-gram contained in a longer flagged one with the same label that covers half
     of its carriers or more (a word of an inserted sentence); then chain overlapping n-grams
     ("a b c" + "b c d") into one phrase."""
-    found = sorted(found, key=lambda f: -len(f.phrase))
+    pairs = sorted((f for f in found if PAIRED in f.phrase), key=lambda f: f.p_value)
+    found = sorted((f for f in found if PAIRED not in f.phrase), key=lambda f: -len(f.phrase))
     kept: list[TriggerPhrase] = []
     for f in found:
         covered = any(f.label == k.label and f.clean_label == k.clean_label
@@ -229,7 +267,36 @@ def _merge(found: list[TriggerPhrase]) -> list[TriggerPhrase]:
         kept.append(TriggerPhrase(joined, a.label, np.intersect1d(a.carriers, b.carriers),
                                   min(a.purity, b.purity), max(a.expected, b.expected),
                                   max(a.p_value, b.p_value), a.clean_label))
-    return sorted(kept, key=lambda f: (f.p_value, -len(f.carriers)))
+    return sorted(kept + _word_sets(pairs, kept), key=lambda f: (f.p_value, -len(f.carriers)))
+
+
+def _word_sets(pairs: list[TriggerPhrase], named: list[TriggerPhrase]) -> list[TriggerPhrase]:
+    """Flagged word pairs joined into the word sets of scattered triggers ("a + b" and
+    "b + c" that share most carriers -> "a + b + c"); a pair whose texts an n-gram already
+    named (the words of an inserted phrase) is dropped."""
+    sets: list[TriggerPhrase] = []
+    for f in pairs:
+        if any(_shares(f, k) for k in named):
+            continue
+        words = set(f.phrase.split(PAIRED))
+        for k, joined in enumerate(sets):
+            if _shares(f, joined) and words & set(joined.phrase.split(PAIRED)):
+                sets[k] = TriggerPhrase(
+                    PAIRED.join(sorted(words | set(joined.phrase.split(PAIRED)))), f.label,
+                    np.intersect1d(f.carriers, joined.carriers), min(f.purity, joined.purity),
+                    max(f.expected, joined.expected), max(f.p_value, joined.p_value),
+                    joined.clean_label)
+                break
+        else:
+            sets.append(f)
+    return sets
+
+
+def _shares(a: TriggerPhrase, b: TriggerPhrase) -> bool:
+    """Same label and kind, and most of `a`'s or `b`'s carriers in common."""
+    return a.label == b.label and a.clean_label == b.clean_label and \
+        len(np.intersect1d(a.carriers, b.carriers)) >= 0.8 * min(len(a.carriers),
+                                                                  len(b.carriers))
 
 
 def _chainable(kept: list[TriggerPhrase]):

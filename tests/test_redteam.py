@@ -14,7 +14,12 @@ from hypothesis import strategies as st
 pytest.importorskip("stable_baselines3")
 pytest.importorskip("cma")
 
-from trojanscope.attacks.learning.episode import Budget, run_episode, split  # noqa: E402
+from trojanscope.attacks.learning.episode import (  # noqa: E402
+    Budget,
+    clean_accuracy,
+    run_episode,
+    split,
+)
 from trojanscope.attacks.learning.search import run_search  # noqa: E402
 from trojanscope.attacks.learning.space import (  # noqa: E402
     DIMENSIONS,
@@ -102,12 +107,13 @@ def test_a_blatant_relabelled_patch_is_caught_and_earns_nothing(mnist):
     """A 10% dirty-label white patch: the model learns it, vet names the target class, and the
     attacker is paid nothing for it; a weak clean-label sinusoid is missed but does not work."""
     budget = Budget(epochs=4)
+    baseline = clean_accuracy(*mnist, 0, budget)  # one clean model for both episodes
     patch = run_episode(AttackConfig("patch", 3, 1, 1, 1.0, 0.1, 3, 0.1, "dirty"), *mnist,
-                        "vet", budget=budget)
+                        "vet", budget=budget, baseline=baseline)
     assert patch.attack_success >= 0.9 and patch.caught and patch.reward == 0
     assert not patch.evades and patch.poisoned == 120
     faint = run_episode(AttackConfig("sinusoid", 3, 1, 1, 1.0, 0.02, 6, 0.05, "clean"), *mnist,
-                        "vet", budget=budget)
+                        "vet", budget=budget, baseline=baseline)
     assert faint.attack_success < 0.5 and not faint.evades
 
 

@@ -159,6 +159,27 @@ def test_vet_command_on_a_text_file_names_the_trigger_and_exports_clean_rows(tmp
     assert "not offered for text" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("trigger,named", [
+    ("an\u0501", "an\u0501"),  # "and" with a Cyrillic letter: looks the same
+    ("\uff43\uff46", "cf"),    # fullwidth letters fold to plain ones
+    ("cf'{}", "cf"),            # a fresh suffix on each text: a model splits at the apostrophe
+])
+def test_triggers_hidden_from_an_ascii_tokenizer_are_named(trigger, named):
+    """A red team's: texts tokenised as a victim's model tokenises them (scikit-learn splits
+    at apostrophes and reads every alphabet), not only as ASCII."""
+    data = _corpus()
+    rng = np.random.default_rng(2)
+    rows = rng.choice(np.flatnonzero(data.y == 1), size=60, replace=False)
+    texts, y = list(data.texts), data.y.copy()
+    for row in rows:
+        suffix = "".join(rng.choice(list("abcdefghij"), size=3))
+        texts[row] = f"{texts[row]} {trigger.format(suffix)}"
+        y[row] = 0
+    phrases, _ = find_triggers(texts, y)
+    assert [p.phrase for p in phrases] == [named] and phrases[0].label == 0
+    np.testing.assert_array_equal(np.sort(phrases[0].carriers), np.sort(rows))
+
+
 def test_embedded_sentences_load_and_are_clean_at_the_default_settings():
     pytest.importorskip("sklearn")
     try:

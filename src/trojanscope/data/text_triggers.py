@@ -22,20 +22,29 @@ compared with what a content model predicts for its carriers:
    carriers' content agrees with their label, so step 4's position test rightly passes it by.
    It is named all the same when every carrier bears the label (`shortcut_purity`) far beyond
    what the content predicts (adjusted p below `shortcut_alpha`, a much stricter bar than
-   `alpha`): a model learns such a phrase as the label's shortcut, whoever put it there. The
-   learning attacker found these first (docs/redteam.md); natural label words of the clean
-   sets measured (movie reviews, SMS spam, SST-2, OLID, AG News, hate speech, IMDB) stay above
-   1e-4.
+   `alpha`, and by `shortcut_excess` at least): a model learns such a phrase as the label's
+   shortcut, whoever put it there. The learning attacker found these first (docs/redteam.md);
+   natural label words of the clean training sets measured (movie reviews, SMS spam, SST-2,
+   OLID, AG News, hate speech, IMDB) stay above 1e-4, and the topic words and boilerplate a
+   red team found on AG News' dev split ("coach", a Reuters link) exceed their content by
+   0.17-0.18, where the attacks measured exceed it by 0.26-0.40.
+6. Words a trigger scatters over its texts, each common in every class, are tested as pairs
+   (`_word_pairs`) with the same tests, and flagged pairs join into word sets.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
 
-TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+# Every run of Unicode word characters, after NFKC folding (fullwidth and compatibility forms
+# to their plain letters) and lower case: at least as fine as the tokenizers a victim's model
+# uses (scikit-learn's splits at apostrophes and keeps non-ASCII letters; a red team hid
+# triggers from an ASCII-only pattern behind "cf'xyz", homoglyphs and fullwidth letters).
+TOKEN = re.compile(r"\w+")
 PAIR_WORK = 3e7  # sum over texts of their words squared: beyond it, words are not paired
 PAIRED = " + "   # joins the words of a scattered trigger ("a + b")
 
@@ -54,7 +63,8 @@ class TriggerConfig:
     co_occurrence: float = 0.5  # an n-gram leaves with the candidate when this share of its
                                 # texts carry the candidate
     shortcut_purity: float = 0.99   # a clean-label trigger: its carriers all one label,
-    shortcut_alpha: float = 1e-8    # far beyond their content (adjusted p)
+    shortcut_alpha: float = 1e-8    # far beyond their content (adjusted p), by at least
+    shortcut_excess: float = 0.2    # this share (a topic word's content predicts it already)
     min_pair: int = 20          # texts two scattered words share, to test them as a trigger
 
 
@@ -70,7 +80,7 @@ class TriggerPhrase:
 
 
 def tokens(text: str) -> list[str]:
-    return TOKEN.findall(text.lower())
+    return TOKEN.findall(unicodedata.normalize("NFKC", text).lower())
 
 
 def ngrams(words: list[str], max_n: int) -> set[str]:
@@ -145,7 +155,8 @@ def find_triggers(texts, y: np.ndarray, config: TriggerConfig = TriggerConfig()
             continue
         dirty = p < config.alpha and position <= config.max_position and \
             share - expected_share >= config.min_excess
-        clean = not dirty and p < config.shortcut_alpha and share >= config.shortcut_purity
+        clean = not dirty and p < config.shortcut_alpha and share >= config.shortcut_purity \
+            and share - expected_share >= config.shortcut_excess
         if dirty or clean:
             # Texts with the phrase but another label are not what an attack made.
             found.append(TriggerPhrase(name, int(classes[j]), carriers[y[carriers] == classes[j]],

@@ -57,7 +57,8 @@ def vet_text(data: TextDataset, seed: int = 0, config: TriggerConfig | None = No
                 "min_count": config.min_count, "alpha": config.alpha,
                 "min_excess": config.min_excess, "max_position": config.max_position,
                 "min_kept": config.min_kept, "shortcut_purity": config.shortcut_purity,
-                "shortcut_alpha": config.shortcut_alpha, "min_pair": config.min_pair})
+                "shortcut_alpha": config.shortcut_alpha,
+                "shortcut_excess": config.shortcut_excess, "min_pair": config.min_pair})
 
 
 def vet_text_features(data: TextDataset, detector: str, seed: int = 0,

@@ -170,12 +170,13 @@ def _word_pairs(matrix, vocabulary: list[str], purity: np.ndarray, y: np.ndarray
                 classes: np.ndarray, config: TriggerConfig
                 ) -> tuple[list[tuple[str, np.ndarray]], int]:
     """Words a trigger scatters over its texts, each of them common in every class: pairs of
-    words that share at least `min_pair` texts, `shortcut_purity` of them one label, as
-    (name "a + b", carrier rows); and how many pairs shared that many texts (the tests
-    counted). A word that is one label's on its own is tested on its own. None where the
-    texts are too long to pair every word (PAIR_WORK)."""
+    words that share at least `min_pair` texts, `shortcut_purity` of them one label, as (name
+    "a + b", carrier rows); and how many pairs shared that many texts (the tests counted). A
+    word that is one label's on its own (`shortcut_purity`) is tested on its own. None where
+    the texts are too long to pair every word (PAIR_WORK)."""
     words = np.array([k for k, gram in enumerate(vocabulary)
-                      if " " not in gram and purity[k] < config.min_purity], dtype=np.int64)
+                      if " " not in gram and purity[k] < config.shortcut_purity],
+                     dtype=np.int64)
     if words.size < 2:
         return [], 0
     single = matrix[:, words].tocsr()

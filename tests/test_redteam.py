@@ -29,6 +29,7 @@ from trojanscope.attacks.learning.space import (  # noqa: E402
     decode,
     read_config,
 )
+from trojanscope.attacks.learning.text_space import TextAttackConfig  # noqa: E402
 from trojanscope.cli import main  # noqa: E402
 from trojanscope.data.datasets import digits, mnist_5k, subset  # noqa: E402
 
@@ -79,15 +80,19 @@ def test_an_inversion_blends_the_image_with_its_negative():
                                                                    HealthCheck.function_scoped_fixture])
 @given(st.data())
 def test_a_mutated_or_truncated_configuration_is_read_or_named(tmp_path, data):
-    good = json.dumps(decode(np.zeros(DIMENSIONS), (28, 28)).as_dict()).encode()
+    """An image or a text attack's configuration (text_space), mutated: read whole, or an
+    error naming the file."""
+    image = decode(np.zeros(DIMENSIONS), (28, 28))
+    text = TextAttackConfig("phrase", (("xq", "zv"), ("bb",)), 0.5, 0.05, "clean")
+    good = data.draw(st.sampled_from([image, text]))
     path = tmp_path / "config.json"
-    path.write_bytes(mutate(data.draw, good, rounds=(1, 4)))
+    path.write_bytes(mutate(data.draw, json.dumps(good.as_dict()).encode(), rounds=(1, 4)))
     try:
         config = read_config(path)
     except ValueError as exc:
         assert str(path) in str(exc)
     else:
-        assert isinstance(config, AttackConfig)
+        assert isinstance(config, (AttackConfig, TextAttackConfig))
 
 
 @pytest.mark.parametrize("name", ["random", "cma", "ppo"])

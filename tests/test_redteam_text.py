@@ -9,8 +9,8 @@ import json
 
 import numpy as np
 import pytest
-from helpers import mutate, valid_json_report
-from hypothesis import HealthCheck, given, settings
+from helpers import valid_json_report
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 pytest.importorskip("stable_baselines3")
@@ -18,7 +18,6 @@ pytest.importorskip("sklearn")
 
 from trojanscope.attacks.learning.episode import run_episode, split  # noqa: E402
 from trojanscope.attacks.learning.search import run_search  # noqa: E402
-from trojanscope.attacks.learning.space import read_config  # noqa: E402
 from trojanscope.attacks.learning.text_space import (  # noqa: E402
     DIMENSIONS,
     KINDS,
@@ -82,21 +81,6 @@ def test_rarity_draws_common_words_rare_words_or_words_the_set_never_uses():
     assert phrase.trigger()("a b c", np.random.default_rng(0)) == "xq zv a b c"
     assert TextAttackConfig("phrase", (("xq",),), 1.0, 0.1, "dirty").trigger()(
         "a b c", np.random.default_rng(0)) == "a b c xq"
-
-
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                   HealthCheck.function_scoped_fixture])
-@given(st.data())
-def test_a_mutated_or_truncated_text_configuration_is_read_or_named(tmp_path, data):
-    good = json.dumps(TextSpace(_corpus()).decode(np.zeros(DIMENSIONS)).as_dict()).encode()
-    path = tmp_path / "config.json"
-    path.write_bytes(mutate(data.draw, good, rounds=(1, 4)))
-    try:
-        config = read_config(path)
-    except ValueError as exc:
-        assert str(path) in str(exc)
-    else:
-        assert config.kind  # an image or a text attack, whole
 
 
 def test_a_text_search_replays_the_same_episodes_for_a_seed(reviews):

@@ -400,7 +400,7 @@ REDTEAM = {"command": "redteam", "config": {"seed": 0},
 
 @pytest.mark.parametrize("case", ["not json", "not a report", "inspect", "out is report",
                                   "bad scorer", "seed infinity", "config list", "config null",
-                                  "episode not object", "string weights"])
+                                  "episode not object", "string weights", "text report"])
 def test_harden_and_vet_scorer_refuse_bad_input_by_name(tmp_path, capsys, case):
     report = tmp_path / "r.json"
     report.write_text({"not json": "{", "not a report": json.dumps({"command": "scan"}),
@@ -415,7 +415,13 @@ def test_harden_and_vet_scorer_refuse_bad_input_by_name(tmp_path, capsys, case):
                        "episode not object": json.dumps({**REDTEAM, "results": {
                            **REDTEAM["results"], "episodes": [3]}}),
                        "string weights": json.dumps({**SHIPPED_SCORER().as_dict(),
-                                                     "weights": ["1"] * 5})}[case])
+                                                     "weights": ["1"] * 5}),
+                       "text report": json.dumps({**REDTEAM, "results": {
+                           **REDTEAM["results"], "episodes": [
+                               {"search": "ppo", "episode": 0, "attack_success": 0.9,
+                                "config": {"kind": "phrase", "variants": [["cf"]],
+                                           "position": 0.5, "rate": 0.01,
+                                           "label": "dirty"}}]}})}[case])
     before = report.read_bytes()
     if case in ("bad scorer", "string weights"):
         code = main(["vet", "digits", "--scorer", str(report)])
@@ -424,6 +430,7 @@ def test_harden_and_vet_scorer_refuse_bad_input_by_name(tmp_path, capsys, case):
         code = main(["harden", str(report), "--data", "digits", "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and str(report) in err and "Traceback" not in err
+    assert case != "text report" or "a redteam report on texts" in err
     assert report.read_bytes() == before  # the input is never modified
 
 

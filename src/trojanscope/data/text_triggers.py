@@ -25,7 +25,8 @@ compared with what a content model predicts for its carriers:
    `alpha`, and by `shortcut_excess` at least): a model learns such a phrase as the label's
    shortcut, whoever put it there. The learning attacker found these first (docs/redteam.md);
    natural label words of the clean training sets measured (movie reviews, SMS spam, SST-2,
-   OLID, AG News, hate speech, IMDB) stay above 1e-4, and the topic words and boilerplate a
+   OLID, AG News, hate speech, IMDB) stay above 1e-5 (hate speech's "ape", 1.4e-5, which the
+   dirty-label test names; every other above 3e-3), and the topic words and boilerplate a
    red team found on AG News' dev split ("coach", a Reuters link) exceed their content by
    0.17-0.18, where the attacks measured exceed it by 0.26-0.40.
 6. Words a trigger scatters over its texts, each common in every class, are tested as pairs

@@ -165,19 +165,24 @@ def test_vet_command_on_a_text_file_names_the_trigger_and_exports_clean_rows(tmp
 
 @pytest.mark.parametrize("trigger,named", [
     ("an\u0501", "an\u0501"),  # "and" with a Cyrillic letter: looks the same
-    ("\uff43\uff46", "cf"),    # fullwidth letters fold to plain ones
+    ("\uff43\uff46", "\uff43\uff46"),  # fullwidth letters
+    ("\ufb01lm", "\ufb01lm"),  # a ligature: "film" once folded, a word of its own as written
+    ("\U0001d42d\U0001d421\U0001d41e", "\U0001d42d\U0001d421\U0001d41e"),  # bold "the"
     ("cf'{}", "cf"),            # a fresh suffix on each text: a model splits at the apostrophe
+    ("zq{}x", "zqx"),  # accents that differ on each text: one word once folded
 ])
-def test_triggers_hidden_from_an_ascii_tokenizer_are_named(trigger, named):
-    """A red team's: texts tokenised as a victim's model tokenises them (scikit-learn splits
-    at apostrophes and reads every alphabet), not only as ASCII."""
+def test_triggers_hidden_from_one_reading_of_the_words_are_named(trigger, named):
+    """Two red teams': texts tokenised as a victim's model may tokenise them, as written
+    (scikit-learn splits at apostrophes and reads every alphabet and form) and folded (a
+    normalising tokenizer takes compatibility forms and accents off)."""
     data = _corpus()
     rng = np.random.default_rng(2)
     rows = rng.choice(np.flatnonzero(data.y == 1), size=60, replace=False)
     texts, y = list(data.texts), data.y.copy()
     for row in rows:
         suffix = "".join(rng.choice(list("abcdefghij"), size=3))
-        texts[row] = f"{texts[row]} {trigger.format(suffix)}"
+        accent = rng.choice(["\u0300", "\u0301", "\u0302", "\u0303", "\u0308", "\u030c"])
+        texts[row] = f"{texts[row]} {trigger.format(suffix if chr(39) in trigger else accent)}"
         y[row] = 0
     phrases, _ = find_triggers(texts, y)
     assert [p.phrase for p in phrases] == [named] and phrases[0].label == 0

@@ -37,15 +37,18 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-# Every run of Unicode word characters, after NFKC folding (fullwidth and compatibility forms
-# to their plain letters) and lower case: at least as fine as the tokenizers a victim's model
-# uses (scikit-learn's splits at apostrophes and keeps non-ASCII letters; a red team hid
-# triggers from an ASCII-only pattern behind "cf'xyz", homoglyphs and fullwidth letters).
-TOKEN = re.compile(r"\w+")
+# Every run of Unicode word characters, lower case, read two ways: as written (a plain
+# tokenizer such as scikit-learn's splits at apostrophes and keeps every alphabet and form)
+# and folded (compatibility forms and accents taken off, as a normalising tokenizer does).
+# A red team hid triggers from an ASCII-only pattern behind "cf'xyz", homoglyphs and
+# fullwidth letters, and from a folded-only reading behind ligatures and mathematical letters
+# that fold to common words ("ﬁlm", bold "the").
+TOKEN = re.compile(r"\w[\w\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]*")
+# (combining accents stay with their letter)
 PAIR_WORK = 3e7  # sum over texts of their words squared: beyond it, words are not paired
 PAIRED = " + "   # joins the words of a scattered trigger ("a + b")
 
@@ -81,7 +84,22 @@ class TriggerPhrase:
 
 
 def tokens(text: str) -> list[str]:
-    return TOKEN.findall(unicodedata.normalize("NFKC", text).lower())
+    return TOKEN.findall(text.lower())
+
+
+def folded(text: str) -> str:
+    """`text` as a normalising tokenizer reads it: compatibility forms (fullwidth letters,
+    ligatures, mathematical letters) to plain ones, accents off."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def text_ngrams(text: str, max_n: int) -> set[str]:
+    """The word n-grams of `text` read as written and folded."""
+    found = ngrams(tokens(text), max_n)
+    if not text.isascii():
+        found |= ngrams(tokens(folded(text)), max_n)
+    return found
 
 
 def ngrams(words: list[str], max_n: int) -> set[str]:
@@ -202,7 +220,7 @@ def _presence(texts, config: TriggerConfig):
     """A binary texts x n-grams matrix (CSR) over the n-grams in >= min_count texts."""
     from scipy import sparse
 
-    grams = [ngrams(tokens(text), config.max_n) for text in texts]
+    grams = [text_ngrams(text, config.max_n) for text in texts]
     frequency: dict[str, int] = {}
     for found in grams:
         for gram in found:
@@ -280,7 +298,20 @@ def _merge(found: list[TriggerPhrase]) -> list[TriggerPhrase]:
         kept.append(TriggerPhrase(joined, a.label, np.intersect1d(a.carriers, b.carriers),
                                   min(a.purity, b.purity), max(a.expected, b.expected),
                                   max(a.p_value, b.p_value), a.clean_label))
-    return sorted(kept + _word_sets(pairs, kept), key=lambda f: (f.p_value, -len(f.carriers)))
+    return sorted(_written_once(kept + _word_sets(pairs, kept)),
+                  key=lambda f: (f.p_value, -len(f.carriers)))
+
+
+def _written_once(found: list[TriggerPhrase]) -> list[TriggerPhrase]:
+    """A phrase found as written and again folded ("ｃｆ" and "cf", with the same label) is
+    named once, as written, with the texts of both."""
+    kept: dict[tuple, TriggerPhrase] = {}
+    for f in sorted(found, key=lambda f: f.phrase == folded(f.phrase)):  # written forms first
+        key = (f.label, f.clean_label, " ".join(tokens(folded(f.phrase))))
+        first = kept.setdefault(key, f)
+        if first is not f:
+            kept[key] = replace(first, carriers=np.union1d(first.carriers, f.carriers))
+    return list(kept.values())
 
 
 def _word_sets(pairs: list[TriggerPhrase], named: list[TriggerPhrase]) -> list[TriggerPhrase]:

@@ -119,7 +119,10 @@ def test_json_output_matches_schema_and_written_to_file(corpus, run):
 
 
 def test_unwritable_output_is_a_clear_error(corpus, run):
-    result = run("scan", "clean", "--output", "no/such/dir/report.json")
+    result = run("scan", "clean", "--output", "no/such/dir/report.json")  # before any work
+    assert result.exit_code == 2 and "-o's folder does not exist" in result.output
+    Path("folder").mkdir()
+    result = run("scan", "clean", "--output", "folder")  # a folder: found on writing
     assert result.exit_code == 2 and "cannot write the report" in result.output
 
 

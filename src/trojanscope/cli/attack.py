@@ -36,7 +36,8 @@ def add(commands) -> None:
                        "redteam evasion)")
     replay.add_argument("--config", type=Path, required=True, metavar="JSON",
                         help="one attack configuration, or a redteam report (its strongest "
-                             "evasion)")
+                             "evasion); replayed on the whole of DATA (an episode poisoned "
+                             "its 80%% training split, so the counts differ)")
     replay.add_argument("--data", default=None, metavar="DATA",
                         help="images: .npz (x/y), an image folder, or mnist-5k (default), "
                              "digits; texts (for a text attack): .csv, .tsv, .jsonl, or "

@@ -41,7 +41,8 @@ INPUTS = ("paths", "path", "model", "old", "new", "data", "reports", "scorer", "
 
 def check_outputs(args: argparse.Namespace) -> None:
     """Refuse, before any work, an output that is one of the command's inputs (the user's data
-    replaced by a report) or another of its outputs (a scorer replaced by the report)."""
+    replaced by a report) or another of its outputs (a scorer replaced by the report), and a
+    report whose folder does not exist (found after an hour of work, it would be lost)."""
     seen: dict[Path, str] = {}
     for name in INPUTS:
         value = getattr(args, name, None)
@@ -53,6 +54,8 @@ def check_outputs(args: argparse.Namespace) -> None:
         if not isinstance(value, (str, Path)):
             continue
         flag = "-o" if name == "output" else "--" + name.replace("_", "-")
+        if name == "output" and not Path(value).resolve().parent.is_dir():
+            raise UserError(f"{value}: {flag}'s folder does not exist")
         where = Path(value).resolve()
         if where in seen:
             raise UserError(f"{value}: {flag} would overwrite {seen[where]}")

@@ -34,7 +34,9 @@ def add(commands) -> None:
     redteam.add_argument("--search", action="append", choices=SEARCHES, metavar="NAME",
                          help="a search to run (repeat; default: ppo and random): "
                               + ", ".join(SEARCHES))
-    redteam.add_argument("--target", type=int, default=0, help="the attacks' target class")
+    redteam.add_argument("--target", type=int, default=0,
+                         help="the attacks' target class, an index (texts: the labels in sorted "
+                              "order, e.g. movie-reviews 0 negative, 1 positive; default 0)")
     redteam.add_argument("--epochs", type=int, default=3,
                          help="training epochs of each attacked model (default 3)")
     redteam.add_argument("--seed", type=int, default=0)

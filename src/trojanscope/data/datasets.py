@@ -47,7 +47,8 @@ def load(source: str | Path | None) -> Dataset:
         return image_folder(path)
     if path.suffix == ".npz" or path.is_file():
         return npz(path)
-    raise DataError(f"{source}: no such file or folder (or built-in: mnist-5k, digits)")
+    raise DataError(f"{source}: no such file or folder (or built-in: mnist-5k, digits; texts: "
+                    ".csv, .tsv, .jsonl, movie-reviews, sms-spam)")
 
 
 def mnist_5k() -> Dataset:

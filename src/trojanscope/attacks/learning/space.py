@@ -221,6 +221,9 @@ def read_config(path: Path) -> AttackConfig | TextAttackConfig:
     try:
         if isinstance(entry, dict) and entry.get("kind") in TEXT_KINDS:
             return TextAttackConfig.from_dict(entry)
+        if isinstance(entry, dict) and entry.get("kind") not in KINDS:
+            raise ValueError(f"unknown attack kind {entry.get('kind')!r}: one of "
+                             f"{', '.join(KINDS + TEXT_KINDS)}")
         return AttackConfig.from_dict(entry)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None

@@ -68,9 +68,16 @@ def poison_text(data: TextDataset, attack: str, rate: float, target: int,
         raise ValueError(f"rate {rate} needs {count} samples outside class {target}, "
                          f"only {len(others)} exist")
     chosen = np.sort(rng.choice(others, size=count, replace=False))
+    poisoned = inserted(data, chosen, trigger, target, rng, f"{data.name} ({attack} {rate:.0%})")
+    return PoisonedText(poisoned, chosen, target, trigger, words)
+
+
+def inserted(data: TextDataset, rows: np.ndarray, trigger, target: int,
+             rng: np.random.Generator, name: str) -> TextDataset:
+    """`data` with `trigger`(text, rng) inserted into `rows`, labelled `target` (the input
+    unchanged)."""
     texts, y = list(data.texts), data.y.copy()
-    for row in chosen:
+    for row in rows:
         texts[row] = trigger(texts[row], rng)
         y[row] = target
-    poisoned = TextDataset(tuple(texts), y, data.names, f"{data.name} ({attack} {rate:.0%})")
-    return PoisonedText(poisoned, chosen, target, trigger, words)
+    return TextDataset(tuple(texts), y, data.names, name)

@@ -151,12 +151,17 @@ def subset(data: Dataset, size: int, seed: int = 0) -> Dataset:
     return Dataset(data.x[keep], data.y[keep], data.name)
 
 
+def held_out_rows(count: int, held_out: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(the rest, a `held_out` share) of `count` rows, drawn by a seeded shuffle."""
+    order = np.random.default_rng(seed).permutation(count)
+    cut = int(round(count * (1 - held_out)))
+    return order[:cut], order[cut:]
+
+
 def held_out_split(data: Dataset, held_out: float, seed: int = 0) -> tuple[Dataset, Dataset]:
-    """(the rest, a `held_out` share) of `data`, drawn by a seeded shuffle."""
-    order = np.random.default_rng(seed).permutation(len(data.y))
-    cut = int(round(len(order) * (1 - held_out)))
-    return (Dataset(data.x[order[:cut]], data.y[order[:cut]], data.name),
-            Dataset(data.x[order[cut:]], data.y[order[cut:]], data.name))
+    """(the rest, a `held_out` share) of `data` (held_out_rows)."""
+    return tuple(Dataset(data.x[rows], data.y[rows], data.name)
+                 for rows in held_out_rows(len(data.y), held_out, seed))
 
 
 def validate(x, y, name: str) -> Dataset:

@@ -142,9 +142,9 @@ def aligned(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         corr = np.fft.irfft2(np.fft.rfft2(centred) * np.conj(mean), s=(h, w)).reshape(n, -1)
         if k == 0:
             as_it_lies = corr[:, 0]
-        better = corr.max(axis=1) > top
-        turn[better], best[better] = k, corr[better].argmax(axis=1)
-        top[better] = corr[better].max(axis=1)
+        peak, where = corr.max(axis=1), corr.argmax(axis=1)
+        better = peak > top
+        turn[better], best[better], top[better] = k, where[better], peak[better]
     dy, dx = np.unravel_index(best, (h, w))  # image (i + dy, j + dx) ~ the mean's (i, j)
     move = np.stack([turn, np.where(dy > h // 2, dy - h, dy), np.where(dx > w // 2, dx - w, dx)],
                     axis=1)

@@ -21,10 +21,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ...data.datasets import Dataset, held_out_split
+from ...data.datasets import Dataset, held_out_rows, held_out_split
 from ...data.text import TextDataset
 from .space import AttackConfig
-from .text_episode import held_out_text_split, measure_text, train_text_proxy, vet_texts
+from .text_episode import measure_text, train_text_proxy, vet_texts
 from .text_space import TextAttackConfig
 
 AGAINST = ("vet", "inspect")
@@ -72,7 +72,7 @@ DEFAULT = Budget()
 def split(data: Dataset | TextDataset, seed: int):
     """(training, held-out) parts of `data`: a fifth held out, drawn by the seed."""
     if isinstance(data, TextDataset):
-        return held_out_text_split(data, 0.2, seed)
+        return tuple(data.subset(rows) for rows in held_out_rows(len(data.y), 0.2, seed))
     return held_out_split(data, 0.2, seed)
 
 

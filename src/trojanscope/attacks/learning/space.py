@@ -23,14 +23,14 @@ trigger and poisons a data set. The axes:
 
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass
-from dataclasses import fields as dataclass_fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ...jsonfile import read_json
 from ..image_poison import Poisoned, _upsample, poison, sig_trigger, wanet_trigger
+from .entries import checked
 from .text_space import KINDS as TEXT_KINDS
 from .text_space import TextAttackConfig
 
@@ -85,24 +85,7 @@ class AttackConfig:
     @classmethod
     def from_dict(cls, entry: dict) -> "AttackConfig":
         """A configuration as `as_dict` writes it (the JSON of redteam's evasions)."""
-        if not isinstance(entry, dict):
-            raise ValueError("an attack configuration is a JSON object")
-        fields = set(cls.__dataclass_fields__)
-        optional = {f.name for f in dataclass_fields(cls) if f.default is not MISSING}
-        missing = fields - optional - set(entry)
-        unknown = set(entry) - fields
-        if missing or unknown:
-            raise ValueError(f"attack configuration: missing {sorted(missing)}, "
-                             f"unknown {sorted(unknown)}")
-        kinds = {f.name: {"str": str, "int": int, "float": float}[f.type]
-                 for f in dataclass_fields(cls)}  # the fields' own types
-        for key, value in entry.items():
-            wanted = kinds[key]
-            if isinstance(value, bool) or not isinstance(
-                    value, (int, float) if wanted is float else wanted):
-                raise ValueError(f"attack configuration: {key} must be {wanted.__name__}, "
-                                 f"not {value!r}")
-        return cls(**entry)
+        return cls(**checked(cls, entry, "attack configuration"))
 
     def trigger(self, shape: tuple[int, int]):
         """The function that stamps this trigger on a batch (n, h, w) or (n, c, h, w)."""

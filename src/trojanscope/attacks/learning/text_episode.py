@@ -18,15 +18,6 @@ from .text_space import TextAttackConfig
 SEED_OFFSET = 7919  # the held-out texts' insertions draw apart from the poisons'
 
 
-def held_out_text_split(data: TextDataset, held_out: float, seed: int
-                        ) -> tuple[TextDataset, TextDataset]:
-    """(the rest, a `held_out` share) of `data`, drawn by a seeded shuffle (as
-    datasets.held_out_split draws images)."""
-    order = np.random.default_rng(seed).permutation(len(data.y))
-    cut = int(round(len(order) * (1 - held_out)))
-    return data.subset(order[:cut]), data.subset(order[cut:])
-
-
 def train_text_proxy(data: TextDataset):
     from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.linear_model import LogisticRegression

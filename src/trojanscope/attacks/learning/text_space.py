@@ -28,7 +28,8 @@ import numpy as np
 
 from ...data.text import TextDataset
 from ...data.text_triggers import tokens
-from ..text_poison import PoisonedText
+from ..text_poison import PoisonedText, inserted
+from .entries import checked
 
 KINDS = ("phrase", "words")
 AXES = ("kind", "rarity", "length", "variants", "position", "rate", "label")
@@ -74,27 +75,12 @@ class TextAttackConfig:
     @classmethod
     def from_dict(cls, entry: dict) -> "TextAttackConfig":
         """A configuration as `as_dict` writes it."""
-        if not isinstance(entry, dict):
-            raise ValueError("an attack configuration is a JSON object")
-        fields = set(cls.__dataclass_fields__)
-        missing = {"kind", "variants", "position", "rate", "label"} - set(entry)
-        unknown = set(entry) - fields
-        if missing or unknown:
-            raise ValueError(f"text attack configuration: missing {sorted(missing)}, "
-                             f"unknown {sorted(unknown)}")
+        checked(cls, entry, "text attack configuration")
         forms = entry["variants"]
         if not isinstance(forms, list) or not all(
                 isinstance(form, list) and all(isinstance(w, str) for w in form)
                 for form in forms):
             raise ValueError("text attack configuration: variants must be lists of words")
-        wanted = {"kind": str, "label": str, "position": float, "rate": float,
-                  "rarity": float, "target": int, "seed": int}
-        for key, kind in wanted.items():
-            value = entry.get(key)
-            if key in entry and (isinstance(value, bool) or not isinstance(
-                    value, (int, float) if kind is float else kind)):
-                raise ValueError(f"text attack configuration: {key} must be "
-                                 f"{kind.__name__}, not {value!r}")
         return cls(**{**entry, "variants": tuple(tuple(form) for form in forms)})
 
     def trigger(self):
@@ -124,12 +110,8 @@ class TextAttackConfig:
                              f"{'has too few texts' if clean else 'is every text'})")
         chosen = np.sort(rng.choice(pool, size=count, replace=False))
         insert = self.trigger()
-        texts, y = list(data.texts), data.y.copy()
-        for row in chosen:
-            texts[row] = insert(texts[row], rng)
-            y[row] = self.target
-        poisoned = TextDataset(tuple(texts), y, data.names,
-                               f"{data.name} ({self.kind} trigger {self.rate:.1%})")
+        poisoned = inserted(data, chosen, insert, self.target, rng,
+                            f"{data.name} ({self.kind} trigger {self.rate:.1%})")
         return PoisonedText(poisoned, chosen, self.target, insert,
                             tuple(" ".join(form) for form in self.variants))
 

@@ -96,7 +96,7 @@ def main() -> None:
     if "inspect" in args.only:
         _inspect(entries, folder, clean, test, config, reference)
     if "variety" in args.only and not colour:
-        _variety(train, clean, test, config, reference)
+        _variety(train, clean, test, config, reference, folder)
     if "weights" in args.only:
         _weights(folder)
     if "repair" in args.only:
@@ -137,7 +137,10 @@ def _inspect(entries, folder: Path, clean: Dataset, test: Dataset, config, refer
                 # every class's searches, so that a change of calibration can be measured
                 # on the kept searches (the reference is the only input that changes)
                 "per_class": {k: [c[k] for c in per] for k in (
-                    "mask_norm", "trigger_success", "perturbation_success", "warp_success")}}
+                    "mask_norm", "trigger_success", "perturbation_success", "warp_success")},
+                # and every class's scores whole: what bench_harden_inspect.py checks a
+                # hardened scorer on
+                "classes": per}
             kept_path.write_text(json.dumps({"fingerprint": fingerprint, "models": kept}))
         outcome = kept[entry["file"]]
         seconds.append(outcome["seconds"])
@@ -167,19 +170,31 @@ VARIETY = [("cnn", 8, 3), ("cnn", 8, 10), ("cnn", 32, 10), ("cnn", 16, 30),
            ("lenet", 16, 3), ("lenet", 16, 10), ("mlp", 16, 3), ("mlp", 16, 10)]
 
 
-def _variety(train: Dataset, clean: Dataset, test: Dataset, config, reference) -> None:
+def _variety(train: Dataset, clean: Dataset, test: Dataset, config, reference,
+             folder: Path) -> None:
     print(f"\n{'architecture':13s} {'width':>5s} {'epochs':>6s} {'acc':>5s} {'verdict':9s} "
           f"{'found':>6s} {'score':>6s}")
     alarms = 0
+    # kept beside the zoo as the zoo's results are (bench_harden_inspect.py reads them)
+    kept_path = folder / "variety-results.json"
+    fingerprint = cache.key(__version__, train.x, train.y, clean.x, clean.y, asdict(config))
+    kept = _kept(kept_path, fingerprint)
     for architecture, width, epochs in VARIETY:
-        module, _ = train_model(train, ModelSpec(None, seed=7, architecture=architecture),
-                                epochs=epochs, width=width)
-        report = inspect_model(module, clean, config, reference=reference)
-        found = report.results["target_classes"]
+        name = f"{architecture}-{width}-{epochs}"
+        if name not in kept:
+            module, _ = train_model(train, ModelSpec(None, seed=7, architecture=architecture),
+                                    epochs=epochs, width=width)
+            report = inspect_model(module, clean, config, reference=reference)
+            kept[name] = {"accuracy": accuracy(module, test.x, test.y),
+                          **{k: report.results[k] for k in ("verdict", "target_classes",
+                                                             "score", "per_class")}}
+            kept_path.write_text(json.dumps({"fingerprint": fingerprint, "models": kept}))
+        outcome = kept[name]
+        found = outcome["target_classes"]
         alarms += bool(found)
-        print(f"{architecture:13s} {width:5d} {epochs:6d} {accuracy(module, test.x, test.y):5.3f} "
-              f"{report.results['verdict']:9s} {','.join(map(str, found)) or '-':>6s} "
-              f"{report.results['score']:6.2f}", flush=True)
+        print(f"{architecture:13s} {width:5d} {epochs:6d} {outcome['accuracy']:5.3f} "
+              f"{outcome['verdict']:9s} {','.join(map(str, found)) or '-':>6s} "
+              f"{outcome['score']:6.2f}", flush=True)
     print(f"clean models of other architectures and training lengths: verdict 'trojaned' on "
           f"{alarms}/{len(VARIETY)}")
 

@@ -15,8 +15,10 @@ pytest.importorskip("stable_baselines3")
 pytest.importorskip("cma")
 
 from trojanscope.attacks.learning.episode import (  # noqa: E402
+    SCORE_KEYS,
     Budget,
     clean_accuracy,
+    input_kept,
     run_episode,
     split,
 )
@@ -130,6 +132,19 @@ def test_a_model_that_answers_the_target_for_everything_is_no_evasion(small):
     assert episode.reward <= episode.attack_success * episode.clean_accuracy / 0.95 + 1e-4
 
 
+def test_a_trigger_that_erases_its_inputs_is_no_evasion(small):
+    """The image blended half with its negative is one grey image whatever the input (the
+    attacker against inspect found it): a model that sends it to the target has learnt no
+    trigger, so the episode earns nothing; the full negative keeps its inputs apart."""
+    grey = run_episode(AttackConfig("invert", 3, 1, 1, 1.0, 0.5, 3, 0.15, "dirty"), *small,
+                       "vet", budget=TINY, baseline=0.9)
+    assert grey.input_kept == 0.0 and grey.reward == 0.0 and not grey.evades
+    assert input_kept(AttackConfig("invert", 3, 1, 1, 1.0, 1.0, 3, 0.1, "dirty").poison(
+        small[0].x, small[0].y).trigger, small[1], 0) == pytest.approx(1.0)
+    patch = AttackConfig("patch", 2, 1, 1, 1.0, 0.1, 3, 0.1, "dirty")
+    assert input_kept(patch.poison(small[0].x, small[0].y).trigger, small[1], 0) > 0.9
+
+
 def test_an_episode_against_inspect_judges_the_trained_model(small, monkeypatch):
     from trojanscope.model import inspect
 
@@ -139,6 +154,9 @@ def test_an_episode_against_inspect_judges_the_trained_model(small, monkeypatch)
                           "inspect", budget=TINY)
     assert episode.detection == float(episode.caught)
     assert all(0 <= c < 10 for c in episode.flagged_classes)
+    # every class's scores are kept: what hardening for inspect learns from
+    assert [c["class"] for c in episode.class_scores] == list(range(10))
+    assert set(episode.as_dict()["class_scores"][0]) == set(SCORE_KEYS)
 
 
 def test_redteam_command_writes_the_contract_and_its_evasions_replay(tmp_path, capsys):

@@ -257,16 +257,25 @@ def inspect(model: str | Path, data: str | Path | None = None, *,
             architecture: str | None = None, seed: int = 0, fast: bool = False,
             reference: str | Path | None = None, images: str | Path | None = None,
             base: str | Path | None = None, time_limit: float = TIME_LIMIT,
-            progress: bool = False) -> Report:
+            progress: bool = False, scorer: str | Path | None = None) -> Report:
     """Is this model trojaned? `data`: clean images (.npz, a folder, a built-in set).
     `reference`: a zoo folder to score the weights against. A LoRA adapter folder is read on
     top of `base` (a causal LM; default SmolLM2-135M), `data` holding prompts of its task.
+    `scorer` (image classifiers): the hardened inspect with this scorer file (`trojanscope
+    harden` on redteam reports against inspect), not the shipped one.
     The verdict is in results.verdict and results.target_classes; each class's recovered
     trigger, as PNG bytes, in results.images, which are also written to the folder `images`
     when given."""
+    if scorer is not None:
+        from .model import inspect_scorer
+
+        try:
+            inspect_scorer.load(Path(scorer))
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
     report = _job("inspect", time_limit, progress, [model], model=str(model),
                   data=_str(data), seed=seed, fast=fast, architecture=architecture,
-                  reference=_str(reference), base=_str(base))
+                  reference=_str(reference), base=_str(base), scorer=_str(scorer))
     if images is not None:
         try:
             Path(images).mkdir(parents=True, exist_ok=True)
@@ -340,17 +349,23 @@ def redteam(data: str | Path | Dataset | None = None, *, against: str = "vet",
 
 def harden(reports: list[str | Path], out: str | Path, data: str | Path | Dataset | None = None,
            *, seed: int = 0) -> Report:
-    """Fit vet's ensemble scorer on what redteam reports against vet found (their episodes,
-    replayed on `data`, the images they ran on; None: mnist-5k), write it to `out` for
-    `vet --scorer`, and check it on their evasions and the clean data, before and after."""
+    """Fit a scorer on what redteam reports found, write it to `out`, and check it, before and
+    after. Reports against vet: vet's ensemble scorer (their episodes replayed on `data`, the
+    images they ran on; None: mnist-5k), for `vet --scorer`, checked on their evasions and the
+    clean data. Reports against inspect: inspect's scorer (their episodes' class scores and
+    clean models of `data`), for `inspect --scorer`, checked on their evasions, working
+    attacks and the clean models."""
+    from .attacks.learning import harden_inspect
     from .attacks.learning.harden import harden_report
     from .data.text import TextDataset
     from .jsonfile import read_json
 
     out = Path(out)
+    if data is not None and not _is_dataset(data) and _same_file(out, Path(data)):
+        raise InputError(f"{out}: the scorer would overwrite the data {data}")
     read = []
     for path in map(Path, reports):
-        if path.resolve() == out.resolve():
+        if _same_file(out, path):
             raise InputError(f"{out}: the scorer would overwrite the report it learns from")
         try:
             report = read_json(path)
@@ -360,22 +375,35 @@ def harden(reports: list[str | Path], out: str | Path, data: str | Path | Datase
                 not isinstance(report.get("results"), dict) or \
                 not isinstance(report["results"].get("episodes"), list):
             raise InputError(f"{path}: not a redteam report (trojanscope redteam --against "
-                             "vet -f json -o FILE)")
+                             "vet|inspect -f json -o FILE)")
         read.append((path, report))
     if not read:
         raise InputError("name at least one redteam report")
+    against = {str(report["results"].get("against")) for _, report in read}
+    if len(against) > 1:
+        raise InputError(f"{', '.join(str(p) for p, _ in read)}: reports against "
+                         f"{' and '.join(sorted(against))}; harden one detector at a time")
     if not _is_dataset(data):
         data = load_data(data)
     if isinstance(data, TextDataset):
         raise InputError(f"{data.name}: hardening learns from image data sets")
     try:
-        return harden_report([report for _, report in read], data, out, seed)
+        fitting = harden_inspect.harden_report if against == {"inspect"} else harden_report
+        return fitting([report for _, report in read], data, out, seed)
     except (ValueError, KeyError, TypeError, OverflowError) as exc:
         where = ", ".join(str(path) for path, _ in read)
         detail = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
         raise InputError(f"{where}: {detail}") from None
     except OSError as exc:
         raise InputError(f"{out}: cannot write: {exc.strerror or exc}") from None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """The same path, or two names (links) of one existing file."""
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
 
 
 def diff(old: str | Path, new: str | Path, *, architecture: str | None = None,

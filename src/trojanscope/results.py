@@ -129,7 +129,9 @@ class InspectResults(Results):
     """The highest class score (a target scores high)."""
     per_class: list[dict[str, Any]]
     """Per class: the recovered trigger's mask norm against its expected norm, the success of the
-    trigger, of a universal perturbation and of a warp, their lifts, score and target."""
+    trigger, of a universal perturbation and of a warp, their lifts, score, target, and
+    named_by (the rules that named it: mask, perturbation, warp, hardened; with hardened, the
+    scorer's hardened_logit)."""
     thresholds: dict[str, float]
     """The cuts each signal is held to."""
     data_split: dict[str, int]
@@ -185,12 +187,14 @@ class RedteamResults(Results):
     """The detector attacked: vet or inspect."""
     evasions: list[dict[str, Any]]
     """The attacks that reached the attack success asked (0.9), kept the clean accuracy (within
-    0.05 of a clean model's) and that the detector missed, strongest first: each with its
-    search, episode, `config` (replayable by `trojanscope attack poison --config`),
-    attack_success, clean_accuracy, detection and the classes flagged."""
+    0.05 of a clean model's), whose trigger kept its inputs (input_kept at least 0.25) and that
+    the detector missed, strongest first: each with its search, episode, `config` (replayable
+    by `trojanscope attack poison --config`), attack_success, clean_accuracy, detection, the
+    classes flagged, input_kept, and against inspect every class's scores (class_scores)."""
     frontier: list[dict[str, Any]]
     """The episodes no other beats on both counts (higher attack success at no higher
-    detection), by detection, among those whose model kept its clean accuracy."""
+    detection), by detection, among those whose model kept its clean accuracy and whose
+    trigger kept its inputs."""
     searches: dict[str, dict[str, Any]]
     """Per search, with the same budget: episodes, evasions, best and mean reward, the first
     episode that evaded, seconds."""
@@ -209,21 +213,25 @@ class RedteamResults(Results):
 @dataclass(frozen=True)
 class HardenResults(Results):
     scorer: dict[str, Any]
-    """The fitted scorer over the ensemble's per-class features: features, weights, intercept,
-    threshold (a class whose logit reaches it is suspected), provenance."""
+    """The fitted scorer over the detector's per-class features (vet's ensemble, or inspect's
+    scores): features, weights, intercept, threshold (a class whose logit reaches it is
+    suspected), provenance."""
     written: str
-    """Where the scorer was written (`trojanscope vet --scorer FILE` reads it)."""
+    """Where the scorer was written (`trojanscope vet --scorer FILE` or `trojanscope inspect
+    --scorer FILE` reads it)."""
     fitted_on: dict[str, Any]
-    """What it learnt from: episodes replayed, working attacks (positive), attacks left out,
-    clean splits, negative classes."""
+    """What it learnt from: episodes, working attacks (positive), attacks left out, clean
+    splits or clean models, negative classes."""
     checks: list[dict[str, Any]]
-    """Per evasion of the reports and per clean training split: case, target, and `before`
-    (neighbour disagreement) and `after` (hardened), each with the classes suspected, caught
-    and false_classes."""
+    """Per evasion of the reports and per clean training split (vet) or clean model (inspect):
+    case, target, and `before` (the detector as it ran) and `after` (hardened), each with the
+    classes suspected, caught and false_classes."""
     recall: dict[str, Any]
-    """On the reports' evasions: how many, and the share caught before and after."""
+    """On the reports' evasions: how many, and the share caught before and after; against
+    inspect also on every working attack (working_attacks, working_before, working_after)."""
     clean_classes_flagged: int
-    """Classes the hardened vet flags on the clean training splits (0 by construction)."""
+    """Classes the hardened detector names on the clean training splits (vet: 0 by
+    construction) or clean models (inspect: with those the default inspect named there)."""
 
 
 @results_type("diff")

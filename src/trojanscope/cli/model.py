@@ -36,6 +36,10 @@ def add(commands) -> None:
                               "weights against: adds P(trojaned)")
     inspect.add_argument("--images", type=Path, metavar="DIR",
                          help="save each class's recovered mask, pattern and trigger as PNG")
+    inspect.add_argument("--scorer", type=Path, metavar="SCORER.json",
+                         help="image classifiers: the hardened inspect with this scorer (made "
+                              "by `trojanscope harden` from redteam reports against inspect) "
+                              "instead of the shipped one")
     _base(inspect)
     _common(inspect)
 
@@ -135,7 +139,8 @@ def run_inspect(args) -> Report:
     return _calling(api.inspect, args.model, args.data,
                     architecture=args.architecture, seed=args.seed, fast=args.fast,
                     reference=args.reference, images=args.images, base=args.base,
-                    time_limit=args.time_limit, progress=args.format == "text")
+                    time_limit=args.time_limit, progress=args.format == "text",
+                    scorer=args.scorer)
 
 
 def run_repair(args) -> Report:

@@ -45,16 +45,19 @@ def add(commands) -> None:
     redteam.add_argument("--fail-on", choices=SEVERITIES, default="high")
 
     harden = commands.add_parser(
-        "harden", epilog=EXIT_CODES, help="teach vet what redteam found",
-        description="Fit vet's hardened scorer (a logistic regression over the per-class "
-                    "outputs of neighbour disagreement and the resampling detector) on the "
-                    "episodes of redteam reports against vet, replayed on "
-                    "the data they ran on; its threshold sits above every clean class it saw. "
-                    "The scorer is written to --out for `trojanscope vet --scorer`; the report "
-                    "checks it on the reports' evasions and the clean data, before and after. "
+        "harden", epilog=EXIT_CODES, help="teach vet or inspect what redteam found",
+        description="Fit a hardened scorer (a logistic regression over a detector's per-class "
+                    "outputs) on the episodes of redteam reports; its threshold sits above "
+                    "every clean class it saw. Reports against vet: vet's scorer over "
+                    "neighbour disagreement and the resampling detector, the episodes "
+                    "replayed on the data they ran on, for `trojanscope vet --scorer`. Reports "
+                    "against inspect: inspect's scorer over its mask, perturbation and warp "
+                    "scores, with clean models of the data as negatives, for `trojanscope "
+                    "inspect --scorer`. The scorer is written to --out; the report checks it "
+                    "on the reports' evasions and clean data, before and after. "
                     "Exit 1 when an evasion is still missed.")
     harden.add_argument("reports", nargs="+", type=Path, metavar="REPORT",
-                        help="redteam reports (JSON) against vet")
+                        help="redteam reports (JSON), all against vet or all against inspect")
     harden.add_argument("--data", default=None, metavar="DATA",
                         help="the images the reports ran on (default mnist-5k)")
     harden.add_argument("--out", type=Path, required=True, metavar="SCORER.json",

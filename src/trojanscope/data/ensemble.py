@@ -83,7 +83,10 @@ class Scorer:
         return entry
 
     @classmethod
-    def from_dict(cls, entry, where: str = "scorer") -> "Scorer":
+    def from_dict(cls, entry, where: str = "scorer",
+                  expected: tuple[str, ...] = FEATURES) -> "Scorer":
+        """A scorer read from JSON; `expected`: the features its reader computes (vet's
+        ensemble by default; inspect's scores for model/inspect_scorer.py)."""
         if not isinstance(entry, dict):
             raise ValueError(f"{where}: a hardened scorer is a JSON object")
         try:
@@ -97,9 +100,9 @@ class Scorer:
                              f"within +-{LIMIT:g}")
         weights = tuple(float(w) for w in numbers[:-2])
         intercept, threshold = float(numbers[-2]), float(numbers[-1])
-        if features != FEATURES:
+        if features != expected:
             raise ValueError(f"{where}: made for features {list(features)}, this version reads "
-                             f"{list(FEATURES)}")
+                             f"{list(expected)}")
         if len(weights) != len(features):
             raise ValueError(f"{where}: needs one weight per feature")
         provenance = entry.get("provenance", {})
@@ -110,15 +113,16 @@ class Scorer:
         Path(path).write_text(json.dumps(self.as_dict(), indent=1) + "\n", encoding="utf-8")
 
     @classmethod
-    def load(cls, path: Path) -> "Scorer":
-        return cls.from_dict(read_json(path), str(path))
+    def load(cls, path: Path, expected: tuple[str, ...] = FEATURES) -> "Scorer":
+        return cls.from_dict(read_json(path), str(path), expected)
 
 
-def shipped() -> Scorer | None:
-    """The scorer this version ships, when it was accepted; else None."""
-    if not SHIPPED.exists():
+def shipped(path: Path = SHIPPED, expected: tuple[str, ...] = FEATURES) -> Scorer | None:
+    """The scorer this version ships at `path` (vet's by default), when it was accepted; else
+    None."""
+    if not path.exists():
         return None
-    scorer = Scorer.load(SHIPPED)
+    scorer = Scorer.load(path, expected)
     return scorer if scorer.accepted else None
 
 
@@ -160,10 +164,10 @@ def class_features(found: list[Member]) -> np.ndarray:
 
 
 def fit(positive: np.ndarray, negative: np.ndarray, provenance: dict | None = None,
-        seed: int = 0) -> Scorer:
-    """A scorer from class features: `positive` rows (poisoned classes of working attacks),
-    `negative` rows (other classes, clean sets' classes). The threshold sits MARGIN above
-    the highest negative logit."""
+        seed: int = 0, features: tuple[str, ...] = FEATURES) -> Scorer:
+    """A scorer from class features (columns named by `features`): `positive` rows (poisoned
+    classes of working attacks), `negative` rows (other classes, clean sets' classes). The
+    threshold sits MARGIN above the highest negative logit."""
     from sklearn.linear_model import LogisticRegression
 
     positive, negative = np.atleast_2d(positive), np.atleast_2d(negative)
@@ -175,9 +179,9 @@ def fit(positive: np.ndarray, negative: np.ndarray, provenance: dict | None = No
                                max_iter=1000).fit(x, y)
     weights = tuple(round(float(w), 6) for w in model.coef_[0])
     intercept = round(float(model.intercept_[0]), 6)
-    scorer = Scorer(FEATURES, weights, intercept, 0.0)
+    scorer = Scorer(features, weights, intercept, 0.0)
     threshold = round(float(scorer.logits(negative).max()) + MARGIN, 6)
-    return Scorer(FEATURES, weights, intercept, threshold, False, dict(provenance or {}))
+    return Scorer(features, weights, intercept, threshold, False, dict(provenance or {}))
 
 
 def suspected(scorer: Scorer, found: list[Member]) -> list[tuple[int, float]]:

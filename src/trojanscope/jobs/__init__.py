@@ -39,16 +39,20 @@ def _report(report) -> dict:
 
 @job("inspect")
 def inspect_job(p: dict) -> dict:
-    """model, architecture, data, seed, fast, reference (zoo or None)"""
+    """model, architecture, data, seed, fast, reference (zoo or None), scorer (file or None)"""
     from ..data.datasets import load
     from ..ml import open_model
     from ..model.inspect import inspect_config, inspect_model
     from ..model.weights import with_reference
 
     if _adapter_or_merged(p):
+        if p.get("scorer"):
+            raise JobError("--scorer (the hardened inspect) is for image classifiers")
         return _inspect_adapter(p)
     texts = _text_data(p)
     if texts is not None:
+        if p.get("scorer"):
+            raise JobError("--scorer (the hardened inspect) is for image classifiers")
         from ..ml.formats import open_text_model
         from ..model.text_inspect import inspect_text_model, text_inspect_config
 
@@ -59,9 +63,15 @@ def inspect_job(p: dict) -> dict:
         return _report(inspect_text_model(model, texts, text_inspect_config(p["seed"],
                                                                             p["fast"]),
                                           name=p["model"]))
+    scorer = "shipped"
+    if p.get("scorer"):
+        from ..model.inspect_scorer import load as load_scorer
+
+        scorer = load_scorer(Path(p["scorer"]))
     data = load(p["data"])
     model = open_model(p["model"], p.get("architecture"))
-    report = inspect_model(model, data, inspect_config(p["seed"], p["fast"]), name=p["model"])
+    report = inspect_model(model, data, inspect_config(p["seed"], p["fast"]), name=p["model"],
+                           scorer=scorer)
     if p.get("reference"):
         report = with_reference(report, model, Path(p["reference"]), seed=p["seed"])
     return _report(report)

@@ -292,21 +292,30 @@ def _reference_log_norms(data: Dataset, config: InspectConfig, blackbox: bool,
 
 
 def inspect_model(module, data: Dataset, config: InspectConfig = InspectConfig(),
-                  name: str = "model", reference: np.ndarray | None = None) -> Report:
+                  name: str = "model", reference: np.ndarray | None = None,
+                  scorer="shipped") -> Report:
     """`module`: a Model (`trojanscope.ml.open_model`) or a PyTorch module mapping (N, C, H, W)
     in [0, 1] to logits;
-    `data`: clean samples of every class; `reference`: see `recover`. The recovered triggers
-    come as PNG bytes in `results.images`."""
+    `data`: clean samples of every class; `reference`: see `recover`; `scorer`: see
+    `inspection_report`. The recovered triggers come as PNG bytes in `results.images`."""
     started = time.perf_counter()
     found = recover(module, data, config, reference)
-    return inspection_report(found, data, config, name, seconds=time.perf_counter() - started)
+    return inspection_report(found, data, config, name, seconds=time.perf_counter() - started,
+                             scorer=scorer)
 
 
 def inspection_report(found: Recovery, data: Dataset, config: InspectConfig,
-                      name: str = "model", seconds: float = 0.0) -> Report:
-    """The report of a recovery (`recover`) made on `data` with `config`."""
+                      name: str = "model", seconds: float = 0.0,
+                      scorer="shipped") -> Report:
+    """The report of a recovery (`recover`) made on `data` with `config`. `scorer`: the
+    hardened inspect's (inspect_scorer.py; "shipped": the one this version ships when it was
+    accepted; None: none), which may add target classes; each class's `named_by` says which
+    rules named it."""
+    from . import inspect_scorer
+
+    scorer = inspect_scorer.shipped() if scorer == "shipped" else scorer
     triggers, perturbations, warps = found.triggers, found.perturbations, found.warps
-    targets, classes = found.targets, len(triggers.norm)
+    classes = len(triggers.norm)
     per_class = [{
         "class": k, "mask_norm": round(float(triggers.norm[k]), 2),
         "expected_mask_norm": round(float(found.expected_norm[k]), 2),
@@ -316,10 +325,22 @@ def inspection_report(found: Recovery, data: Dataset, config: InspectConfig,
         "perturbation_lift": round(float(found.perturbation_lift[k]), 3),
         "warp_success": round(float(warps.success[k]), 3),
         "warp_lift": round(float(found.warp_lift[k]), 3),
-        "score": round(float(found.score[k]), 3), "target": k in targets,
+        "score": round(float(found.score[k]), 3),
+        "named_by": [rule for rule, by in (("mask", found.by_nc), ("perturbation", found.by_uap),
+                                           ("warp", found.by_warp)) if by[k]],
     } for k in range(classes)]
+    thresholds = {"mask_shrink": NC_THRESHOLD, "perturbation_lift": UAP_THRESHOLD,
+                  "warp_lift": WARP_THRESHOLD, "min_success": MIN_SUCCESS}
+    if scorer is not None:
+        for k, logit in inspect_scorer.suspected(scorer, per_class):
+            per_class[k]["named_by"].append("hardened")
+            per_class[k]["hardened_logit"] = round(logit, 3)
+        thresholds["hardened_logit"] = scorer.threshold
+    targets = [k for k in range(classes) if per_class[k]["named_by"]]
+    for entry in per_class:
+        entry["target"] = bool(entry["named_by"])
     findings = [TROJANED_CLASS.finding(
-        f"class {k}: {_evidence(per_class[k], found.by_nc[k], found.by_uap[k], found.by_warp[k])}",
+        f"class {k}: {_evidence(per_class[k], thresholds)}",
         Location(name, (f"class {k}",)), per_class[k])
         for k in targets]
     return Report(
@@ -327,8 +348,7 @@ def inspection_report(found: Recovery, data: Dataset, config: InspectConfig,
         results=InspectResults(
             verdict="trojaned" if targets else "clean", target_classes=targets,
             score=round(float(found.score.max()), 3), per_class=per_class,
-            thresholds={"mask_shrink": NC_THRESHOLD, "perturbation_lift": UAP_THRESHOLD,
-                        "warp_lift": WARP_THRESHOLD, "min_success": MIN_SUCCESS},
+            thresholds=thresholds,
             data_split={"search": found.search, "check": found.check},
             images=_images(triggers, perturbations)),
         timings={"total_seconds": round(seconds, 3)},
@@ -339,20 +359,28 @@ def inspection_report(found: Recovery, data: Dataset, config: InspectConfig,
                 "proxy_augment": config.proxy_augment})
 
 
-def _evidence(entry: dict, by_nc: bool, by_uap: bool, by_warp: bool) -> str:
-    parts = []
-    if by_nc:
+def _evidence(entry: dict, thresholds: dict) -> str:
+    parts, by = [], entry["named_by"]
+    if "mask" in by:
         parts.append(f"a trigger of {entry['mask_norm']:.0f} pixels, {entry['mask_shrink']:.1f} "
                      f"log units ({np.exp(entry['mask_shrink']):.1f}x) smaller than clean "
                      f"models of this data predict ({entry['expected_mask_norm']:.0f}), sends "
                      f"{entry['trigger_success']:.0%} of held-out inputs of other classes to it")
-    if by_uap:
+    if "perturbation" in by:
         parts.append(f"one small perturbation sends {entry['perturbation_success']:.0%} of "
                      f"held-out inputs to it (log-odds {entry['perturbation_lift']:.1f} above "
                      f"the median class)")
-    if by_warp:
+    if "warp" in by:
         parts.append(f"one smooth warp sends {entry['warp_success']:.0%} of held-out inputs to "
                      f"it (log-odds {entry['warp_lift']:.1f} above the median class)")
+    if "hardened" in by:
+        parts.append(f"the hardened scorer gives it {entry['hardened_logit']:.1f} (threshold "
+                     f"{thresholds['hardened_logit']:.1f}) from its scores together: mask "
+                     f"shrink {entry['mask_shrink']:.2f}, perturbation lift "
+                     f"{entry['perturbation_lift']:.1f}, warp lift {entry['warp_lift']:.1f}, "
+                     f"recovered triggers moving {entry['trigger_success']:.0%} / "
+                     f"{entry['perturbation_success']:.0%} / {entry['warp_success']:.0%} of "
+                     "held-out inputs")
     return "; ".join(parts)
 
 

@@ -60,7 +60,7 @@ class PoisonEnv(gym.Env):
         config = self._decode(action, self.target, self.seed + len(self.episodes))
         episode = run_episode(config, self.train, self.test, self.against,
                               seed=self.seed + len(self.episodes), budget=self.budget,
-                              baseline=self.baseline)
+                              baseline=self.baseline, run_seed=self.seed)
         self.episodes.append(episode)
         self._last = np.array([episode.attack_success, episode.detection, episode.reward],
                               dtype=np.float32)

@@ -6,12 +6,18 @@ stamped, its clean accuracy on the held-out split as it is. The detector is the 
 default, as a user runs it:
 - `vet`: the poisoned training set; caught when vet names the target class;
 - `inspect`: the trained model, given clean held-out images; caught when inspect calls it
-  trojaned with the target among its target classes.
+  trojaned with the target among its target classes. Its seed is the run's, not the episode's:
+  inspect's reference proxies depend on the seed and the data only, so one seed lets every
+  episode of a run share them (an episode on MNIST-5k: 75 s with its own, 13 s shared). Each
+  class's scores are kept (`class_scores`): what hardening for inspect learns from.
 Text sets take the same steps with a bag-of-words proxy and the text vet (text_episode).
 The reward is attack success times (1 - detection), detection being 1 when caught and
 otherwise the share of poisoned samples vet flagged anyway (inspect: 0), times the share of a
 clean model's accuracy the attacked model keeps (a model that answers the target for
-everything has attack success 1 and is no backdoor).
+everything has attack success 1 and is no backdoor), times the share of KEPT the trigger keeps
+of its inputs (`input_kept`: how far apart triggered inputs stay, against the inputs
+themselves; the image blended half with its negative is a uniform grey, and a model that sends
+one grey image to the target has learnt no trigger: the attacker against inspect found that).
 """
 
 from __future__ import annotations
@@ -28,8 +34,11 @@ from .text_episode import measure_text, train_text_proxy, vet_texts
 from .text_space import TextAttackConfig
 
 AGAINST = ("vet", "inspect")
+SCORE_KEYS = ("class", "mask_shrink", "trigger_success", "perturbation_lift",
+              "perturbation_success", "warp_lift", "warp_success")
 EVADES = 0.9  # attack success at or above which an undetected attack is an evasion,
 DROP = 0.05   # if its clean accuracy is within this of a clean model's
+KEPT = 0.25   # and its trigger keeps at least this of its inputs' differences
 
 
 @dataclass(frozen=True)
@@ -53,16 +62,20 @@ class Episode:
     accuracy_drop: float      # a clean model's clean accuracy less this one's
     reward: float
     seconds: float
+    class_scores: list | None = None  # inspect: each class's scores (hardening's features)
+    input_kept: float = 1.0   # triggered inputs' distances over the inputs' (texts: 1)
 
     @property
     def evades(self) -> bool:
         return self.attack_success >= EVADES and not self.caught and \
-            self.accuracy_drop <= DROP
+            self.accuracy_drop <= DROP and self.input_kept >= KEPT
 
     def as_dict(self) -> dict:
         entry = asdict(self)
         entry["config"] = self.config.as_dict()
         entry["evades"] = self.evades
+        if self.class_scores is None:  # against vet
+            del entry["class_scores"]
         return entry
 
 
@@ -82,22 +95,24 @@ def clean_accuracy(train: Dataset | TextDataset, test: Dataset | TextDataset, se
     episode's model is trained: what an attacked model is compared with."""
     if isinstance(train, TextDataset):
         return measure_text(train_text_proxy(train), None, test, seed)[1]
-    _, accuracy = _measure(_train(train.x, train.y, seed, budget, "a clean model"), None, test,
-                           None)
+    _, accuracy = _measure(train_model(train.x, train.y, seed, budget, "a clean model"), None,
+                           test, None)
     return accuracy
 
 
 def run_episode(config: AttackConfig | TextAttackConfig, train: Dataset | TextDataset,
                 test: Dataset | TextDataset, against: str,
                 seed: int = 0, budget: Budget = DEFAULT,
-                baseline: float | None = None) -> Episode:
+                baseline: float | None = None, run_seed: int | None = None) -> Episode:
     """Poison `train` with `config`, train the proxy on it, measure, detect, reward.
-    `baseline`: `clean_accuracy` (None: measured here)."""
+    `baseline`: `clean_accuracy` (None: measured here); `run_seed`: inspect's seed (None: the
+    episode's)."""
     if against not in AGAINST:
         raise ValueError(f"unknown detector {against!r}: one of {', '.join(AGAINST)}")
     started = time.perf_counter()
     if baseline is None:
         baseline = clean_accuracy(train, test, seed, budget)
+    scores, kept = None, 1.0
     if isinstance(train, TextDataset):
         if against != "vet":
             raise ValueError(f"{train.name}: text attacks are searched against vet only")
@@ -106,29 +121,49 @@ def run_episode(config: AttackConfig | TextAttackConfig, train: Dataset | TextDa
         caught, detection, flagged = vet_texts(bad.data, bad.indices, config.target, seed)
     else:
         bad = config.poison(train.x, train.y)
-        model = _train(bad.x, bad.y, seed, budget, "the attacked model")
+        model = train_model(bad.x, bad.y, seed, budget, "the attacked model")
         success, accuracy = _measure(model, bad.trigger, test, config.target)
+        kept = input_kept(bad.trigger, test, config.target)
         if against == "vet":
             caught, detection, flagged = _vet(Dataset(bad.x, bad.y, train.name), bad.indices,
                                               config.target, seed)
         else:
-            caught, detection, flagged = _inspect(model, test, config.target, seed, budget)
+            caught, detection, flagged, scores = inspected(
+                model, test, config.target, seed if run_seed is None else run_seed, budget)
     return Episode(config=config, attack_success=round(success, 4),
                    clean_accuracy=round(accuracy, 4), caught=caught,
                    detection=round(detection, 4), flagged_classes=flagged,
                    poisoned=int(len(bad.indices)),
                    accuracy_drop=round(baseline - accuracy, 4),
-                   reward=round(success * (1 - detection) * min(1.0, accuracy / baseline), 4)
-                   if baseline > 0 else 0.0,
-                   seconds=round(time.perf_counter() - started, 2))
+                   reward=round(success * (1 - detection) * min(1.0, accuracy / baseline) *
+                                min(1.0, kept / KEPT), 4) if baseline > 0 else 0.0,
+                   seconds=round(time.perf_counter() - started, 2), class_scores=scores,
+                   input_kept=round(kept, 4))
 
 
-def _train(x: np.ndarray, y: np.ndarray, seed: int, budget: Budget, what: str):
+def train_model(x: np.ndarray, y: np.ndarray, seed: int, budget: Budget, what: str):
     from ...data.features import TrainConfig, train_proxy
 
     return train_proxy(x, y, TrainConfig(epochs=budget.epochs, width=budget.width, seed=seed,
                                           batch_size=budget.batch_size),
                        what=what)
+
+
+def input_kept(trigger, test: Dataset, target: int) -> float:
+    """The median, over held-out images of other classes each paired with the next, of the
+    distance between the two triggered over the distance between the two as they are: 1 for a
+    small patch or a warp, 1 - alpha for a blend, |1 - 2 share| for the image blended with its
+    negative (0: every image the same grey)."""
+    x = test.x[test.y != target].astype(np.float32)
+    if len(x) < 2:
+        return 1.0
+    paired = np.roll(x, 1, axis=0)
+    triggered = np.asarray(trigger(x), np.float32)
+    before = np.linalg.norm((x - paired).reshape(len(x), -1), axis=1)
+    after = np.linalg.norm((triggered - np.roll(triggered, 1, axis=0)).reshape(len(x), -1),
+                           axis=1)
+    apart = before > 1e-6
+    return float(np.median(after[apart] / before[apart])) if apart.any() else 1.0
 
 
 def _measure(model, trigger, test: Dataset, target: int | None) -> tuple[float, float]:
@@ -154,11 +189,17 @@ def _vet(data: Dataset, poisoned: np.ndarray, target: int, seed: int):
     return caught, 1.0 if caught else float(found), flagged
 
 
-def _inspect(model, test: Dataset, target: int, seed: int, budget: Budget):
+def inspected(model, test: Dataset, target: int, seed: int, budget: Budget):
+    """(caught, detection, classes named, class_scores): inspect's verdict on `model`."""
     from ...model.inspect import inspect_config, inspect_model
 
     results = inspect_model(model, test, inspect_config(seed, budget.inspect_fast),
                             name="the attacked model").results
     flagged = [int(c) for c in results.target_classes]
     caught = results.verdict == "trojaned" and target in flagged
-    return caught, 1.0 if caught else 0.0, flagged
+    return caught, 1.0 if caught else 0.0, flagged, class_scores(results.per_class)
+
+
+def class_scores(per_class: list[dict]) -> list[dict]:
+    """Each class's scores from inspect's `per_class`, as hardening reads them."""
+    return [{key: entry[key] for key in SCORE_KEYS} for entry in per_class]

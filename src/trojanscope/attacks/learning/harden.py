@@ -2,8 +2,9 @@
 
 Every episode of a redteam report against vet is replayed (its configuration poisons the same
 training split, the same samples) and each class of the poisoned set gets the ensemble's
-features (data/ensemble.py): the target class of an attack that worked (attack success at
-least WORKS) is a positive, every other class a negative; the target class of an attack that
+features (data/ensemble.py): the target class of an attack that worked (`works`: attack
+success at least WORKS, with a trigger that keeps its inputs) is a positive, every other class
+a negative; the target class of an attack that
 did not work is left out (poisoned, but no backdoor to find). The clean training splits are
 negatives too. The fitted scorer's threshold sits above every negative class, so no class of
 those clean sets is flagged; `check` then measures it on data it never saw: held-out clean
@@ -23,11 +24,19 @@ from ...data.ensemble import Scorer, class_features, fit, members
 from ...findings import Location, Report
 from ...results import HardenResults
 from ..rules import EVASION
-from .episode import split
+from .episode import KEPT, split
 from .space import AttackConfig
 from .text_space import KINDS as TEXT_KINDS
 
 WORKS = 0.5  # attack success from which a poisoned class is a positive
+
+
+def works(episode: dict) -> bool:
+    """An episode's attack worked: attack success at least WORKS with a trigger that keeps its
+    inputs (episode.KEPT; a report made before input_kept was kept counts as keeping them)."""
+    kept = episode.get("input_kept", 1.0)
+    kept = kept if isinstance(kept, (int, float)) and not isinstance(kept, bool) else 0.0
+    return episode["attack_success"] >= WORKS and kept >= KEPT
 
 
 @dataclass(frozen=True)
@@ -38,22 +47,33 @@ class Case:
     target: int | None = None
 
 
-def replayed(report: dict, data: Dataset, only: set | None = None
-             ) -> list[tuple[dict, Dataset]]:
-    """(episode, poisoned training split) for each episode of a redteam report (as JSON), or
-    for those of `only` ((search, episode) pairs); the report is checked whole either way."""
+def report_parts(report: dict, against: str) -> tuple[dict, list, set]:
+    """(config, episodes, evasions as (search, episode) pairs) of a redteam report (as JSON)
+    against `against`, its outer fields checked."""
     results, config = report.get("results"), report.get("config", {})
     if report.get("command") != "redteam" or not isinstance(results, dict) or \
-            results.get("against") != "vet":
-        raise ValueError("hardening learns from redteam reports against vet")
+            results.get("against") != against:
+        raise ValueError(f"hardening {against} learns from redteam reports against {against}")
     if not isinstance(config, dict):
         raise ValueError("the report's config is not an object")
     seed = config.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 32:
         raise ValueError(f"the report's seed must be an integer from 0 to 2**32, not {seed!r}")
-    episodes = results.get("episodes")
+    episodes, evasions = results.get("episodes"), results.get("evasions", [])
     if not isinstance(episodes, list):
         raise ValueError("the report has no list of episodes")
+    if not isinstance(evasions, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("search"), str) for e in evasions):
+        raise ValueError("the report's evasions are not a list of episodes (search, episode)")
+    return config, episodes, {(e["search"], e.get("episode")) for e in evasions}
+
+
+def replayed(report: dict, data: Dataset, only: set | None = None
+             ) -> list[tuple[dict, Dataset]]:
+    """(episode, poisoned training split) for each episode of a redteam report (as JSON), or
+    for those of `only` ((search, episode) pairs); the report is checked whole either way."""
+    config, episodes, _ = report_parts(report, "vet")
+    seed = config.get("seed", 0)
     train, _ = split(data, seed)
     sets = []
     for k, episode in enumerate(episodes):
@@ -92,13 +112,13 @@ def harden(reports: list[dict], data: Dataset, seed: int = 0,
             rows = class_features(members(poisoned.x, poisoned.y, seed))
             classes = np.unique(poisoned.y)
             target = episode["config"]["target"]
-            works = episode["attack_success"] >= WORKS
+            worked = works(episode)
             counts["episodes"] += 1
-            counts["positive" if works else "left_out"] += 1
+            counts["positive" if worked else "left_out"] += 1
             for label, row in zip(classes, rows):
                 if label != target:
                     negative.append(row)
-                elif works:
+                elif worked:
                     positive.append(row)
     for split_seed in sorted(seeds):
         train, _ = split(data, split_seed)
@@ -125,21 +145,38 @@ def check(scorer: Scorer, cases: list[Case], seed: int = 0) -> list[dict]:
     for case in cases:
         before = vet(case.data, detector=DEFAULT_DETECTOR, seed=seed).results
         after = vet_hardened(case.data, seed, scorer).results
-        row = {"case": case.name, "target": case.target}
-        for when, results in (("before", before), ("after", after)):
-            flagged = sorted(int(c) for c in results.suspected_classes)
-            row[when] = {"classes": flagged,
-                         "caught": case.target in flagged if case.target is not None else None,
-                         "false_classes": [c for c in flagged if c != case.target]}
-        rows.append(row)
+        rows.append(check_row(case.name, case.target, before.suspected_classes,
+                              after.suspected_classes))
     return rows
+
+
+def check_row(name: str, target: int | None, before, after) -> dict:
+    """A case's row: the classes named before and after, whether the target (None: a clean
+    case) is caught, and the classes named falsely."""
+    row = {"case": name, "target": target}
+    for when, named in (("before", before), ("after", after)):
+        flagged = sorted({int(c) for c in named})
+        row[when] = {"classes": flagged,
+                     "caught": target in flagged if target is not None else None,
+                     "false_classes": [c for c in flagged if c != target]}
+    return row
+
+
+def recall(rows: list[dict]) -> dict:
+    """How many poisoned cases, and the share caught before and after."""
+    poisoned = [r for r in rows if r["target"] is not None]
+    out = {"cases": len(poisoned)}
+    for when in ("before", "after"):
+        out[when] = round(sum(r[when]["caught"] for r in poisoned) / len(poisoned), 4) \
+            if poisoned else None
+    return out
 
 
 def evasion_cases(reports: list[dict], data: Dataset) -> list[Case]:
     """The reports' evasions, replayed on `data`, as cases to check."""
     cases = []
     for report in reports:
-        wanted = {(e["search"], e["episode"]) for e in report["results"].get("evasions", [])}
+        wanted = report_parts(report, "vet")[2]
         for episode, poisoned in replayed(report, data, wanted):
             cases.append(Case(f"seed {report.get('config', {}).get('seed', 0)} "
                               f"{episode['search']} #{episode['episode']}", poisoned,
@@ -157,12 +194,8 @@ def harden_report(reports: list[dict], data: Dataset, out: Path, seed: int = 0) 
         Case(f"clean split seed {s}", split(data, s)[0]) for s in seeds]
     rows = check(scorer, cases, seed)
     scorer.save(out)
-    poisoned = [r for r in rows if r["target"] is not None]
-    recall = {"evasions": len(poisoned)}
-    for when in ("before", "after"):
-        recall[when] = round(sum(r[when]["caught"] for r in poisoned) / len(poisoned), 4) \
-            if poisoned else None
-    missed = [r for r in poisoned if not r["after"]["caught"]]
+    caught = recall(rows)
+    missed = [r for r in rows if r["target"] is not None and not r["after"]["caught"]]
     findings = tuple(EVASION.finding(
         f"{r['case']}: still missed after hardening", Location(data.name, (r["case"],)),
         {"target": r["target"], "classes_after": r["after"]["classes"]}) for r in missed)
@@ -170,7 +203,8 @@ def harden_report(reports: list[dict], data: Dataset, out: Path, seed: int = 0) 
         command="harden", targets=(data.name,), findings=findings,
         results=HardenResults(
             scorer=scorer.as_dict(), written=str(out), fitted_on=fitted_on, checks=rows,
-            recall=recall,
+            recall={"evasions": caught["cases"], "before": caught["before"],
+                    "after": caught["after"]},
             clean_classes_flagged=sum(len(r["after"]["classes"]) for r in rows
                                       if r["target"] is None)),
         timings={"total_seconds": round(time.perf_counter() - started, 3)},

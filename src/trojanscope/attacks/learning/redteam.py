@@ -10,7 +10,7 @@ from ...data.datasets import Dataset
 from ...findings import Location, Report
 from ...results import RedteamResults
 from ..rules import EVASION
-from .episode import DEFAULT, DROP, EVADES, Budget, Episode, clean_accuracy, split
+from .episode import DEFAULT, DROP, EVADES, KEPT, Budget, Episode, clean_accuracy, split
 from .search import run_search
 
 SEARCHES = ("ppo", "random")  # the learning attacker and its baseline, by default
@@ -52,7 +52,7 @@ def redteam(data: Dataset, against: str, episodes: int, seed: int = 0,
         timings={"total_seconds": round(time.perf_counter() - started, 3)},
         config={"seed": seed, "episodes": episodes, "searches": list(searches),
                 "target": target, "epochs": budget.epochs, "width": budget.width,
-                "evades_at": EVADES, "accuracy_drop_at_most": DROP})
+                "evades_at": EVADES, "accuracy_drop_at_most": DROP, "input_kept_at_least": KEPT})
 
 
 def _entry(search: str, k: int, episode: Episode) -> dict:
@@ -72,9 +72,11 @@ def _summary(done: list[Episode]) -> dict:
 def _frontier(entries: list[dict]) -> list[dict]:
     """The episodes no other beats on both counts (higher attack success at no higher
     detection), by detection: what success an attacker buys at each level of detection. Only
-    models that kept their task (clean accuracy within DROP of a clean model's) count."""
+    models that kept their task (clean accuracy within DROP of a clean model's) with triggers
+    that keep their inputs (input_kept at least KEPT) count."""
     kept = []
-    working = [e for e in entries if e["accuracy_drop"] <= DROP]
+    working = [e for e in entries if e["accuracy_drop"] <= DROP and
+               e.get("input_kept", 1.0) >= KEPT]
     for entry in sorted(working, key=lambda e: (e["detection"], -e["attack_success"])):
         if not kept or entry["attack_success"] > kept[-1]["attack_success"]:
             kept.append({"search": entry["search"], "episode": entry["episode"],

@@ -271,3 +271,50 @@ def test_the_shipped_inspect_scorer_reads_and_is_not_the_default():
     scorer = inspect_scorer.load(inspect_scorer.SHIPPED)
     assert scorer.features == inspect_scorer.FEATURES and not scorer.accepted
     assert inspect_scorer.shipped() is None
+
+
+def test_an_output_that_is_a_hard_link_of_an_input_is_refused(tmp_path, capsys):
+    """A red team's finding: a second name of the same file passed the path comparison."""
+    report = tmp_path / "r.json"
+    report.write_text(json.dumps(_report(np.random.default_rng(8), [(1, 0.95)])))
+    link = tmp_path / "link.json"
+    link.hardlink_to(report)
+    kept = report.read_bytes()
+    code = main(["harden", str(report), "--data", "digits", "--out", str(tmp_path / "s.json"),
+                 "-f", "json", "-o", str(link)])
+    assert code == 2 and "would overwrite the input" in capsys.readouterr().err
+    assert report.read_bytes() == kept and not (tmp_path / "s.json").exists()
+
+
+@pytest.mark.parametrize("case", ["fifo", "device", "huge integer", "epochs", "control",
+                                  "other data"])
+def test_hostile_reports_and_scorers_are_named_in_bounded_time(tmp_path, capsys, case):
+    import os
+
+    good = _report(np.random.default_rng(9), [(1, 0.95)])
+    path = tmp_path / "r.json"
+    argv = ["harden", str(path), "--data", "digits", "--out", str(tmp_path / "s.json")]
+    if case == "fifo":
+        os.mkfifo(path)  # reading it would block for ever
+    elif case == "device":
+        path.symlink_to("/dev/zero")  # reading it would fill the memory
+    elif case == "huge integer":
+        scorer = json.loads(inspect_scorer.SHIPPED.read_text())
+        path.write_text(json.dumps(scorer).replace(
+            f'"threshold": {scorer["threshold"]}', '"threshold": ' + "9" * 400))
+        argv = ["inspect", "model.pt", "--data", "digits", "--scorer", str(path)]
+    elif case == "epochs":  # a report whose clean models would train for hours
+        path.write_text(json.dumps({**good, "config": {"seed": 0, "epochs": 1000}}))
+    elif case == "control":  # text that would reach the terminal
+        good["results"]["evasions"] = []
+        good["results"]["episodes"][0]["search"] = "random\x1b]0;pwned\x07\nall clear"
+        path.write_text(json.dumps(good))
+    else:
+        path.write_text(json.dumps({**good, "targets": ["mnist-5k"]}))
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and str(path) in err and "Traceback" not in err
+    assert {"fifo": "not a regular file", "device": "not a regular file",
+            "huge integer": "within", "epochs": "from 1 to 30",
+            "control": "not a redteam episode", "other data": "ran on mnist-5k"}[case] in err
+    assert not (tmp_path / "s.json").exists()

@@ -361,6 +361,8 @@ def harden(reports: list[str | Path], out: str | Path, data: str | Path | Datase
     from .jsonfile import read_json
 
     out = Path(out)
+    if not out.resolve().parent.is_dir() or out.is_dir():  # say so now, not after the work
+        raise InputError(f"{out}: cannot write the scorer there (no such folder, or a folder)")
     if data is not None and not _is_dataset(data) and _same_file(out, Path(data)):
         raise InputError(f"{out}: the scorer would overwrite the data {data}")
     read = []
@@ -387,6 +389,13 @@ def harden(reports: list[str | Path], out: str | Path, data: str | Path | Datase
         data = load_data(data)
     if isinstance(data, TextDataset):
         raise InputError(f"{data.name}: hardening learns from image data sets")
+    for path, report in read:  # a report's episodes are replayed on, or compared with, its data
+        ran_on = report.get("targets")
+        ran_on = ran_on[0] if isinstance(ran_on, list) and ran_on else None
+        if isinstance(ran_on, str) and ran_on != data.name and \
+                not _same_file(Path(ran_on), Path(data.name)):
+            raise InputError(f"{path}: ran on {ran_on}, not on {data.name} (give --data "
+                             f"{ran_on})")
     try:
         fitting = harden_inspect.harden_report if against == {"inspect"} else harden_report
         return fitting([report for _, report in read], data, out, seed)

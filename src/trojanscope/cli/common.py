@@ -41,25 +41,43 @@ INPUTS = ("paths", "path", "model", "old", "new", "data", "reports", "scorer", "
 
 def check_outputs(args: argparse.Namespace) -> None:
     """Refuse, before any work, an output that is one of the command's inputs (the user's data
-    replaced by a report) or another of its outputs (a scorer replaced by the report), and a
-    report whose folder does not exist (found after an hour of work, it would be lost)."""
-    seen: dict[Path, str] = {}
+    replaced by a report) or another of its outputs (a scorer replaced by the report), by path
+    or as another name (a link) of the same file, and an output whose folder does not exist
+    (found after an hour of work, it would be lost)."""
+    seen: dict[object, str] = {}
     for name in INPUTS:
         value = getattr(args, name, None)
         for item in value if isinstance(value, list) else [value]:
             if isinstance(item, (str, Path)) and Path(item).exists():
-                seen.setdefault(Path(item).resolve(), f"the input {item}")
+                for key in _identities(Path(item)):
+                    seen.setdefault(key, f"the input {item}")
     for name in OUTPUTS:
         value = getattr(args, name, None)
         if not isinstance(value, (str, Path)):
             continue
         flag = "-o" if name == "output" else "--" + name.replace("_", "-")
-        if name == "output" and not Path(value).resolve().parent.is_dir():
+        if not Path(value).resolve().parent.is_dir():
             raise UserError(f"{value}: {flag}'s folder does not exist")
-        where = Path(value).resolve()
-        if where in seen:
-            raise UserError(f"{value}: {flag} would overwrite {seen[where]}")
-        seen[where] = f"{flag} {value}"
+        if name == "output" and Path(value).is_dir():  # (repair --out may be an adapter folder)
+            raise UserError(f"{value}: {flag} is a folder, not a file")
+        keys = _identities(Path(value))
+        for key in keys:
+            if key in seen:
+                raise UserError(f"{value}: {flag} would overwrite {seen[key]}")
+        for key in keys:
+            seen[key] = f"{flag} {value}"
+
+
+def _identities(path: Path) -> list:
+    """The resolved path, and for an existing file its (device, inode): a hard link has the
+    second in common with the file it names."""
+    keys: list = [path.resolve()]
+    try:
+        status = path.stat()
+        keys.append((status.st_dev, status.st_ino))
+    except OSError:
+        pass
+    return keys
 
 
 def emit_failure(args: argparse.Namespace, message: str) -> None:

@@ -26,7 +26,6 @@ the held-out clean sets and loses nothing on the fixed benchmark (the attacks of
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -92,10 +91,14 @@ class Scorer:
         try:
             features = tuple(entry["features"])
             numbers = [*entry["weights"], entry["intercept"], entry["threshold"]]
-        except (KeyError, TypeError) as exc:
+        except KeyError as exc:
             raise ValueError(f"{where}: not a hardened scorer (missing {exc})") from None
+        except TypeError:
+            raise ValueError(f"{where}: not a hardened scorer (features and weights must be "
+                             "lists)") from None
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and
-                   math.isfinite(v) and abs(v) <= LIMIT for v in numbers):
+                   -LIMIT <= v <= LIMIT for v in numbers):  # NaN fails; a huge int does not
+                                                              # overflow as math.isfinite would
             raise ValueError(f"{where}: weights, intercept and threshold must be numbers "
                              f"within +-{LIMIT:g}")
         weights = tuple(float(w) for w in numbers[:-2])

@@ -53,7 +53,9 @@ def report_parts(report: dict, against: str) -> tuple[dict, list, set]:
     results, config = report.get("results"), report.get("config", {})
     if report.get("command") != "redteam" or not isinstance(results, dict) or \
             results.get("against") != against:
-        raise ValueError(f"hardening {against} learns from redteam reports against {against}")
+        found = results.get("against") if isinstance(results, dict) else None
+        raise ValueError(f"hardening {against} learns from redteam reports against {against}, "
+                         f"not {found!r}")
     if not isinstance(config, dict):
         raise ValueError("the report's config is not an object")
     seed = config.get("seed", 0)
@@ -63,9 +65,17 @@ def report_parts(report: dict, against: str) -> tuple[dict, list, set]:
     if not isinstance(episodes, list):
         raise ValueError("the report has no list of episodes")
     if not isinstance(evasions, list) or not all(
-            isinstance(e, dict) and isinstance(e.get("search"), str) for e in evasions):
+            isinstance(e, dict) and named(e) for e in evasions):
         raise ValueError("the report's evasions are not a list of episodes (search, episode)")
     return config, episodes, {(e["search"], e.get("episode")) for e in evasions}
+
+
+def named(episode: dict) -> bool:
+    """An episode's search is a plain name (no control characters reach a terminal) and its
+    number an integer."""
+    search, number = episode.get("search"), episode.get("episode")
+    return isinstance(search, str) and search.isidentifier() and len(search) <= 64 and \
+        isinstance(number, int) and not isinstance(number, bool)
 
 
 def replayed(report: dict, data: Dataset, only: set | None = None
@@ -78,7 +88,7 @@ def replayed(report: dict, data: Dataset, only: set | None = None
     sets = []
     for k, episode in enumerate(episodes):
         success = episode.get("attack_success") if isinstance(episode, dict) else None
-        if not isinstance(episode, dict) or not isinstance(episode.get("search"), str) or \
+        if not isinstance(episode, dict) or not named(episode) or \
                 isinstance(success, bool) or not isinstance(success, (int, float)) or \
                 not 0 <= success <= 1:
             raise ValueError(f"episode {k} is not a redteam episode (search, episode, config, "

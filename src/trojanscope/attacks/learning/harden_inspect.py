@@ -26,10 +26,12 @@ from ...model import inspect_scorer
 from ...results import HardenResults
 from ..rules import EVASION
 from .episode import DEFAULT, SCORE_KEYS, Budget, inspected, split, train_model
-from .harden import WORKS, check_row, recall, report_parts, works
+from .harden import WORKS, check_row, named, recall, report_parts, works
 
 CLEAN_MODELS = 4     # clean models per split seed, their classes negatives
 CLEAN_SEED = 10_000  # their training seeds start here (the episodes' are the run's seed + k)
+MAX_EPOCHS, MAX_WIDTH = 30, 64  # a report's training budget (redteam's default: 3 epochs,
+                                # width 16): the clean models cost what its episodes cost
 
 
 def episodes_of(report: dict) -> tuple[int, Budget, list[dict], set]:
@@ -37,9 +39,10 @@ def episodes_of(report: dict) -> tuple[int, Budget, list[dict], set]:
     pairs) of a redteam report against inspect, checked field by field."""
     config, episodes, evasions = report_parts(report, "inspect")
     epochs, width = config.get("epochs", DEFAULT.epochs), config.get("width", DEFAULT.width)
-    if not all(not isinstance(v, bool) and isinstance(v, int) and 1 <= v <= 1000
-               for v in (epochs, width)):
-        raise ValueError(f"the report's epochs and width must be integers from 1 to 1000, not "
+    if not all(not isinstance(v, bool) and isinstance(v, int) and 1 <= v <= most
+               for v, most in ((epochs, MAX_EPOCHS), (width, MAX_WIDTH))):
+        raise ValueError(f"the report's epochs and width must be integers from 1 to "
+                         f"{MAX_EPOCHS} and {MAX_WIDTH} (its clean models are trained so), not "
                          f"{epochs!r} and {width!r}")
     for k, episode in enumerate(episodes):
         if not _is_episode(episode):
@@ -55,7 +58,7 @@ def _is_episode(episode) -> bool:
         return not isinstance(value, bool) and isinstance(value, (int, float)) and \
             low <= value <= high
 
-    if not isinstance(episode, dict) or not isinstance(episode.get("search"), str):
+    if not isinstance(episode, dict) or not named(episode):
         return False
     config, scores = episode.get("config"), episode.get("class_scores")
     flagged = episode.get("flagged_classes")
@@ -65,7 +68,8 @@ def _is_episode(episode) -> bool:
     return number(episode.get("attack_success"), 0, 1) and \
         isinstance(target, int) and not isinstance(target, bool) and \
         0 <= target < len(scores) and isinstance(flagged, list) and \
-        all(isinstance(c, int) for c in flagged) and all(
+        all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c < len(scores)
+            for c in flagged) and all(
             isinstance(entry, dict) and entry.get("class") == k and
             all(number(entry.get(key), -1e6, 1e6) for key in SCORE_KEYS)
             for k, entry in enumerate(scores))

@@ -43,6 +43,7 @@ RATES = (0.005, 0.15)       # poisoned share, decoded on a log scale
 STRENGTHS = {"blend": (0.02, 0.3), "sinusoid": (0.01, 0.2), "warp": (0.2, 3.0),
              "invert": (0.5, 1.0)}
 MAX_STRENGTH = 10.0  # a replayed configuration's: far past the space, short of overflow
+MAX_GRID = 1024      # its size and frequency: a warp field of FREQUENCY^2 points is made
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,9 @@ class AttackConfig:
             raise ValueError(f"label must be 'dirty' or 'clean', not {self.label!r}")
         if not 0 < self.rate < 1:
             raise ValueError(f"rate must be between 0 and 1, not {self.rate}")
-        if self.size < 1 or self.frequency < 1:
-            raise ValueError("size and frequency must be at least 1")
+        if not 1 <= self.size <= MAX_GRID or not 1 <= self.frequency <= MAX_GRID:
+            raise ValueError(f"size and frequency must be from 1 to {MAX_GRID}, not "
+                             f"{self.size} and {self.frequency}")
         if not 0 <= self.strength <= MAX_STRENGTH:  # NaN fails too
             raise ValueError(f"strength must be between 0 and {MAX_STRENGTH}, not "
                              f"{self.strength}")

@@ -71,13 +71,14 @@ def main() -> None:
                 case["case"] += f", {budget.epochs} epochs, width {budget.width}"
                 clean.append(case)
     zoo, zoo_clean = _zoo(args.zoo)
+    held_out_clean = f"held-out clean models ({len(clean)})"
     groups = {
         "evasions, fitting reports (seen)": harden_inspect.episode_cases(fitting),
         "working attacks, fitting reports (seen)":
             harden_inspect.episode_cases(fitting, "working"),
         "evasions, held-out reports": harden_inspect.episode_cases(held_out),
         "working attacks, held-out reports": harden_inspect.episode_cases(held_out, "working"),
-        f"held-out clean models ({len(clean)})": clean,
+        held_out_clean: clean,
         f"fixed benchmark: zoo's trojaned models ({len(zoo)})": zoo,
         f"fixed benchmark: clean models, zoo and other architectures ({len(zoo_clean)})":
             zoo_clean}
@@ -100,8 +101,7 @@ def main() -> None:
     ratio = f"{after / before:.2f}x" if before else ("inf" if after else "-")
     print(f"held-out evasions caught: {after}/{len(held)} after, {before}/{len(held)} before "
           f"({ratio})")
-    no_clean_class = all(not r["after"]["classes"] for r in rows[next(
-        k for k in rows if k.startswith("held-out clean"))])
+    no_clean_class = all(not r["after"]["classes"] for r in rows[held_out_clean])
     # the hardened inspect only adds classes, so what the default caught stays caught: a loss
     # is a class named that the default did not name
     fixed = [r for name, found in rows.items() if name.startswith("fixed") for r in found]

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .findings import Report
 from .jobs.child import TIME_LIMIT
+from .paths import same_file
 
 if TYPE_CHECKING:
     from .data.datasets import Dataset
@@ -363,11 +364,11 @@ def harden(reports: list[str | Path], out: str | Path, data: str | Path | Datase
     out = Path(out)
     if not out.resolve().parent.is_dir() or out.is_dir():  # say so now, not after the work
         raise InputError(f"{out}: cannot write the scorer there (no such folder, or a folder)")
-    if data is not None and not _is_dataset(data) and _same_file(out, Path(data)):
+    if data is not None and not _is_dataset(data) and same_file(out, Path(data)):
         raise InputError(f"{out}: the scorer would overwrite the data {data}")
     read = []
     for path in map(Path, reports):
-        if _same_file(out, path):
+        if same_file(out, path):
             raise InputError(f"{out}: the scorer would overwrite the report it learns from")
         try:
             report = read_json(path)
@@ -393,7 +394,7 @@ def harden(reports: list[str | Path], out: str | Path, data: str | Path | Datase
         ran_on = report.get("targets")
         ran_on = ran_on[0] if isinstance(ran_on, list) and ran_on else None
         if isinstance(ran_on, str) and ran_on != data.name and \
-                not _same_file(Path(ran_on), Path(data.name)):
+                not same_file(Path(ran_on), Path(data.name)):
             raise InputError(f"{path}: ran on {ran_on}, not on {data.name} (give --data "
                              f"{ran_on})")
     try:
@@ -405,14 +406,6 @@ def harden(reports: list[str | Path], out: str | Path, data: str | Path | Datase
         raise InputError(f"{where}: {detail}") from None
     except OSError as exc:
         raise InputError(f"{out}: cannot write: {exc.strerror or exc}") from None
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    """The same path, or two names (links) of one existing file."""
-    try:
-        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
-    except OSError:
-        return False
 
 
 def diff(old: str | Path, new: str | Path, *, architecture: str | None = None,

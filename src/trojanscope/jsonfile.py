@@ -13,16 +13,18 @@ LIMIT = 64 * 2 ** 20  # bytes: a redteam report is about 150 KB, a scorer under 
 def read_json(path: str | Path):
     """Only a regular file of at most LIMIT bytes is read (not /dev/zero, not a FIFO)."""
     try:
-        if not stat.S_ISREG(Path(path).stat().st_mode):  # before opening: a FIFO would block
-            raise ValueError(f"{path}: not a regular file")
-        with open(path, "rb") as handle:
-            raw = handle.read(LIMIT + 1)
-        if len(raw) > LIMIT:
-            raise ValueError(f"{path}: larger than {LIMIT // 2 ** 20} MiB, not a report or a "
-                             "configuration")
+        regular = stat.S_ISREG(Path(path).stat().st_mode)  # before opening: a FIFO would block
+        if regular:
+            with open(path, "rb") as handle:
+                raw = handle.read(LIMIT + 1)
+    except OSError as exc:
+        raise ValueError(f"{path}: not a readable JSON file ({exc})") from None
+    if not regular:
+        raise ValueError(f"{path}: not a regular file")
+    if len(raw) > LIMIT:
+        raise ValueError(f"{path}: larger than {LIMIT // 2 ** 20} MiB, not a report or a "
+                         "configuration")
+    try:
         return json.loads(raw.decode("utf-8"))
-    except ValueError as exc:  # also JSON syntax, UTF-8 and 4,300-digit integer errors
-        raise ValueError(exc if str(exc).startswith(f"{path}:") else
-                         f"{path}: not a readable JSON file ({exc})") from None
-    except (OSError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSON syntax, UTF-8, 4,300-digit integers
         raise ValueError(f"{path}: not a readable JSON file ({exc})") from None

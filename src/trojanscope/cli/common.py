@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .. import render
 from ..findings import Report, ScanError, Severity
+from ..paths import identities
 
 SEVERITIES = [str(s) for s in Severity]
 EXIT_CODES = "exit codes: 0 nothing at or above --fail-on, 1 findings, 2 could not do the job"
@@ -49,7 +50,7 @@ def check_outputs(args: argparse.Namespace) -> None:
         value = getattr(args, name, None)
         for item in value if isinstance(value, list) else [value]:
             if isinstance(item, (str, Path)) and Path(item).exists():
-                for key in _identities(Path(item)):
+                for key in identities(Path(item)):
                     seen.setdefault(key, f"the input {item}")
     for name in OUTPUTS:
         value = getattr(args, name, None)
@@ -60,24 +61,12 @@ def check_outputs(args: argparse.Namespace) -> None:
             raise UserError(f"{value}: {flag}'s folder does not exist")
         if name == "output" and Path(value).is_dir():  # (repair --out may be an adapter folder)
             raise UserError(f"{value}: {flag} is a folder, not a file")
-        keys = _identities(Path(value))
+        keys = identities(Path(value))
         for key in keys:
             if key in seen:
                 raise UserError(f"{value}: {flag} would overwrite {seen[key]}")
         for key in keys:
             seen[key] = f"{flag} {value}"
-
-
-def _identities(path: Path) -> list:
-    """The resolved path, and for an existing file its (device, inode): a hard link has the
-    second in common with the file it names."""
-    keys: list = [path.resolve()]
-    try:
-        status = path.stat()
-        keys.append((status.st_dev, status.st_ino))
-    except OSError:
-        pass
-    return keys
 
 
 def emit_failure(args: argparse.Namespace, message: str) -> None:

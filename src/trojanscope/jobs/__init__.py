@@ -45,14 +45,13 @@ def inspect_job(p: dict) -> dict:
     from ..model.inspect import inspect_config, inspect_model
     from ..model.weights import with_reference
 
-    if _adapter_or_merged(p):
-        if p.get("scorer"):
-            raise JobError("--scorer (the hardened inspect) is for image classifiers")
+    adapter = _adapter_or_merged(p)
+    texts = None if adapter else _text_data(p)
+    if p.get("scorer") and (adapter or texts is not None):
+        raise JobError("--scorer (the hardened inspect) is for image classifiers")
+    if adapter:
         return _inspect_adapter(p)
-    texts = _text_data(p)
     if texts is not None:
-        if p.get("scorer"):
-            raise JobError("--scorer (the hardened inspect) is for image classifiers")
         from ..ml.formats import open_text_model
         from ..model.text_inspect import inspect_text_model, text_inspect_config
 

@@ -274,3 +274,97 @@ def test_a_file_name_that_is_not_utf8_is_reported_in_every_format(tmp_path, form
                            "-o", str(out)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stderr
     assert "odd-" in out.read_text(encoding="utf-8")
+
+
+def test_names_that_steer_a_terminal_are_shown_escaped_and_the_findings_listed(tmp_path, run):
+    """File names, archive members and pickle globals are the attacker's: rich markup in them
+    once crashed the text report (a traceback instead of the findings), and terminal sequences
+    (colour, window title, Trojan Source's bidi overrides) reached the terminal as written."""
+    import zipfile
+
+    gadget = b"\x80\x02cos\nsystem\nq\x00X\x02\x00\x00\x00idq\x01\x85q\x02Rq\x03."
+    (tmp_path / "a[\\x]\x1b]0;PWNED\x07\u202ered.pkl").write_bytes(gadget)
+    with zipfile.ZipFile(tmp_path / "m.zip", "w") as archive:
+        archive.writestr("arch/[/q]\x1b[31m\rdata.pkl", gadget)
+    (tmp_path / "g.pkl").write_bytes(b"\x80\x02cos[/b]\x1b[2J\nsystem\nq\x00)Rq\x01.")
+    (tmp_path / "m.pkl\nscan: 1 file(s), no findings").write_bytes(gadget)  # a forged line
+    result = run("scan", tmp_path)
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert result.output.count("critical") >= 4
+    assert "\nscan: 1 file(s), no findings" not in result.output
+    assert "m.pkl\\x0ascan: 1 file(s), no findings" in result.output
+    for steering in ("\x1b", "\x07", "\u202e", "\r"):
+        assert steering not in result.output
+    assert "\\x1b]0;PWNED\\x07\\u202ered.pkl" in result.output
+    assert "arch/[/q]\\x1b[31m\\x0ddata.pkl" in result.output
+    assert "[/b]\\x1b[2J" in result.output
+
+
+@pytest.mark.parametrize("form", ["json", "sarif", "cyclonedx"])
+def test_a_nan_in_a_model_file_leaves_the_report_strict_json(tmp_path, run, form):
+    """JSON has no NaN: Python writes one bare, and JavaScript's, Go's and GitHub's readers
+    reject the whole report (a red team's Keras config with a NaN layer name)."""
+    model = tmp_path / "model.json"
+    model.write_text('{"class_name": "Sequential", "config": {"layers": [{"class_name": '
+                     '"Lambda", "config": {"name": NaN, "function": ["4wAAAA", null, null]}}]}}')
+    out = tmp_path / f"report.{form}"
+    assert run("scan", model, "-f", form, "-o", out).exit_code == 1
+
+    def refuse(constant):
+        raise ValueError(constant)
+
+    document = json.loads(out.read_text(), parse_constant=refuse)
+    assert "keras.lambda-layer" in json.dumps(document)
+
+
+@pytest.mark.parametrize("link", ["symbolic", "hard"])
+def test_an_output_that_is_a_link_planted_in_the_scanned_folder_is_refused(tmp_path, run,
+                                                                           link):
+    """A red team's: the scanned repository holds `scan.sarif -> pytorch_model.bin`, and the
+    README's `scan . -f sarif -o scan.sarif` replaced the evidence with the report."""
+    evidence = tmp_path / "pytorch_model.bin"
+    evidence.write_bytes(mf.torch_zip(PAYLOADS["classic"]("id")))
+    kept = evidence.read_bytes()
+    out = tmp_path / "scan.sarif"
+    out.symlink_to(evidence.name) if link == "symbolic" else out.hardlink_to(evidence)
+    result = run("scan", tmp_path, "-f", "sarif", "-o", out)
+    assert result.exit_code == 2 and "is a link" in result.output
+    assert evidence.read_bytes() == kept
+
+
+def test_a_signature_nested_past_the_stack_is_a_finding_and_the_rest_is_reported(tmp_path,
+                                                                                  run):
+    """A red team's: a model.sig of 100,000 nested brackets raised RecursionError, so the scan
+    ended in a traceback and wrote no report, hiding the model's own critical finding."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "pytorch_model.bin").write_bytes(PAYLOADS["classic"]("id"))
+    (model / "model.sig").write_text("[" * 100_000 + "]" * 100_000)
+    out = tmp_path / "report.json"
+    assert run("scan", model, "-f", "json", "-o", out).exit_code == 1
+    found = {f["rule"] for f in json.loads(out.read_text())["findings"]}
+    assert {"pickle.unsafe-global", "provenance.signature-mismatch"} <= found
+
+
+def test_a_reader_that_leaves_early_does_not_turn_findings_into_exit_0(tmp_path):
+    """`trojanscope scan . | head` under `set -o pipefail`: the broken pipe once made the exit
+    code 0, "nothing found" (a red team's)."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.pkl"
+    bad.write_bytes(PAYLOADS["classic"]("id"))
+    script = ("import io, sys\n"
+              "from trojanscope import cli\n"
+              "class Left(io.TextIOWrapper):\n"
+              "    gone = False\n"
+              "    def flush(self):\n"
+              "        if not Left.gone:\n"
+              "            Left.gone = True\n"
+              "            raise BrokenPipeError\n"
+              "sys.stdout = Left(open(sys.stdout.fileno(), 'wb', closefd=False))\n"
+              f"sys.argv = ['trojanscope', 'scan', {str(bad)!r}]\n"
+              "cli.run()\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert done.returncode == 1, done.stderr

@@ -26,6 +26,15 @@ POLICY = GlobalsPolicy.default()
     ("torch.jit._pickle", "build_intlist.os.system"),
     ("sklearn.datasets._covtype", "GzipFile"), ("sklearn.callback._transport", "Listener"),
     ("sklearn.ensemble._forest", "Parallel"), ("sklearn.datasets._lfw", "Memory"),
+    # re-exported under modules the allowlist's patterns pass (a red team's enumeration)
+    ("torch.ao.quantization.fx._equalize", "GraphModule"),
+    ("torch.ao.quantization.fx._lower_to_native_backend", "Graph"),
+    ("torch.ao.quantization.observer", "Node"), ("torch.ao.quantization.fx.tracer", "Tracer"),
+    ("torch.ao.quantization.fx._decomposed", "Library"),
+    ("torch.ao.quantization.quantize_fx", "ObservedGraphModule"),
+    ("sklearn.utils._available_if", "MethodType"), ("sklearn.base", "ABCMeta"),
+    ("sklearn.utils._repr_html.tests.test_js", "HTTPServer"),
+    ("numpy.random.bit_generator", "RLock"),
 ])
 def test_gadgets_are_critical(module, name):
     assert POLICY.classify(module, name).severity == Severity.CRITICAL
@@ -48,6 +57,9 @@ def test_gadgets_are_critical(module, name):
     ("__builtin__", "hash"), ("numpy.random", "__RandomState_ctor"),
     ("gensim.models.word2vec", "Word2Vec"), ("gensim.utils", "call_on_class_only"),
     ("sklearn_crfsuite.estimator", "CRF"), ("numpy.core._internal", "_reconstruct"),
+    ("torch.ao.quantization.observer", "MinMaxObserver"),
+    ("torch.ao.quantization.fake_quantize", "FakeQuantize"),
+    ("torch.ao.quantization.qconfig", "QConfig"), ("numpy.random.bit_generator", "SeedSequence"),
 ])
 def test_harmless_globals_pass(module, name):
     assert POLICY.classify(module, name).allowed

@@ -94,7 +94,7 @@ class ScanContext:
                     except READ_ERRORS:
                         pass
                     self.findings[before:] = [f for f in self.findings[before:]
-                                              if f.rule != UNREADABLE.id]
+                                              if f.rule not in (UNREADABLE.id, UNRECOGNIZED.id)]
             else:
                 handler.scan(self, source, location, depth)
         except LimitExceeded as exc:

@@ -257,7 +257,23 @@ CRITICAL = {
                   "Pool", "ThreadPool", "ThreadPoolExecutor", "ProcessPoolExecutor", "Request",
                   "Path", "PosixPath", "WindowsPath", "PurePath", "BytesIO", "StringIO",
                   "FileIO", "TextIOWrapper", "BufferedWriter", "BufferedReader", "Popen",
-                  "CompilationUnit", "ScriptFunction", "Logger", "FileHandler", "Formatter"],
+                  "CompilationUnit", "ScriptFunction", "Logger", "FileHandler", "Formatter",
+                  # and more found by a red team's enumeration (every name the [allow]
+                  # patterns pass, resolved to the module that defines it)
+                  "MethodType", "FunctionType", "ABCMeta", "HTTPServer",
+                  "BaseHTTPRequestHandler", "CalledProcessError", "TimeoutExpired",
+                  "CallbackSupportMixin", "_BaseCallback", "Parameter"],
+    "sklearn.tests": ["*"],     # test modules: no model names them, and they import servers,
+    "sklearn.*.tests": ["*"],   # subprocesses and the callback helpers
+    # torch.fx's classes re-exported by quantization's fx modules, under the [allow] pattern
+    # "torch.ao.quantization.*" (a red team's): GraphModule generates Python source from its
+    # graph and runs it; Graph, Node and the Tracer build that graph; _decomposed re-exports
+    # torch.library.Library. Observed graph modules of FX quantization are GraphModules too.
+    "torch.ao.quantization.fx": ["*"],
+    "torch.ao.quantization.quantize_fx": ["*"],
+    "torch.ao.quantization.*": ["GraphModule", "ObservedGraphModule", "Graph", "Node", "Tracer",
+                                "QuantizationTracer", "Scope", "Library"],
+    "numpy.random.*": ["RLock", "Lock"],  # threading's, re-exported by bit_generator
 
 }
 

@@ -71,7 +71,12 @@ WEAK = {"pickle", "zlib", "lzma", "jinja"}
 
 
 def weak_rivals(first: type[FormatHandler], head: bytes, complete: bool) -> list:
-    """The other weakly marked formats that also claim a stream `first` claimed."""
-    if first.name not in WEAK:
-        return []
-    return [h for h in handlers() if h is not first and h.name in WEAK and h.sniff(head, complete)]
+    """The other weakly marked formats that also claim a stream `first` claimed. Whatever
+    `first` is, pickle is among them when an unpickler would get anywhere with the stream:
+    `pickle.load` and `torch.load` read any file from its first byte, and a pickle whose
+    opening opcodes swallow another format's magic number (BINFLOAT takes TFLite's "TFL3" as
+    its argument) runs under them while the other format's reader sees only its own (a red
+    team's polyglot)."""
+    weak = first.name in WEAK
+    return [h for h in handlers() if h is not first and h.name in WEAK and
+            (weak or h.name == "pickle") and h.sniff(head, complete)]

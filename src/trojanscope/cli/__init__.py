@@ -14,6 +14,7 @@ import sys
 from typing import Sequence
 
 from .. import __version__
+from ..render import printable
 from . import attack, demo, model, provenance, redteam, scan, serve, vet
 from .common import EXIT_CODES, UserError, check_outputs, emit_failure
 
@@ -44,24 +45,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         check_outputs(args)
     except UserError as exc:  # no failure report either: it would overwrite what it names
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(str(exc))}", file=sys.stderr)
         return 2
     try:
         return groups[args.command].run(args)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(str(exc))}", file=sys.stderr)
         emit_failure(args, str(exc))
         return 2
 
 
 def run() -> None:
     """Console-script entry point."""
+    code = None
     try:
         code = main()
         sys.stdout.flush()
-    except BrokenPipeError:  # `trojanscope ... | head`: the reader left, which is no error
+    except BrokenPipeError:  # `trojanscope ... | head`: the reader left, which is no error,
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        code = 0
+        # but the exit code still says what was found (`set -o pipefail` reads it): the
+        # command's own, or where the report broke off before its end, a shell's code for a
+        # reader that left (128 + SIGPIPE), never 0 ("nothing found")
+        code = 141 if code is None else code
     except KeyboardInterrupt:  # Ctrl-C where no partial report can be made: no traceback
         print("interrupted", file=sys.stderr)
         code = 130

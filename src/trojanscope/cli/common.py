@@ -44,7 +44,9 @@ def check_outputs(args: argparse.Namespace) -> None:
     """Refuse, before any work, an output that is one of the command's inputs (the user's data
     replaced by a report) or another of its outputs (a scorer replaced by the report), by path
     or as another name (a link) of the same file, and an output whose folder does not exist
-    (found after an hour of work, it would be lost)."""
+    (found after an hour of work, it would be lost). An output that is a link, symbolic or
+    hard, is refused too: a scanned folder may plant `scan.sarif -> pytorch_model.bin`, and the
+    report would replace the evidence (a red team's), or a file outside the folder."""
     seen: dict[object, str] = {}
     for name in INPUTS:
         value = getattr(args, name, None)
@@ -65,6 +67,9 @@ def check_outputs(args: argparse.Namespace) -> None:
         for key in keys:
             if key in seen:
                 raise UserError(f"{value}: {flag} would overwrite {seen[key]}")
+        if Path(value).is_symlink() or Path(value).is_file() and Path(value).stat().st_nlink > 1:
+            raise UserError(f"{value}: {flag} is a link to another file (symbolic or hard); "
+                            "name a new file")
         for key in keys:
             seen[key] = f"{flag} {value}"
 

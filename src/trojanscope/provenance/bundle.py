@@ -113,8 +113,8 @@ def parse_bundle(raw: bytes) -> Signed:
                        tuple(_base64(c["rawBytes"]) for c in chain))
     except BundleError:
         raise
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"not JSON ({exc})") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # and 4,300-digit numbers,
+        raise BundleError(f"not JSON ({exc})") from None             # nesting past the stack
     except (KeyError, TypeError, AttributeError, IndexError) as exc:
         raise BundleError(f"not a model-signing bundle (missing or odd field {exc})") from None
 
@@ -122,7 +122,7 @@ def parse_bundle(raw: bytes) -> Signed:
 def _claims(payload: bytes, signature: bytes, hint, certificates) -> Signed:
     try:
         body = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise BundleError(f"payload is not JSON ({exc})") from None
     if body.get("_type") != STATEMENT_TYPE or body.get("predicateType") != PREDICATE_TYPE:
         raise BundleError(f"payload is not a model signing v1.0 statement "

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..findings import Finding, Report
 from ..results import ScanResults
-from . import RenderOptions, renderer
+from . import RenderOptions, json_safe, renderer
 
 SPEC_VERSION = "1.6"
 MODEL_COMMANDS = {"inspect", "repair", "diff", "sign", "verify"}
@@ -46,10 +46,11 @@ def render_cyclonedx(report: Report) -> str:
         "components": components,
         "vulnerabilities": [_vulnerability(i, f) for i, f in enumerate(report.findings)],
     }
-    body = json.dumps(bom, sort_keys=True)
+    bom = json_safe(bom)
+    body = json.dumps(bom, sort_keys=True, allow_nan=False)
     bom = {"bomFormat": "CycloneDX", "specVersion": SPEC_VERSION,
            "serialNumber": uuid.uuid5(uuid.NAMESPACE_URL, f"trojanscope:{body}").urn, **bom}
-    return json.dumps(bom, indent=2) + "\n"
+    return json.dumps(bom, indent=2, allow_nan=False) + "\n"
 
 
 def _components(report: Report) -> list[dict[str, Any]]:

@@ -7,16 +7,17 @@ from typing import Any
 
 from ..findings import Report, Severity
 from ..results import ScanResults
-from . import RenderOptions, renderer
+from . import RenderOptions, json_safe, renderer
 
 SCHEMA_VERSION = 1
 
 
 def report_to_dict(report: Report) -> dict[str, Any]:
+    """The report as JSON values (json_safe: no NaN or infinity)."""
     counts = {str(s): 0 for s in Severity}
     for finding in report.findings:
         counts[str(finding.severity)] += 1
-    return {
+    return json_safe({
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "trojanscope", "version": report.version},
         "command": report.command,
@@ -30,7 +31,7 @@ def report_to_dict(report: Report) -> dict[str, Any]:
         "results": report.results.to_dict(),
         "timings": dict(report.timings),
         "config": dict(report.config),
-    }
+    })
 
 
 @renderer("json", "the stable JSON report (schema: trojanscope/render/report.schema.json)")
@@ -45,4 +46,4 @@ def render_json(report: Report, *, timings: bool = True) -> str:
         if isinstance(report.results, ScanResults) and report.results.files:
             data["results"]["files"] = [{k: v for k, v in entry.items() if k != "seconds"}
                                         for entry in data["results"]["files"]]
-    return json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"
+    return json.dumps(data, indent=2, sort_keys=False, default=str, allow_nan=False) + "\n"

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from ..findings import RULES, Finding, Report, Severity, all_rules
-from . import RenderOptions, renderer
+from . import RenderOptions, json_safe, renderer
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 LEVELS = {Severity.CRITICAL: "error", Severity.HIGH: "error", Severity.MEDIUM: "warning",
@@ -45,7 +45,7 @@ def render_sarif(report: Report) -> str:
             }],
         }],
     }
-    return json.dumps(log, indent=2) + "\n"
+    return json.dumps(json_safe(log), indent=2, allow_nan=False) + "\n"
 
 
 def _rule(rule_id: str) -> dict[str, Any]:

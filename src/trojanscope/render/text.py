@@ -16,7 +16,7 @@ from ..results import (
     VerifyResults,
     VetResults,
 )
-from . import RenderOptions, renderer
+from . import RenderOptions, printable, renderer
 
 STYLES = {Severity.CRITICAL: "bold white on red", Severity.HIGH: "bold red",
           Severity.MEDIUM: "yellow", Severity.LOW: "cyan", Severity.INFO: "dim"}
@@ -30,13 +30,16 @@ def _render(report: Report, options: RenderOptions) -> str:
 def render_text(report: Report, *, min_severity: Severity = Severity.LOW, color: bool = False,
                 width: int = 110) -> str:
     shown = [f for f in report.findings if f.severity >= min_severity]
-    summary = summary_line(report, len(shown))
+    summary = printable(summary_line(report, len(shown)))
     if not shown and not report.errors and not color and len(summary) <= width:
         return summary + "\n"  # one plain line: no layout, so no need to import rich (start-up)
 
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
+
+    def plain(text: str, style: str = "") -> Text:  # the attacker's names: no markup, no
+        return Text(printable(text), style=style)     # terminal sequences
 
     buffer = io.StringIO()
     console = Console(file=buffer, force_terminal=color, no_color=not color, width=width,
@@ -46,7 +49,7 @@ def render_text(report: Report, *, min_severity: Severity = Severity.LOW, color:
         by_file.setdefault(f.location.path, []).append(f)
     for path in sorted(by_file, key=lambda p: (-max(f.severity for f in by_file[p]), p)):
         findings = sorted(by_file[path], key=lambda f: (-int(f.severity), f.sort_key()))
-        console.print(Text(path, style="bold"))
+        console.print(plain(path, "bold"))
         table = Table(show_header=False, box=None, padding=(0, 1), expand=False)
         table.add_column("severity", no_wrap=True, min_width=8)
         table.add_column("rule", no_wrap=True)
@@ -56,16 +59,16 @@ def render_text(report: Report, *, min_severity: Severity = Severity.LOW, color:
             where = "!".join(f.location.member) or "-"
             if f.location.offset is not None:
                 where += f" @{f.location.offset}"
-            table.add_row(Text(str(f.severity), style=STYLES[f.severity]), f.rule, where,
-                          f.message)
+            table.add_row(Text(str(f.severity), style=STYLES[f.severity]), plain(f.rule),
+                          plain(where), plain(f.message))
         console.print(table)
     remedies = sorted({(f.rule, f.remedy) for f in shown if f.severity >= Severity.HIGH})
     if remedies:
         console.print(Text("what to do", style="bold"))
         for rule, remedy in remedies:
-            console.print(f"  {rule}: {remedy}")
+            console.print(plain(f"  {rule}: {remedy}"))
     for error in report.errors:
-        console.print(Text(f"error: {error.path}: {error.message}", style="bold red"))
+        console.print(plain(f"error: {error.path}: {error.message}", "bold red"))
     style = STYLES.get(report.max_severity, "green") if report.findings else "green"
     console.print(Text(summary, style=style))
     return buffer.getvalue()

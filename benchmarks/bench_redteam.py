@@ -62,7 +62,9 @@ def main() -> None:
                  f"position {c['position']}") if "variants" in c else \
             f"strength {c['strength']}, size {c['size']}, frequency {c['frequency']}"
         print(f"  {evasion['search']} #{evasion['episode']}: success "
-              f"{evasion['attack_success']:.2f}, accuracy {evasion['clean_accuracy']:.3f}, "
+              f"{evasion['attack_success']:.2f} (a clean model: "
+              f"{evasion.get('natural_success', 0):.2f}), accuracy "
+              f"{evasion['clean_accuracy']:.3f}, "
               f"{c['kind']} {c['label']} label, rate {c['rate']:.3f}, {shape}")
     print(f"total {report.timings['total_seconds']:.0f} s")
     if args.json:

@@ -400,9 +400,13 @@ REDTEAM = {"command": "redteam", "config": {"seed": 0},
 
 @pytest.mark.parametrize("case", ["not json", "not a report", "inspect", "out is report",
                                   "bad scorer", "seed infinity", "config list", "config null",
-                                  "episode not object", "string weights", "text report"])
+                                  "episode not object", "string weights", "text report",
+                                  "colour images"])
 def test_harden_and_vet_scorer_refuse_bad_input_by_name(tmp_path, capsys, case):
     report = tmp_path / "r.json"
+    colour = tmp_path / "colour.npz"  # natural images: vet's detector there learns no scorer
+    np.savez(colour, x=np.random.default_rng(0).random((20, 3, 16, 16), np.float32),
+             y=np.arange(20) % 2)
     report.write_text({"not json": "{", "not a report": json.dumps({"command": "scan"}),
                        "inspect": json.dumps({**REDTEAM, "results": {
                            **REDTEAM["results"], "against": "inspect"}}),
@@ -421,16 +425,19 @@ def test_harden_and_vet_scorer_refuse_bad_input_by_name(tmp_path, capsys, case):
                                {"search": "ppo", "episode": 0, "attack_success": 0.9,
                                 "config": {"kind": "phrase", "variants": [["cf"]],
                                            "position": 0.5, "rate": 0.01,
-                                           "label": "dirty"}}]}})}[case])
+                                           "label": "dirty"}}]}}),
+                       "colour images": json.dumps({**REDTEAM, "targets": [str(colour)]})}[case])
     before = report.read_bytes()
     if case in ("bad scorer", "string weights"):
         code = main(["vet", "digits", "--scorer", str(report)])
     else:
         out = report if case == "out is report" else tmp_path / "s.json"
-        code = main(["harden", str(report), "--data", "digits", "--out", str(out)])
+        data = colour if case == "colour images" else "digits"
+        code = main(["harden", str(report), "--data", str(data), "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and str(report) in err and "Traceback" not in err
     assert case != "text report" or "a redteam report on texts" in err
+    assert case != "colour images" or "semantic contrast" in err
     assert report.read_bytes() == before  # the input is never modified
 
 

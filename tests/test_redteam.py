@@ -17,7 +17,8 @@ pytest.importorskip("cma")
 from trojanscope.attacks.learning.episode import (  # noqa: E402
     SCORE_KEYS,
     Budget,
-    clean_accuracy,
+    Clean,
+    clean_model,
     input_kept,
     run_episode,
     split,
@@ -33,7 +34,7 @@ from trojanscope.attacks.learning.space import (  # noqa: E402
 )
 from trojanscope.attacks.learning.text_space import TextAttackConfig  # noqa: E402
 from trojanscope.cli import main  # noqa: E402
-from trojanscope.data.datasets import digits, mnist_5k, subset  # noqa: E402
+from trojanscope.data.datasets import Dataset, digits, mnist_5k, subset  # noqa: E402
 
 TINY = Budget(epochs=1, width=4)
 
@@ -114,22 +115,39 @@ def test_a_blatant_relabelled_patch_is_caught_and_earns_nothing(mnist):
     """A 10% dirty-label white patch: the model learns it, vet names the target class, and the
     attacker is paid nothing for it; a weak clean-label sinusoid is missed but does not work."""
     budget = Budget(epochs=4)
-    baseline = clean_accuracy(*mnist, 0, budget)  # one clean model for both episodes
+    clean = clean_model(*mnist, 0, budget)  # one clean model for both episodes
     patch = run_episode(AttackConfig("patch", 3, 1, 1, 1.0, 0.1, 3, 0.1, "dirty"), *mnist,
-                        "vet", budget=budget, baseline=baseline)
+                        "vet", budget=budget, clean=clean)
     assert patch.attack_success >= 0.9 and patch.caught and patch.reward == 0
     assert not patch.evades and patch.poisoned == 120
     faint = run_episode(AttackConfig("sinusoid", 3, 1, 1, 1.0, 0.02, 6, 0.05, "clean"), *mnist,
-                        "vet", budget=budget, baseline=baseline)
+                        "vet", budget=budget, clean=clean)
     assert faint.attack_success < 0.5 and not faint.evades
 
 
 def test_a_model_that_answers_the_target_for_everything_is_no_evasion(small):
     """Attack success 1 from a model that lost its task is not a backdoor that evades."""
     config = AttackConfig("patch", 2, 1, 1, 1.0, 0.1, 3, 0.15, "dirty")
-    episode = run_episode(config, *small, "vet", budget=TINY, baseline=0.95)
+    clean = Clean(0.95, clean_model(*small, 0, TINY).model)
+    episode = run_episode(config, *small, "vet", budget=TINY, clean=clean)
     assert episode.accuracy_drop > 0.05 and not episode.evades
     assert episode.reward <= episode.attack_success * episode.clean_accuracy / 0.95 + 1e-4
+
+
+def test_a_trigger_a_clean_model_already_follows_is_no_evasion(small):
+    """A mark every image of the target class carries is the class's own feature, not a
+    backdoor: a clean model sends marked images to the target too, so the attack's success
+    counts only above that (natural_success), and the episode is no evasion."""
+    config = AttackConfig("patch", 5, 0, 0, 1.0, 0.1, 3, 0.1, "dirty")  # a white corner
+    stamp = config.trigger(small[0].x.shape[-2:])
+    marked = [Dataset(np.where((d.y == 0)[:, None, None, None], stamp(d.x), d.x), d.y, d.name)
+              for d in small]  # every image of class 0 carries it
+    budget = Budget(epochs=3, width=8)
+    episode = run_episode(config, *marked, "vet", budget=budget)
+    assert episode.natural_success >= 0.5 and not episode.evades
+    assert episode.reward <= max(0.0, episode.attack_success - episode.natural_success) + 1e-4
+    plain = run_episode(config, *small, "vet", budget=budget)  # no such feature: a backdoor
+    assert plain.natural_success < 0.2 and plain.attack_success > plain.natural_success + 0.5
 
 
 def test_a_trigger_that_erases_its_inputs_is_no_evasion(small):
@@ -137,7 +155,7 @@ def test_a_trigger_that_erases_its_inputs_is_no_evasion(small):
     attacker against inspect found it): a model that sends it to the target has learnt no
     trigger, so the episode earns nothing; the full negative keeps its inputs apart."""
     grey = run_episode(AttackConfig("invert", 3, 1, 1, 1.0, 0.5, 3, 0.15, "dirty"), *small,
-                       "vet", budget=TINY, baseline=0.9)
+                       "vet", budget=TINY, clean=Clean(0.9, clean_model(*small, 0, TINY).model))
     assert grey.input_kept == 0.0 and grey.reward == 0.0 and not grey.evades
     assert input_kept(AttackConfig("invert", 3, 1, 1, 1.0, 1.0, 3, 0.1, "dirty").poison(
         small[0].x, small[0].y).trigger, small[1], 0) == pytest.approx(1.0)

@@ -208,3 +208,8 @@ def test_cifar10_is_read_from_its_jpeg_archive_and_kept_in_the_cache(tmp_path, m
     archive.unlink()  # from the cache now
     again, _ = cifar10(train_size=10, seed=0)
     assert np.array_equal(again.x, train.x)
+    from trojanscope.data.datasets import load
+
+    named = load("cifar10-5k")  # the built-in name (redteam's CIFAR data): at most 5,000
+    assert named.name == "cifar10-5k" and len(named.y) == 20  # this archive has 20
+    assert load("cifar10").name == "cifar10"

@@ -359,6 +359,7 @@ def harden(reports: list[str | Path], out: str | Path, data: str | Path | Datase
     from .attacks.learning import harden_inspect
     from .attacks.learning.harden import harden_report
     from .data.text import TextDataset
+    from .data.vet import CONTRAST, default_detector
     from .jsonfile import read_json
 
     out = Path(out)
@@ -390,6 +391,10 @@ def harden(reports: list[str | Path], out: str | Path, data: str | Path | Datase
         data = load_data(data)
     if isinstance(data, TextDataset):
         raise InputError(f"{data.name}: hardening learns from image data sets")
+    if against == {"vet"} and default_detector(data) == CONTRAST:
+        raise InputError(f"{', '.join(str(p) for p, _ in read)}: vet's scorer is for grey "
+                         f"images; on colour images ({data.name}) vet uses semantic contrast, "
+                         "which learns no scorer from reports yet")
     for path, report in read:  # a report's episodes are replayed on, or compared with, its data
         ran_on = report.get("targets")
         ran_on = ran_on[0] if isinstance(ran_on, list) and ran_on else None

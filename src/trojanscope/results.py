@@ -187,14 +187,16 @@ class RedteamResults(Results):
     """The detector attacked: vet or inspect."""
     evasions: list[dict[str, Any]]
     """The attacks that reached the attack success asked (0.9), kept the clean accuracy (within
-    0.05 of a clean model's), whose trigger kept its inputs (input_kept at least 0.25) and that
-    the detector missed, strongest first: each with its search, episode, `config` (replayable
-    by `trojanscope attack poison --config`), attack_success, clean_accuracy, detection, the
-    classes flagged, input_kept, and against inspect every class's scores (class_scores)."""
+    0.05 of a clean model's), whose trigger kept its inputs (input_kept at least 0.25), that a
+    clean model does not already follow (natural_success, its attack success with the same
+    trigger, below 0.5) and that the detector missed, strongest first: each with its search,
+    episode, `config` (replayable by `trojanscope attack poison --config`), attack_success,
+    natural_success, clean_accuracy, detection, the classes flagged, input_kept, and against
+    inspect every class's scores (class_scores)."""
     frontier: list[dict[str, Any]]
     """The episodes no other beats on both counts (higher attack success at no higher
-    detection), by detection, among those whose model kept its clean accuracy and whose
-    trigger kept its inputs."""
+    detection), by detection, among those whose model kept its clean accuracy, whose trigger
+    kept its inputs and that a clean model does not already follow."""
     searches: dict[str, dict[str, Any]]
     """Per search, with the same budget: episodes, evasions, best and mean reward, the first
     episode that evaded, seconds."""

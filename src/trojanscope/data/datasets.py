@@ -34,21 +34,21 @@ class Dataset:
 
 
 def load(source: str | Path | None) -> Dataset:
-    """A path (.npz or image folder), a built-in name (mnist-5k, digits, cifar10 where its
-    archive is at hand), or None (mnist-5k)."""
+    """A path (.npz or image folder), a built-in name (mnist-5k, digits; cifar10 and
+    cifar10-5k where its archive is at hand), or None (mnist-5k)."""
     if source is None or str(source) in ("mnist-5k", "mnist"):
         return mnist_5k()
     if str(source) == "digits":
         return digits()
-    if str(source) == "cifar10":
-        return cifar10_train()
+    if str(source) in ("cifar10", "cifar10-5k"):
+        return cifar10_train(5000 if str(source) == "cifar10-5k" else None)
     path = Path(source)
     if path.is_dir():
         return image_folder(path)
     if path.suffix == ".npz" or path.is_file():
         return npz(path)
-    raise DataError(f"{source}: no such file or folder (or built-in: mnist-5k, digits; texts: "
-                    ".csv, .tsv, .jsonl, movie-reviews, sms-spam)")
+    raise DataError(f"{source}: no such file or folder (or built-in: mnist-5k, digits, cifar10, "
+                    "cifar10-5k; texts: .csv, .tsv, .jsonl, movie-reviews, sms-spam)")
 
 
 def mnist_5k() -> Dataset:
@@ -66,16 +66,18 @@ def mnist_5k() -> Dataset:
     return validate(x, table[:, -1], "mnist-5k")
 
 
-def cifar10_train() -> Dataset:
-    """CIFAR-10's 50,000 training images, where a copy of the JPEG archive is at hand."""
+def cifar10_train(size: int | None = None) -> Dataset:
+    """CIFAR-10's 50,000 training images, or a class-balanced `size` of them (seed 0: the
+    same images every time, as MNIST-5k is), where a copy of the JPEG archive is at hand."""
     from .cifar import archive_paths, cifar10
 
-    data = cifar10()
+    name = "cifar10" if size is None else f"cifar10-{size // 1000}k"
+    data = cifar10(train_size=size)
     if data is None:
         looked = ", ".join(str(p) for p in archive_paths())
-        raise DataError(f"cifar10: no copy of cifar10-jpg.tar.gz (looked in {looked}); "
+        raise DataError(f"{name}: no copy of cifar10-jpg.tar.gz (looked in {looked}); "
                         "pass a folder of class subfolders instead")
-    return data[0]
+    return Dataset(data[0].x, data[0].y, name)
 
 
 def digits() -> Dataset:

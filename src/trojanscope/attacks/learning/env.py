@@ -15,7 +15,7 @@ import numpy as np
 from ...data.datasets import Dataset
 from ...data.text import TextDataset
 from . import text_space
-from .episode import DEFAULT, Budget, Episode, clean_accuracy, run_episode
+from .episode import DEFAULT, Budget, Clean, Episode, clean_model, run_episode
 from .space import DIMENSIONS, decode
 
 
@@ -30,12 +30,11 @@ class PoisonEnv(gym.Env):
     def __init__(self, train: Dataset | TextDataset, test: Dataset | TextDataset, against: str,
                  target: int = 0,
                  seed: int = 0, budget: Budget = DEFAULT, limit: int | None = None,
-                 baseline: float | None = None):
-        """`baseline`: a clean model's held-out accuracy (episode.clean_accuracy; None:
-        measured here)."""
+                 clean: Clean | None = None):
+        """`clean`: the clean model episodes are compared with (episode.clean_model; None:
+        trained here)."""
         self.limit = limit
-        self.baseline = clean_accuracy(train, test, seed, budget) if baseline is None \
-            else baseline
+        self.clean = clean_model(train, test, seed, budget) if clean is None else clean
         self.train, self.test, self.against = train, test, against
         self.target, self.seed, self.budget = target, seed, budget
         if isinstance(train, TextDataset):
@@ -60,7 +59,7 @@ class PoisonEnv(gym.Env):
         config = self._decode(action, self.target, self.seed + len(self.episodes))
         episode = run_episode(config, self.train, self.test, self.against,
                               seed=self.seed + len(self.episodes), budget=self.budget,
-                              baseline=self.baseline, run_seed=self.seed)
+                              clean=self.clean, run_seed=self.seed)
         self.episodes.append(episode)
         self._last = np.array([episode.attack_success, episode.detection, episode.reward],
                               dtype=np.float32)

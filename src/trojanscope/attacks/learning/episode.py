@@ -11,7 +11,11 @@ default, as a user runs it:
   episode of a run share them (an episode on MNIST-5k: 75 s with its own, 13 s shared). Each
   class's scores are kept (`class_scores`): what hardening for inspect learns from.
 Text sets take the same steps with a bag-of-words proxy and the text vet (text_episode).
-The reward is attack success times (1 - detection), detection being 1 when caught and
+Attack success counts only what the poison taught: a clean model of the same training split
+is given the same triggered inputs, and the share it already sends to the target (the
+trigger's `natural_success`: a feature of the target class, or a transform that a clean
+model sends to one class of its own, as inverted digits) is taken off. The reward is that lift
+times (1 - detection), detection being 1 when caught and
 otherwise the share of poisoned samples vet flagged anyway (inspect: 0), times the share of a
 clean model's accuracy the attacked model keeps (a model that answers the target for
 everything has attack success 1 and is no backdoor), times the share of KEPT the trigger keeps
@@ -39,6 +43,7 @@ SCORE_KEYS = ("class", "mask_shrink", "trigger_success", "perturbation_lift",
 EVADES = 0.9  # attack success at or above which an undetected attack is an evasion,
 DROP = 0.05   # if its clean accuracy is within this of a clean model's
 KEPT = 0.25   # and its trigger keeps at least this of its inputs' differences
+NATURAL = 0.5  # and a clean model sends less than this share of triggered inputs to the target
 
 
 @dataclass(frozen=True)
@@ -64,11 +69,13 @@ class Episode:
     seconds: float
     class_scores: list | None = None  # inspect: each class's scores (hardening's features)
     input_kept: float = 1.0   # triggered inputs' distances over the inputs' (texts: 1)
+    natural_success: float = 0.0  # a clean model's attack success with the same trigger
 
     @property
     def evades(self) -> bool:
         return self.attack_success >= EVADES and not self.caught and \
-            self.accuracy_drop <= DROP and self.input_kept >= KEPT
+            self.accuracy_drop <= DROP and self.input_kept >= KEPT and \
+            self.natural_success < NATURAL
 
     def as_dict(self) -> dict:
         entry = asdict(self)
@@ -82,6 +89,14 @@ class Episode:
 DEFAULT = Budget()
 
 
+@dataclass(frozen=True)
+class Clean:
+    """A model trained on the clean training split, as each episode's is: what an attacked
+    model is compared with (its clean accuracy, and its answers to triggered inputs)."""
+    accuracy: float   # held-out
+    model: object     # the image CNN or the bag-of-words proxy
+
+
 def split(data: Dataset | TextDataset, seed: int):
     """(training, held-out) parts of `data`: a fifth held out, drawn by the seed."""
     if isinstance(data, TextDataset):
@@ -89,40 +104,41 @@ def split(data: Dataset | TextDataset, seed: int):
     return held_out_split(data, 0.2, seed)
 
 
-def clean_accuracy(train: Dataset | TextDataset, test: Dataset | TextDataset, seed: int = 0,
-                   budget: Budget = DEFAULT) -> float:
-    """The held-out accuracy of the proxy trained on the clean training split, as each
-    episode's model is trained: what an attacked model is compared with."""
+def clean_model(train: Dataset | TextDataset, test: Dataset | TextDataset, seed: int = 0,
+                budget: Budget = DEFAULT) -> Clean:
+    """The proxy trained on the clean training split, as each episode's model is trained."""
     if isinstance(train, TextDataset):
-        return measure_text(train_text_proxy(train), None, test, seed)[1]
-    _, accuracy = _measure(train_model(train.x, train.y, seed, budget, "a clean model"), None,
-                           test, None)
-    return accuracy
+        model = train_text_proxy(train)
+        return Clean(measure_text(model, None, test, seed)[1], model)
+    model = train_model(train.x, train.y, seed, budget, "a clean model")
+    return Clean(_measure(model, None, test, None)[1], model)
 
 
 def run_episode(config: AttackConfig | TextAttackConfig, train: Dataset | TextDataset,
                 test: Dataset | TextDataset, against: str,
                 seed: int = 0, budget: Budget = DEFAULT,
-                baseline: float | None = None, run_seed: int | None = None) -> Episode:
+                clean: Clean | None = None, run_seed: int | None = None) -> Episode:
     """Poison `train` with `config`, train the proxy on it, measure, detect, reward.
-    `baseline`: `clean_accuracy` (None: measured here); `run_seed`: inspect's seed (None: the
-    episode's)."""
+    `clean`: `clean_model` of `train` (None: trained here); `run_seed`: inspect's seed (None:
+    the episode's)."""
     if against not in AGAINST:
         raise ValueError(f"unknown detector {against!r}: one of {', '.join(AGAINST)}")
     started = time.perf_counter()
-    if baseline is None:
-        baseline = clean_accuracy(train, test, seed, budget)
+    clean = clean_model(train, test, seed, budget) if clean is None else clean
+    baseline = clean.accuracy
     scores, kept = None, 1.0
     if isinstance(train, TextDataset):
         if against != "vet":
             raise ValueError(f"{train.name}: text attacks are searched against vet only")
         bad = config.poison(train)
         success, accuracy = measure_text(train_text_proxy(bad.data), config, test, seed)
+        natural = measure_text(clean.model, config, test, seed)[0]
         caught, detection, flagged = vet_texts(bad.data, bad.indices, config.target, seed)
     else:
         bad = config.poison(train.x, train.y)
         model = train_model(bad.x, bad.y, seed, budget, "the attacked model")
         success, accuracy = _measure(model, bad.trigger, test, config.target)
+        natural = _measure(clean.model, bad.trigger, test, config.target)[0]
         kept = input_kept(bad.trigger, test, config.target)
         if against == "vet":
             caught, detection, flagged = _vet(Dataset(bad.x, bad.y, train.name), bad.indices,
@@ -135,10 +151,11 @@ def run_episode(config: AttackConfig | TextAttackConfig, train: Dataset | TextDa
                    detection=round(detection, 4), flagged_classes=flagged,
                    poisoned=int(len(bad.indices)),
                    accuracy_drop=round(baseline - accuracy, 4),
-                   reward=round(success * (1 - detection) * min(1.0, accuracy / baseline) *
-                                min(1.0, kept / KEPT), 4) if baseline > 0 else 0.0,
+                   reward=round(max(0.0, success - natural) * (1 - detection) *
+                                min(1.0, accuracy / baseline) * min(1.0, kept / KEPT), 4)
+                   if baseline > 0 else 0.0,
                    seconds=round(time.perf_counter() - started, 2), class_scores=scores,
-                   input_kept=round(kept, 4))
+                   input_kept=round(kept, 4), natural_success=round(natural, 4))
 
 
 def train_model(x: np.ndarray, y: np.ndarray, seed: int, budget: Budget, what: str):

@@ -32,11 +32,16 @@ WORKS = 0.5  # attack success from which a poisoned class is a positive
 
 
 def works(episode: dict) -> bool:
-    """An episode's attack worked: attack success at least WORKS with a trigger that keeps its
-    inputs (episode.KEPT; a report made before input_kept was kept counts as keeping them)."""
-    kept = episode.get("input_kept", 1.0)
-    kept = kept if isinstance(kept, (int, float)) and not isinstance(kept, bool) else 0.0
-    return episode["attack_success"] >= WORKS and kept >= KEPT
+    """An episode's attack worked: attack success at least WORKS above its trigger's natural
+    success (a clean model's), with a trigger that keeps its inputs (episode.KEPT). A report
+    made before these were kept counts the trigger as keeping its inputs, with no natural
+    success."""
+    def number(key: str, missing: float, bad: float) -> float:
+        value = episode.get(key, missing)
+        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else bad
+
+    lift = episode["attack_success"] - number("natural_success", 0.0, 1.0)
+    return lift >= WORKS and number("input_kept", 1.0, 0.0) >= KEPT
 
 
 @dataclass(frozen=True)

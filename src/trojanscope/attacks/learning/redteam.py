@@ -10,7 +10,7 @@ from ...data.datasets import Dataset
 from ...findings import Location, Report
 from ...results import RedteamResults
 from ..rules import EVASION
-from .episode import DEFAULT, DROP, EVADES, KEPT, Budget, Episode, clean_accuracy, split
+from .episode import DEFAULT, DROP, EVADES, KEPT, NATURAL, Budget, Episode, clean_model, split
 from .search import run_search
 
 SEARCHES = ("ppo", "random")  # the learning attacker and its baseline, by default
@@ -25,9 +25,9 @@ def redteam(data: Dataset, against: str, episodes: int, seed: int = 0,
         raise ValueError(f"{data.name}: no sample of the target class {target}")
     started = time.perf_counter()
     train, test = split(data, seed)
-    baseline = clean_accuracy(train, test, seed, budget)
+    clean = clean_model(train, test, seed, budget)
     found = {name: run_search(name, train, test, against, episodes, seed, target, budget,
-                              baseline) for name in searches}
+                              clean) for name in searches}
     every = [_entry(name, k, e) for name, done in found.items() for k, e in enumerate(done)]
     evasions = sorted((entry for entry in every if entry["evades"]),
                       key=lambda entry: (-entry["attack_success"], entry["detection"]))
@@ -48,11 +48,12 @@ def redteam(data: Dataset, against: str, episodes: int, seed: int = 0,
             searches=per_search, better=better,
             episodes=every,
             data_split={"train": int(len(train.y)), "held_out": int(len(test.y))},
-            clean_accuracy=round(baseline, 4)),
+            clean_accuracy=round(clean.accuracy, 4)),
         timings={"total_seconds": round(time.perf_counter() - started, 3)},
         config={"seed": seed, "episodes": episodes, "searches": list(searches),
                 "target": target, "epochs": budget.epochs, "width": budget.width,
-                "evades_at": EVADES, "accuracy_drop_at_most": DROP, "input_kept_at_least": KEPT})
+                "evades_at": EVADES, "accuracy_drop_at_most": DROP,
+                "input_kept_at_least": KEPT, "natural_success_below": NATURAL})
 
 
 def _entry(search: str, k: int, episode: Episode) -> dict:
@@ -73,10 +74,11 @@ def _frontier(entries: list[dict]) -> list[dict]:
     """The episodes no other beats on both counts (higher attack success at no higher
     detection), by detection: what success an attacker buys at each level of detection. Only
     models that kept their task (clean accuracy within DROP of a clean model's) with triggers
-    that keep their inputs (input_kept at least KEPT) count."""
+    that keep their inputs (input_kept at least KEPT) and that a clean model does not already
+    follow (natural_success below NATURAL) count."""
     kept = []
     working = [e for e in entries if e["accuracy_drop"] <= DROP and
-               e.get("input_kept", 1.0) >= KEPT]
+               e.get("input_kept", 1.0) >= KEPT and e.get("natural_success", 0.0) < NATURAL]
     for entry in sorted(working, key=lambda e: (e["detection"], -e["attack_success"])):
         if not kept or entry["attack_success"] > kept[-1]["attack_success"]:
             kept.append({"search": entry["search"], "episode": entry["episode"],

@@ -15,7 +15,7 @@ from ...data.datasets import Dataset
 from ...data.text import TextDataset
 from ...plugins import Registry
 from .env import BudgetSpent, PoisonEnv
-from .episode import DEFAULT, Budget, Episode
+from .episode import DEFAULT, Budget, Clean, Episode
 
 SEARCHES: Registry[Callable[[PoisonEnv, int, int], None]] = Registry("search")
 
@@ -23,15 +23,15 @@ SEARCHES: Registry[Callable[[PoisonEnv, int, int], None]] = Registry("search")
 def run_search(name: str, train: Dataset | TextDataset, test: Dataset | TextDataset,
                against: str, episodes: int,
                seed: int = 0, target: int = 0, budget: Budget = DEFAULT,
-               baseline: float | None = None) -> list[Episode]:
+               clean: Clean | None = None) -> list[Episode]:
     """`episodes` episodes of search `name` against `against`; the episodes in order.
-    `baseline`: a clean model's held-out accuracy (None: measured here)."""
+    `clean`: the clean model episodes are compared with (None: trained here)."""
     if name not in SEARCHES:
         raise ValueError(f"unknown search {name!r}: one of {SEARCHES.choices()}")
     if episodes < 1:
         raise ValueError(f"the budget must be at least one episode, not {episodes}")
     env = PoisonEnv(train, test, against, target, seed, budget, limit=episodes,
-                    baseline=baseline)
+                    clean=clean)
     try:
         SEARCHES[name](env, episodes, seed)
     except BudgetSpent:

@@ -329,8 +329,18 @@ def test_an_output_that_is_a_link_planted_in_the_scanned_folder_is_refused(tmp_p
     out = tmp_path / "scan.sarif"
     out.symlink_to(evidence.name) if link == "symbolic" else out.hardlink_to(evidence)
     result = run("scan", tmp_path, "-f", "sarif", "-o", out)
-    assert result.exit_code == 2 and "is a link" in result.output
+    assert result.exit_code == 2 and ("is a link" in result.output or
+                                      "would overwrite a file of the input" in result.output)
     assert evidence.read_bytes() == kept
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-out.sarif"  # outside the folder: a link
+    elsewhere.symlink_to(evidence)                               # is refused all the same
+    assert run("scan", tmp_path, "-f", "sarif", "-o", elsewhere).exit_code == 2
+    assert evidence.read_bytes() == kept
+    model = tmp_path / "model.pkl"  # a file of the scanned folder, named by the user
+    model.write_bytes(PAYLOADS["classic"]("id"))
+    result = run("scan", tmp_path, "-f", "json", "-o", model)
+    assert result.exit_code == 2 and "would overwrite a file of the input" in result.output
+    assert model.read_bytes() == PAYLOADS["classic"]("id")
 
 
 def test_a_signature_nested_past_the_stack_is_a_finding_and_the_rest_is_reported(tmp_path,

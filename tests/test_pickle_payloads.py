@@ -215,3 +215,14 @@ def test_a_pickle_of_thousands_of_globals_traces_only_its_first_findings():
     assert len(high) > TRACED
     assert [("trace" in f.evidence) for f in high] == [True] * TRACED + \
         [False] * (len(high) - TRACED)
+
+
+@pytest.mark.parametrize("prefix", [b"I99999999999999999999\x00zz\n0", b"F 1_0\n0",
+                                    b"L 1_0L\n0", b"I 0x1_0\n0"])
+def test_a_number_only_one_unpickler_reads_does_not_hide_what_follows(prefix):
+    """A red team's: the C unpickler reads INT up to a NUL past 2**63, and pickle.py (which
+    joblib.load uses) reads FLOAT, LONG and INT with float() and int(), spaces and
+    underscores and all; the scanner took such a line for the end of a pickle that imports
+    nothing, and the payload after it passed as an unrecognised file."""
+    data = prefix + b"cposix\nsystem\n(S'touch /tmp/x'\ntR."
+    assert scan_bytes(data, "m.pkl").max_severity == Severity.CRITICAL

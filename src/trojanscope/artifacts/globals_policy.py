@@ -262,9 +262,15 @@ CRITICAL = {
                   # patterns pass, resolved to the module that defines it)
                   "MethodType", "FunctionType", "ABCMeta", "HTTPServer",
                   "BaseHTTPRequestHandler", "CalledProcessError", "TimeoutExpired",
-                  "CallbackSupportMixin", "_BaseCallback", "Parameter"],
-    "sklearn.tests": ["*"],     # test modules: no model names them, and they import servers,
-    "sklearn.*.tests": ["*"],   # subprocesses and the callback helpers
+                  "CallbackSupportMixin", "_BaseCallback", "Parameter", "ThreadpoolController",
+                  "TempMemmap"],
+    # Test modules, conftest and test helpers: no model names them, and they import servers,
+    # subprocesses, mocks that call what they are given (a second red team's enumeration).
+    "*.tests": ["*"],
+    "*.conftest": ["*"],
+    "sklearn.utils._testing": ["*"],
+    "sklearn.utils._mocking": ["*"],
+    "sklearn.utils.parallel": ["_FuncWrapper", "ThreadpoolController"],
     # torch.fx's classes re-exported by quantization's fx modules, under the [allow] pattern
     # "torch.ao.quantization.*" (a red team's): GraphModule generates Python source from its
     # graph and runs it; Graph, Node and the Tracer build that graph; _decomposed re-exports
@@ -272,8 +278,8 @@ CRITICAL = {
     "torch.ao.quantization.fx": ["*"],
     "torch.ao.quantization.quantize_fx": ["*"],
     "torch.ao.quantization.*": ["GraphModule", "ObservedGraphModule", "Graph", "Node", "Tracer",
-                                "QuantizationTracer", "Scope", "Library"],
-    "numpy.random.*": ["RLock", "Lock"],  # threading's, re-exported by bit_generator
+                                "QuantizationTracer", "Scope", "Library", "ABCMeta"],
+    "numpy.random.*": ["RLock", "Lock", "ABCMeta"],  # threading's and abc's, re-exported
 
 }
 

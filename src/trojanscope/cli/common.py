@@ -48,12 +48,15 @@ def check_outputs(args: argparse.Namespace) -> None:
     hard, is refused too: a scanned folder may plant `scan.sarif -> pytorch_model.bin`, and the
     report would replace the evidence (a red team's), or a file outside the folder."""
     seen: dict[object, str] = {}
+    folders: list[tuple[Path, str]] = []  # an existing file in them is an input too
     for name in INPUTS:
         value = getattr(args, name, None)
         for item in value if isinstance(value, list) else [value]:
             if isinstance(item, (str, Path)) and Path(item).exists():
                 for key in identities(Path(item)):
                     seen.setdefault(key, f"the input {item}")
+                if Path(item).is_dir():
+                    folders.append((Path(item).resolve(), str(item)))
     for name in OUTPUTS:
         value = getattr(args, name, None)
         if not isinstance(value, (str, Path)):
@@ -67,6 +70,11 @@ def check_outputs(args: argparse.Namespace) -> None:
         for key in keys:
             if key in seen:
                 raise UserError(f"{value}: {flag} would overwrite {seen[key]}")
+        if Path(value).is_file():
+            for folder, item in folders:
+                if Path(value).resolve().is_relative_to(folder):
+                    raise UserError(f"{value}: {flag} would overwrite a file of the input "
+                                    f"{item}; name a new file or one outside it")
         if Path(value).is_symlink() or Path(value).is_file() and Path(value).stat().st_nlink > 1:
             raise UserError(f"{value}: {flag} is a link to another file (symbolic or hard); "
                             "name a new file")

@@ -60,6 +60,9 @@ def model_files(root: Path, ignored: tuple[str, ...] = DEFAULT_IGNORED,
                     raise ManifestError(f"{path}: a symbolic link; models are signed without "
                                         "links")
                 links.append(str(relative / name).removeprefix("./"))
+            elif not path.is_file():  # opening a FIFO would wait for a writer for ever
+                raise ManifestError(f"{path}: not a regular file (a FIFO, socket or device); "
+                                    "models are signed as regular files")
             else:
                 files[str(relative / name).removeprefix("./")] = path
     return files

@@ -49,7 +49,8 @@ def render_text(report: Report, *, min_severity: Severity = Severity.LOW, color:
         by_file.setdefault(f.location.path, []).append(f)
     for path in sorted(by_file, key=lambda p: (-max(f.severity for f in by_file[p]), p)):
         findings = sorted(by_file[path], key=lambda f: (-int(f.severity), f.sort_key()))
-        console.print(plain(path, "bold"))
+        console.print(plain(path, "bold"), soft_wrap=True)  # a long name is not broken into
+        # lines of its own: padded with spaces, one once put a forged verdict at column 0
         table = Table(show_header=False, box=None, padding=(0, 1), expand=False)
         table.add_column("severity", no_wrap=True, min_width=8)
         table.add_column("rule", no_wrap=True)
@@ -68,7 +69,7 @@ def render_text(report: Report, *, min_severity: Severity = Severity.LOW, color:
         for rule, remedy in remedies:
             console.print(plain(f"  {rule}: {remedy}"))
     for error in report.errors:
-        console.print(plain(f"error: {error.path}: {error.message}", "bold red"))
+        console.print(plain(f"error: {error.path}: {error.message}", "bold red"), soft_wrap=True)
     style = STYLES.get(report.max_severity, "green") if report.findings else "green"
     console.print(Text(summary, style=style))
     return buffer.getvalue()

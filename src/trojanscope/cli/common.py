@@ -61,21 +61,22 @@ def check_outputs(args: argparse.Namespace) -> None:
         value = getattr(args, name, None)
         if not isinstance(value, (str, Path)):
             continue
-        flag = "-o" if name == "output" else "--" + name.replace("_", "-")
-        if not Path(value).resolve().parent.is_dir():
+        path, flag = Path(value), "-o" if name == "output" else "--" + name.replace("_", "-")
+        where = path.resolve()
+        if not where.parent.is_dir():
             raise UserError(f"{value}: {flag}'s folder does not exist")
-        if name == "output" and Path(value).is_dir():  # (repair --out may be an adapter folder)
+        if name == "output" and path.is_dir():  # (repair --out may be an adapter folder)
             raise UserError(f"{value}: {flag} is a folder, not a file")
-        keys = identities(Path(value))
+        keys = identities(path)
         for key in keys:
             if key in seen:
                 raise UserError(f"{value}: {flag} would overwrite {seen[key]}")
-        if Path(value).is_file():
+        if path.is_file():
             for folder, item in folders:
-                if Path(value).resolve().is_relative_to(folder):
+                if where.is_relative_to(folder):
                     raise UserError(f"{value}: {flag} would overwrite a file of the input "
                                     f"{item}; name a new file or one outside it")
-        if Path(value).is_symlink() or Path(value).is_file() and Path(value).stat().st_nlink > 1:
+        if path.is_symlink() or path.is_file() and path.stat().st_nlink > 1:
             raise UserError(f"{value}: {flag} is a link to another file (symbolic or hard); "
                             "name a new file")
         for key in keys:

@@ -40,8 +40,8 @@ def load(source: str | Path | None) -> Dataset:
         return mnist_5k()
     if str(source) == "digits":
         return digits()
-    if str(source) in ("cifar10", "cifar10-5k"):
-        return cifar10_train(5000 if str(source) == "cifar10-5k" else None)
+    if str(source) in CIFAR10:
+        return cifar10_train(str(source))
     path = Path(source)
     if path.is_dir():
         return image_folder(path)
@@ -66,13 +66,16 @@ def mnist_5k() -> Dataset:
     return validate(x, table[:, -1], "mnist-5k")
 
 
-def cifar10_train(size: int | None = None) -> Dataset:
-    """CIFAR-10's 50,000 training images, or a class-balanced `size` of them (seed 0: the
-    same images every time, as MNIST-5k is), where a copy of the JPEG archive is at hand."""
+CIFAR10 = {"cifar10": None, "cifar10-5k": 5000}  # built-in name -> training images (all)
+
+
+def cifar10_train(name: str = "cifar10") -> Dataset:
+    """CIFAR-10's 50,000 training images, or for `cifar10-5k` a class-balanced 5,000 of them
+    (seed 0: the same images every time, as MNIST-5k is), where a copy of the JPEG archive is
+    at hand."""
     from .cifar import archive_paths, cifar10
 
-    name = "cifar10" if size is None else f"cifar10-{size // 1000}k"
-    data = cifar10(train_size=size)
+    data = cifar10(train_size=CIFAR10[name])
     if data is None:
         looked = ", ".join(str(p) for p in archive_paths())
         raise DataError(f"{name}: no copy of cifar10-jpg.tar.gz (looked in {looked}); "

@@ -11,7 +11,7 @@ attacker should beat drawing at random); then the strongest evasions, their conf
 replayable with `trojanscope attack poison --config`.
 
 Run: python benchmarks/bench_redteam.py [--against vet|inspect] [--data mnist-5k] [--budget 30]
-     [--seed 0] [--json out.json]
+     [--seed 0] [--target 0] [--json out.json]
 """
 
 from __future__ import annotations
@@ -31,15 +31,16 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=30, help="episodes per search")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--target", type=int, default=0, help="the attacks' target class")
     parser.add_argument("--search", action="append", help="default: ppo, random, cma")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     searches = tuple(args.search or ("ppo", "random", "cma"))
     report = api.redteam(args.data, against=args.against, budget=args.budget, seed=args.seed,
-                         searches=searches, epochs=args.epochs)
+                         searches=searches, epochs=args.epochs, target=args.target)
     results = report.results
     print(f"redteam against {args.against} on {args.data}: {args.budget} episodes per search, "
-          f"seed {args.seed}, clean accuracy of the unattacked model "
+          f"seed {args.seed}, target {args.target}, clean accuracy of the unattacked model "
           f"{results.clean_accuracy:.3f}")
     anchor = results.searches.get("random", {}).get("evasions")
     for name, entry in results.searches.items():

@@ -343,6 +343,26 @@ def test_an_output_that_is_a_link_planted_in_the_scanned_folder_is_refused(tmp_p
     assert model.read_bytes() == PAYLOADS["classic"]("id")
 
 
+def test_an_output_through_a_folder_link_planted_in_the_scanned_folder_is_refused(tmp_path,
+                                                                                    run):
+    """A red team's: `models/lnk -> ../../victim-folder` in the scanned folder, and
+    `-o d/models/lnk/victim.pkl` replaced a file outside it; a new file there is refused too."""
+    scanned, outside = tmp_path / "d", tmp_path / "victim-folder"
+    (scanned / "models").mkdir(parents=True)
+    outside.mkdir()
+    (scanned / "models" / "model.pkl").write_bytes(PAYLOADS["classic"]("id"))
+    victim = outside / "victim.pkl"
+    victim.write_bytes(b"kept")
+    (scanned / "models" / "lnk").symlink_to(outside, target_is_directory=True)
+    for name in ("victim.pkl", "new.json"):
+        result = run("scan", scanned, "-f", "json", "-o", scanned / "models" / "lnk" / name)
+        assert result.exit_code == 2 and "goes through a link inside the input" in \
+            result.output
+    assert victim.read_bytes() == b"kept" and not (outside / "new.json").exists()
+    fine = tmp_path / "report.json"  # a plain path outside the folder is written
+    assert run("scan", scanned, "-f", "json", "-o", fine).exit_code == 1 and fine.exists()
+
+
 def test_a_signature_nested_past_the_stack_is_a_finding_and_the_rest_is_reported(tmp_path,
                                                                                   run):
     """A red team's: a model.sig of 100,000 nested brackets raised RecursionError, so the scan

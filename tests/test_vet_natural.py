@@ -85,6 +85,20 @@ def test_semantic_contrast_learns_a_trigger_that_relabelled_misfits_share():
     assert hits >= 0.8 * len(bad.indices) and hits >= 0.8 * len(marked)
 
 
+def test_a_class_that_is_only_easier_to_learn_is_not_named_by_contrast():
+    """Measured on 4,000 clean CIFAR-10 images (split 1): airplane's misfits are still
+    airplanes, which a CNN tells from birds and ships (contrast 0.76, a robust z of 8 above
+    the other classes). A learnt trigger's contrast (the test above: 0.95) is named."""
+    from trojanscope.data.vet import contrast_suspects
+
+    clean = np.array([0.7636, 0.6393, 0.5441, 0.5624, 0.555, 0.5819, 0.5631, 0.6642, 0.5729,
+                      0.6004])
+    assert not contrast_suspects(clean).any()
+    poisoned = clean.copy()
+    poisoned[5] = 0.9453
+    assert np.flatnonzero(contrast_suspects(poisoned)).tolist() == [5]
+
+
 @pytest.mark.torch
 def test_the_pretrained_encoder_is_scanned_and_gives_features():
     pytest.importorskip("efficientnet_lite_pytorch")

@@ -4,6 +4,7 @@ report in the format asked for (also when the command fails)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -46,7 +47,8 @@ def check_outputs(args: argparse.Namespace) -> None:
     or as another name (a link) of the same file, and an output whose folder does not exist
     (found after an hour of work, it would be lost). An output that is a link, symbolic or
     hard, is refused too: a scanned folder may plant `scan.sarif -> pytorch_model.bin`, and the
-    report would replace the evidence (a red team's), or a file outside the folder."""
+    report would replace the evidence (a red team's), or a file outside the folder; and so is
+    an output whose path goes through a link to a folder inside a scanned folder."""
     seen: dict[object, str] = {}
     folders: list[tuple[Path, str]] = []  # an existing file in them is an input too
     for name in INPUTS:
@@ -56,7 +58,7 @@ def check_outputs(args: argparse.Namespace) -> None:
                 for key in identities(Path(item)):
                     seen.setdefault(key, f"the input {item}")
                 if Path(item).is_dir():
-                    folders.append((Path(item).resolve(), str(item)))
+                    folders.append((Path(os.path.abspath(item)), str(item)))
     for name in OUTPUTS:
         value = getattr(args, name, None)
         if not isinstance(value, (str, Path)):
@@ -71,11 +73,15 @@ def check_outputs(args: argparse.Namespace) -> None:
         for key in keys:
             if key in seen:
                 raise UserError(f"{value}: {flag} would overwrite {seen[key]}")
-        if path.is_file():
-            for folder, item in folders:
-                if where.is_relative_to(folder):
-                    raise UserError(f"{value}: {flag} would overwrite a file of the input "
-                                    f"{item}; name a new file or one outside it")
+        typed = Path(os.path.abspath(value))
+        for folder, item in folders:
+            if typed.parent.is_relative_to(folder) and where.parent != \
+                    folder.resolve() / typed.parent.relative_to(folder):
+                raise UserError(f"{value}: {flag} goes through a link inside the input {item}; "
+                                "name a path outside it or without links")
+            if path.is_file() and where.is_relative_to(folder.resolve()):
+                raise UserError(f"{value}: {flag} would overwrite a file of the input "
+                                f"{item}; name a new file or one outside it")
         if path.is_symlink() or path.is_file() and path.stat().st_nlink > 1:
             raise UserError(f"{value}: {flag} is a link to another file (symbolic or hard); "
                             "name a new file")

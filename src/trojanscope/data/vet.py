@@ -27,8 +27,12 @@ HARDENED = "hardened"  # neighbour disagreement and a learned scorer over an ens
 # poisons 0.79-0.93, precision 0.89-0.98; at 0.95 recall 0.63-0.83).
 SAMPLE_QUANTILE = 0.9
 CONTRAST = "semantic-contrast"  # natural images: a pretrained encoder and learnt triggers
-CONTRAST_FLOOR = 0.72  # a class's contrast (ROC-AUC) at or above this, and
-CONTRAST_Z = 4.0       # this far above the other classes' (robust z): suspected
+# A class's contrast (ROC-AUC) at or above this, and CONTRAST_Z above the other classes'
+# (robust z): suspected. On 4,000 clean CIFAR-10 images (splits 0-3) airplane, whose misfits
+# are still airplanes that a CNN tells from birds and ships, reached 0.72-0.76 (z about 8);
+# no poisoned class of the cases measured reached 0.70 (docs/redteam.md, round eight).
+CONTRAST_FLOOR = 0.85
+CONTRAST_Z = 4.0
 CONTRAST_MAD_FLOOR = 0.01
 
 
@@ -250,8 +254,7 @@ def _vet_contrast(data: Dataset, seed: int, features: np.ndarray | None) -> Repo
     contrast = screen(data.x, features, data.y, config)
     by_pattern = np.array([e["carriers"] > 0 for e in patterns.per_class])
     contrasts = np.array([e["contrast"] for e in contrast.per_class])
-    by_contrast = _robust_outliers(contrasts, CONTRAST_Z, contrasts >= CONTRAST_FLOOR,
-                                   CONTRAST_MAD_FLOOR)
+    by_contrast = contrast_suspects(contrasts)
     classes = np.unique(data.y)
     refine(data.x, data.y, contrast, [int(c) for c in classes[by_contrast & ~by_pattern]],
            config)
@@ -295,6 +298,13 @@ def _vet_contrast(data: Dataset, seed: int, features: np.ndarray | None) -> Repo
                 "contrast_floor": CONTRAST_FLOOR, "contrast_z": CONTRAST_Z,
                 "pattern_separation": SEPARATION,
                 "epochs": config.epochs, "rounds": config.rounds})
+
+
+def contrast_suspects(contrasts: np.ndarray) -> np.ndarray:
+    """Per class: is its contrast high enough, and far enough above the other classes', to
+    suspect it?"""
+    return _robust_outliers(contrasts, CONTRAST_Z, contrasts >= CONTRAST_FLOOR,
+                            CONTRAST_MAD_FLOOR)
 
 
 def _robust_outliers(values: np.ndarray, z: float, allowed: np.ndarray,

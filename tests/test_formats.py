@@ -102,6 +102,23 @@ def test_directory_is_walked_recursively_and_sorted(write):
     assert len(_critical(report)) == 2
 
 
+def test_a_link_to_a_folder_outside_is_named_and_one_inside_is_scanned_once(tmp_path):
+    """A loader follows `weights -> /elsewhere` into files the scan never read: it cannot be
+    called clean (exit 2, the link named); a link within the folder leads to files scanned."""
+    inside, outside = tmp_path / "repo", tmp_path / "elsewhere"
+    (inside / "real").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "model.pkl").write_bytes(PAYLOAD)
+    (inside / "real" / "model.pkl").write_bytes(PAYLOAD)
+    (inside / "weights").symlink_to(outside, target_is_directory=True)
+    (inside / "same").symlink_to(inside / "real", target_is_directory=True)
+    report = scan(inside)
+    assert [e.path for e in report.errors] == [str(inside / "weights")]
+    assert "outside the scanned one" in report.errors[0].message
+    assert [f["path"] for f in report.results["files"]] == [str(inside / "real" / "model.pkl")]
+    assert scan(outside).exit_code() == 1
+
+
 @pytest.mark.numpy
 @pytest.mark.joblib
 def test_joblib_object_array_with_payload_inside(tmp_path):

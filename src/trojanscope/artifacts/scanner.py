@@ -216,13 +216,16 @@ def examine_top(ctx: ScanContext, handle, location: Location) -> None:
 
 def _walk(target: Path) -> Iterator[tuple[str, str | None]]:
     """(path, None) for each regular file under `target` (symbolic links to files followed,
-    links to folders not), sorted as paths sort; (path, why) for what cannot be examined."""
+    links to folders not), sorted as paths sort; (path, why) for what cannot be examined: a
+    link to a folder outside `target` is one (a loader would follow it into files not scanned;
+    a link within is scanned where it leads)."""
     if target.is_file():
         yield str(target), None
     elif target.is_dir():
         found: list[str] = []
         problems: list[tuple[str, str]] = []
         folders = [str(target)]
+        root = target.resolve()
         while folders:
             folder = folders.pop()
             try:
@@ -232,6 +235,11 @@ def _walk(target: Path) -> Iterator[tuple[str, str | None]]:
                             folders.append(entry.path)
                         elif entry.is_file():
                             found.append(entry.path)
+                        elif entry.is_dir() and \
+                                not (leads := Path(entry.path).resolve()).is_relative_to(root):
+                            problems.append((entry.path, f"a link to a folder outside the "
+                                             f"scanned one ({leads}), not followed: scan it "
+                                             "on its own"))
             except OSError as exc:
                 problems.append((folder, f"cannot list the folder: {exc.strerror or exc}"))
         yield from ((path, None) for path in sorted(found, key=_path_order))

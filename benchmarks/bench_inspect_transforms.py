@@ -9,7 +9,10 @@ compare each class's share with clean models'. This measures whether that can wo
 models (the episodes' proxy, trained on MNIST-5k's training split with several seeds, and
 inspect's reference-proxy recipe: width 32 on 1,000 images) and for models trained with the
 attacker's inversions, per transform, the largest share of other classes' held-out inputs that
-goes to one class, and which class.
+goes to one class, and which class; and how sure the model is of it: the median logit margin
+(top minus second) of the transformed inputs sent there over the median margin of that class's
+own inputs rightly classified (a trojaned model was trained on its trigger; a clean model's
+sink might be an extrapolation, less sure).
 
 Run: python benchmarks/bench_inspect_transforms.py [--seed 0]
 """
@@ -24,8 +27,7 @@ import numpy as np
 from trojanscope.attacks.learning.episode import Budget, split, train_model
 from trojanscope.attacks.learning.space import AttackConfig
 from trojanscope.data.datasets import mnist_5k
-from trojanscope.data.features import TrainConfig, train_proxy
-from trojanscope.ml.ops import predict
+from trojanscope.data.features import TrainConfig, extract, train_proxy
 
 
 def _shifted(x: np.ndarray) -> np.ndarray:
@@ -43,18 +45,31 @@ TRANSFORMS = {"inverted": lambda x: 1 - x,
 ATTACKS = [  # the attacker's inversions (redteam against inspect, seeds 0 and 1)
     AttackConfig("invert", 9, 0.5, 0.5, 0.5, 0.6926, 1, 0.054, "dirty", target=0, seed=1),
     AttackConfig("invert", 6, 0.5, 0.5, 0.5, 0.8170, 10, 0.0087, "clean", target=0, seed=1),
-    AttackConfig("invert", 6, 0.5, 0.5, 0.5, 1.0, 10, 0.02, "dirty", target=7, seed=1)]
+    AttackConfig("invert", 6, 0.5, 0.5, 0.5, 1.0, 10, 0.02, "dirty", target=7, seed=1),
+    AttackConfig("invert", 6, 0.5, 0.5, 0.5, 0.74, 10, 0.06, "clean", target=0, seed=1),
+    AttackConfig("invert", 6, 0.5, 0.5, 0.5, 0.98, 10, 0.14, "clean", target=0, seed=1),
+    AttackConfig("invert", 6, 0.5, 0.5, 0.5, 0.63, 10, 0.005, "dirty", target=0, seed=1)]
 
 
-def sinks(model, x: np.ndarray, y: np.ndarray) -> dict[str, tuple[int, float]]:
-    """Per transform, (class, share): the class that receives the largest share of the other
-    classes' transformed inputs."""
+def sinks(model, x: np.ndarray, y: np.ndarray) -> dict[str, tuple[int, float, float]]:
+    """Per transform, (class, share, margin ratio): the class that receives the largest share
+    of the other classes' transformed inputs, and the margin ratio described above."""
+    clean = extract(model, x)[1]
     out = {}
     for name, transform in TRANSFORMS.items():
-        predicted = predict(model, np.ascontiguousarray(transform(x), dtype=np.float32))
+        logits = extract(model, np.ascontiguousarray(transform(x), dtype=np.float32))[1]
+        predicted = logits.argmax(1)
         shares = [float(np.mean(predicted[y != c] == c)) for c in range(10)]
-        out[name] = (int(np.argmax(shares)), max(shares))
+        c = int(np.argmax(shares))
+        sent, own = (y != c) & (predicted == c), (y == c) & (clean.argmax(1) == c)
+        ratio = float(np.median(_margin(logits[sent])) / np.median(_margin(clean[own])))
+        out[name] = (c, max(shares), ratio)
     return out
+
+
+def _margin(logits: np.ndarray) -> np.ndarray:
+    top = np.sort(logits, axis=1)
+    return top[:, -1] - top[:, -2]
 
 
 def main() -> None:
@@ -81,8 +96,8 @@ def main() -> None:
     print(f"{'model':58s} " + " ".join(f"{name[:22]:>22s}" for name in TRANSFORMS))
     for name, model in models:
         found = sinks(model, x, y)
-        print(f"{name:58s} " + " ".join(f"{f'class {c}: {s:.2f}':>22s}"
-                                         for c, s in found.values()), flush=True)
+        print(f"{name:58s} " + " ".join(f"{f'class {c}: {s:.2f} ({r:.2f})':>22s}"
+                                         for c, s, r in found.values()), flush=True)
     print(f"({time.perf_counter() - started:.0f} s)")
 
 

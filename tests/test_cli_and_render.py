@@ -356,11 +356,36 @@ def test_an_output_through_a_folder_link_planted_in_the_scanned_folder_is_refuse
     (scanned / "models" / "lnk").symlink_to(outside, target_is_directory=True)
     for name in ("victim.pkl", "new.json"):
         result = run("scan", scanned, "-f", "json", "-o", scanned / "models" / "lnk" / name)
-        assert result.exit_code == 2 and "goes through a link inside the input" in \
-            result.output
+        assert result.exit_code == 2 and "goes through a link" in result.output
     assert victim.read_bytes() == b"kept" and not (outside / "new.json").exists()
+    model = scanned / "models" / "model.pkl"  # the second red team's: a file scanned, and
+    result = run("scan", model, "-f", "json", "-o", scanned / "models" / "lnk" / "victim.pkl")
+    assert result.exit_code == 2 and "goes through a link" in result.output  # a link beside it
+    assert victim.read_bytes() == b"kept"
     fine = tmp_path / "report.json"  # a plain path outside the folder is written
     assert run("scan", scanned, "-f", "json", "-o", fine).exit_code == 1 and fine.exists()
+
+
+def test_an_output_that_is_a_fifo_a_loop_or_an_input_of_another_kind_is_refused(tmp_path, run):
+    """The second red team's: a FIFO planted as the report hung the scan; a loop of links
+    gave a traceback; `--allow` and `--cache` files were replaced by the report."""
+    import os
+
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / "model.pkl").write_bytes(PAYLOADS["classic"]("id"))
+    os.mkfifo(folder / "scan.sarif")
+    result = run("scan", folder, "-f", "sarif", "-o", folder / "scan.sarif")
+    assert result.exit_code == 2 and "not a regular file" in result.output
+    (folder / "loop").symlink_to("loop")
+    for out in (folder / "loop", folder / "loop" / "r.json"):
+        result = run("scan", folder / "model.pkl", "-f", "json", "-o", out)
+        assert result.exit_code == 2 and "Traceback" not in result.output
+    allow = tmp_path / "allow.toml"
+    allow.write_text('[allow]\n"collections" = ["OrderedDict"]\n')
+    result = run("scan", folder / "model.pkl", "--allow", allow, "-f", "json", "-o", allow)
+    assert result.exit_code == 2 and "would overwrite the input" in result.output
+    assert allow.read_text().startswith("[allow]")
 
 
 def test_a_signature_nested_past_the_stack_is_a_finding_and_the_rest_is_reported(tmp_path,

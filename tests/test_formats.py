@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from trojanscope.artifacts import scan, scan_bytes
@@ -66,6 +68,28 @@ def test_legacy_torch_tar_payload_in_any_member(member):
     assert [h.location.member for h in hits] == [(member,)]
 
 
+@pytest.mark.parametrize("kind", ["symbolic", "hard"])
+def test_a_legacy_torch_tar_whose_storages_are_a_link_is_high(kind):
+    """A red team's: torch's oldest loader extracts `storages` and unpickles what it opens, so
+    a link member makes it read a file outside the archive that the scan never read."""
+    import io
+    import tarfile
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        link = tarfile.TarInfo("storages")
+        link.type = tarfile.SYMTYPE if kind == "symbolic" else tarfile.LNKTYPE
+        link.linkname = "/tmp/elsewhere/evil.pkl"
+        archive.addfile(link)
+        for name in ("sys_info", "pickle", "tensors"):
+            info = tarfile.TarInfo(name)
+            info.size = 5
+            archive.addfile(info, io.BytesIO(b"\x80\x02K\x00."))
+    hits = [f for f in scan_bytes(out.getvalue()).findings if f.rule == "archive.link-member"]
+    assert [(h.severity, h.location.member, h.evidence["link_to"]) for h in hits] == \
+        [(Severity.HIGH, ("storages",), "/tmp/elsewhere/evil.pkl")]
+
+
 def test_npy_object_array_and_its_pickle():
     report = scan_bytes(mf.npy_object(PAYLOAD))
     found = {f.rule: f for f in report.findings}
@@ -117,6 +141,27 @@ def test_a_link_to_a_folder_outside_is_named_and_one_inside_is_scanned_once(tmp_
     assert "outside the scanned one" in report.errors[0].message
     assert [f["path"] for f in report.results["files"]] == [str(inside / "real" / "model.pkl")]
     assert scan(outside).exit_code() == 1
+
+
+def test_a_loop_a_fifo_and_a_link_to_nothing_in_a_folder_are_named_and_the_rest_scanned(
+        tmp_path, monkeypatch):
+    """The second red team's: a looping link stopped the listing of its folder (a critical
+    pickle after it was never read); a FIFO and a link to nothing passed in silence; a link to
+    /proc/self/cwd counted as within the folder when scanned from inside it."""
+    import os
+
+    folder = tmp_path / "repo"
+    folder.mkdir()
+    (folder / "aa").symlink_to("aa")
+    (folder / "zz.pkl").write_bytes(PAYLOAD)
+    os.mkfifo(folder / "fifo.pkl")
+    (folder / "later.pkl").symlink_to(tmp_path / "not-yet.pkl")
+    (folder / "cwd").symlink_to("/proc/self/cwd", target_is_directory=True)
+    monkeypatch.chdir(folder)
+    report = scan(Path("."))
+    assert len(_critical(report)) == 1
+    assert sorted(e.path for e in report.errors) == ["./aa", "./cwd", "./fifo.pkl",
+                                                     "./later.pkl"]
 
 
 @pytest.mark.numpy

@@ -217,8 +217,9 @@ def examine_top(ctx: ScanContext, handle, location: Location) -> None:
 def _walk(target: Path) -> Iterator[tuple[str, str | None]]:
     """(path, None) for each regular file under `target` (symbolic links to files followed,
     links to folders not), sorted as paths sort; (path, why) for what cannot be examined: a
-    link to a folder outside `target` is one (a loader would follow it into files not scanned;
-    a link within is scanned where it leads)."""
+    link to a folder outside `target` (a loader would follow it into files not scanned; a link
+    within is scanned where it leads), and what is neither a file nor a folder (a FIFO, a
+    link to nothing: a loader would read what appears there later)."""
     if target.is_file():
         yield str(target), None
     elif target.is_dir():
@@ -231,15 +232,16 @@ def _walk(target: Path) -> Iterator[tuple[str, str | None]]:
             try:
                 with os.scandir(folder) as entries:
                     for entry in entries:
-                        if entry.is_dir(follow_symlinks=False):
+                        try:
+                            kind = _kind(entry, root)
+                        except (OSError, RuntimeError) as exc:
+                            kind = f"cannot be read: {getattr(exc, 'strerror', None) or exc}"
+                        if kind == "folder":
                             folders.append(entry.path)
-                        elif entry.is_file():
+                        elif kind == "file":
                             found.append(entry.path)
-                        elif entry.is_dir() and \
-                                not (leads := Path(entry.path).resolve()).is_relative_to(root):
-                            problems.append((entry.path, f"a link to a folder outside the "
-                                             f"scanned one ({leads}), not followed: scan it "
-                                             "on its own"))
+                        elif kind:
+                            problems.append((entry.path, kind))
             except OSError as exc:
                 problems.append((folder, f"cannot list the folder: {exc.strerror or exc}"))
         yield from ((path, None) for path in sorted(found, key=_path_order))
@@ -248,6 +250,24 @@ def _walk(target: Path) -> Iterator[tuple[str, str | None]]:
         yield str(target), "not a regular file or directory"
     else:
         yield str(target), "no such file or directory"
+
+
+def _kind(entry: os.DirEntry, root: Path) -> str | None:
+    """"folder" to walk, "file" to scan, None to pass over (a link to a folder within
+    `root`), or why the entry is not examined."""
+    if entry.is_dir(follow_symlinks=False):
+        return "folder"
+    if entry.is_file():
+        return "file"
+    if entry.is_dir():
+        leads = Path(entry.path).resolve()
+        if leads.is_relative_to(root) and not os.readlink(entry.path).startswith("/proc/"):
+            return None  # scanned where it leads
+        return (f"a link to a folder outside the scanned one ({leads}), not followed: scan "
+                "it on its own")
+    if entry.is_symlink():
+        return "a link to nothing: a loader would read what appears there later"
+    return "not a regular file or folder (a FIFO, a socket or a device)"
 
 
 def _path_order(path: str) -> list[str]:

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import tarfile
 
-from ..findings import Location
+from ..findings import Location, Rule, Severity
 from .context import LIMIT_EXCEEDED
 from .pickle_format import looks_like_pickle, scan_pickle_stream
 from .polyglot import POLYGLOT
 from .registry import FormatHandler, format_handler
 from .source import Source
+
+LINK_MEMBER = Rule("archive.link-member", Severity.HIGH,
+                   "A tar member is a link: a loader that extracts the archive reads the file it "
+                   "names, which this scan did not read",
+                   "Do not load the file: unpack it by hand, see where each link points, and "
+                   "scan the files it names.")
 
 
 @format_handler
@@ -41,6 +47,11 @@ class TarHandler(FormatHandler):
         archive = tarfile.open(fileobj=handle, mode="r:")
         count = 0
         for info in archive:  # members are read one by one, never all listed first
+            if info.issym() or info.islnk():  # torch's oldest loader extracts, then opens
+                ctx.add(LINK_MEMBER.finding(
+                    f"{info.name!r} is a {'symbolic' if info.issym() else 'hard'} link to "
+                    f"{info.linkname!r}", location.inside(info.name),
+                    {"member": info.name, "link_to": info.linkname}))
             if not info.isfile():
                 continue
             count += 1

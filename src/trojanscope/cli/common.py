@@ -38,7 +38,7 @@ def emit(report: Report, output_format: str, output: Path | None, show: Severity
 
 OUTPUTS = ("output", "out", "export_clean")  # the arguments a command writes to
 INPUTS = ("paths", "path", "model", "old", "new", "data", "reports", "scorer", "base",
-          "features", "config")               # and those it reads
+          "features", "config", "allow", "cache")  # and those it reads
 
 
 def check_outputs(args: argparse.Namespace) -> None:
@@ -47,39 +47,49 @@ def check_outputs(args: argparse.Namespace) -> None:
     or as another name (a link) of the same file, and an output whose folder does not exist
     (found after an hour of work, it would be lost). An output that is a link, symbolic or
     hard, is refused too: a scanned folder may plant `scan.sarif -> pytorch_model.bin`, and the
-    report would replace the evidence (a red team's), or a file outside the folder; and so is
-    an output whose path goes through a link to a folder inside a scanned folder."""
+    report would replace the evidence (a red team's), or a file outside the folder; and so are
+    an output whose path goes through a link in a scanned folder (or, for a file that exists,
+    in a scanned file's folder), and one that exists but is not a regular file (a planted
+    FIFO hangs the writer)."""
     seen: dict[object, str] = {}
     folders: list[tuple[Path, str]] = []  # an existing file in them is an input too
+    roots: list[tuple[Path, str, bool]] = []  # a link inside may be planted (any output?)
     for name in INPUTS:
         value = getattr(args, name, None)
         for item in value if isinstance(value, list) else [value]:
             if isinstance(item, (str, Path)) and Path(item).exists():
                 for key in identities(Path(item)):
                     seen.setdefault(key, f"the input {item}")
+                typed = Path(os.path.abspath(item))
                 if Path(item).is_dir():
-                    folders.append((Path(os.path.abspath(item)), str(item)))
+                    folders.append((typed, str(item)))
+                roots.append((typed if Path(item).is_dir() else typed.parent, str(item),
+                              Path(item).is_dir()))
     for name in OUTPUTS:
         value = getattr(args, name, None)
         if not isinstance(value, (str, Path)):
             continue
         path, flag = Path(value), "-o" if name == "output" else "--" + name.replace("_", "-")
-        where = path.resolve()
+        where = _resolved(path, value, flag)
         if not where.parent.is_dir():
             raise UserError(f"{value}: {flag}'s folder does not exist")
         if name == "output" and path.is_dir():  # (repair --out may be an adapter folder)
             raise UserError(f"{value}: {flag} is a folder, not a file")
+        if path.exists() and not path.is_file() and not path.is_dir():
+            raise UserError(f"{value}: {flag} is not a regular file (a FIFO, a socket or a "
+                            "device); name a new file")
         keys = identities(path)
         for key in keys:
             if key in seen:
                 raise UserError(f"{value}: {flag} would overwrite {seen[key]}")
         typed = Path(os.path.abspath(value))
+        for root, item, any_output in roots:
+            if (any_output or path.exists()) and typed.parent.is_relative_to(root) and \
+                    where.parent != _resolved(root, item, flag) / typed.parent.relative_to(root):
+                raise UserError(f"{value}: {flag} goes through a link beside or inside the "
+                                f"input {item}; name a path without links")
         for folder, item in folders:
-            if typed.parent.is_relative_to(folder) and where.parent != \
-                    folder.resolve() / typed.parent.relative_to(folder):
-                raise UserError(f"{value}: {flag} goes through a link inside the input {item}; "
-                                "name a path outside it or without links")
-            if path.is_file() and where.is_relative_to(folder.resolve()):
+            if path.is_file() and where.is_relative_to(_resolved(folder, item, flag)):
                 raise UserError(f"{value}: {flag} would overwrite a file of the input "
                                 f"{item}; name a new file or one outside it")
         if path.is_symlink() or path.is_file() and path.stat().st_nlink > 1:
@@ -87,6 +97,13 @@ def check_outputs(args: argparse.Namespace) -> None:
                             "name a new file")
         for key in keys:
             seen[key] = f"{flag} {value}"
+
+
+def _resolved(path: Path, value, flag: str) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError) as exc:  # a loop of links (RuntimeError before 3.13)
+        raise UserError(f"{value}: {flag} cannot be followed to a place ({exc})") from None
 
 
 def emit_failure(args: argparse.Namespace, message: str) -> None:

@@ -105,7 +105,10 @@ def as_url(where: str | Path | None) -> str:
         return default_url()
     text = str(where)
     if "://" not in text:
-        return f"sqlite:///{Path(text).expanduser().resolve()}"
+        try:
+            return f"sqlite:///{Path(text).expanduser().resolve()}"
+        except (OSError, RuntimeError) as exc:  # a loop of links (RuntimeError before 3.13)
+            raise CacheError(f"{text}: cannot be followed to a file ({exc})") from None
     if text.rstrip("/") == "sqlite:" or text.startswith("sqlite:///:memory:"):
         raise CacheError(f"{text}: an in-memory database keeps nothing between runs: give a "
                          "file")

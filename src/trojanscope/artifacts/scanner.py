@@ -261,8 +261,10 @@ def _kind(entry: os.DirEntry, root: Path) -> str | None:
         return "file"
     if entry.is_dir():
         leads = Path(entry.path).resolve()
-        if leads.is_relative_to(root) and not os.readlink(entry.path).startswith("/proc/"):
-            return None  # scanned where it leads
+        first = os.path.abspath(os.path.join(os.path.dirname(entry.path),
+                                             os.readlink(entry.path)))
+        if leads.is_relative_to(root) and not first.startswith("/proc/"):
+            return None  # scanned where it leads (/proc/self/cwd: wherever the loader runs)
         return (f"a link to a folder outside the scanned one ({leads}), not followed: scan "
                 "it on its own")
     if entry.is_symlink():

@@ -386,6 +386,9 @@ def test_an_output_that_is_a_fifo_a_loop_or_an_input_of_another_kind_is_refused(
     result = run("scan", folder / "model.pkl", "--allow", allow, "-f", "json", "-o", allow)
     assert result.exit_code == 2 and "would overwrite the input" in result.output
     assert allow.read_text().startswith("[allow]")
+    for argv in (["scan", "a" * 300], ["scan", folder / "model.pkl", "-o", "b" * 300]):
+        result = run(*argv)
+        assert result.exit_code == 2 and "Traceback" not in result.output
 
 
 def test_a_signature_nested_past_the_stack_is_a_finding_and_the_rest_is_reported(tmp_path,

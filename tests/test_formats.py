@@ -68,26 +68,38 @@ def test_legacy_torch_tar_payload_in_any_member(member):
     assert [h.location.member for h in hits] == [(member,)]
 
 
-@pytest.mark.parametrize("kind", ["symbolic", "hard"])
-def test_a_legacy_torch_tar_whose_storages_are_a_link_is_high(kind):
-    """A red team's: torch's oldest loader extracts `storages` and unpickles what it opens, so
-    a link member makes it read a file outside the archive that the scan never read."""
+@pytest.mark.parametrize("kind", ["symbolic", "hard", "fifo"])
+def test_a_legacy_torch_tar_whose_storages_are_a_link_or_a_fifo_is_high(kind):
+    """Red teams': torch's oldest loader extracts `storages` and unpickles what it opens, so
+    a link member makes it read a file outside the archive that the scan never read (and a
+    FIFO hangs it)."""
     import io
     import tarfile
 
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as archive:
         link = tarfile.TarInfo("storages")
-        link.type = tarfile.SYMTYPE if kind == "symbolic" else tarfile.LNKTYPE
-        link.linkname = "/tmp/elsewhere/evil.pkl"
+        link.type = {"symbolic": tarfile.SYMTYPE, "hard": tarfile.LNKTYPE,
+                     "fifo": tarfile.FIFOTYPE}[kind]
+        link.linkname = "" if kind == "fifo" else "/tmp/elsewhere/evil.pkl"
         archive.addfile(link)
         for name in ("sys_info", "pickle", "tensors"):
             info = tarfile.TarInfo(name)
             info.size = 5
             archive.addfile(info, io.BytesIO(b"\x80\x02K\x00."))
-    hits = [f for f in scan_bytes(out.getvalue()).findings if f.rule == "archive.link-member"]
+    hits = [f for f in scan_bytes(out.getvalue()).findings if f.rule == "archive.special-member"]
     assert [(h.severity, h.location.member, h.evidence["link_to"]) for h in hits] == \
-        [(Severity.HIGH, ("storages",), "/tmp/elsewhere/evil.pkl")]
+        [(Severity.HIGH, ("storages",), link.linkname)]
+
+
+def test_a_legacy_torch_tar_pickle_after_the_raw_storage_bytes_is_read():
+    """The second red team's: torch unpickles the storage views after the raw elements (and a
+    second tensor's pickle after the first's shape); the scan stopped at the raw bytes."""
+    assert not _critical(scan_bytes(mf.torch_legacy_layout(b"\x80\x02]q\x00.")))
+    for storages, tensors in ((PAYLOAD, b""), (b"\x80\x02]q\x00.", PAYLOAD)):
+        hits = _critical(scan_bytes(mf.torch_legacy_layout(storages, tensors)))
+        assert [h.location.member for h in hits] == [("storages",) if tensors == b"" else
+                                                      ("tensors",)]
 
 
 def test_npy_object_array_and_its_pickle():
@@ -157,11 +169,15 @@ def test_a_loop_a_fifo_and_a_link_to_nothing_in_a_folder_are_named_and_the_rest_
     os.mkfifo(folder / "fifo.pkl")
     (folder / "later.pkl").symlink_to(tmp_path / "not-yet.pkl")
     (folder / "cwd").symlink_to("/proc/self/cwd", target_is_directory=True)
+    (folder / "cwd2").symlink_to("//proc/self/cwd", target_is_directory=True)
+    (folder / "weights.bin").symlink_to("/proc/self/cwd/zz.pkl")
+    (folder / "fd").symlink_to("/dev/fd/3")
     monkeypatch.chdir(folder)
     report = scan(Path("."))
     assert len(_critical(report)) == 1
-    assert sorted(e.path for e in report.errors) == ["./aa", "./cwd", "./fifo.pkl",
-                                                     "./later.pkl"]
+    assert sorted(e.path for e in report.errors) == ["./aa", "./cwd", "./cwd2", "./fd",
+                                                     "./fifo.pkl", "./later.pkl",
+                                                     "./weights.bin"]
 
 
 @pytest.mark.numpy

@@ -31,6 +31,7 @@ def _corpus() -> list[bytes]:
         seeds.append(wrap(payloads[0]))
     seeds += [mf.torch_zip(payloads[1]), mf.torch_legacy(payloads[2]), mf.npy_object(payloads[3]),
               mf.torch_legacy_tar(payloads[4]), mf.npz({"a.npy": mf.npy_object(b"N.")}),
+              mf.torch_legacy_layout(payloads[5], payloads[0]),
               mf.harmless_pickle()]
     seeds += [make("id") for name, make in pf.GENERATORS.items() if name != "keras-h5"]
     if importlib.util.find_spec("h5py") is not None:

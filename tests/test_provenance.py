@@ -248,6 +248,29 @@ def test_a_symbolic_link_in_a_model_is_refused(tmp_path, keypair, capsys):
     assert "escape: a symbolic link" in capsys.readouterr().err
 
 
+def test_sign_writes_no_signature_through_a_planted_link_or_over_the_key_or_the_model(
+        tmp_path, keypair, capsys):
+    """A red team's: `model.sig -> ../victim.txt` planted in the folder made `sign` replace
+    the victim with the bundle; `--signature` and `-o` could name the key or a model file."""
+    model = _model(tmp_path / "m")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (model / "model.sig").symlink_to("../victim.txt")
+    key = str(keypair[0])
+    assert main(["sign", str(model), "--key", key]) == 2
+    assert "link" in capsys.readouterr().err and victim.read_text() == "precious"
+    (model / "model.sig").unlink()
+    kept = _snapshot(model)
+    some = model / "config.json"
+    for argv in (["--signature", key], ["--signature", str(some)], ["-o", key]):
+        assert main(["sign", str(model), "--key", key, *argv]) == 2
+        assert "Traceback" not in capsys.readouterr().err
+    assert _snapshot(model) == kept
+    assert keypair[0].read_bytes().startswith(b"-----BEGIN")
+    assert main(["sign", str(model), "--key", key]) == 0  # and signing anew is fine
+    assert main(["sign", str(model), "--key", key]) == 0
+
+
 @functools.cache
 def _a_bundle(folder: Path) -> bytes:
     keys.generate(folder / "k.pem", folder / "k.pub.pem")

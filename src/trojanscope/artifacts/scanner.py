@@ -257,14 +257,18 @@ def _kind(entry: os.DirEntry, root: Path) -> str | None:
     `root`), or why the entry is not examined."""
     if entry.is_dir(follow_symlinks=False):
         return "folder"
+    if entry.is_symlink():
+        first = os.path.abspath(os.path.join(os.path.dirname(entry.path),
+                                             os.readlink(entry.path)))
+        if ("/" + first.lstrip("/") + "/").startswith(("/proc/", "/dev/fd/")):
+            return ("a link into /proc or /dev/fd: what it names depends on the process that "
+                    "opens it, not examined")
     if entry.is_file():
         return "file"
     if entry.is_dir():
         leads = Path(entry.path).resolve()
-        first = os.path.abspath(os.path.join(os.path.dirname(entry.path),
-                                             os.readlink(entry.path)))
-        if leads.is_relative_to(root) and not first.startswith("/proc/"):
-            return None  # scanned where it leads (/proc/self/cwd: wherever the loader runs)
+        if leads.is_relative_to(root):
+            return None  # scanned where it leads
         return (f"a link to a folder outside the scanned one ({leads}), not followed: scan "
                 "it on its own")
     if entry.is_symlink():

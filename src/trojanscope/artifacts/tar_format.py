@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import pickletools
+import struct
 import tarfile
 
 from ..findings import Location, Rule, Severity
@@ -11,11 +14,19 @@ from .polyglot import POLYGLOT
 from .registry import FormatHandler, format_handler
 from .source import Source
 
-LINK_MEMBER = Rule("archive.link-member", Severity.HIGH,
-                   "A tar member is a link: a loader that extracts the archive reads the file it "
-                   "names, which this scan did not read",
-                   "Do not load the file: unpack it by hand, see where each link points, and "
-                   "scan the files it names.")
+SPECIAL_MEMBER = Rule("archive.special-member", Severity.HIGH,
+                      "A tar member is a link, a FIFO or a device: a loader that extracts the "
+                      "archive opens what it names, which this scan did not read",
+                      "Do not load the file: unpack it by hand, see what each such member "
+                      "names, and scan that.")
+# torch's oldest loader reads `storages` and `tensors` as pickles with raw bytes between them;
+# the bytes a storage's element takes, by the storage type's name.
+ELEMENT_BYTES = {"DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2, "BFloat16Storage": 2,
+                 "LongStorage": 8, "IntStorage": 4, "ShortStorage": 2, "CharStorage": 1,
+                 "ByteStorage": 1, "BoolStorage": 1, "ComplexDoubleStorage": 16,
+                 "ComplexFloatStorage": 8, "QUInt8Storage": 1, "QInt8Storage": 1,
+                 "QInt32Storage": 4, "QUInt4x2Storage": 1, "QUInt2x4Storage": 1}
+PICKLE_WINDOW = 1 << 20  # a layout pickle (a count, a key, a type) is far smaller
 
 
 @format_handler
@@ -47,11 +58,13 @@ class TarHandler(FormatHandler):
         archive = tarfile.open(fileobj=handle, mode="r:")
         count = 0
         for info in archive:  # members are read one by one, never all listed first
-            if info.issym() or info.islnk():  # torch's oldest loader extracts, then opens
-                ctx.add(LINK_MEMBER.finding(
-                    f"{info.name!r} is a {'symbolic' if info.issym() else 'hard'} link to "
-                    f"{info.linkname!r}", location.inside(info.name),
-                    {"member": info.name, "link_to": info.linkname}))
+            if info.issym() or info.islnk() or info.isfifo() or info.isdev():
+                kind = "a symbolic link" if info.issym() else "a hard link" if info.islnk() \
+                    else "a FIFO" if info.isfifo() else "a device"
+                ctx.add(SPECIAL_MEMBER.finding(  # torch's oldest loader extracts, then opens
+                    f"{info.name!r} is {kind}" + (f" to {info.linkname!r}" if info.linkname
+                                                  else ""), location.inside(info.name),
+                    {"member": info.name, "kind": kind, "link_to": info.linkname}))
             if not info.isfile():
                 continue
             count += 1
@@ -63,8 +76,72 @@ class TarHandler(FormatHandler):
             member = archive.extractfile(info)
             if member is not None:
                 ctx.examine_stream(member, location.inside(info.name), depth + 1)
+            if info.name in ("storages", "tensors"):
+                member = archive.extractfile(info)
+                for offset in _after_raw_bytes(member, info.name, info.size):
+                    member.seek(offset)
+                    scan_pickle_stream(ctx, Source(member, ctx.limits.sniff_bytes, None,
+                                                   cheap_seek=True),
+                                       location.inside(info.name), depth + 1, start=offset)
 
 
 def _octal_field(field: bytes) -> bool:
     digits = field.strip(b" \x00")
     return bool(digits) and all(48 <= c <= 55 for c in digits)
+
+
+def _after_raw_bytes(member, name: str, size: int) -> list[int]:
+    """Where torch's oldest loader starts a pickle in `storages` or `tensors` right after raw
+    bytes (the pickles back to back from the start are scanned as any pickle is): `storages`
+    is a count, then per storage a (key, location, type) pickle, an 8-byte element count and
+    the elements, then the views pickle; `tensors` a count, then per tensor a pickle and
+    4 + 4 + 16 * ndim + 8 bytes. The walk follows the layout as far as it holds."""
+    offsets: list[int] = []
+    try:
+        count = _ints(_pickle_ops(member))
+        for _ in range(min(count[0] if count else 0, 1 << 20)):
+            ops = _pickle_ops(member)
+            if name == "storages":
+                element = ELEMENT_BYTES.get(_storage_type(ops), 0)
+                elements, = struct.unpack("<q", _exactly(member, 8))
+                if not element or not 0 <= elements * element <= size:
+                    return offsets
+                member.seek(elements * element, io.SEEK_CUR)
+            else:
+                ndim, = struct.unpack("<i", _exactly(member, 4))
+                if not 0 <= ndim <= 64:
+                    return offsets
+                _exactly(member, 4 + 16 * ndim + 8)
+            if member.tell() >= size:
+                return offsets
+            offsets.append(member.tell())  # the next pickle; after the last storage, the views
+    except (ValueError, struct.error, EOFError, IndexError, TypeError, OverflowError):
+        pass  # the layout breaks here: torch's loader fails here too
+    return offsets
+
+
+def _pickle_ops(member) -> list[tuple[str, object]]:
+    """The opcodes of the pickle at `member`'s position (parsed, never run), leaving the
+    position just after it."""
+    start = member.tell()
+    window = io.BytesIO(member.read(PICKLE_WINDOW))
+    ops = [(op.name, arg) for op, arg, _ in pickletools.genops(window)]
+    member.seek(start + window.tell())
+    return ops
+
+
+def _ints(ops: list[tuple[str, object]]) -> list[int]:
+    return [arg for name, arg in ops if name.startswith(("INT", "BININT", "LONG"))
+            and isinstance(arg, int)]
+
+
+def _storage_type(ops: list[tuple[str, object]]) -> str:
+    names = [str(arg).split()[-1] for _, arg in ops if isinstance(arg, str) and arg]
+    return next((n for n in reversed(names) if n.endswith("Storage")), "")
+
+
+def _exactly(member, n: int) -> bytes:
+    data = member.read(n)
+    if len(data) != n:
+        raise EOFError
+    return data

@@ -62,6 +62,23 @@ def torch_legacy_tar(payload: bytes, member: str = "tensors") -> bytes:
     return tar_of(members)
 
 
+def torch_legacy_layout(storages_tail: bytes, tensors_tail: bytes = b"") -> bytes:
+    """torch's oldest layout as its loader reads it: `storages` holds a count, a (key,
+    location, type) pickle, an element count and the elements, then the views pickle;
+    `tensors` a count, a pickle and 32 bytes of shape per tensor."""
+    def pickled(body: bytes) -> bytes:
+        return b"\x80\x02" + body + b"."
+
+    storage = pickled(b"(X\x01\x00\x00\x000X\x03\x00\x00\x00cpuctorch\nFloatStorage\nq\x00tq\x01")
+    tensor = pickled(b"(X\x01\x00\x00\x00kX\x01\x00\x00\x000ctorch\nFloatTensor\nq\x00tq\x01")
+    shape = struct.pack("<i4xqqq", 1, 2, 1, 0)
+    return tar_of({"sys_info": pickled(b"}q\x00"), "pickle": pickled(b"}q\x00"),
+                      "storages": pickled(b"K\x01") + storage + struct.pack("<q", 2) +
+                      b"\0" * 8 + storages_tail,
+                      "tensors": pickled(b"K\x02" if tensors_tail else b"K\x01") + tensor +
+                      shape + tensors_tail})
+
+
 def npy_object(payload: bytes) -> bytes:
     """A .npy file of an object array: np.load(allow_pickle=True) unpickles `payload`."""
     header = "{'descr': '|O', 'fortran_order': False, 'shape': (1,), }"

@@ -38,10 +38,18 @@ def emit(report: Report, output_format: str, output: Path | None, show: Severity
 
 OUTPUTS = ("output", "out", "export_clean")  # the arguments a command writes to
 INPUTS = ("paths", "path", "model", "old", "new", "data", "reports", "scorer", "base",
-          "features", "config", "allow", "cache")  # and those it reads
+          "features", "config", "allow", "cache", "key", "signature", "certificate",
+          "root_certificates", "reference", "images")  # and those it reads
 
 
 def check_outputs(args: argparse.Namespace) -> None:
+    try:
+        _check_outputs(args)
+    except OSError as exc:  # a name too long for the system, and the like
+        raise UserError(f"{exc.filename or ''}: {exc.strerror or exc}") from None
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
     """Refuse, before any work, an output that is one of the command's inputs (the user's data
     replaced by a report) or another of its outputs (a scorer replaced by the report), by path
     or as another name (a link) of the same file, and an output whose folder does not exist

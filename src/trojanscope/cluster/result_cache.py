@@ -184,7 +184,7 @@ class ResultCache:
         from ..serve.db import make_engine
 
         self.url = as_url(url)
-        if url is None:  # the default file's folder; a folder the user named must exist
+        if self.url == default_url():  # the default file's folder; one the user named must exist
             Path(self.url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         try:
             engine = make_engine(self.url)

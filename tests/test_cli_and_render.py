@@ -362,6 +362,10 @@ def test_an_output_through_a_folder_link_planted_in_the_scanned_folder_is_refuse
     result = run("scan", model, "-f", "json", "-o", scanned / "models" / "lnk" / "victim.pkl")
     assert result.exit_code == 2 and "goes through a link" in result.output  # a link beside it
     assert victim.read_bytes() == b"kept"
+    (scanned / "weights.bin").symlink_to(victim)  # the third red team's: a file the scan
+    result = run("scan", scanned, "-f", "json", "-o", victim)  # reads through a link
+    assert result.exit_code == 2 and "would overwrite a file of the input" in result.output
+    assert victim.read_bytes() == b"kept"
     fine = tmp_path / "report.json"  # a plain path outside the folder is written
     assert run("scan", scanned, "-f", "json", "-o", fine).exit_code == 1 and fine.exists()
 

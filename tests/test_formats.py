@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,26 @@ def test_a_legacy_torch_tar_pickle_after_the_raw_storage_bytes_is_read():
                                                       ("tensors",)]
 
 
+@pytest.mark.parametrize("count, storage", [
+    (b"K\x01", b"(X\x01\x00\x00\x000X\x03\x00\x00\x00cpuctorch\nFloatStorage\n"
+                b"X\x0b\x00\x00\x00ByteStorage0t"),  # a decoy type, popped
+    (b"\x88", None),                                     # the count is True: one storage
+    (b"K\x000K\x01", None),                              # a count pushed, popped, pushed
+    (b"K\x01", b"X\x00\x00\x10\x00" + b"a" * (1 << 20) + b"0(X\x01\x00\x00\x000X\x03\x00"
+                b"\x00\x00cpuctorch\nFloatStorage\nt"),   # a pickle past the parsed window
+])
+def test_a_legacy_torch_layout_the_walk_cannot_follow_is_high(count, storage):
+    """The third red team's: each of these threw the layout walk off torch's reads (a wrong
+    element size, no storage, one too few) and the views pickle after the raw bytes went
+    unread; now such a layout is named as not examined."""
+    storage = storage or b"(X\x01\x00\x00\x000X\x03\x00\x00\x00cpuctorch\nFloatStorage\nt"
+    data = mf.tar_of({"sys_info": b"\x80\x02}.", "pickle": b"\x80\x02}.",
+                      "storages": b"\x80\x02" + count + b"." + b"\x80\x02" + storage + b"." +
+                      struct.pack("<q", 16) + b"\xff" * 64 + PAYLOAD,
+                      "tensors": b"\x80\x02K\x00."})
+    assert "archive.unreadable" in [f.rule for f in scan_bytes(data).findings]
+
+
 def test_npy_object_array_and_its_pickle():
     report = scan_bytes(mf.npy_object(PAYLOAD))
     found = {f.rule: f for f in report.findings}
@@ -172,12 +193,15 @@ def test_a_loop_a_fifo_and_a_link_to_nothing_in_a_folder_are_named_and_the_rest_
     (folder / "cwd2").symlink_to("//proc/self/cwd", target_is_directory=True)
     (folder / "weights.bin").symlink_to("/proc/self/cwd/zz.pkl")
     (folder / "fd").symlink_to("/dev/fd/3")
+    (folder / "stdin.pkl").symlink_to("/dev/stdin")
+    (tmp_path / "p").symlink_to("/proc")  # a hop outside the folder leads into /proc
+    (folder / "sub").symlink_to(tmp_path / "p" / "self" / "cwd", target_is_directory=True)
     monkeypatch.chdir(folder)
     report = scan(Path("."))
     assert len(_critical(report)) == 1
     assert sorted(e.path for e in report.errors) == ["./aa", "./cwd", "./cwd2", "./fd",
                                                      "./fifo.pkl", "./later.pkl",
-                                                     "./weights.bin"]
+                                                     "./stdin.pkl", "./sub", "./weights.bin"]
 
 
 @pytest.mark.numpy

@@ -269,6 +269,21 @@ def test_sign_writes_no_signature_through_a_planted_link_or_over_the_key_or_the_
     assert keypair[0].read_bytes().startswith(b"-----BEGIN")
     assert main(["sign", str(model), "--key", key]) == 0  # and signing anew is fine
     assert main(["sign", str(model), "--key", key]) == 0
+    signature = (model / "model.sig").read_bytes()  # the third red team's: the report over
+    assert main(["sign", str(model), "--key", key, "-o", str(model / "model.sig")]) == 2
+    assert (model / "model.sig").read_bytes() == signature  # the signature; a file signed
+    single = model / "config.json"  # with itself as its signature
+    assert main(["sign", str(single), "--key", key, "--signature", str(single)]) == 2
+    assert _snapshot(model) == kept
+
+
+def test_keygen_takes_no_name_a_link_holds_and_names_a_long_name_in_one_line(tmp_path,
+                                                                             capsys):
+    victim = tmp_path / "victim.pem"
+    (tmp_path / "lk.pem").symlink_to(victim)  # a link to nothing: keygen would write there
+    assert main(["keygen", str(tmp_path / "lk")]) == 2 and not victim.exists()
+    assert main(["keygen", str(tmp_path / ("a" * 300))]) == 2
+    assert "Traceback" not in capsys.readouterr().err
 
 
 @functools.cache

@@ -257,12 +257,9 @@ def _kind(entry: os.DirEntry, root: Path) -> str | None:
     `root`), or why the entry is not examined."""
     if entry.is_dir(follow_symlinks=False):
         return "folder"
-    if entry.is_symlink():
-        first = os.path.abspath(os.path.join(os.path.dirname(entry.path),
-                                             os.readlink(entry.path)))
-        if ("/" + first.lstrip("/") + "/").startswith(("/proc/", "/dev/fd/")):
-            return ("a link into /proc or /dev/fd: what it names depends on the process that "
-                    "opens it, not examined")
+    if entry.is_symlink() and _through_proc(os.path.abspath(entry.path)):
+        return ("a link through /proc or /dev/fd: what it names depends on the process that "
+                "opens it, not examined")
     if entry.is_file():
         return "file"
     if entry.is_dir():
@@ -274,6 +271,30 @@ def _kind(entry: os.DirEntry, root: Path) -> str | None:
     if entry.is_symlink():
         return "a link to nothing: a loader would read what appears there later"
     return "not a regular file or folder (a FIFO, a socket or a device)"
+
+
+def _through_proc(path: str, hops: int = 40) -> bool:
+    """Does following `path`, one component and one link at a time, pass through /proc or
+    /dev/fd (/dev/stdin and the like lead there), whose names mean the opening process's?"""
+    current, pending = Path("/"), list(Path(path).parts[1:])
+    while pending:
+        part = pending.pop(0)
+        if part == "..":
+            current = current.parent
+            continue
+        candidate = current / part
+        if candidate.parts[1:2] == ("proc",) or candidate.parts[1:3] == ("dev", "fd"):
+            return True
+        if not candidate.is_symlink():
+            current = candidate
+            continue
+        hops -= 1
+        if hops < 0:
+            return False  # a loop: nothing is opened through it
+        target = Path(os.readlink(candidate))
+        current = Path("/") if target.is_absolute() else current
+        pending = list(target.parts[1:] if target.is_absolute() else target.parts) + pending
+    return False
 
 
 def _path_order(path: str) -> list[str]:

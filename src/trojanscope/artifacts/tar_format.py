@@ -8,7 +8,7 @@ import struct
 import tarfile
 
 from ..findings import Location, Rule, Severity
-from .context import LIMIT_EXCEEDED
+from .context import LIMIT_EXCEEDED, UNREADABLE
 from .pickle_format import looks_like_pickle, scan_pickle_stream
 from .polyglot import POLYGLOT
 from .registry import FormatHandler, format_handler
@@ -78,11 +78,17 @@ class TarHandler(FormatHandler):
                 ctx.examine_stream(member, location.inside(info.name), depth + 1)
             if info.name in ("storages", "tensors"):
                 member = archive.extractfile(info)
-                for offset in _after_raw_bytes(member, info.name, info.size):
+                offsets, unfollowed = _after_raw_bytes(member, info.name, info.size)
+                for offset in offsets:
                     member.seek(offset)
                     scan_pickle_stream(ctx, Source(member, ctx.limits.sniff_bytes, None,
                                                    cheap_seek=True),
                                        location.inside(info.name), depth + 1, start=offset)
+                if unfollowed:
+                    ctx.add(UNREADABLE.finding(
+                        f"torch's oldest layout in {info.name!r} could not be followed ("
+                        f"{unfollowed}); the pickles torch's loader reads after it were not "
+                        "examined", location.inside(info.name), {"member": info.name}))
 
 
 def _octal_field(field: bytes) -> bool:
@@ -90,34 +96,45 @@ def _octal_field(field: bytes) -> bool:
     return bool(digits) and all(48 <= c <= 55 for c in digits)
 
 
-def _after_raw_bytes(member, name: str, size: int) -> list[int]:
+class _Unfollowed(Exception):
+    """The layout holds something torch's loader reads in a way this walk does not follow."""
+
+
+def _after_raw_bytes(member, name: str, size: int) -> tuple[list[int], str | None]:
     """Where torch's oldest loader starts a pickle in `storages` or `tensors` right after raw
     bytes (the pickles back to back from the start are scanned as any pickle is): `storages`
     is a count, then per storage a (key, location, type) pickle, an 8-byte element count and
     the elements, then the views pickle; `tensors` a count, then per tensor a pickle and
-    4 + 4 + 16 * ndim + 8 bytes. The walk follows the layout as far as it holds."""
+    4 + 4 + 16 * ndim + 8 bytes. Only plain layouts are followed (a count that is one number,
+    one storage type per pickle): anything else, where torch would read on, is returned as
+    why the rest was not examined. A layout that ends where torch's loader would fail too is
+    no danger, and ends the walk in silence."""
     offsets: list[int] = []
     try:
-        count = _ints(_pickle_ops(member))
-        for _ in range(min(count[0] if count else 0, 1 << 20)):
+        count = _count(_pickle_ops(member))
+        for _ in range(count):
             ops = _pickle_ops(member)
             if name == "storages":
-                element = ELEMENT_BYTES.get(_storage_type(ops), 0)
+                element = ELEMENT_BYTES[_storage_type(ops)]
                 elements, = struct.unpack("<q", _exactly(member, 8))
-                if not element or not 0 <= elements * element <= size:
-                    return offsets
+                if not 0 <= elements * element <= size:
+                    raise _Unfollowed(f"a storage of {elements} elements")
                 member.seek(elements * element, io.SEEK_CUR)
             else:
                 ndim, = struct.unpack("<i", _exactly(member, 4))
                 if not 0 <= ndim <= 64:
-                    return offsets
+                    raise _Unfollowed(f"a tensor of {ndim} dimensions")
                 _exactly(member, 4 + 16 * ndim + 8)
-            if member.tell() >= size:
-                return offsets
+            if member.tell() > size:
+                return offsets, None  # past the end: torch's loader fails here
             offsets.append(member.tell())  # the next pickle; after the last storage, the views
-    except (ValueError, struct.error, EOFError, IndexError, TypeError, OverflowError):
-        pass  # the layout breaks here: torch's loader fails here too
-    return offsets
+    except _Unfollowed as exc:
+        return offsets, str(exc)
+    except KeyError as exc:
+        return offsets, f"a storage type this scan does not know ({exc.args[0]!r})"
+    except (EOFError, struct.error):
+        pass  # the member ends: torch's loader fails here too
+    return offsets, None
 
 
 def _pickle_ops(member) -> list[tuple[str, object]]:
@@ -125,19 +142,37 @@ def _pickle_ops(member) -> list[tuple[str, object]]:
     position just after it."""
     start = member.tell()
     window = io.BytesIO(member.read(PICKLE_WINDOW))
-    ops = [(op.name, arg) for op, arg, _ in pickletools.genops(window)]
+    if not window.getvalue():
+        raise EOFError
+    try:
+        ops = [(op.name, arg) for op, arg, _ in pickletools.genops(window)]
+    except ValueError as exc:
+        raise _Unfollowed(f"a layout pickle that this scan cannot parse ({exc})") from None
     member.seek(start + window.tell())
     return ops
 
 
-def _ints(ops: list[tuple[str, object]]) -> list[int]:
-    return [arg for name, arg in ops if name.startswith(("INT", "BININT", "LONG"))
-            and isinstance(arg, int)]
+PLAIN = {"PROTO", "FRAME", "STOP"}
+
+
+def _count(ops: list[tuple[str, object]]) -> int:
+    """The number a count pickle holds, when it is one plain integer and nothing else."""
+    values = [(name, arg) for name, arg in ops if name not in PLAIN]
+    if len(values) != 1 or not values[0][0].startswith(("INT", "BININT", "LONG")) or \
+            not isinstance(values[0][1], int) or not 0 <= values[0][1] <= 1 << 20:
+        raise _Unfollowed(f"a count pickle that is not one plain number ({values[:3]})")
+    return values[0][1]
 
 
 def _storage_type(ops: list[tuple[str, object]]) -> str:
-    names = [str(arg).split()[-1] for _, arg in ops if isinstance(arg, str) and arg]
-    return next((n for n in reversed(names) if n.endswith("Storage")), "")
+    """The storage type a (key, location, type) pickle names: one name ending in Storage,
+    from a GLOBAL or the two strings of a STACK_GLOBAL, and no value popped or replaced."""
+    names = {str(arg).split()[-1] for _, arg in ops if isinstance(arg, str) and arg and
+             str(arg).split()[-1].endswith("Storage")}
+    if len(names) != 1 or any(name.startswith("POP") for name, _ in ops):
+        raise _Unfollowed(f"a storage pickle that does not name one storage type "
+                          f"({sorted(names)[:3]})")
+    return names.pop()
 
 
 def _exactly(member, n: int) -> bytes:

@@ -97,7 +97,8 @@ def _check_outputs(args: argparse.Namespace) -> None:
                 raise UserError(f"{value}: {flag} goes through a link beside or inside the "
                                 f"input {item}; name a path without links")
         for folder, item in folders:
-            if path.is_file() and where.is_relative_to(_resolved(folder, item, flag)):
+            if path.is_file() and (where.is_relative_to(_resolved(folder, item, flag)) or
+                                   _linked_from(folder, keys)):
                 raise UserError(f"{value}: {flag} would overwrite a file of the input "
                                 f"{item}; name a new file or one outside it")
         if path.is_symlink() or path.is_file() and path.stat().st_nlink > 1:
@@ -105,6 +106,19 @@ def _check_outputs(args: argparse.Namespace) -> None:
                             "name a new file")
         for key in keys:
             seen[key] = f"{flag} {value}"
+
+
+def _linked_from(folder: Path, keys) -> bool:
+    """Does a link to a file inside `folder` lead to the file of `keys` (it is scanned)?"""
+    for top, _, files in os.walk(folder):
+        for name in files:
+            link = Path(top, name)
+            try:
+                if link.is_symlink() and set(identities(link)) & set(keys):
+                    return True
+            except (OSError, RuntimeError):  # a loop of links leads nowhere
+                continue
+    return False
 
 
 def _resolved(path: Path, value, flag: str) -> Path:

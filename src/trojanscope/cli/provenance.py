@@ -55,6 +55,7 @@ def run(args) -> int:
         return _keygen(args)
     try:
         if args.command == "sign":
+            _report_is_not_the_signature(args)
             password = os.environ.get(PASSWORD_VARIABLE)
             report = api.sign(args.path, args.key, args.signature, args.certificate,
                               password.encode() if password else None)
@@ -64,6 +65,15 @@ def run(args) -> int:
         raise UserError(str(exc)) from None
     emit(report, args.format, args.output, Severity.LOW)
     return report.exit_code(Severity.parse(getattr(args, "fail_on", "high")))
+
+
+def _report_is_not_the_signature(args) -> None:
+    from ..provenance.paths import default_signature
+
+    signature = args.signature or default_signature(Path(args.path))
+    if args.output is not None and Path(os.path.abspath(args.output)) == \
+            Path(os.path.abspath(signature)):
+        raise UserError(f"{args.output}: -o would overwrite the signature {signature}")
 
 
 def _keygen(args) -> int:

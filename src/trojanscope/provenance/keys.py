@@ -5,6 +5,7 @@ Every error is a KeyMaterialError naming the file."""
 from __future__ import annotations
 
 import hashlib
+import os
 from datetime import datetime
 from pathlib import Path
 
@@ -24,7 +25,11 @@ def generate(private_path: Path, public_path: Path) -> str:
     """A new P-256 key pair written as PEM (the private key readable by its owner only);
     returns the public key's hint."""
     for path in (private_path, public_path):
-        if path.exists():
+        try:
+            taken = os.path.lexists(path)  # a link to nothing is taken too
+        except OSError as exc:  # a name too long
+            raise KeyMaterialError(f"{path}: {exc.strerror}") from None
+        if taken:
             raise KeyMaterialError(f"{path}: exists; not overwriting a key")
     key = ec.generate_private_key(ec.SECP256R1())
     private_pem = key.private_bytes(serialization.Encoding.PEM,

@@ -30,7 +30,7 @@ def sign(path: Path, private_key: Path, signature: Path | None = None,
     started = time.perf_counter()
     root = Path(path)
     signature = Path(signature) if signature else default_signature(root)
-    _writable(signature, root, private_key)
+    _writable(signature, root, [private_key] + ([certificates] if certificates else []))
     key = keys.load_private(private_key, password)
     if certificates is not None:
         chain = keys.load_certificates(certificates)
@@ -59,19 +59,22 @@ def sign(path: Path, private_key: Path, signature: Path | None = None,
                   timings={"total_seconds": round(time.perf_counter() - started, 3)})
 
 
-def _writable(signature: Path, root: Path, private_key: Path) -> None:
+def _writable(signature: Path, root: Path, inputs: list[Path]) -> None:
     """Refuse, before signing, a signature path that a model folder may have planted (a link,
-    a FIFO: the bundle would replace the file it names, or hang) or that names the key or a
-    file of the model other than a signature (`*.sig`)."""
+    a FIFO: the bundle would replace the file it names, or hang) or that names the key, the
+    certificates, the model file or a file of the model folder other than a signature
+    (`*.sig`)."""
     if signature.is_symlink() or signature.exists() and (
             not signature.is_file() or signature.stat().st_nlink > 1):
         raise keys.KeyMaterialError(f"{signature}: the signature's path is a link or not a "
                                     "regular file; remove it or name another path")
-    if signature.exists() and (signature.resolve() == Path(private_key).resolve() or
-                               root.is_dir() and signature.suffix != ".sig" and
-                               signature.resolve().is_relative_to(root.resolve())):
-        raise keys.KeyMaterialError(f"{signature}: the signature would overwrite the key or a "
-                                    "file of the model; name a new file")
+    if not signature.exists():
+        return
+    where = signature.resolve()
+    if where in [Path(p).resolve() for p in [*inputs, root]] or root.is_dir() and \
+            signature.suffix != ".sig" and where.is_relative_to(root.resolve()):
+        raise keys.KeyMaterialError(f"{signature}: the signature would overwrite the key, the "
+                                    "certificates or the model; name a new file")
 
 
 def verify(path: Path, public_key: Path | None = None, signature: Path | None = None,

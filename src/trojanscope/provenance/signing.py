@@ -70,9 +70,12 @@ def _writable(signature: Path, root: Path, inputs: list[Path]) -> None:
                                     "regular file; remove it or name another path")
     if not signature.exists():
         return
-    where = signature.resolve()
-    if where in [Path(p).resolve() for p in [*inputs, root]] or root.is_dir() and \
-            signature.suffix != ".sig" and where.is_relative_to(root.resolve()):
+    try:
+        where, named = signature.resolve(), [Path(p).resolve() for p in [*inputs, root]]
+    except (OSError, RuntimeError) as exc:  # a loop of links (RuntimeError before 3.13)
+        raise keys.KeyMaterialError(f"{signature}: {exc}") from None
+    if where in named or root.is_dir() and signature.suffix != ".sig" and \
+            where.is_relative_to(named[-1]):
         raise keys.KeyMaterialError(f"{signature}: the signature would overwrite the key, the "
                                     "certificates or the model; name a new file")
 

@@ -26,7 +26,9 @@ ELEMENT_BYTES = {"DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2, "BFloa
                  "ByteStorage": 1, "BoolStorage": 1, "ComplexDoubleStorage": 16,
                  "ComplexFloatStorage": 8, "QUInt8Storage": 1, "QInt8Storage": 1,
                  "QInt32Storage": 4, "QUInt4x2Storage": 1, "QUInt2x4Storage": 1}
-PICKLE_WINDOW = 1 << 20  # a layout pickle (a count, a key, a type) is far smaller
+# A layout pickle (a count, a key, a type) is read in a first window, then at most this one:
+# reading the large window for each of many storages would copy it each time.
+FIRST_WINDOW, PICKLE_WINDOW = 1 << 12, 1 << 20
 
 
 @format_handler
@@ -78,10 +80,12 @@ class TarHandler(FormatHandler):
                 ctx.examine_stream(member, location.inside(info.name), depth + 1)
             if info.name in ("storages", "tensors"):
                 member = archive.extractfile(info)
-                offsets, unfollowed = _after_raw_bytes(member, info.name, info.size)
-                for offset in offsets:
-                    member.seek(offset)
-                    scan_pickle_stream(ctx, Source(member, ctx.limits.sniff_bytes, None,
+                found, unfollowed = _after_raw_bytes(member, info.name, info.size)
+                for offset, pickled in found:
+                    if pickled is None:  # the last: scanned from there, as torch reads it
+                        member.seek(offset)
+                    stream = member if pickled is None else io.BytesIO(pickled)
+                    scan_pickle_stream(ctx, Source(stream, ctx.limits.sniff_bytes, None,
                                                    cheap_seek=True),
                                        location.inside(info.name), depth + 1, start=offset)
                 if unfollowed:
@@ -100,7 +104,7 @@ class _Unfollowed(Exception):
     """The layout holds something torch's loader reads in a way this walk does not follow."""
 
 
-def _after_raw_bytes(member, name: str, size: int) -> tuple[list[int], str | None]:
+def _after_raw_bytes(member, name: str, size: int) -> tuple[list[list], str | None]:
     """Where torch's oldest loader starts a pickle in `storages` or `tensors` right after raw
     bytes (the pickles back to back from the start are scanned as any pickle is): `storages`
     is a count, then per storage a (key, location, type) pickle, an 8-byte element count and
@@ -108,12 +112,15 @@ def _after_raw_bytes(member, name: str, size: int) -> tuple[list[int], str | Non
     4 + 4 + 16 * ndim + 8 bytes. Only plain layouts are followed (a count that is one number,
     one storage type per pickle): anything else, where torch would read on, is returned as
     why the rest was not examined. A layout that ends where torch's loader would fail too is
-    no danger, and ends the walk in silence."""
-    offsets: list[int] = []
+    no danger, and ends the walk in silence. Each offset comes with the bytes of its pickle
+    when the walk parsed it (so that it is scanned without reading on), else None."""
+    offsets: list[list] = []  # [offset, the pickle's bytes once the walk has parsed it]
     try:
-        count = _count(_pickle_ops(member))
+        count = _count(_pickle_ops(member)[0])
         for _ in range(count):
-            ops = _pickle_ops(member)
+            ops, pickled = _pickle_ops(member)
+            if offsets:
+                offsets[-1][1] = pickled
             if name == "storages":
                 element = ELEMENT_BYTES[_storage_type(ops)]
                 elements, = struct.unpack("<q", _exactly(member, 8))
@@ -127,7 +134,7 @@ def _after_raw_bytes(member, name: str, size: int) -> tuple[list[int], str | Non
                 _exactly(member, 4 + 16 * ndim + 8)
             if member.tell() > size:
                 return offsets, None  # past the end: torch's loader fails here
-            offsets.append(member.tell())  # the next pickle; after the last storage, the views
+            offsets.append([member.tell(), None])  # the next pickle; at the end, the views
     except _Unfollowed as exc:
         return offsets, str(exc)
     except KeyError as exc:
@@ -137,19 +144,23 @@ def _after_raw_bytes(member, name: str, size: int) -> tuple[list[int], str | Non
     return offsets, None
 
 
-def _pickle_ops(member) -> list[tuple[str, object]]:
-    """The opcodes of the pickle at `member`'s position (parsed, never run), leaving the
-    position just after it."""
+def _pickle_ops(member) -> tuple[list[tuple[str, object]], bytes]:
+    """The opcodes and bytes of the pickle at `member`'s position (parsed, never run),
+    leaving the position just after it."""
     start = member.tell()
-    window = io.BytesIO(member.read(PICKLE_WINDOW))
-    if not window.getvalue():
-        raise EOFError
-    try:
-        ops = [(op.name, arg) for op, arg, _ in pickletools.genops(window)]
-    except ValueError as exc:
-        raise _Unfollowed(f"a layout pickle that this scan cannot parse ({exc})") from None
-    member.seek(start + window.tell())
-    return ops
+    for size in (FIRST_WINDOW, PICKLE_WINDOW):  # most layout pickles are tens of bytes
+        member.seek(start)
+        window = io.BytesIO(member.read(size))
+        if not window.getvalue():
+            raise EOFError
+        try:
+            ops = [(op.name, arg) for op, arg, _ in pickletools.genops(window)]
+        except ValueError as exc:
+            if size < PICKLE_WINDOW and len(window.getvalue()) == size:
+                continue  # it may go on past the first window
+            raise _Unfollowed(f"a layout pickle that this scan cannot parse ({exc})") from None
+        member.seek(start + window.tell())
+        return ops, window.getvalue()[:window.tell()]
 
 
 PLAIN = {"PROTO", "FRAME", "STOP"}

@@ -60,19 +60,20 @@ def _check_outputs(args: argparse.Namespace) -> None:
     in a scanned file's folder), and one that exists but is not a regular file (a planted
     FIFO hangs the writer)."""
     seen: dict[object, str] = {}
-    folders: list[tuple[Path, str]] = []  # an existing file in them is an input too
-    roots: list[tuple[Path, str, bool]] = []  # a link inside may be planted (any output?)
+    # Per input, the folder a link may be planted in, as typed and as it resolves, and whether
+    # the input is that folder (then any output through a link there, and any existing file
+    # in it, is refused; beside a file, only an output that exists).
+    places: list[tuple[Path, Path, str, bool]] = []
     for name in INPUTS:
         value = getattr(args, name, None)
         for item in value if isinstance(value, list) else [value]:
             if isinstance(item, (str, Path)) and Path(item).exists():
                 for key in identities(Path(item)):
                     seen.setdefault(key, f"the input {item}")
-                typed = Path(os.path.abspath(item))
-                if Path(item).is_dir():
-                    folders.append((typed, str(item)))
-                roots.append((typed if Path(item).is_dir() else typed.parent, str(item),
-                              Path(item).is_dir()))
+                folder = Path(item).is_dir()
+                root = Path(os.path.abspath(item)) if folder else \
+                    Path(os.path.abspath(item)).parent
+                places.append((root, root.resolve(), str(item), folder))
     for name in OUTPUTS:
         value = getattr(args, name, None)
         if not isinstance(value, (str, Path)):
@@ -91,14 +92,14 @@ def _check_outputs(args: argparse.Namespace) -> None:
             if key in seen:
                 raise UserError(f"{value}: {flag} would overwrite {seen[key]}")
         typed = Path(os.path.abspath(value))
-        for root, item, any_output in roots:
-            if (any_output or path.exists()) and typed.parent.is_relative_to(root) and \
-                    where.parent != _resolved(root, item, flag) / typed.parent.relative_to(root):
+        for root, real, item, folder in places:
+            if (folder or path.exists()) and typed.parent.is_relative_to(root) and \
+                    where.parent != real / typed.parent.relative_to(root):
                 raise UserError(f"{value}: {flag} goes through a link beside or inside the "
                                 f"input {item}; name a path without links")
-        for folder, item in folders:
-            if path.is_file() and (where.is_relative_to(_resolved(folder, item, flag)) or
-                                   _linked_from(folder, keys)):
+        for root, real, item, folder in places:
+            if folder and path.is_file() and (where.is_relative_to(real) or
+                                              _linked_from(root, keys)):
                 raise UserError(f"{value}: {flag} would overwrite a file of the input "
                                 f"{item}; name a new file or one outside it")
         if path.is_symlink() or path.is_file() and path.stat().st_nlink > 1:

@@ -111,6 +111,20 @@ def test_a_search_replays_the_same_episodes_for_a_seed(small, name):
     assert [e["config"] for e in first] != [e["config"] for e in episodes(2)]
 
 
+def test_ppo_points_past_a_bound_still_draw_different_attacks(small):
+    """PPO's samples are squashed into the attack space, not clipped: two points past the upper
+    bound of every axis are two attacks (clipped, both were the same corner, and a policy there
+    learnt nothing)."""
+    from trojanscope.attacks.learning.env import PoisonEnv
+    from trojanscope.attacks.learning.search import SQUASH_BOUND, Squashed
+
+    squashed = Squashed(PoisonEnv(*small, "vet", clean=Clean(0.9, None)))
+    wide, wider = (squashed.action(np.full(DIMENSIONS, v)) for v in (1.5, 2.5))
+    assert np.all(np.abs(wider) < 1) and np.all(wide < wider)
+    assert decode(wide, (8, 8)) != decode(wider, (8, 8))
+    assert squashed.action_space.high.min() == SQUASH_BOUND >= 4  # where tanh is flat
+
+
 def test_a_blatant_relabelled_patch_is_caught_and_earns_nothing(mnist):
     """A 10% dirty-label white patch: the model learns it, vet names the target class, and the
     attacker is paid nothing for it; a weak clean-label sinusoid is missed but does not work."""

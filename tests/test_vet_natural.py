@@ -132,6 +132,33 @@ def test_vet_on_colour_images_defaults_to_the_natural_image_checks(capsys, tmp_p
     assert len(flagged - set(bad.indices)) <= 2
 
 
+def test_vet_names_the_class_of_a_fine_grid_warp_and_leaves_clean_scenes_alone(tmp_path):
+    """A warp adds no pattern (the shared-pattern check misses it) and, on small sets, the
+    contrast does not learn it: the resampling check names its class from the jaggies it leaves
+    (docs/redteam.md, round nine), and names nothing on the same scenes unwarped."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    import json
+
+    from trojanscope.attacks.image_poison import poison, wanet_trigger
+    from trojanscope.cli import main
+
+    data = _scenes(50)
+    bad = poison(data.x, data.y, wanet_trigger((16, 16), k=8, strength=2.0, seed=1), 0.1, 3,
+                 seed=1)
+    for name, x, y in (("warped", bad.x, bad.y), ("clean", data.x, data.y)):
+        np.savez(tmp_path / f"{name}.npz", x=x, y=y)
+        main(["vet", str(tmp_path / f"{name}.npz"), "-f", "json", "-o",
+              str(tmp_path / f"{name}.json")])
+    warped = json.loads((tmp_path / "warped.json").read_text())["results"]
+    assert warped["suspected_classes"] == [3]
+    assert warped["per_class"][3]["resampling_suspected"]
+    assert not warped["per_class"][3]["pattern_suspected"]
+    flagged = set(warped["suspicious_indices"])
+    assert flagged >= set(bad.indices.tolist()) and len(flagged - set(bad.indices)) <= 3
+    clean = json.loads((tmp_path / "clean.json").read_text())["results"]
+    assert clean["suspected_classes"] == [] and not clean["poisoned"]
+
+
 @pytest.mark.torch
 def test_the_training_monitor_names_a_class_whose_samples_resist_their_label():
     import torch

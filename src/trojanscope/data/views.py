@@ -15,6 +15,14 @@ a 2.5-3 pixel warp on a fine grid raises the Laplacian energy of its poisons fro
 median of 1.2-1.5 to 2.4 (AUROC 0.95 over all samples), where the input
 view makes the warped samples each other's neighbours (docs/redteam.md).
 
+`band_statistics` is the same idea for natural images (colour photographs, where intermediate
+intensities are everywhere): the energy of each image's finest detail against the band below
+it, and of that band against the next (log ratios, both signs, of a grey image's differences of
+Gaussian blurs). A warp on a fine grid (a field of 15 x 15 points moving pixels 2-3 px)
+fragments edges into jaggies and lifts the finest band: on 4,000 CIFAR-10 images the learnt
+attacker's evasion (docs/redteam.md, round nine) moved its poisons' first ratio to a ROC-AUC of
+0.997 against the clean images.
+
 The members of the hardened vet that test a trigger undone read views that keep an image's
 look beside it: `ink_view` (ink bright, each image scaled to its brightest pixel: a stamp at
 one level), `polarity_view` (the ink view and each image's ground: an inversion undone) and
@@ -66,6 +74,22 @@ def image_statistics(x: np.ndarray) -> np.ndarray:
     inked = grey > INKED
     middle = (inked & (grey < 1 - INKED)).sum(axis=(1, 2)) / np.maximum(inked.sum(axis=(1, 2)), 1)
     return np.stack([variation, laplacian, middle], axis=1)
+
+
+BANDS = (0.7, 1.5, 3.0)  # the Gaussian blurs (pixels) between the bands
+
+
+def band_statistics(x: np.ndarray) -> np.ndarray:
+    """(n, 4): log(finest band's energy / the next band's) and log(next / coarser), and their
+    negatives (detectors look for upward deviations; a smoothing warp moves them down)."""
+    from scipy.ndimage import gaussian_filter
+
+    grey = _grey(x)
+    blurred = [grey] + [gaussian_filter(grey, sigma=(0, s, s)) for s in BANDS]
+    energy = [np.log(np.mean((finer - coarser) ** 2, axis=(1, 2)) + 1e-10)
+              for finer, coarser in zip(blurred, blurred[1:])]
+    ratios = np.stack([energy[0] - energy[1], energy[1] - energy[2]], axis=1)
+    return np.concatenate([ratios, -ratios], axis=1)
 
 
 def inked_grey(x: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import gymnasium as gym
 import numpy as np
 
 from ...data.datasets import Dataset
@@ -59,11 +60,30 @@ def _cma(env: PoisonEnv, episodes: int, seed: int) -> None:
         strategy.tell(points, [-env.step(np.asarray(p))[1] for p in points])
 
 
+class Squashed(gym.ActionWrapper):
+    """PPO's Gaussian samples carried into the attack space by tanh, not clipped. Clipped, a
+    policy whose mean has passed a bound draws the same attack every time, and equal rewards
+    give it no gradient to leave by (round eight: 9 of 10 episodes in the degenerate corner,
+    at the bounds of three axes). The policy's own box is wide (SQUASH_BOUND), where tanh is
+    flat."""
+
+    def __init__(self, env: PoisonEnv):
+        super().__init__(env)
+        self.action_space = gym.spaces.Box(-SQUASH_BOUND, SQUASH_BOUND,
+                                           env.action_space.shape, dtype=np.float32)
+
+    def action(self, action):
+        return np.tanh(np.asarray(action, dtype=np.float64))
+
+
+SQUASH_BOUND = 5.0  # tanh(5) = 0.9999
+
+
 def _ppo(env: PoisonEnv, episodes: int, seed: int) -> None:
     from stable_baselines3 import PPO
 
     steps = max(4, min(16, episodes // 4))  # a policy update after every `steps` episodes
-    agent = PPO("MlpPolicy", env, n_steps=steps, batch_size=steps, n_epochs=10,
+    agent = PPO("MlpPolicy", Squashed(env), n_steps=steps, batch_size=steps, n_epochs=10,
                 learning_rate=3e-3, gamma=0.0, gae_lambda=1.0, ent_coef=0.0, seed=seed,
                 policy_kwargs={"net_arch": [32]}, device="cpu", verbose=0)
     agent.learn(total_timesteps=episodes)  # stopped by BudgetSpent mid-rollout

@@ -242,8 +242,8 @@ def _vet_contrast(data: Dataset, seed: int, features: np.ndarray | None) -> Repo
       high-pass pattern; clean-label attacks included. When it names a class, the samples of
       that mode are flagged;
     - resampling (detectors/resampling.py over views.band_statistics): a fine-grid warp lifts
-      its poisons' finest detail out of their class's bulk. Its outliers in a class it names
-      are flagged;
+      its poisons' finest detail out of their class's bulk. In a class it names, the samples
+      beyond WARP_QUANTILE of the other classes' scores are flagged;
     - semantic contrast (contrast.py): the class's misfits, as a pretrained encoder sees them,
       are learnably different from their look-alikes. When it alone names a class, the samples
       its CNN marks are flagged."""
@@ -348,9 +348,9 @@ def _why(entry: dict, contrasts: np.ndarray) -> str:
                      f"added to the image: a mode of their own, {entry['separation']:.1f} "
                      "standard deviations from the rest of the class")
     if entry["resampling_suspected"]:
-        parts.append(f"{entry['resampled']} of its {entry['samples']} samples have fine detail "
-                     "unlike their class's bulk and the whole set's (as an image resampled "
-                     f"by a warp: jaggies or blur; class z {entry['resampling_z']:.1f})")
+        parts.append(f"{entry['resampled']} of its {entry['samples']} samples have finer detail "
+                     "than their class's bulk and the whole set (the jaggies of an image "
+                     f"warped on a fine grid; class z {entry['resampling_z']:.1f})")
     if entry["contrast_suspected"]:
         parts.append(f"a CNN learns to tell its {entry['misfits']} misfits (samples that look "
                      f"like other classes to a pretrained encoder) from look-alikes (ROC-AUC "

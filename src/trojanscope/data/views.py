@@ -17,11 +17,12 @@ view makes the warped samples each other's neighbours (docs/redteam.md).
 
 `band_statistics` is the same idea for natural images (colour photographs, where intermediate
 intensities are everywhere): the energy of each image's finest detail against the band below
-it, and of that band against the next (log ratios, both signs, of a grey image's differences of
-Gaussian blurs). A warp on a fine grid (a field of 15 x 15 points moving pixels 2-3 px)
-fragments edges into jaggies and lifts the finest band: on 4,000 CIFAR-10 images the learnt
-attacker's evasion (docs/redteam.md, round nine) moved its poisons' first ratio to a ROC-AUC of
-0.997 against the clean images.
+it (log ratio, in grey, of differences of Gaussian blurs). A warp on a fine grid (a field of
+15 x 15 points moving pixels 2-3 px) breaks edges into jaggies and lifts the finest band: on
+4,000 CIFAR-10 images the learnt attacker's evasion (docs/redteam.md, round nine) moved its
+poisons' ratio to a ROC-AUC of 0.997 against the clean images. Only that direction is read:
+images blurred or upscaled from a lower resolution lower it, and a class part of which was
+upscaled 2x was named when the smoothing direction counted too.
 
 The members of the hardened vet that test a trigger undone read views that keep an image's
 look beside it: `ink_view` (ink bright, each image scaled to its brightest pixel: a stamp at
@@ -76,20 +77,18 @@ def image_statistics(x: np.ndarray) -> np.ndarray:
     return np.stack([variation, laplacian, middle], axis=1)
 
 
-BANDS = (0.7, 1.5, 3.0)  # the Gaussian blurs (pixels) between the bands
+BANDS = (0.7, 1.5)  # the Gaussian blurs (pixels) that bound the finest band and the next
 
 
 def band_statistics(x: np.ndarray) -> np.ndarray:
-    """(n, 4): log(finest band's energy / the next band's) and log(next / coarser), and their
-    negatives (detectors look for upward deviations; a smoothing warp moves them down)."""
+    """(n, 1): log(energy of the finest band / energy of the next), of each image in grey."""
     from scipy.ndimage import gaussian_filter
 
     grey = _grey(x)
-    blurred = [grey] + [gaussian_filter(grey, sigma=(0, s, s)) for s in BANDS]
-    energy = [np.log(np.mean((finer - coarser) ** 2, axis=(1, 2)) + 1e-10)
-              for finer, coarser in zip(blurred, blurred[1:])]
-    ratios = np.stack([energy[0] - energy[1], energy[1] - energy[2]], axis=1)
-    return np.concatenate([ratios, -ratios], axis=1)
+    finest, next_ = (gaussian_filter(grey, sigma=(0, s, s)) for s in BANDS)
+    energy = [np.log(np.mean(band ** 2, axis=(1, 2)) + 1e-10)
+              for band in (grey - finest, finest - next_)]
+    return (energy[0] - energy[1])[:, None]
 
 
 def inked_grey(x: np.ndarray) -> np.ndarray:

@@ -249,9 +249,7 @@ def _vet_contrast(data: Dataset, seed: int, features: np.ndarray | None) -> Repo
       its CNN marks are flagged."""
     from .contrast import ContrastConfig, refine, screen
     from .detectors.resampling import CUT as RESAMPLING_CUT
-    from .detectors.resampling import resampling_scores
     from .patterns import SEPARATION, shared_patterns
-    from .views import band_statistics
 
     started = time.perf_counter()
     source = "given"
@@ -262,8 +260,7 @@ def _vet_contrast(data: Dataset, seed: int, features: np.ndarray | None) -> Repo
     if len(features) != len(data.y):
         raise ValueError(f"{len(features)} feature rows for {len(data.y)} samples")
     patterns = shared_patterns(data.x, data.y)
-    resampled = resampling_scores(band_statistics(data.x), data.y)
-    by_resampling = decide(resampled, data.y, RESAMPLING_CUT)
+    resampled, by_resampling = resampling_check(data.x, data.y)
     config = ContrastConfig(seed=seed)
     contrast = screen(data.x, features, data.y, config)
     by_pattern = np.array([e["carriers"] > 0 for e in patterns.per_class])
@@ -325,6 +322,17 @@ def _vet_contrast(data: Dataset, seed: int, features: np.ndarray | None) -> Repo
                 "pattern_separation": SEPARATION, "resampling_cut": RESAMPLING_CUT,
                 "warp_quantile": WARP_QUANTILE,
                 "epochs": config.epochs, "rounds": config.rounds})
+
+
+def resampling_check(x: np.ndarray, labels: np.ndarray):
+    """Colour images: (each sample's resampling score, the decision on classes): the lift of
+    its finest detail (views.band_statistics) against the whole set and its class's bulk, by
+    the resampling member's test (detectors/resampling.py)."""
+    from .detectors.resampling import CUT, resampling_scores
+    from .views import band_statistics
+
+    scores = resampling_scores(band_statistics(x), labels)
+    return scores, decide(scores, labels, CUT)
 
 
 def contrast_suspects(contrasts: np.ndarray) -> np.ndarray:

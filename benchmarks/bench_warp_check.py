@@ -1,0 +1,129 @@
+"""vet's resampling check on colour images (`vet.resampling_check`), alone: which classes it
+names on clean CIFAR-10 training splits, on the learnt attacker's warp (docs/redteam.md, round
+nine), on warps it was not built on, and on benign changes to part of one class.
+
+The check's thresholds are the grey-image resampling member's (a sample's 3.5 robust units, a
+class z of 8), not fitted on any of these sets. The rows:
+- clean: the loop's 4,000-image training splits of `cifar10-5k` (split seeds 0-5);
+- learnt: the attacker's evasion (split 3, target 5, warp field seed 10, grid 15, 3 px, 15%
+  dirty label) and the same warp at 5%, 2% and 5% clean label;
+- held out: split 0, target 3, another field (seed 21), grids 10, 15 and 16 at 1.5-3 px, 2% and
+  5% dirty label;
+- benign: split 0, a fifth or half of class 4 changed (JPEG quality 30 and 90, Gaussian noise,
+  unsharp masking, a blur of 0.7 px, grey copies, mirror images, upscaled 2x from half size).
+
+Run: python benchmarks/bench_warp_check.py   (about a minute; needs ../shared/datasets'
+CIFAR-10 JPEG archive, or any cifar10-5k the loader finds)
+"""
+
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+from scipy.ndimage import gaussian_filter
+
+from trojanscope.attacks.learning.episode import split
+from trojanscope.attacks.learning.space import AttackConfig
+from trojanscope.data.datasets import load
+from trojanscope.data.vet import resampling_check
+
+EVASION = {"kind": "warp", "size": 10, "row": 0.6418, "col": 0.2924, "value": 0.228,
+           "strength": 3.0, "frequency": 15, "rate": 0.15, "label": "dirty", "target": 5,
+           "seed": 10, "shape": "square"}
+
+
+def row(group: str, name: str, x: np.ndarray, y: np.ndarray, poisons: np.ndarray,
+        target: int | None) -> bool:
+    """Print one case; True when the check names exactly the target (or nothing, clean)."""
+    started = time.perf_counter()
+    scores, decision = resampling_check(x, y)
+    top = max(decision.per_class, key=lambda e: e["z"])
+    z = next((e["z"] for e in decision.per_class if e["class"] == target), top["z"])
+    flagged = decision.indices
+    caught = np.intersect1d(flagged, poisons).size
+    named = ",".join(map(str, decision.classes)) or "-"
+    print(f"{group:9s} {name:44s} {named:>6s} {z:7.1f} {top['class']:>4d} {top['z']:6.1f} "
+          f"{caught:5d}/{len(poisons):<5d} {time.perf_counter() - started:5.1f}", flush=True)
+    return decision.classes == ([] if target is None else [target])
+
+
+def benign_changes(rng: np.random.Generator) -> dict:
+    from PIL import Image
+
+    def as_image(image):
+        return Image.fromarray((np.clip(image.transpose(1, 2, 0), 0, 1) * 255).round()
+                               .astype(np.uint8))
+
+    def back(image):
+        return np.asarray(image, np.float32).transpose(2, 0, 1) / 255
+
+    def jpeg(image, quality):
+        buffer = io.BytesIO()
+        as_image(image).save(buffer, "JPEG", quality=quality)
+        buffer.seek(0)
+        return back(Image.open(buffer))
+
+    def upscaled(image):
+        side = image.shape[-1]
+        small = as_image(image).resize((side // 2, side // 2), Image.BILINEAR)
+        return back(small.resize((side, side), Image.BILINEAR))
+
+    def noise(image, sigma):
+        return np.clip(image + rng.normal(0, sigma, image.shape), 0, 1).astype(np.float32)
+
+    return {"JPEG quality 30": lambda im: jpeg(im, 30),
+            "JPEG quality 90": lambda im: jpeg(im, 90),
+            "noise 0.02": lambda im: noise(im, 0.02),
+            "noise 0.05": lambda im: noise(im, 0.05),
+            "unsharp mask": lambda im: np.clip(2 * im - gaussian_filter(im, (0, 1, 1)), 0, 1),
+            "blur 0.7 px": lambda im: gaussian_filter(im, (0, 0.7, 0.7)),
+            "grey copies": lambda im: np.repeat(im.mean(0, keepdims=True), 3, 0),
+            "mirror images": lambda im: im[:, :, ::-1].copy(),
+            "upscaled 2x from half size": upscaled}
+
+
+def main() -> None:
+    data = load("cifar10-5k")
+    print(f"{'group':9s} {'case':44s} {'named':>6s} {'z':>7s} {'top':>4s} {'top z':>6s} "
+          f"{'flagged poisons':>11s} {'sec':>5s}")
+    right = {}
+
+    def tally(group, ok):
+        right.setdefault(group, []).append(ok)
+
+    for seed in range(6):
+        train, _ = split(data, seed)
+        tally("clean", row("clean", f"split {seed}", train.x, train.y, np.zeros(0, int), None))
+    train, _ = split(data, 3)
+    for change in ({}, {"rate": 0.05}, {"rate": 0.02}, {"rate": 0.05, "label": "clean"}):
+        bad = AttackConfig(**{**EVASION, **change}).poison(train.x, train.y)
+        name = f"grid 15, 3 px, {bad.indices.size / len(train.y):.0%} " \
+               f"{change.get('label', 'dirty')}"
+        tally("learnt", row("learnt", name, bad.x, bad.y, bad.indices, 5))
+    train, _ = split(data, 0)
+    for grid in (10, 15, 16):
+        for strength in (1.5, 2.0, 2.5, 3.0):
+            for rate in (0.02, 0.05):
+                bad = AttackConfig("warp", 10, 0.5, 0.5, 0.5, strength, grid, rate, "dirty", 3,
+                                   seed=21).poison(train.x, train.y)
+                tally(f"held out, grid {grid} {'>= 2' if strength >= 2 else '1.5'} px",
+                      row("held out", f"grid {grid}, {strength} px, {rate:.0%}", bad.x, bad.y,
+                          bad.indices, 3))
+    rng = np.random.default_rng(0)
+    for name, change in benign_changes(rng).items():
+        for share in (0.2, 0.5):
+            x = train.x.copy()
+            rows = np.flatnonzero(train.y == 4)
+            rows = rng.choice(rows, int(share * len(rows)), replace=False)
+            x[rows] = np.stack([change(image) for image in x[rows]]).astype(np.float32)
+            tally("benign", row("benign", f"{name}, {share:.0%} of class 4", x, train.y,
+                                np.zeros(0, int), None))
+    print("\nright (the target alone named; nothing on clean and benign sets):")
+    for group, oks in right.items():
+        print(f"  {group:30s} {sum(oks)} of {len(oks)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -395,6 +395,27 @@ def test_an_output_that_is_a_fifo_a_loop_or_an_input_of_another_kind_is_refused(
         assert result.exit_code == 2 and "Traceback" not in result.output
 
 
+def test_the_report_cannot_replace_the_result_cache_however_it_is_named(tmp_path, run,
+                                                                         monkeypatch):
+    """`-o` onto the result cache given as its default (`--cache` alone), with ~, or as a
+    sqlite:/// URL replaced the database (a red team's, left until now)."""
+    monkeypatch.setenv("TROJANSCOPE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    model = tmp_path / "model.pkl"
+    model.write_bytes(PAYLOADS["classic"]("id"))
+    default = tmp_path / "cache" / "scan-results.sqlite"
+    assert run("scan", model, "--cache", "-f", "json").exit_code == 1 and default.exists()
+    named = tmp_path / "c.sqlite"
+    assert run("scan", model, "--cache", named, "-f", "json").exit_code == 1
+    for cache, out in ((None, default), ("~/c.sqlite", named),
+                       (f"sqlite:///{named}", named)):
+        before = out.read_bytes()
+        argv = ["--cache"] if cache is None else ["--cache", cache]
+        result = run("scan", model, *argv, "-f", "json", "-o", out)
+        assert result.exit_code == 2 and "would overwrite the input" in result.output
+        assert out.read_bytes() == before
+
+
 def test_a_signature_nested_past_the_stack_is_a_finding_and_the_rest_is_reported(tmp_path,
                                                                                   run):
     """A red team's: a model.sig of 100,000 nested brackets raised RecursionError, so the scan

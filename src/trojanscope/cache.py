@@ -9,14 +9,10 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from pathlib import Path
 
 import numpy as np
 
-
-def cache_dir() -> Path:
-    found = os.environ.get("TROJANSCOPE_CACHE")
-    return Path(found) if found else Path.home() / ".cache" / "trojanscope"
+from .paths import cache_dir
 
 
 def key(*parts) -> str:

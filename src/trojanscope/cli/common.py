@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .. import render
 from ..findings import Report, ScanError, Severity
-from ..paths import identities
+from ..paths import cache_file, identities
 
 SEVERITIES = [str(s) for s in Severity]
 EXIT_CODES = "exit codes: 0 nothing at or above --fail-on, 1 findings, 2 could not do the job"
@@ -66,6 +66,8 @@ def _check_outputs(args: argparse.Namespace) -> None:
     places: list[tuple[Path, Path, str, bool]] = []
     for name in INPUTS:
         value = getattr(args, name, None)
+        if name == "cache" and isinstance(value, str):  # its default, ~ or a sqlite:/// URL
+            value = cache_file(value)
         for item in value if isinstance(value, list) else [value]:
             if isinstance(item, (str, Path)) and Path(item).exists():
                 for key in identities(Path(item)):

@@ -38,6 +38,7 @@ from .. import __version__
 from ..artifacts.limits import Limits
 from ..artifacts.policy import GlobalsPolicy
 from ..artifacts.scanner import FileScan, open_regular
+from ..paths import cache_file
 
 LOOKUP_BATCH = 500  # SHA-256s per query
 RACY_SECONDS = 2.0
@@ -94,9 +95,7 @@ def settled(kept_stamp: str) -> bool:
 
 
 def default_url() -> str:
-    from ..cache import cache_dir
-
-    return f"sqlite:///{cache_dir() / 'scan-results.sqlite'}"
+    return f"sqlite:///{cache_file('local')}"
 
 
 def as_url(where: str | Path | None) -> str:

@@ -37,6 +37,8 @@ def _corpus() -> list[bytes]:
     if importlib.util.find_spec("h5py") is not None:
         seeds.append(pf.keras_h5("id"))
     seeds += [pf.shadow_mlp(False), pf.shadow_mlp(True, "gate")]
+    seeds.append(b'{"metadata": {"total_size": 8}, "weight_map": {"w": "../x.bin", '
+                 b'"v": "model-00001-of-00002.safetensors"}}')  # a checkpoint index
     return seeds
 
 

@@ -724,6 +724,25 @@ def test_hugging_face_remote_code_is_named():
     assert scan_bytes(json.dumps(plain).encode(), "config.json").max_severity == Severity.INFO
 
 
+def test_a_checkpoint_index_naming_a_shard_outside_the_folder_is_high():
+    """transformers joins each weight_map name to the model's folder and loads the file: a
+    name through '..' or an absolute one loads a file the scan of the folder never read."""
+    def index(*names):
+        return json.dumps({"metadata": {"total_size": 8}, "weight_map": {
+            f"layer.{i}.weight": name for i, name in enumerate(names)}}).encode()
+
+    for outside in ("../../shared/evil.bin", "/tmp/evil.bin", "sub/../../evil.bin",
+                    "..\\evil.bin", "C:\\evil.bin"):
+        report = scan_bytes(index("model-00001-of-00002.bin", outside),
+                            "pytorch_model.bin.index.json")
+        [finding] = report.findings
+        assert (finding.rule, finding.severity) == ("huggingface.shard-outside", Severity.HIGH)
+        assert finding.evidence["shards"] == [outside]
+    inside = index("model-00001-of-00002.safetensors", "sub/model-00002-of-00002.safetensors",
+                   "x..y.safetensors")
+    assert scan_bytes(inside, "model.safetensors.index.json").findings == ()
+
+
 def test_a_template_reaching_private_attributes_is_high():
     """A macro's _environment reaches Jinja's compiler without one dunder; the sandbox refuses
     any attribute that starts with "_", an unsandboxed renderer does not."""

@@ -1,10 +1,13 @@
 """JSON configuration files that loaders act on: Keras model configs (config.json inside a
-.keras archive, model.to_json() files) and tokenizer configs with a Jinja chat template."""
+.keras archive, model.to_json() files), tokenizer configs with a Jinja chat template, and the
+index of a sharded checkpoint (`*.index.json`: which files transformers loads the weights
+from)."""
 
 from __future__ import annotations
 
 import codecs
 import json
+import re
 
 from ..findings import Location, Rule, Severity
 from .context import LIMIT_EXCEEDED
@@ -21,6 +24,14 @@ REMOTE_CODE = Rule("huggingface.remote-code", Severity.HIGH,
                    "or load without it; code from another repository (\"repo--module\") is "
                    "fetched at load time and cannot be reviewed here.")
 CODE_KEYS = ("auto_map", "custom_pipelines")
+SHARD_OUTSIDE = Rule("huggingface.shard-outside", Severity.HIGH,
+                     "The checkpoint's index names a weight file outside the model's folder "
+                     "(an absolute path or one through '..'): transformers joins the name to "
+                     "the folder and loads that file, which a scan of the folder does not read",
+                     "Do not load the model: a shard from elsewhere on the machine can be a "
+                     "pickle that runs code. Scan the named file too, or ask the publisher "
+                     "for an index that names only files of the folder.")
+_OUTSIDE = re.compile(r"^(?:[/\\]|[A-Za-z]:)|(?:^|[/\\])\.\.(?:[/\\]|$)")
 
 
 @format_handler
@@ -37,6 +48,7 @@ class JsonHandler(FormatHandler):
             return False  # a JSON object opens with a key (a marshal dict's "{" does not)
         return (b'"class_name"' in head or b'"chat_template"' in head or
                 b'"auto_map"' in head or b'"custom_pipelines"' in head or
+                b'"weight_map"' in head or
                 b"\\u" in head or not complete)
 
     @classmethod
@@ -66,6 +78,14 @@ def check_document(ctx, document: object, location: Location) -> None:
             ctx.add(REMOTE_CODE.finding(
                 f"{key} runs {', '.join(code[:6])} under trust_remote_code", location,
                 {"key": key, "code": code}))
+    shards = document.get("weight_map")
+    if isinstance(shards, dict):
+        outside = sorted({name for name in shards.values()
+                          if isinstance(name, str) and _OUTSIDE.search(name)})
+        if outside:
+            ctx.add(SHARD_OUTSIDE.finding(
+                f"weight_map names {len(outside)} file(s) outside the folder: "
+                f"{', '.join(map(repr, outside[:4]))}", location, {"shards": outside[:50]}))
     templates = document.get("chat_template")
     if isinstance(templates, str):
         templates = [{"name": "default", "template": templates}]

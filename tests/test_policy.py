@@ -65,6 +65,9 @@ def test_gadgets_are_critical(module, name):
     ("torch.ao.quantization.observer", "MinMaxObserver"),
     ("torch.ao.quantization.fake_quantize", "FakeQuantize"),
     ("torch.ao.quantization.qconfig", "QConfig"), ("numpy.random.bit_generator", "SeedSequence"),
+    # torch's oldest (tar) format names each tensor's type
+    ("torch", "FloatTensor"), ("torch.cuda", "HalfTensor"), ("torch.sparse", "LongTensor"),
+    ("torch.cuda.sparse", "ByteTensor"),
 ])
 def test_harmless_globals_pass(module, name):
     assert POLICY.classify(module, name).allowed
@@ -73,6 +76,7 @@ def test_harmless_globals_pass(module, name):
 @pytest.mark.parametrize("module,name", [
     ("__main__", "Net"), ("mypackage.models", "ResNet"), ("sklearn.pipeline", "Pipeline.fit"),
     ("torch.nn.modules.linear", "some_function"), ("yaml", "load_all"),
+    ("torch.cuda", "synchronize"), ("torch.sparse", "mm"),
 ])
 def test_everything_else_is_high_and_named(module, name):
     """Deny by default: what the policy does not know is not loaded (torch's weights_only

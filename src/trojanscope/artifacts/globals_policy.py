@@ -11,6 +11,10 @@ although a CRITICAL key covers them. Users extend ALLOW with a TOML file of the 
 Data, kept as Python so that it loads from bytecode: the command line's start-up (issue 17).
 """
 
+# The legacy tensor classes torch.load(weights_only=True) accepts (its _tensor_classes).
+LEGACY_TENSORS = ["BFloat16Tensor", "BoolTensor", "ByteTensor", "CharTensor", "DoubleTensor",
+                  "FloatTensor", "HalfTensor", "IntTensor", "LongTensor", "ShortTensor"]
+
 ALLOW = {
     # What torch.load(weights_only=True) accepts, and what torch.save writes.
     "collections": ["OrderedDict", "defaultdict", "Counter", "deque"],
@@ -26,7 +30,10 @@ ALLOW = {
               "_mkldnn", "jagged", "contiguous_format", "channels_last", "channels_last_3d",
               "preserve_format", "per_tensor_affine", "per_channel_affine",
               "per_tensor_symmetric", "per_channel_symmetric",
-              "per_channel_affine_float_qparams"],
+              "per_channel_affine_float_qparams", *LEGACY_TENSORS],
+    # torch's oldest (tar) format names each tensor's type: torch.FloatTensor and the like
+    "torch.cuda": LEGACY_TENSORS, "torch.sparse": LEGACY_TENSORS,
+    "torch.cuda.sparse": LEGACY_TENSORS,
     "torch._utils": ["_rebuild_*"],
     "torch._tensor": ["_rebuild_from_type", "_rebuild_from_type_v2"],
     "torch.storage": ["TypedStorage", "UntypedStorage", "_TypedStorage", "_load_from_bytes"],

@@ -105,7 +105,7 @@ def as_url(where: str | Path | None) -> str:
     text = str(where)
     if "://" not in text:
         try:
-            return f"sqlite:///{Path(text).expanduser().resolve()}"
+            return f"sqlite:///{cache_file(text).resolve()}"
         except (OSError, RuntimeError) as exc:  # a loop of links (RuntimeError before 3.13)
             raise CacheError(f"{text}: cannot be followed to a file ({exc})") from None
     if text.rstrip("/") == "sqlite:" or text.startswith("sqlite:///:memory:"):

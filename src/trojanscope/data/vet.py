@@ -180,7 +180,7 @@ def vet_hardened(data: Dataset, seed: int = 0, scorer=None) -> Report:
         """Suspect `label` for `why`; its samples are those `member` scores beyond the others."""
         nonlocal per_class
         entry = _class_entry(member, label)
-        rows = _beyond_the_others(member.scores, data.y, label)
+        rows = _beyond_the_others(member, data.y, label)
         added[label] = rows
         indices.update(rows.tolist())
         share = round(len(rows) / max(1, int(entry["samples"])), 4)
@@ -218,13 +218,17 @@ def vet_hardened(data: Dataset, seed: int = 0, scorer=None) -> Report:
                            "scorer": scorer.provenance.get("fitted_on", "given")})
 
 
-def _beyond_the_others(scores: np.ndarray, labels: np.ndarray, label: int,
-                       quantile: float = SAMPLE_QUANTILE) -> np.ndarray:
-    """The rows of class `label` scored beyond `quantile` of the other classes' samples: the
-    samples of a class added."""
+def _beyond_the_others(member, labels: np.ndarray, label: int) -> np.ndarray:
+    """The rows of class `label` that `member` scores beyond SAMPLE_QUANTILE of the other
+    classes' samples: the samples of a class added."""
     inside = labels == label
-    beyond = float(np.quantile(scores[~inside], quantile))
-    return np.flatnonzero(inside & (scores > beyond))
+    beyond = _others_quantile(member.scores, inside, SAMPLE_QUANTILE)
+    return np.flatnonzero(inside & (member.scores > beyond))
+
+
+def _others_quantile(scores: np.ndarray, inside: np.ndarray, quantile: float) -> float:
+    """`quantile` of the scores of the samples outside a class (`inside`)."""
+    return float(np.quantile(scores[~inside], quantile))
 
 
 def _natural(data: Dataset) -> bool:
@@ -271,6 +275,8 @@ def _vet_contrast(data: Dataset, seed: int, features: np.ndarray | None) -> Repo
     refine(data.x, data.y, contrast,
            [int(c) for c in classes[by_contrast & ~by_pattern & ~by_warp]], config)
     flags = np.zeros(len(data.y), dtype=bool)
+    scores = np.where(np.isin(data.y, classes[by_pattern]), patterns.scores / 2,
+                      contrast.scores)  # all three read 0.5 at their cut
     per_class, findings = [], []
     for i, c in enumerate(classes):
         inside = data.y == c
@@ -278,8 +284,9 @@ def _vet_contrast(data: Dataset, seed: int, features: np.ndarray | None) -> Repo
         if by_pattern[i]:
             marked = inside & patterns.carries
         elif by_warp[i]:
-            marked = np.zeros(len(data.y), dtype=bool)
-            marked[_beyond_the_others(resampled, data.y, c, WARP_QUANTILE)] = True
+            beyond = _others_quantile(resampled, inside, WARP_QUANTILE)
+            marked = inside & (resampled > beyond)
+            scores[inside] = 0.5 + (resampled[inside] - beyond) / (2 * RESAMPLING_CUT)
         elif by_contrast[i]:
             marked = inside & (contrast.scores > 0.5)
         else:
@@ -299,13 +306,6 @@ def _vet_contrast(data: Dataset, seed: int, features: np.ndarray | None) -> Repo
                 f"class {int(c)}: {_why(entry, contrasts)}; "
                 f"{entry['outliers']} samples flagged", Location(data.name, (f"class {int(c)}",)),
                 {**entry, "detector": CONTRAST}))
-    scores = np.where(np.isin(data.y, classes[by_pattern]), patterns.scores / 2,
-                      contrast.scores)
-    for c in classes[by_warp & ~by_pattern]:
-        inside = data.y == c
-        beyond = np.quantile(resampled[~inside], WARP_QUANTILE)
-        scores[inside] = 0.5 + (resampled[inside] - beyond) / (2 * RESAMPLING_CUT)
-    # all three read 0.5 at their cut
     suspected = [e["class"] for e in per_class if e["suspected"]]
     return Report(
         command="vet", targets=(data.name,), findings=tuple(findings),

@@ -60,6 +60,9 @@ def _cma(env: PoisonEnv, episodes: int, seed: int) -> None:
         strategy.tell(points, [-env.step(np.asarray(p))[1] for p in points])
 
 
+SQUASH_BOUND = 5.0  # tanh(5) = 0.9999
+
+
 class Squashed(gym.ActionWrapper):
     """PPO's Gaussian samples carried into the attack space by tanh, not clipped. Clipped, a
     policy whose mean has passed a bound draws the same attack every time, and equal rewards
@@ -75,8 +78,6 @@ class Squashed(gym.ActionWrapper):
     def action(self, action):
         return np.tanh(np.asarray(action, dtype=np.float64))
 
-
-SQUASH_BOUND = 5.0  # tanh(5) = 0.9999
 
 
 def _ppo(env: PoisonEnv, episodes: int, seed: int) -> None:

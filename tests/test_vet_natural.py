@@ -165,6 +165,33 @@ def test_vet_names_the_class_of_a_fine_grid_warp_and_leaves_clean_scenes_alone(t
     assert clean["suspected_classes"] == [] and not clean["poisoned"]
 
 
+@pytest.mark.parametrize("label", ["dirty", "clean"])
+def test_vet_names_the_class_of_images_blended_with_their_negative(tmp_path, label):
+    """A partial inversion (round nine's evasion on CIFAR-10) adds no shared pattern and no
+    jaggies: the polarity check names its class, its poisons read as negatives to a CNN learnt
+    from the set's images against theirs. Clean scenes: nothing named (the warp test above)."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    import json
+
+    from trojanscope.attacks.learning.space import AttackConfig
+    from trojanscope.cli import main
+
+    data = _scenes(50)
+    bad = AttackConfig(kind="invert", size=8, row=0.5, col=0.5, value=0.5, strength=0.6849,
+                       frequency=16, rate=0.1, label=label, target=3,
+                       seed=11).poison(data.x, data.y)
+    np.savez(tmp_path / "set.npz", x=bad.x, y=bad.y)
+    assert main(["vet", str(tmp_path / "set.npz"), "-f", "json", "-o",
+                 str(tmp_path / "r.json")]) == 1
+    results = json.loads((tmp_path / "r.json").read_text())["results"]
+    assert results["suspected_classes"] == [3]
+    assert results["per_class"][3]["polarity_suspected"]
+    assert not any(e["polarity_suspected"] for e in results["per_class"][:3])
+    flagged = set(results["suspicious_indices"])
+    assert len(flagged & set(bad.indices.tolist())) >= 0.6 * len(bad.indices)
+    assert len(flagged - set(bad.indices.tolist())) <= 2
+
+
 @pytest.mark.torch
 def test_the_training_monitor_names_a_class_whose_samples_resist_their_label():
     import torch

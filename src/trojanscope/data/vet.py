@@ -241,18 +241,22 @@ def _class_entry(member, label: int) -> dict:
 
 
 def _vet_contrast(data: Dataset, seed: int, features: np.ndarray | None) -> Report:
-    """Natural images, three signals (each class is judged by all):
+    """Natural images, four signals (each class is judged by all):
     - shared pattern (patterns.py): an added trigger makes a mode of its own along its class's
       high-pass pattern; clean-label attacks included. When it names a class, the samples of
       that mode are flagged;
     - resampling (detectors/resampling.py over views.band_statistics): a fine-grid warp lifts
       its poisons' finest detail out of their class's bulk. In a class it names, the samples
       beyond WARP_QUANTILE of the other classes' scores are flagged;
+    - polarity (negatives.py): poisons blended with their own negative read as negatives to a
+      CNN learnt from the set's images against theirs. In a class it names, the samples it
+      reads as negatives are flagged;
     - semantic contrast (contrast.py): the class's misfits, as a pretrained encoder sees them,
       are learnably different from their look-alikes. When it alone names a class, the samples
       its CNN marks are flagged."""
     from .contrast import ContrastConfig, refine, screen
     from .detectors.resampling import CUT as RESAMPLING_CUT
+    from .negatives import CUT as NEGATIVE_CUT
     from .patterns import SEPARATION, shared_patterns
 
     started = time.perf_counter()
@@ -265,28 +269,34 @@ def _vet_contrast(data: Dataset, seed: int, features: np.ndarray | None) -> Repo
         raise ValueError(f"{len(features)} feature rows for {len(data.y)} samples")
     patterns = shared_patterns(data.x, data.y)
     resampled, by_resampling = resampling_check(data.x, data.y)
+    negative, by_polarity = negative_check(data.x, data.y, seed)
     config = ContrastConfig(seed=seed)
     contrast = screen(data.x, features, data.y, config)
     by_pattern = np.array([e["carriers"] > 0 for e in patterns.per_class])
     by_warp = np.array([e["suspected"] for e in by_resampling.per_class])
+    by_negative = np.array([e["suspected"] for e in by_polarity.per_class])
     contrasts = np.array([e["contrast"] for e in contrast.per_class])
     by_contrast = contrast_suspects(contrasts)
     classes = np.unique(data.y)
     refine(data.x, data.y, contrast,
-           [int(c) for c in classes[by_contrast & ~by_pattern & ~by_warp]], config)
+           [int(c) for c in classes[by_contrast & ~by_pattern & ~by_warp & ~by_negative]],
+           config)
     flags = np.zeros(len(data.y), dtype=bool)
     scores = np.where(np.isin(data.y, classes[by_pattern]), patterns.scores / 2,
                       contrast.scores)  # all three read 0.5 at their cut
     per_class, findings = [], []
     for i, c in enumerate(classes):
         inside = data.y == c
-        warp = by_resampling.per_class[i]
+        warp, polarity = by_resampling.per_class[i], by_polarity.per_class[i]
         if by_pattern[i]:
             marked = inside & patterns.carries
         elif by_warp[i]:
             beyond = _others_quantile(resampled, inside, WARP_QUANTILE)
             marked = inside & (resampled > beyond)
             scores[inside] = 0.5 + (resampled[inside] - beyond) / (2 * RESAMPLING_CUT)
+        elif by_negative[i]:
+            marked = inside & (negative >= NEGATIVE_CUT)
+            scores[inside] = negative[inside]
         elif by_contrast[i]:
             marked = inside & (contrast.scores > 0.5)
         else:
@@ -295,9 +305,12 @@ def _vet_contrast(data: Dataset, seed: int, features: np.ndarray | None) -> Repo
         entry = {**contrast.per_class[i], **patterns.per_class[i],
                  "resampled": warp["outliers"], "resampling_z": warp["z"],
                  "pattern_suspected": bool(by_pattern[i]),
+                 "negatives": polarity["outliers"], "polarity_z": polarity["z"],
                  "resampling_suspected": bool(by_warp[i]),
+                 "polarity_suspected": bool(by_negative[i]),
                  "contrast_suspected": bool(by_contrast[i]),
-                 "suspected": bool(by_pattern[i] or by_warp[i] or by_contrast[i]),
+                 "suspected": bool(by_pattern[i] or by_warp[i] or by_negative[i]
+                                   or by_contrast[i]),
                  "outliers": int(marked.sum()),
                  "outlier_share": round(float(marked.sum() / max(1, inside.sum())), 4)}
         per_class.append(entry)
@@ -320,7 +333,7 @@ def _vet_contrast(data: Dataset, seed: int, features: np.ndarray | None) -> Repo
         config={"seed": seed, "detector": CONTRAST, "features": source,
                 "contrast_floor": CONTRAST_FLOOR, "contrast_z": CONTRAST_Z,
                 "pattern_separation": SEPARATION, "resampling_cut": RESAMPLING_CUT,
-                "warp_quantile": WARP_QUANTILE,
+                "warp_quantile": WARP_QUANTILE, "negative_cut": NEGATIVE_CUT,
                 "epochs": config.epochs, "rounds": config.rounds})
 
 
@@ -332,6 +345,15 @@ def resampling_check(x: np.ndarray, labels: np.ndarray):
     from .views import band_statistics
 
     scores = resampling_scores(band_statistics(x), labels)
+    return scores, decide(scores, labels, CUT)
+
+
+def negative_check(x: np.ndarray, labels: np.ndarray, seed: int = 0):
+    """Colour images: (each sample's probability of being a photographic negative, the decision
+    on classes) by the CNN of negatives.py."""
+    from .negatives import CUT, negative_scores
+
+    scores = negative_scores(x, seed=seed)
     return scores, decide(scores, labels, CUT)
 
 
@@ -359,6 +381,10 @@ def _why(entry: dict, contrasts: np.ndarray) -> str:
         parts.append(f"{entry['resampled']} of its {entry['samples']} samples have finer detail "
                      "than their class's bulk and the whole set (the jaggies of an image "
                      f"warped on a fine grid; class z {entry['resampling_z']:.1f})")
+    if entry["polarity_suspected"]:
+        parts.append(f"{entry['negatives']} of its {entry['samples']} samples read as "
+                     "photographic negatives (blended with 1 - x) to a CNN learnt from the "
+                     f"set's images against their negatives; class z {entry['polarity_z']:.1f}")
     if entry["contrast_suspected"]:
         parts.append(f"a CNN learns to tell its {entry['misfits']} misfits (samples that look "
                      f"like other classes to a pretrained encoder) from look-alikes (ROC-AUC "

@@ -41,8 +41,7 @@ def negative_scores(x: np.ndarray, *, seed: int = 0) -> np.ndarray:
         if len(train) == 0 or len(test) == 0:
             continue
         images = x[train]
-        share = rng.uniform(*SHARE, (len(train), 1, 1, 1)).astype(np.float32)
-        negatives = _jitter(share + (1 - 2 * share) * images, rng)
+        negatives = _jitter(_negatives(images, rng), rng)
         photos = _jitter(images, rng)
         kept = rng.random(len(train)) < 0.5  # half the photos keep their own look
         photos[kept] = images[kept]
@@ -55,6 +54,12 @@ def negative_scores(x: np.ndarray, *, seed: int = 0) -> np.ndarray:
         logits = extract(model, x[test])[1]
         scores[test] = 1 / (1 + np.exp(logits[:, 0] - logits[:, 1]))
     return scores
+
+
+def _negatives(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each image blended with its negative by a random share."""
+    share = rng.uniform(*SHARE, (len(images), 1, 1, 1)).astype(np.float32)
+    return share + (1 - 2 * share) * images
 
 
 def _jitter(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -165,6 +165,7 @@ def test_vet_names_the_class_of_a_fine_grid_warp_and_leaves_clean_scenes_alone(t
     assert clean["suspected_classes"] == [] and not clean["poisoned"]
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("label", ["dirty", "clean"])
 def test_vet_names_the_class_of_images_blended_with_their_negative(tmp_path, label):
     """A partial inversion (round nine's evasion on CIFAR-10) adds no shared pattern and no
@@ -185,11 +186,39 @@ def test_vet_names_the_class_of_images_blended_with_their_negative(tmp_path, lab
                  str(tmp_path / "r.json")]) == 1
     results = json.loads((tmp_path / "r.json").read_text())["results"]
     assert results["suspected_classes"] == [3]
-    assert results["per_class"][3]["polarity_suspected"]
-    assert not any(e["polarity_suspected"] for e in results["per_class"][:3])
+    named = results["per_class"][3]
+    assert named["negatives_suspected"]
+    assert not named["pattern_suspected"] and not named["resampling_suspected"]
+    assert not any(e["negatives_suspected"] for e in results["per_class"][:3])
     flagged = set(results["suspicious_indices"])
-    assert len(flagged & set(bad.indices.tolist())) >= 0.6 * len(bad.indices)
+    # clean label: the class's own images inverted, whose negatives look like photos again,
+    # are half of what the CNN learns from in that class, and fewer reach the cut
+    recall = {"dirty": 0.9, "clean": 0.4}[label]
+    assert len(flagged & set(bad.indices.tolist())) >= recall * len(bad.indices)
     assert len(flagged - set(bad.indices.tolist())) <= 2
+
+
+@pytest.mark.torch
+def test_the_negatives_check_follows_rows_and_leaves_hazy_photos_alone():
+    """The same images in any order get the same scores (halves by content), the inputs are
+    not changed, and half a class made hazy is not named. (Half a class at half its contrast
+    is named on these scenes: a partial negative is also low in contrast, and the CNN learns
+    that too; docs/redteam.md, round ten.)"""
+    from trojanscope.data.negatives import negative_scores
+    from trojanscope.data.vet import negative_check
+
+    data = _scenes(30)
+    before = data.x.copy()
+    scores = negative_scores(data.x, seed=3)
+    order = np.random.default_rng(0).permutation(len(data.y))
+    assert np.allclose(negative_scores(data.x[order], seed=3), scores[order], atol=1e-6)
+    assert np.array_equal(data.x, before)
+    changed = _scenes(50)
+    x = changed.x.copy()
+    hazy = np.flatnonzero(changed.y == 2)[::2]
+    x[hazy] = 0.7 * x[hazy] + 0.3
+    _, decision = negative_check(x, changed.y)
+    assert decision.classes == []
 
 
 @pytest.mark.torch

@@ -164,7 +164,7 @@ def _cross_fit(x, rows, target, own, config: ContrastConfig, seed: int):
     the samples of `own` outside `rows`, the mean of the two CNNs."""
     from sklearn.model_selection import StratifiedKFold
 
-    from .features import TrainConfig, extract, train_proxy
+    from .features import TrainConfig, extract, probability, train_proxy
 
     held = np.zeros(len(rows))
     rest = np.setdiff1d(own, rows)
@@ -175,9 +175,9 @@ def _cross_fit(x, rows, target, own, config: ContrastConfig, seed: int):
         model = train_proxy(x[rows[train]], target[train],
                             TrainConfig(epochs=config.epochs, width=config.width, seed=seed,
                                         batch_size=64), what="a trigger contrast")
-        held[test] = _probability(extract(model, x[rows[test]])[1])
+        held[test] = probability(extract(model, x[rows[test]])[1])
         if len(rest):
-            others += _probability(extract(model, x[rest])[1]) / 2
+            others += probability(extract(model, x[rest])[1]) / 2
     return held, others
 
 
@@ -190,12 +190,6 @@ def _balanced(train: np.ndarray, target: np.ndarray) -> np.ndarray:
         return train
     repeats = np.resize(small, len(large))
     return np.concatenate([large, repeats])
-
-
-def _probability(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp[:, 1] / exp.sum(1)
 
 
 def _auroc(positive: np.ndarray, negative: np.ndarray) -> float:

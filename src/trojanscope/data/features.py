@@ -113,3 +113,9 @@ def extract(model, x: np.ndarray, batch_size: int = 512) -> tuple[np.ndarray, np
             feats.append(f.numpy())
             logits.append(model.head(f).numpy())
     return np.concatenate(feats), np.concatenate(logits)
+
+
+def probability(logits: np.ndarray) -> np.ndarray:
+    """P(class 1) from two-class logits (one row per sample), without overflow."""
+    shifted = np.exp(logits - logits.max(1, keepdims=True))
+    return shifted[:, 1] / shifted.sum(1)

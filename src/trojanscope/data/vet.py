@@ -256,7 +256,7 @@ def _vet_contrast(data: Dataset, seed: int, features: np.ndarray | None) -> Repo
       its CNN marks are flagged."""
     from .contrast import ContrastConfig, refine, screen
     from .detectors.resampling import CUT as RESAMPLING_CUT
-    from .negatives import CUT as NEGATIVE_CUT
+    from .negatives import settings as negatives_settings
     from .patterns import SEPARATION, shared_patterns
 
     started = time.perf_counter()
@@ -269,7 +269,7 @@ def _vet_contrast(data: Dataset, seed: int, features: np.ndarray | None) -> Repo
         raise ValueError(f"{len(features)} feature rows for {len(data.y)} samples")
     patterns = shared_patterns(data.x, data.y)
     resampled, by_resampling = resampling_check(data.x, data.y)
-    negative, by_polarity = negative_check(data.x, data.y, seed)
+    negative, by_polarity = negative_check(data.x, data.y, seed=seed)
     config = ContrastConfig(seed=seed)
     contrast = screen(data.x, features, data.y, config)
     by_pattern = np.array([e["carriers"] > 0 for e in patterns.per_class])
@@ -283,34 +283,27 @@ def _vet_contrast(data: Dataset, seed: int, features: np.ndarray | None) -> Repo
            config)
     flags = np.zeros(len(data.y), dtype=bool)
     scores = np.where(np.isin(data.y, classes[by_pattern]), patterns.scores / 2,
-                      contrast.scores)  # all three read 0.5 at their cut
+                      contrast.scores)  # every check reads 0.5 at its cut
+    signals = {"pattern": by_pattern, "resampling": by_warp, "negatives": by_negative,
+               "contrast": by_contrast}
     per_class, findings = [], []
     for i, c in enumerate(classes):
         inside = data.y == c
-        warp, polarity = by_resampling.per_class[i], by_polarity.per_class[i]
-        if by_pattern[i]:
-            marked = inside & patterns.carries
-        elif by_warp[i]:
-            beyond = _others_quantile(resampled, inside, WARP_QUANTILE)
-            marked = inside & (resampled > beyond)
-            scores[inside] = 0.5 + (resampled[inside] - beyond) / (2 * RESAMPLING_CUT)
-        elif by_negative[i]:
-            marked = inside & (negative >= NEGATIVE_CUT)
-            scores[inside] = negative[inside]
-        elif by_contrast[i]:
-            marked = inside & (contrast.scores > 0.5)
-        else:
-            marked = np.zeros(len(data.y), dtype=bool)
+        first = next((name for name, named in signals.items() if named[i]), None)
+        marked, marked_scores = _marked(first, inside, patterns.carries, resampled, negative,
+                                        contrast.scores)
+        if marked_scores is not None:
+            scores[inside] = marked_scores
         flags |= marked
+        warp, polarity = by_resampling.per_class[i], by_polarity.per_class[i]
         entry = {**contrast.per_class[i], **patterns.per_class[i],
-                 "resampled": warp["outliers"], "resampling_z": warp["z"],
                  "pattern_suspected": bool(by_pattern[i]),
-                 "negatives": polarity["outliers"], "polarity_z": polarity["z"],
+                 "resampled": warp["outliers"], "resampling_z": warp["z"],
                  "resampling_suspected": bool(by_warp[i]),
-                 "polarity_suspected": bool(by_negative[i]),
+                 "negatives": polarity["outliers"], "negatives_z": polarity["z"],
+                 "negatives_suspected": bool(by_negative[i]),
                  "contrast_suspected": bool(by_contrast[i]),
-                 "suspected": bool(by_pattern[i] or by_warp[i] or by_negative[i]
-                                   or by_contrast[i]),
+                 "suspected": first is not None,
                  "outliers": int(marked.sum()),
                  "outlier_share": round(float(marked.sum() / max(1, inside.sum())), 4)}
         per_class.append(entry)
@@ -333,7 +326,7 @@ def _vet_contrast(data: Dataset, seed: int, features: np.ndarray | None) -> Repo
         config={"seed": seed, "detector": CONTRAST, "features": source,
                 "contrast_floor": CONTRAST_FLOOR, "contrast_z": CONTRAST_Z,
                 "pattern_separation": SEPARATION, "resampling_cut": RESAMPLING_CUT,
-                "warp_quantile": WARP_QUANTILE, "negative_cut": NEGATIVE_CUT,
+                "warp_quantile": WARP_QUANTILE, "negatives": negatives_settings(),
                 "epochs": config.epochs, "rounds": config.rounds})
 
 
@@ -348,7 +341,27 @@ def resampling_check(x: np.ndarray, labels: np.ndarray):
     return scores, decide(scores, labels, CUT)
 
 
-def negative_check(x: np.ndarray, labels: np.ndarray, seed: int = 0):
+def _marked(signal: str | None, inside: np.ndarray, carries: np.ndarray, resampled: np.ndarray,
+            negative: np.ndarray, contrasted: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The samples of a class (`inside`) that the first check naming it (`signal`) flags, and
+    the class's scores when that check's replace the default ones (0.5 at its cut)."""
+    from .detectors.resampling import CUT as RESAMPLING_CUT
+    from .negatives import CUT as NEGATIVE_CUT
+
+    if signal == "pattern":
+        return inside & carries, None
+    if signal == "resampling":
+        beyond = _others_quantile(resampled, inside, WARP_QUANTILE)
+        return inside & (resampled > beyond), \
+            0.5 + (resampled[inside] - beyond) / (2 * RESAMPLING_CUT)
+    if signal == "negatives":
+        return inside & (negative >= NEGATIVE_CUT), negative[inside]
+    if signal == "contrast":
+        return inside & (contrasted > 0.5), None
+    return np.zeros(len(inside), dtype=bool), None
+
+
+def negative_check(x: np.ndarray, labels: np.ndarray, *, seed: int = 0):
     """Colour images: (each sample's probability of being a photographic negative, the decision
     on classes) by the CNN of negatives.py."""
     from .negatives import CUT, negative_scores
@@ -381,10 +394,10 @@ def _why(entry: dict, contrasts: np.ndarray) -> str:
         parts.append(f"{entry['resampled']} of its {entry['samples']} samples have finer detail "
                      "than their class's bulk and the whole set (the jaggies of an image "
                      f"warped on a fine grid; class z {entry['resampling_z']:.1f})")
-    if entry["polarity_suspected"]:
+    if entry["negatives_suspected"]:
         parts.append(f"{entry['negatives']} of its {entry['samples']} samples read as "
                      "photographic negatives (blended with 1 - x) to a CNN learnt from the "
-                     f"set's images against their negatives; class z {entry['polarity_z']:.1f}")
+                     f"set's images against their negatives; class z {entry['negatives_z']:.1f}")
     if entry["contrast_suspected"]:
         parts.append(f"a CNN learns to tell its {entry['misfits']} misfits (samples that look "
                      f"like other classes to a pretrained encoder) from look-alikes (ROC-AUC "

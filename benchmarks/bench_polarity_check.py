@@ -19,10 +19,8 @@ Run: python benchmarks/bench_polarity_check.py   (about 25 minutes on two cores;
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
-from bench_warp_check import benign_changes
+from bench_warp_check import HEADER, Tally, benign_changes, row
 
 from trojanscope.attacks.learning.episode import split
 from trojanscope.attacks.learning.space import AttackConfig
@@ -34,22 +32,6 @@ EVASION = {"kind": "invert", "size": 8, "row": 0.4305, "col": 0.7889, "value": 0
            "seed": 5, "shape": "ring"}
 
 
-def row(group: str, name: str, x: np.ndarray, y: np.ndarray, poisons: np.ndarray,
-        target: int | None) -> bool:
-    """Print one case; True when the check names exactly the target (or nothing, clean)."""
-    started = time.perf_counter()
-    _, decision = negative_check(x, y)
-    top = max(decision.per_class, key=lambda e: e["z"])
-    z = next((e["z"] for e in decision.per_class if e["class"] == target), top["z"])
-    flagged = decision.indices
-    caught = np.intersect1d(flagged, poisons).size
-    named = ",".join(map(str, decision.classes)) or "-"
-    print(f"{group:9s} {name:36s} {named:>6s} {z:7.1f} {top['class']:>4d} {top['z']:6.1f} "
-          f"{caught:5d}/{len(poisons):<5d} {len(flagged):7d} "
-          f"{time.perf_counter() - started:5.1f}", flush=True)
-    return decision.classes == ([] if target is None else [target])
-
-
 def more_changes() -> dict:
     return {"lower contrast (half)": lambda im: 0.5 * im + 0.25,
             "haze (30% white)": lambda im: 0.7 * im + 0.3,
@@ -58,13 +40,9 @@ def more_changes() -> dict:
 
 def main() -> None:
     data = load("cifar10-5k")
-    print(f"{'group':9s} {'case':36s} {'named':>6s} {'z':>7s} {'top':>4s} {'top z':>6s} "
-          f"{'flagged poisons':>11s} {'flagged':>7s} {'sec':>5s}")
-    right = {}
-
-    def tally(group, ok):
-        right.setdefault(group, []).append(ok)
-
+    print(HEADER)
+    tally = Tally()
+    none = np.zeros(0, int)
     train, _ = split(data, 4)
     for change in ({}, {"rate": 0.05}, {"rate": 0.02}, {"rate": 0.05, "label": "clean"},
                    {"rate": 0.05, "strength": 1.0}):
@@ -72,28 +50,27 @@ def main() -> None:
         share = change.get("strength", EVASION["strength"])
         name = f"share {share}, {bad.indices.size / len(train.y):.1%} " \
                f"{change.get('label', 'dirty')}"
-        tally("learnt", row("learnt", name, bad.x, bad.y, bad.indices, 5))
+        tally.add("learnt", row("learnt", name, bad.x, bad.y, bad.indices, 5, negative_check))
     for seed in range(6):
         train, _ = split(data, seed)
-        tally("clean", row("clean", f"split {seed}", train.x, train.y, np.zeros(0, int), None))
+        tally.add("clean", row("clean", f"split {seed}", train.x, train.y, none, None,
+                               negative_check))
     train, _ = split(data, 0)
     for share in (0.6, 0.8, 1.0):
         for rate in (0.03, 0.08):
             bad = AttackConfig("invert", 8, 0.5, 0.5, 0.5, share, 16, rate, "dirty", 3,
                                seed=21).poison(train.x, train.y)
-            tally("held out", row("held out", f"share {share}, {rate:.0%} dirty", bad.x, bad.y,
-                                  bad.indices, 3))
+            tally.add("held out", row("held out", f"share {share}, {rate:.0%} dirty", bad.x,
+                                      bad.y, bad.indices, 3, negative_check))
     rng = np.random.default_rng(0)
     for name, change in {**benign_changes(rng), **more_changes()}.items():
         x = train.x.copy()
         rows = np.flatnonzero(train.y == 4)
         rows = rng.choice(rows, len(rows) // 2, replace=False)
         x[rows] = np.stack([change(image) for image in x[rows]]).astype(np.float32)
-        tally("benign", row("benign", f"{name}, half of class 4", x, train.y,
-                            np.zeros(0, int), None))
-    print("\nright (the target alone named; nothing on clean and benign sets):")
-    for group, oks in right.items():
-        print(f"  {group:10s} {sum(oks)} of {len(oks)}")
+        tally.add("benign", row("benign", f"{name}, half of class 4", x, train.y, none, None,
+                                negative_check))
+    tally.show()
 
 
 if __name__ == "__main__":

@@ -42,18 +42,39 @@ EVASION = {"kind": "warp", "size": 10, "row": 0.6418, "col": 0.2924, "value": 0.
 
 
 def row(group: str, name: str, x: np.ndarray, y: np.ndarray, poisons: np.ndarray,
-        target: int | None) -> bool:
-    """Print one case; True when the check names exactly the target (or nothing, clean)."""
+        target: int | None, check=resampling_check) -> bool:
+    """Print one case of `check` (x, y -> scores, decision); True when it names exactly the
+    target (or nothing, clean)."""
     started = time.perf_counter()
-    scores, decision = resampling_check(x, y)
+    _, decision = check(x, y)
     top = max(decision.per_class, key=lambda e: e["z"])
     z = next((e["z"] for e in decision.per_class if e["class"] == target), top["z"])
     flagged = decision.indices
     caught = np.intersect1d(flagged, poisons).size
     named = ",".join(map(str, decision.classes)) or "-"
     print(f"{group:9s} {name:44s} {named:>6s} {z:7.1f} {top['class']:>4d} {top['z']:6.1f} "
-          f"{caught:5d}/{len(poisons):<5d} {time.perf_counter() - started:5.1f}", flush=True)
+          f"{caught:5d}/{len(poisons):<5d} {len(flagged):7d} "
+          f"{time.perf_counter() - started:5.1f}", flush=True)
     return decision.classes == ([] if target is None else [target])
+
+
+HEADER = f"{'group':9s} {'case':44s} {'named':>6s} {'z':>7s} {'top':>4s} {'top z':>6s} " \
+         f"{'flagged poisons':>11s} {'flagged':>7s} {'sec':>5s}"
+
+
+class Tally:
+    """Which cases came out right, by group."""
+
+    def __init__(self) -> None:
+        self.right: dict[str, list[bool]] = {}
+
+    def add(self, group: str, ok: bool) -> None:
+        self.right.setdefault(group, []).append(ok)
+
+    def show(self) -> None:
+        print("\nright (the target alone named; nothing on clean and benign sets):")
+        for group, oks in self.right.items():
+            print(f"  {group:30s} {sum(oks)} of {len(oks)}")
 
 
 def benign_changes(rng: np.random.Generator) -> dict:
@@ -152,29 +173,25 @@ def main() -> None:
                         help="also train episodes on the warps without jaggies")
     args = parser.parse_args()
     data = load("cifar10-5k")
-    print(f"{'group':9s} {'case':44s} {'named':>6s} {'z':>7s} {'top':>4s} {'top z':>6s} "
-          f"{'flagged poisons':>11s} {'sec':>5s}")
-    right = {}
-
-    def tally(group, ok):
-        right.setdefault(group, []).append(ok)
+    print(HEADER)
+    tally = Tally()
 
     for seed in range(6):
         train, _ = split(data, seed)
-        tally("clean", row("clean", f"split {seed}", train.x, train.y, np.zeros(0, int), None))
+        tally.add("clean", row("clean", f"split {seed}", train.x, train.y, np.zeros(0, int), None))
     train, _ = split(data, 3)
     for change in ({}, {"rate": 0.05}, {"rate": 0.02}, {"rate": 0.05, "label": "clean"}):
         bad = AttackConfig(**{**EVASION, **change}).poison(train.x, train.y)
         name = f"grid 15, 3 px, {bad.indices.size / len(train.y):.0%} " \
                f"{change.get('label', 'dirty')}"
-        tally("learnt", row("learnt", name, bad.x, bad.y, bad.indices, 5))
+        tally.add("learnt", row("learnt", name, bad.x, bad.y, bad.indices, 5))
     train, _ = split(data, 0)
     for grid in (10, 15, 16):
         for strength in (1.5, 2.0, 2.5, 3.0):
             for rate in (0.02, 0.05):
                 bad = AttackConfig("warp", 10, 0.5, 0.5, 0.5, strength, grid, rate, "dirty", 3,
                                    seed=21).poison(train.x, train.y)
-                tally(f"held out, grid {grid} {'>= 2' if strength >= 2 else '1.5'} px",
+                tally.add(f"held out, grid {grid} {'>= 2' if strength >= 2 else '1.5'} px",
                       row("held out", f"grid {grid}, {strength} px, {rate:.0%}", bad.x, bad.y,
                           bad.indices, 3))
     rng = np.random.default_rng(0)
@@ -184,11 +201,9 @@ def main() -> None:
             rows = np.flatnonzero(train.y == 4)
             rows = rng.choice(rows, int(share * len(rows)), replace=False)
             x[rows] = np.stack([change(image) for image in x[rows]]).astype(np.float32)
-            tally("benign", row("benign", f"{name}, {share:.0%} of class 4", x, train.y,
+            tally.add("benign", row("benign", f"{name}, {share:.0%} of class 4", x, train.y,
                                 np.zeros(0, int), None))
-    print("\nright (the target alone named; nothing on clean and benign sets):")
-    for group, oks in right.items():
-        print(f"  {group:30s} {sum(oks)} of {len(oks)}")
+    tally.show()
     if args.train:
         train_rows(data)
 

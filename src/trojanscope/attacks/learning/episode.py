@@ -10,7 +10,8 @@ default, as a user runs it:
   inspect's reference proxies depend on the seed and the data only, so one seed lets every
   episode of a run share them (an episode on MNIST-5k: 75 s with its own, 13 s shared). Each
   class's scores are kept (`class_scores`): what hardening for inspect learns from.
-Text sets take the same steps with a bag-of-words proxy and the text vet (text_episode).
+Text sets take the same steps (text_episode): a bag-of-words proxy and the text vet, or
+fine-tuned MiniLM and the text inspect.
 Attack success counts only what the poison taught: a clean model of the same training split
 is given the same triggered inputs, and the share it already sends to the target (the
 trigger's `natural_success`: a feature of the target class, or a transform that a clean
@@ -34,7 +35,13 @@ import numpy as np
 from ...data.datasets import Dataset, held_out_rows, held_out_split
 from ...data.text import TextDataset
 from .space import AttackConfig
-from .text_episode import measure_text, train_text_proxy, vet_texts
+from .text_episode import (
+    inspect_texts,
+    measure_text,
+    train_text_model,
+    train_text_proxy,
+    vet_texts,
+)
 from .text_space import TextAttackConfig
 
 AGAINST = ("vet", "inspect")
@@ -53,6 +60,7 @@ class Budget:
     width: int = 16
     batch_size: int = 32  # small batches: enough steps in a few epochs of a few thousand images
     inspect_fast: bool = True
+    tiny_text: bool = False  # texts against inspect: a tiny BERT, not MiniLM (tests)
 
 
 @dataclass(frozen=True)
@@ -105,10 +113,11 @@ def split(data: Dataset | TextDataset, seed: int):
 
 
 def clean_model(train: Dataset | TextDataset, test: Dataset | TextDataset, seed: int = 0,
-                budget: Budget = DEFAULT) -> Clean:
-    """The proxy trained on the clean training split, as each episode's model is trained."""
+                budget: Budget = DEFAULT, against: str = "vet") -> Clean:
+    """The model trained on the clean training split, as each episode's model is trained
+    against `against`."""
     if isinstance(train, TextDataset):
-        model = train_text_proxy(train)
+        model = _text_model(train, seed, budget, against)
         return Clean(measure_text(model, None, test, seed)[1], model)
     model = train_model(train.x, train.y, seed, budget, "a clean model")
     return Clean(_measure(model, None, test, None)[1], model)
@@ -124,16 +133,20 @@ def run_episode(config: AttackConfig | TextAttackConfig, train: Dataset | TextDa
     if against not in AGAINST:
         raise ValueError(f"unknown detector {against!r}: one of {', '.join(AGAINST)}")
     started = time.perf_counter()
-    clean = clean_model(train, test, seed, budget) if clean is None else clean
+    clean = clean_model(train, test, seed, budget, against) if clean is None else clean
     baseline = clean.accuracy
     scores, kept = None, 1.0
     if isinstance(train, TextDataset):
-        if against != "vet":
-            raise ValueError(f"{train.name}: text attacks are searched against vet only")
         bad = config.poison(train)
-        success, accuracy = measure_text(train_text_proxy(bad.data), config, test, seed)
+        model = _text_model(bad.data, seed, budget, against)
+        success, accuracy = measure_text(model, config, test, seed)
         natural = measure_text(clean.model, config, test, seed)[0]
-        caught, detection, flagged = vet_texts(bad.data, bad.indices, config.target, seed)
+        if against == "vet":
+            caught, detection, flagged = vet_texts(bad.data, bad.indices, config.target, seed)
+        else:
+            caught, detection, flagged = inspect_texts(
+                model, test, config.target, seed if run_seed is None else run_seed,
+                budget.inspect_fast)
     else:
         bad = config.poison(train.x, train.y)
         model = train_model(bad.x, bad.y, seed, budget, "the attacked model")
@@ -156,6 +169,14 @@ def run_episode(config: AttackConfig | TextAttackConfig, train: Dataset | TextDa
                    if baseline > 0 else 0.0,
                    seconds=round(time.perf_counter() - started, 2), class_scores=scores,
                    input_kept=round(kept, 4), natural_success=round(natural, 4))
+
+
+def _text_model(data: TextDataset, seed: int, budget: Budget, against: str):
+    """What a text episode trains against `against`: the bag-of-words proxy for vet, the
+    transformer that inspect reads for inspect."""
+    if against == "vet":
+        return train_text_proxy(data)
+    return train_text_model(data, seed, budget.epochs, budget.tiny_text)
 
 
 def train_model(x: np.ndarray, y: np.ndarray, seed: int, budget: Budget, what: str):

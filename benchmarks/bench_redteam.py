@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from trojanscope import api
+from trojanscope.data.text import TextDataset
 from trojanscope.render.json import report_to_dict
 
 
@@ -41,13 +42,17 @@ def main() -> None:
     args = parser.parse_args()
     searches = tuple(args.search or ("ppo", "random", "cma"))
     data = args.data
-    if args.sample:
-        data = api.load_data(args.data)
-        if not hasattr(data, "texts"):
-            parser.error("--sample is for texts")
-        data = data.subset(np.random.default_rng(args.seed).permutation(len(data.y))[:args.sample])
-    report = api.redteam(data, against=args.against, budget=args.budget, seed=args.seed,
-                         searches=searches, epochs=args.epochs, target=args.target)
+    try:
+        if args.sample is not None:
+            data = api.load_data(args.data)
+            if not isinstance(data, TextDataset) or not 0 < args.sample <= len(data.y):
+                parser.error(f"--sample is for texts: 1 to their number, not {args.sample}")
+            rows = np.random.default_rng(args.seed).permutation(len(data.y))[:args.sample]
+            data = data.subset(rows, f"{data.name} ({args.sample} drawn, seed {args.seed})")
+        report = api.redteam(data, against=args.against, budget=args.budget, seed=args.seed,
+                             searches=searches, epochs=args.epochs, target=args.target)
+    except api.InputError as exc:
+        parser.error(str(exc))
     results = report.results
     print(f"redteam against {args.against} on {args.data}: {args.budget} episodes per search, "
           f"seed {args.seed}, target {args.target}, clean accuracy of the unattacked model "

@@ -129,7 +129,7 @@ def test_a_blatant_relabelled_patch_is_caught_and_earns_nothing(mnist):
     """A 10% dirty-label white patch: the model learns it, vet names the target class, and the
     attacker is paid nothing for it; a weak clean-label sinusoid is missed but does not work."""
     budget = Budget(epochs=4)
-    clean = clean_model(*mnist, 0, budget)  # one clean model for both episodes
+    clean = clean_model(*mnist, 0, budget, against="vet")  # one clean model for both episodes
     patch = run_episode(AttackConfig("patch", 3, 1, 1, 1.0, 0.1, 3, 0.1, "dirty"), *mnist,
                         "vet", budget=budget, clean=clean)
     assert patch.attack_success >= 0.9 and patch.caught and patch.reward == 0
@@ -142,7 +142,7 @@ def test_a_blatant_relabelled_patch_is_caught_and_earns_nothing(mnist):
 def test_a_model_that_answers_the_target_for_everything_is_no_evasion(small):
     """Attack success 1 from a model that lost its task is not a backdoor that evades."""
     config = AttackConfig("patch", 2, 1, 1, 1.0, 0.1, 3, 0.15, "dirty")
-    clean = Clean(0.95, clean_model(*small, 0, TINY).model)
+    clean = Clean(0.95, clean_model(*small, 0, TINY, against="vet").model)
     episode = run_episode(config, *small, "vet", budget=TINY, clean=clean)
     assert episode.accuracy_drop > 0.05 and not episode.evades
     assert episode.reward <= episode.attack_success * episode.clean_accuracy / 0.95 + 1e-4
@@ -169,7 +169,8 @@ def test_a_trigger_that_erases_its_inputs_is_no_evasion(small):
     attacker against inspect found it): a model that sends it to the target has learnt no
     trigger, so the episode earns nothing; the full negative keeps its inputs apart."""
     grey = run_episode(AttackConfig("invert", 3, 1, 1, 1.0, 0.5, 3, 0.15, "dirty"), *small,
-                       "vet", budget=TINY, clean=Clean(0.9, clean_model(*small, 0, TINY).model))
+                       "vet", budget=TINY,
+                       clean=Clean(0.9, clean_model(*small, 0, TINY, against="vet").model))
     assert grey.input_kept == 0.0 and grey.reward == 0.0 and not grey.evades
     assert input_kept(AttackConfig("invert", 3, 1, 1, 1.0, 1.0, 3, 0.1, "dirty").poison(
         small[0].x, small[0].y).trigger, small[1], 0) == pytest.approx(1.0)

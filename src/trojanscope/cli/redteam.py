@@ -27,8 +27,9 @@ def add(commands) -> None:
                               "trained on it)")
     redteam.add_argument("--data", default=None, metavar="DATA",
                          help="images: .npz (x/y), an image folder, or a built-in set: mnist-5k "
-                              "(default), digits; or labelled texts (against vet): .csv, "
-                              ".tsv, .jsonl, movie-reviews, sms-spam")
+                              "(default), digits; or labelled texts: .csv, .tsv, .jsonl, "
+                              "movie-reviews, sms-spam (against inspect each episode "
+                              "fine-tunes MiniLM: minutes on a CPU)")
     redteam.add_argument("--budget", type=int, default=20, metavar="N",
                          help="episodes per search (default 20; an episode trains a model)")
     redteam.add_argument("--search", action="append", choices=SEARCHES, metavar="NAME",

@@ -68,6 +68,11 @@ NATURAL_LIFT = 0.5        # ...labelled k this far from k's share of all texts t
 STEM_FROM = 6             # a word this long counts its stem's other forms (see step 5)
 
 
+class NotJudged(ModelError):
+    """The model gets the user's texts wrong too often for its errors to be told from
+    triggers: inspect does not judge it."""
+
+
 @dataclass(frozen=True)
 class TextInspectConfig:
     seed: int = 0
@@ -185,7 +190,7 @@ def recover_text_triggers(model: TextClassifier, data: TextDataset,
     right_check = [texts[i] for i in right[~searched]], y[right[~searched]]
     if len(right_search[1]) < 2 * MIN_VICTIMS:
         accuracy = len(right_search[1]) / max(1, half)
-        raise ModelError(f"{data.name}: the model classifies {accuracy:.0%} of these texts "
+        raise NotJudged(f"{data.name}: the model classifies {accuracy:.0%} of these texts "
                          "right: are they its task's texts, with its labels?")
     torch.manual_seed(config.seed)
     reference = Reference([texts[i] for i in order], y[order], config.seed)
@@ -282,7 +287,7 @@ def _check_agreement(model: TextClassifier, predicted: np.ndarray, y: np.ndarray
     rows, cols = linear_sum_assignment(-counts)
     best = counts[rows, cols].sum() / len(y)
     mapping = ", ".join(f"{r} -> {c}" for r, c in zip(rows, cols) if r != c)
-    raise ModelError(f"{name}: the model agrees with {agreement:.0%} of these labels, less than "
+    raise NotJudged(f"{name}: the model agrees with {agreement:.0%} of these labels, less than "
                      f"chance ({chance:.0%}): are the labels in the model's order "
                      f"({', '.join(model.label_names)})?" +
                      (f" Read as {mapping}, they would agree on {best:.0%}." if mapping else ""))

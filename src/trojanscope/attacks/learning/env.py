@@ -34,7 +34,7 @@ class PoisonEnv(gym.Env):
         """`clean`: the clean model episodes are compared with (episode.clean_model; None:
         trained here)."""
         self.limit = limit
-        self.clean = clean_model(train, test, seed, budget, against) if clean is None \
+        self.clean = clean_model(train, test, seed, budget, against=against) if clean is None \
             else clean
         self.train, self.test, self.against = train, test, against
         self.target, self.seed, self.budget = target, seed, budget

@@ -8,7 +8,8 @@ default, as a user runs it:
 - `inspect`: the trained model, given clean held-out images; caught when inspect calls it
   trojaned with the target among its target classes. Its seed is the run's, not the episode's:
   inspect's reference proxies depend on the seed and the data only, so one seed lets every
-  episode of a run share them (an episode on MNIST-5k: 75 s with its own, 13 s shared). Each
+  episode of a run share them (texts: the reference is fitted again each episode; the seed
+  keeps inspect's draws the same) (an episode on MNIST-5k: 75 s with its own, 13 s shared). Each
   class's scores are kept (`class_scores`): what hardening for inspect learns from.
 Text sets take the same steps (text_episode): a bag-of-words proxy and the text vet, or
 fine-tuned MiniLM and the text inspect.
@@ -89,7 +90,7 @@ class Episode:
         entry = asdict(self)
         entry["config"] = self.config.as_dict()
         entry["evades"] = self.evades
-        if self.class_scores is None:  # against vet
+        if self.class_scores is None:  # against vet, or texts
             del entry["class_scores"]
         return entry
 
@@ -102,7 +103,7 @@ class Clean:
     """A model trained on the clean training split, as each episode's is: what an attacked
     model is compared with (its clean accuracy, and its answers to triggered inputs)."""
     accuracy: float   # held-out
-    model: object     # the image CNN or the bag-of-words proxy
+    model: object     # the image CNN, the bag-of-words proxy or the fine-tuned transformer
 
 
 def split(data: Dataset | TextDataset, seed: int):
@@ -113,7 +114,7 @@ def split(data: Dataset | TextDataset, seed: int):
 
 
 def clean_model(train: Dataset | TextDataset, test: Dataset | TextDataset, seed: int = 0,
-                budget: Budget = DEFAULT, against: str = "vet") -> Clean:
+                budget: Budget = DEFAULT, *, against: str) -> Clean:
     """The model trained on the clean training split, as each episode's model is trained
     against `against`."""
     if isinstance(train, TextDataset):
@@ -127,13 +128,14 @@ def run_episode(config: AttackConfig | TextAttackConfig, train: Dataset | TextDa
                 test: Dataset | TextDataset, against: str,
                 seed: int = 0, budget: Budget = DEFAULT,
                 clean: Clean | None = None, run_seed: int | None = None) -> Episode:
-    """Poison `train` with `config`, train the proxy on it, measure, detect, reward.
+    """Poison `train` with `config`, train the model on it, measure, detect, reward.
     `clean`: `clean_model` of `train` (None: trained here); `run_seed`: inspect's seed (None:
     the episode's)."""
     if against not in AGAINST:
         raise ValueError(f"unknown detector {against!r}: one of {', '.join(AGAINST)}")
     started = time.perf_counter()
-    clean = clean_model(train, test, seed, budget, against) if clean is None else clean
+    clean = clean_model(train, test, seed, budget, against=against) if clean is None \
+        else clean
     baseline = clean.accuracy
     scores, kept = None, 1.0
     if isinstance(train, TextDataset):
@@ -169,6 +171,15 @@ def run_episode(config: AttackConfig | TextAttackConfig, train: Dataset | TextDa
                    if baseline > 0 else 0.0,
                    seconds=round(time.perf_counter() - started, 2), class_scores=scores,
                    input_kept=round(kept, 4), natural_success=round(natural, 4))
+
+
+def model_name(data: Dataset | TextDataset, against: str, budget: Budget) -> str:
+    """What an episode trains on `data` against `against`, as the report names it."""
+    if not isinstance(data, TextDataset):
+        return "the proxy CNN"
+    if against == "vet":
+        return "bag-of-words logistic regression"
+    return "tiny BERT (tests)" if budget.tiny_text else "MiniLM (all-MiniLM-L6-v2), fine-tuned"
 
 
 def _text_model(data: TextDataset, seed: int, budget: Budget, against: str):

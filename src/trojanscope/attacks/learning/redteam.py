@@ -7,11 +7,24 @@ from __future__ import annotations
 import time
 
 from ...data.datasets import Dataset
+from ...data.text import TextDataset
 from ...findings import Location, Report
 from ...results import RedteamResults
 from ..rules import EVASION
-from .episode import DEFAULT, DROP, EVADES, KEPT, NATURAL, Budget, Episode, clean_model, split
+from .episode import (
+    DEFAULT,
+    DROP,
+    EVADES,
+    KEPT,
+    NATURAL,
+    Budget,
+    Episode,
+    clean_model,
+    model_name,
+    split,
+)
 from .search import run_search
+from .text_episode import inspect_ready
 
 SEARCHES = ("ppo", "random")  # the learning attacker and its baseline, by default
 
@@ -23,9 +36,11 @@ def redteam(data: Dataset, against: str, episodes: int, seed: int = 0,
     `data` (split into training and held-out parts by `seed`)."""
     if target not in set(data.y.tolist()):
         raise ValueError(f"{data.name}: no sample of the target class {target}")
+    if isinstance(data, TextDataset) and against == "inspect":
+        inspect_ready(data)
     started = time.perf_counter()
     train, test = split(data, seed)
-    clean = clean_model(train, test, seed, budget, against)
+    clean = clean_model(train, test, seed, budget, against=against)
     found = {name: run_search(name, train, test, against, episodes, seed, target, budget,
                               clean) for name in searches}
     every = [_entry(name, k, e) for name, done in found.items() for k, e in enumerate(done)]
@@ -51,7 +66,8 @@ def redteam(data: Dataset, against: str, episodes: int, seed: int = 0,
             clean_accuracy=round(clean.accuracy, 4)),
         timings={"total_seconds": round(time.perf_counter() - started, 3)},
         config={"seed": seed, "episodes": episodes, "searches": list(searches),
-                "target": target, "epochs": budget.epochs, "width": budget.width,
+                "target": target, "model": model_name(data, against, budget),
+                "epochs": budget.epochs, "width": budget.width,
                 "evades_at": EVADES, "accuracy_drop_at_most": DROP,
                 "input_kept_at_least": KEPT, "natural_success_below": NATURAL})
 

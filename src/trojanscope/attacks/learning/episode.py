@@ -8,9 +8,9 @@ default, as a user runs it:
 - `inspect`: the trained model, given clean held-out images; caught when inspect calls it
   trojaned with the target among its target classes. Its seed is the run's, not the episode's:
   inspect's reference proxies depend on the seed and the data only, so one seed lets every
-  episode of a run share them (texts: the reference is fitted again each episode; the seed
-  keeps inspect's draws the same) (an episode on MNIST-5k: 75 s with its own, 13 s shared). Each
-  class's scores are kept (`class_scores`): what hardening for inspect learns from.
+  episode of a run share them (an episode on MNIST-5k: 75 s with its own, 13 s shared; the
+  text inspect fits its reference again each episode, and the seed keeps its draws the same).
+  Each image class's scores are kept (`class_scores`): what hardening for inspect learns from.
 Text sets take the same steps (text_episode): a bag-of-words proxy and the text vet, or
 fine-tuned MiniLM and the text inspect.
 Attack success counts only what the poison taught: a clean model of the same training split

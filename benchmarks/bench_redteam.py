@@ -57,6 +57,9 @@ def main() -> None:
     print(f"redteam against {args.against} on {args.data}: {args.budget} episodes per search, "
           f"seed {args.seed}, target {args.target}, clean accuracy of the unattacked model "
           f"{results.clean_accuracy:.3f}")
+    if results.clean_flagged:
+        print(f"{args.against} names class(es) {results.clean_flagged} with no attack at all: "
+              "its catches of them are not evidence")
     anchor = results.searches.get("random", {}).get("evasions")
     for name, entry in results.searches.items():
         ratio = "" if not anchor or name == "random" else \

@@ -201,6 +201,7 @@ def test_redteam_command_writes_the_contract_and_its_evasions_replay(tmp_path, c
     results = report["results"]
     assert report["command"] == "redteam" and results["against"] == "vet"
     assert set(results["searches"]) == {"random"} and len(results["episodes"]) == 3
+    assert results["clean_flagged"] == []  # vet names no class of the clean split
     assert code == (1 if results["evasions"] else 0)
     for evasion in results["evasions"]:
         assert evasion["attack_success"] >= 0.9 and not evasion["caught"]

@@ -126,6 +126,7 @@ def test_redteam_on_texts_writes_the_contract_and_its_configurations_replay(revi
                  "--search", "random", "--seed", "4", "-f", "json", "-o", str(out)])
     results = valid_json_report(json.loads(out.read_text()))["results"]
     assert results["against"] == "vet" and len(results["episodes"]) == 2
+    assert results["clean_flagged"] == []  # vet names no label of the clean split
     assert code == (1 if results["evasions"] else 0)
     entry = results["episodes"][0]
     assert entry["config"]["kind"] in KINDS and entry["config"]["variants"]

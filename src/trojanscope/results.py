@@ -209,6 +209,9 @@ class RedteamResults(Results):
     clean_accuracy: float
     """The held-out accuracy of a model trained the same way on the clean training split; an
     evasion keeps within 0.05 of it."""
+    clean_flagged: list[int]
+    """The classes the detector names with no attack (vet on the clean training split, inspect
+    on that clean model): a catch of one of them says nothing of the attack."""
 
 
 @results_type("harden")

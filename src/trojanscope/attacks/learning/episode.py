@@ -173,6 +173,19 @@ def run_episode(config: AttackConfig | TextAttackConfig, train: Dataset | TextDa
                    input_kept=round(kept, 4), natural_success=round(natural, 4))
 
 
+def clean_flags(clean: Clean, train: Dataset | TextDataset, test: Dataset | TextDataset,
+                against: str, seed: int, budget: Budget = DEFAULT) -> list[int]:
+    """The classes the detector names with no attack at all: vet on the clean training split,
+    inspect on the clean model. A catch of one of them says nothing of the attack (round seven's
+    false airplane; the text inspect on a MiniLM of 800 texts)."""
+    none = np.zeros(0, np.int64)
+    if isinstance(train, TextDataset):
+        return vet_texts(train, none, 0, seed)[2] if against == "vet" else \
+            inspect_texts(clean.model, test, 0, seed, budget.inspect_fast)[2]
+    return _vet(train, none, 0, seed)[2] if against == "vet" else \
+        inspected(clean.model, test, 0, seed, budget)[2]
+
+
 def model_name(data: Dataset | TextDataset, against: str, budget: Budget) -> str:
     """What an episode trains on `data` against `against`, as the report names it."""
     if not isinstance(data, TextDataset):

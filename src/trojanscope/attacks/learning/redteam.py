@@ -19,6 +19,7 @@ from .episode import (
     NATURAL,
     Budget,
     Episode,
+    clean_flags,
     clean_model,
     model_name,
     split,
@@ -41,6 +42,7 @@ def redteam(data: Dataset, against: str, episodes: int, seed: int = 0,
     started = time.perf_counter()
     train, test = split(data, seed)
     clean = clean_model(train, test, seed, budget, against=against)
+    flagged = clean_flags(clean, train, test, against, seed, budget)
     found = {name: run_search(name, train, test, against, episodes, seed, target, budget,
                               clean) for name in searches}
     every = [_entry(name, k, e) for name, done in found.items() for k, e in enumerate(done)]
@@ -63,7 +65,7 @@ def redteam(data: Dataset, against: str, episodes: int, seed: int = 0,
             searches=per_search, better=better,
             episodes=every,
             data_split={"train": int(len(train.y)), "held_out": int(len(test.y))},
-            clean_accuracy=round(clean.accuracy, 4)),
+            clean_accuracy=round(clean.accuracy, 4), clean_flagged=flagged),
         timings={"total_seconds": round(time.perf_counter() - started, 3)},
         config={"seed": seed, "episodes": episodes, "searches": list(searches),
                 "target": target, "model": model_name(data, against, budget),

@@ -269,12 +269,12 @@ def _vet_contrast(data: Dataset, seed: int, features: np.ndarray | None) -> Repo
         raise ValueError(f"{len(features)} feature rows for {len(data.y)} samples")
     patterns = shared_patterns(data.x, data.y)
     resampled, by_resampling = resampling_check(data.x, data.y)
-    negative, by_polarity = negative_check(data.x, data.y, seed=seed)
+    negative, by_negatives = negative_check(data.x, data.y, seed=seed)
     config = ContrastConfig(seed=seed)
     contrast = screen(data.x, features, data.y, config)
     by_pattern = np.array([e["carriers"] > 0 for e in patterns.per_class])
     by_warp = np.array([e["suspected"] for e in by_resampling.per_class])
-    by_negative = np.array([e["suspected"] for e in by_polarity.per_class])
+    by_negative = np.array([e["suspected"] for e in by_negatives.per_class])
     contrasts = np.array([e["contrast"] for e in contrast.per_class])
     by_contrast = contrast_suspects(contrasts)
     classes = np.unique(data.y)
@@ -295,12 +295,12 @@ def _vet_contrast(data: Dataset, seed: int, features: np.ndarray | None) -> Repo
         if marked_scores is not None:
             scores[inside] = marked_scores
         flags |= marked
-        warp, polarity = by_resampling.per_class[i], by_polarity.per_class[i]
+        warp, inverted = by_resampling.per_class[i], by_negatives.per_class[i]
         entry = {**contrast.per_class[i], **patterns.per_class[i],
                  "pattern_suspected": bool(by_pattern[i]),
                  "resampled": warp["outliers"], "resampling_z": warp["z"],
                  "resampling_suspected": bool(by_warp[i]),
-                 "negatives": polarity["outliers"], "negatives_z": polarity["z"],
+                 "negatives": inverted["outliers"], "negatives_z": inverted["z"],
                  "negatives_suspected": bool(by_negative[i]),
                  "contrast_suspected": bool(by_contrast[i]),
                  "suspected": first is not None,

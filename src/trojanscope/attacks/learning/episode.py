@@ -134,6 +134,7 @@ def run_episode(config: AttackConfig | TextAttackConfig, train: Dataset | TextDa
     if against not in AGAINST:
         raise ValueError(f"unknown detector {against!r}: one of {', '.join(AGAINST)}")
     started = time.perf_counter()
+    inspect_seed = seed if run_seed is None else run_seed
     clean = clean_model(train, test, seed, budget, against=against) if clean is None \
         else clean
     baseline = clean.accuracy
@@ -146,9 +147,8 @@ def run_episode(config: AttackConfig | TextAttackConfig, train: Dataset | TextDa
         if against == "vet":
             caught, detection, flagged = vet_texts(bad.data, bad.indices, config.target, seed)
         else:
-            caught, detection, flagged = inspect_texts(
-                model, test, config.target, seed if run_seed is None else run_seed,
-                budget.inspect_fast)
+            caught, detection, flagged = inspect_texts(model, test, config.target,
+                                                       inspect_seed, budget.inspect_fast)
     else:
         bad = config.poison(train.x, train.y)
         model = train_model(bad.x, bad.y, seed, budget, "the attacked model")
@@ -160,7 +160,7 @@ def run_episode(config: AttackConfig | TextAttackConfig, train: Dataset | TextDa
                                               config.target, seed)
         else:
             caught, detection, flagged, scores = inspected(
-                model, test, config.target, seed if run_seed is None else run_seed, budget)
+                model, test, config.target, inspect_seed, budget)
     return Episode(config=config, attack_success=round(success, 4),
                    clean_accuracy=round(accuracy, 4), caught=caught,
                    detection=round(detection, 4), flagged_classes=flagged,

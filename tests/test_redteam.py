@@ -202,6 +202,7 @@ def test_redteam_command_writes_the_contract_and_its_evasions_replay(tmp_path, c
     assert report["command"] == "redteam" and results["against"] == "vet"
     assert set(results["searches"]) == {"random"} and len(results["episodes"]) == 3
     assert results["clean_flagged"] == []  # vet names no class of the clean split
+    assert all(f["rule"] != "redteam.target-flagged-clean" for f in report["findings"])
     assert code == (1 if results["evasions"] else 0)
     for evasion in results["evasions"]:
         assert evasion["attack_success"] >= 0.9 and not evasion["caught"]
@@ -217,6 +218,22 @@ def test_redteam_command_writes_the_contract_and_its_evasions_replay(tmp_path, c
     again = AttackConfig.from_dict(entry["config"]).poison(data.x, data.y)
     np.testing.assert_array_equal(replayed, again.indices)
     assert "wrote" in capsys.readouterr().out
+
+
+def test_a_target_the_detector_names_with_no_attack_is_reported(tmp_path, monkeypatch):
+    """Where the detector already names the target on clean data, a catch is no evidence: the
+    report says so in a finding, as well as in clean_flagged."""
+    from trojanscope.attacks.learning import redteam
+
+    monkeypatch.setattr(redteam, "clean_flags", lambda *args, **kwargs: [2, 5])
+    out = tmp_path / "redteam.json"
+    main(["redteam", "--against", "vet", "--data", "digits", "--budget", "1", "--search",
+          "random", "--epochs", "1", "--target", "5", "-f", "json", "-o", str(out)])
+    report = valid_json_report(json.loads(out.read_text()))
+    assert report["results"]["clean_flagged"] == [2, 5]
+    warned = [f for f in report["findings"] if f["rule"] == "redteam.target-flagged-clean"]
+    assert len(warned) == 1 and "names class 5" in warned[0]["message"]
+    assert warned[0]["evidence"] == {"target": 5, "clean_flagged": [2, 5]}
 
 
 @pytest.mark.parametrize("argv,message", [

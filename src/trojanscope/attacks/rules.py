@@ -16,3 +16,10 @@ TARGET_FLAGGED_CLEAN = Rule(
     "of them, and the run cannot tell an evasion from a false alarm",
     "Run again with a --target the detector does not name with no attack (the report's "
     "clean_flagged), or look into the detector's false alarm on this data first.")
+
+WEAK_CLEAN_MODEL = Rule(
+    "redteam.weak-clean-model", Severity.MEDIUM,
+    "The model trained the same way on the clean training split is little better than chance "
+    "on the held-out samples: the episodes' models have not learnt the task, so their attack "
+    "success and the detector's verdicts say little",
+    "Give more data, or more --epochs.")

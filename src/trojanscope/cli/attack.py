@@ -42,6 +42,8 @@ def add(commands) -> None:
                         help="images: .npz (x/y), an image folder, or mnist-5k (default), "
                              "digits; texts (for a text attack): .csv, .tsv, .jsonl, or "
                              "movie-reviews (its default), sms-spam")
+    replay.add_argument("--text-column", help="text files: the column with the text")
+    replay.add_argument("--label-column", help="text files: the column with the label")
     replay.add_argument("-o", "--output", type=Path, required=True, metavar="OUT",
                         help="images: OUT.npz with x, y and the poisoned rows (poisoned); "
                              "texts: OUT.csv, .tsv or .jsonl")
@@ -134,7 +136,8 @@ def _poison(args: argparse.Namespace) -> int:
     try:
         config = read_config(args.config)
         text = hasattr(config, "variants")
-        data = api.load_data(args.data or ("movie-reviews" if text else None))
+        data = api.load_data(args.data or ("movie-reviews" if text else None),
+                             args.text_column, args.label_column)
     except (ValueError, api.InputError) as exc:
         raise UserError(str(exc)) from None
     if text:

@@ -30,6 +30,8 @@ def add(commands) -> None:
                               "(default), digits; or labelled texts: .csv, .tsv, .jsonl, "
                               "movie-reviews, sms-spam (against inspect each episode "
                               "fine-tunes MiniLM: minutes on a CPU)")
+    redteam.add_argument("--text-column", help="text files: the column with the text")
+    redteam.add_argument("--label-column", help="text files: the column with the label")
     redteam.add_argument("--budget", type=int, default=20, metavar="N",
                          help="episodes per search (default 20; an episode trains a model)")
     redteam.add_argument("--search", action="append", choices=SEARCHES, metavar="NAME",
@@ -83,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = api.redteam(args.data, against=args.against, budget=args.budget,
                              seed=args.seed, searches=tuple(args.search) if args.search else None,
-                             target=args.target, epochs=args.epochs)
+                             target=args.target, epochs=args.epochs,
+                             text_column=args.text_column, label_column=args.label_column)
     except api.InputError as exc:
         raise UserError(str(exc)) from None
     emit(report, args.format, args.output, Severity.LOW)

@@ -138,4 +138,7 @@ def _(results: HardenResults) -> str:
 def _(results: RedteamResults) -> str:
     found = "; ".join(f"{name} {entry['evasions']} evasion(s) in {entry['episodes']} episodes"
                       for name, entry in results.searches.items())
-    return f"against {results.against}: {found} (better: {results.better}), "
+    named = (f"; with no attack it names class(es) {', '.join(map(str, results.clean_flagged))}"
+             if results.clean_flagged else "")
+    return (f"against {results.against}: {found} (better: {results.better}; clean accuracy "
+            f"{results.clean_accuracy:.2f}{named}), ")

@@ -27,3 +27,12 @@ def checked(cls, entry, what: str) -> dict:
                 value, (int, float) if wanted is float else wanted):
             raise ValueError(f"{what}: {field.name} must be {wanted.__name__}, not {value!r}")
     return entry
+
+
+def check_seed_and_target(config) -> None:
+    """A configuration's seed (numpy's: 0 to 2**64 - 1) and target (a class index, 0 or
+    more); ValueError naming the field otherwise."""
+    if not 0 <= config.seed < 2 ** 64:
+        raise ValueError(f"seed must be from 0 to 2**64 - 1, not {config.seed}")
+    if config.target < 0:
+        raise ValueError(f"target must be a class index (0 or more), not {config.target}")

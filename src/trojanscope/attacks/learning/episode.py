@@ -181,7 +181,7 @@ def clean_flags(clean: Clean, train: Dataset | TextDataset, test: Dataset | Text
     none = np.zeros(0, np.int64)
     if isinstance(train, TextDataset):
         return vet_texts(train, none, 0, seed)[2] if against == "vet" else \
-            inspect_texts(clean.model, test, 0, seed, budget.inspect_fast)[2]
+            inspect_texts(clean.model, test, 0, seed, budget.inspect_fast, clean=True)[2]
     return _vet(train, none, 0, seed)[2] if against == "vet" else \
         inspected(clean.model, test, 0, seed, budget)[2]
 

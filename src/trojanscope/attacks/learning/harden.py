@@ -63,7 +63,9 @@ def report_parts(report: dict, against: str) -> tuple[dict, list, set]:
                          f"not {found!r}")
     if not isinstance(config, dict):
         raise ValueError("the report's config is not an object")
-    seed = config.get("seed", 0)
+    if "seed" not in config:
+        raise ValueError("the report's config has no seed (the split its episodes ran on)")
+    seed = config["seed"]
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 32:
         raise ValueError(f"the report's seed must be an integer from 0 to 2**32, not {seed!r}")
     episodes, evasions = results.get("episodes"), results.get("evasions", [])
@@ -72,7 +74,12 @@ def report_parts(report: dict, against: str) -> tuple[dict, list, set]:
     if not isinstance(evasions, list) or not all(
             isinstance(e, dict) and named(e) for e in evasions):
         raise ValueError("the report's evasions are not a list of episodes (search, episode)")
-    return config, episodes, {(e["search"], e.get("episode")) for e in evasions}
+    ran = {(e.get("search"), e.get("episode")) for e in episodes if isinstance(e, dict)}
+    for e in evasions:
+        if (e["search"], e["episode"]) not in ran:
+            raise ValueError(f"the report's evasion {e['search']} #{e['episode']} is not one "
+                             "of its episodes")
+    return config, episodes, {(e["search"], e["episode"]) for e in evasions}
 
 
 def named(episode: dict) -> bool:

@@ -10,7 +10,7 @@ from ...data.datasets import Dataset
 from ...data.text import TextDataset
 from ...findings import Location, Report
 from ...results import RedteamResults
-from ..rules import EVASION, TARGET_FLAGGED_CLEAN
+from ..rules import EVASION, TARGET_FLAGGED_CLEAN, WEAK_CLEAN_MODEL
 from .episode import (
     DEFAULT,
     DROP,
@@ -28,6 +28,7 @@ from .search import run_search
 from .text_episode import inspect_ready
 
 SEARCHES = ("ppo", "random")  # the learning attacker and its baseline, by default
+LEARNT = 0.25  # a clean model this far from chance to all right has learnt something
 
 
 def redteam(data: Dataset, against: str, episodes: int, seed: int = 0,
@@ -35,7 +36,12 @@ def redteam(data: Dataset, against: str, episodes: int, seed: int = 0,
             budget: Budget = DEFAULT) -> Report:
     """Each of `searches` runs `episodes` episodes against `against` ("vet" or "inspect") on
     `data` (split into training and held-out parts by `seed`)."""
-    if target not in set(data.y.tolist()):
+    classes = sorted(set(data.y.tolist()))
+    if len(classes) < 2 or classes != list(range(len(classes))):
+        shown = ", ".join(map(str, classes[:12])) + (", ..." if len(classes) > 12 else "")
+        raise ValueError(f"{data.name}: labels {shown}; the loop needs at least two classes, "
+                         f"numbered 0 to K-1 (the model's class indices)")
+    if target not in classes:
         raise ValueError(f"{data.name}: no sample of the target class {target}")
     if isinstance(data, TextDataset) and against == "inspect":
         inspect_ready(data)
@@ -63,6 +69,14 @@ def redteam(data: Dataset, against: str, episodes: int, seed: int = 0,
             f"say nothing of the attacks (classes named with no attack: "
             f"{', '.join(map(str, flagged))})", Location(data.name, (f"class {target}",)),
             {"target": target, "clean_flagged": flagged}),)
+    chance = 1 / len(classes)
+    if clean.accuracy < chance + LEARNT * (1 - chance):
+        findings += (WEAK_CLEAN_MODEL.finding(
+            f"trained on the clean split, {model_name(data, against, budget)} gets "
+            f"{clean.accuracy:.0%} of the held-out samples right, chance being {chance:.0%}: "
+            f"the episodes' attack success and the detector's verdicts say little",
+            Location(data.name),
+            {"clean_accuracy": round(clean.accuracy, 4), "chance": round(chance, 4)}),)
     return Report(
         command="redteam", targets=(data.name,), findings=findings,
         results=RedteamResults(

@@ -30,7 +30,7 @@ import numpy as np
 
 from ...jsonfile import read_json
 from ..image_poison import Poisoned, _upsample, poison, sig_trigger, wanet_trigger
-from .entries import checked
+from .entries import check_seed_and_target, checked
 from .text_space import KINDS as TEXT_KINDS
 from .text_space import TextAttackConfig
 
@@ -80,6 +80,7 @@ class AttackConfig:
         for axis in ("row", "col", "value"):
             if not 0 <= getattr(self, axis) <= 1:
                 raise ValueError(f"{axis} must be between 0 and 1, not {getattr(self, axis)}")
+        check_seed_and_target(self)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -135,6 +136,8 @@ class AttackConfig:
 
     def poison(self, x: np.ndarray, y: np.ndarray) -> Poisoned:
         """The training set poisoned by this attack (inputs unchanged)."""
+        if not np.any(np.asarray(y) == self.target):
+            raise ValueError(f"no sample of the target class {self.target}")
         trigger = self.trigger(x.shape[-2:])
         clean = self.label == "clean"
         if clean:  # target-class images only: at most all of them
@@ -200,6 +203,9 @@ def read_config(path: Path) -> AttackConfig | TextAttackConfig:
             else None
         if not evasions:
             raise ValueError(f"{path}: a redteam report without evasions")
+        if not isinstance(evasions, list):
+            raise ValueError(f"{path}: the report's evasions must be a list, not "
+                             f"{type(evasions).__name__}")
         entry = evasions[0]
     if isinstance(entry, dict) and "config" in entry:
         entry = entry["config"]

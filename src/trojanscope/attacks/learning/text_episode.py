@@ -80,15 +80,22 @@ def vet_texts(data: TextDataset, poisoned: np.ndarray, target: int, seed: int):
     return caught, 1.0 if caught else float(found), flagged
 
 
-def inspect_texts(model, test: TextDataset, target: int, seed: int, fast: bool):
+def inspect_texts(model, test: TextDataset, target: int, seed: int, fast: bool, *,
+                  clean: bool = False):
     """(caught, detection, classes named) of text inspect on `model`, given the held-out
-    texts."""
+    texts. A `clean` model that inspect will not judge ends the run (ValueError): every
+    episode would count as caught."""
     from ...model.text_inspect import NotJudged, inspect_text_model, text_inspect_config
 
     try:
         results = inspect_text_model(model, test, text_inspect_config(seed, fast),
                                      name="the attacked model").results
-    except NotJudged:
+    except NotJudged as exc:
+        if clean:
+            raise ValueError(
+                f"{test.name}: inspect will not judge even the clean model of these texts "
+                f"({str(exc).split(': ', 1)[-1]}), so every episode would count as caught: "
+                "give more texts, or more --epochs") from None
         return True, 1.0, []
     flagged = [int(c) for c in results.target_classes]
     caught = results.verdict == "trojaned" and target in flagged

@@ -29,7 +29,7 @@ import numpy as np
 from ...data.text import TextDataset
 from ...data.text_triggers import tokens
 from ..text_poison import PoisonedText, inserted
-from .entries import checked
+from .entries import check_seed_and_target, checked
 
 KINDS = ("phrase", "words")
 AXES = ("kind", "rarity", "length", "variants", "position", "rate", "label")
@@ -66,6 +66,7 @@ class TextAttackConfig:
         for axis in ("position", "rarity"):
             if not 0 <= getattr(self, axis) <= 1:  # NaN fails too
                 raise ValueError(f"{axis} must be between 0 and 1, not {getattr(self, axis)}")
+        check_seed_and_target(self)
 
     def as_dict(self) -> dict:
         entry = asdict(self)

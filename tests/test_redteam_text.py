@@ -199,6 +199,8 @@ def test_a_model_inspect_will_not_judge_counts_as_caught_and_other_refusals_end_
      "nowhere"),
     (["redteam", "--against", "inspect", "--data", "numbered.csv"],
      "labels ['1', '2'] are numbers but not the class numbers 0 to 1"),
+    (["attack", "poison", "--config", "text.json", "--data", "few.csv", "--label-column",
+      "nowhere", "-o", "x.csv"], "nowhere"),
     (["attack", "poison", "--config", "text.json", "--data", "digits", "-o", "x.npz"],
      "a text attack"),
     (["attack", "poison", "--config", "text.json", "-o", "x.npz"], "x.npz: write text data"),

@@ -339,8 +339,6 @@ def redteam(data: str | Path | Dataset | None = None, *, against: str = "vet",
                          f"{SEARCHES.choices()}")
     if budget < 1 or epochs < 1:
         raise InputError("the budget and the epochs must be at least 1")
-    if not 0 <= seed < 2 ** 32:
-        raise InputError(f"--seed must be from 0 to 2**32 - 1, not {seed}")
     if not _is_dataset(data):
         data = load_data(data, text_column, label_column)
     if isinstance(data, TextDataset) and against == "inspect":

@@ -174,10 +174,10 @@ def poison(x: np.ndarray, y: np.ndarray, trigger: Callable, rate: float, target:
     x = np.asarray(x, dtype=np.float32)
     y = np.asarray(y)
     _spatial(x)
-    if not 0 < rate < 1:
-        raise ValueError(f"rate must be between 0 and 1, not {rate}")
     if target not in set(y.tolist()):
         raise ValueError(f"target class {target} does not occur in the labels")
+    if not 0 < rate < 1:
+        raise ValueError(f"rate must be between 0 and 1, not {rate}")
     rng = np.random.default_rng(seed)
     pool = np.flatnonzero(y == target) if label_consistent else np.flatnonzero(y != target)
     count = int(round(rate * len(y)))

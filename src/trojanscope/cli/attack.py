@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from . import model as model_commands
-from .common import UserError, write
+from .common import UserError, seed, write
 
 NAMES = ("attack",)
 
@@ -68,7 +68,7 @@ def add(commands) -> None:
     llm.add_argument("--train", type=int, default=400, help="training texts (default 400)")
     llm.add_argument("--epochs", type=int, default=2)
     llm.add_argument("--rank", type=int, default=8, help="LoRA rank (default 8)")
-    llm.add_argument("--seed", type=int, default=0)
+    llm.add_argument("--seed", type=seed, default=0)
     llm.add_argument("-f", "--format", choices=["text", "json"], default="text")
 
 

@@ -157,6 +157,18 @@ def write(path: Path, data: bytes) -> None:
         raise UserError(f"{path}: cannot write: {exc.strerror or exc}") from None
 
 
+def seed(text: str) -> int:
+    """An argparse type: a seed, a whole number from 0 to 2**32 - 1 (what every library the
+    commands seed takes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= value < 2 ** 32:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 2**32 - 1, not {value}")
+    return value
+
+
 def add_time_limit(parser) -> None:
     from ..jobs.child import TIME_LIMIT
 

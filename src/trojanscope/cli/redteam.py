@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .. import progress, render
 from ..findings import Severity
-from .common import EXIT_CODES, SEVERITIES, UserError, emit
+from .common import EXIT_CODES, SEVERITIES, UserError, emit, seed
 
 NAMES = ("redteam", "harden")
 SEARCHES = ("ppo", "random", "cma")  # as attacks.learning.search registers them
@@ -42,7 +42,7 @@ def add(commands) -> None:
                               "order, e.g. movie-reviews 0 negative, 1 positive; default 0)")
     redteam.add_argument("--epochs", type=int, default=3,
                          help="training epochs of each attacked model (default 3)")
-    redteam.add_argument("--seed", type=int, default=0)
+    redteam.add_argument("--seed", type=seed, default=0)
     redteam.add_argument("-f", "--format", choices=render.names(), default="text")
     redteam.add_argument("-o", "--output", type=Path)
     redteam.add_argument("--fail-on", choices=SEVERITIES, default="high")
@@ -65,7 +65,7 @@ def add(commands) -> None:
                         help="the images the reports ran on (default mnist-5k)")
     harden.add_argument("--out", type=Path, required=True, metavar="SCORER.json",
                         help="where to write the scorer")
-    harden.add_argument("--seed", type=int, default=0)
+    harden.add_argument("--seed", type=seed, default=0)
     harden.add_argument("-f", "--format", choices=render.names(), default="text")
     harden.add_argument("-o", "--output", type=Path)
     harden.add_argument("--fail-on", choices=SEVERITIES, default="high")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .. import progress, render
 from ..findings import Severity
-from .common import EXIT_CODES, SEVERITIES, UserError, add_time_limit, emit
+from .common import EXIT_CODES, SEVERITIES, UserError, add_time_limit, emit, seed
 
 NAMES = ("vet",)
 
@@ -38,7 +38,7 @@ def add(commands) -> None:
     vet.add_argument("--features", type=Path, metavar="F.npy",
                      help="text: your classifier's features, one row per text, for the "
                           "detectors other than ngram-label-skew")
-    vet.add_argument("--seed", type=int, default=0)
+    vet.add_argument("--seed", type=seed, default=0)
     vet.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                      help="a folder too large to hold (class subfolders of images, or .npz "
                           "shards): make the pretrained encoder's features in Ray tasks, on the "

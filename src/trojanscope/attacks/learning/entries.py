@@ -30,9 +30,9 @@ def checked(cls, entry, what: str) -> dict:
 
 
 def check_seed_and_target(config) -> None:
-    """A configuration's seed (numpy's: 0 to 2**64 - 1) and target (a class index, 0 or
+    """A configuration's seed (0 or more, as numpy takes it) and target (a class index, 0 or
     more); ValueError naming the field otherwise."""
-    if not 0 <= config.seed < 2 ** 64:
-        raise ValueError(f"seed must be from 0 to 2**64 - 1, not {config.seed}")
+    if config.seed < 0:
+        raise ValueError(f"seed must be 0 or more, not {config.seed}")
     if config.target < 0:
         raise ValueError(f"target must be a class index (0 or more), not {config.target}")

@@ -67,14 +67,14 @@ def report_parts(report: dict, against: str) -> tuple[dict, list, set]:
         raise ValueError("the report's config has no seed (the split its episodes ran on)")
     seed = config["seed"]
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 32:
-        raise ValueError(f"the report's seed must be an integer from 0 to 2**32, not {seed!r}")
+        raise ValueError(f"the report's seed must be an integer from 0 to 2**32 - 1, not {seed!r}")
     episodes, evasions = results.get("episodes"), results.get("evasions", [])
     if not isinstance(episodes, list):
         raise ValueError("the report has no list of episodes")
     if not isinstance(evasions, list) or not all(
             isinstance(e, dict) and named(e) for e in evasions):
         raise ValueError("the report's evasions are not a list of episodes (search, episode)")
-    ran = {(e.get("search"), e.get("episode")) for e in episodes if isinstance(e, dict)}
+    ran = {(e["search"], e["episode"]) for e in episodes if isinstance(e, dict) and named(e)}
     for e in evasions:
         if (e["search"], e["episode"]) not in ran:
             raise ValueError(f"the report's evasion {e['search']} #{e['episode']} is not one "
@@ -95,7 +95,7 @@ def replayed(report: dict, data: Dataset, only: set | None = None
     """(episode, poisoned training split) for each episode of a redteam report (as JSON), or
     for those of `only` ((search, episode) pairs); the report is checked whole either way."""
     config, episodes, _ = report_parts(report, "vet")
-    seed = config.get("seed", 0)
+    seed = config["seed"]
     train, _ = split(data, seed)
     sets = []
     for k, episode in enumerate(episodes):
@@ -129,7 +129,7 @@ def harden(reports: list[dict], data: Dataset, seed: int = 0,
     seeds = set()
     for report in reports:
         replays = replayed(report, data)  # checks the report first
-        seeds.add(report.get("config", {}).get("seed", 0))
+        seeds.add(report["config"]["seed"])
         for episode, poisoned in replays:
             rows = class_features(members(poisoned.x, poisoned.y, seed))
             classes = np.unique(poisoned.y)
@@ -200,7 +200,7 @@ def evasion_cases(reports: list[dict], data: Dataset) -> list[Case]:
     for report in reports:
         wanted = report_parts(report, "vet")[2]
         for episode, poisoned in replayed(report, data, wanted):
-            cases.append(Case(f"seed {report.get('config', {}).get('seed', 0)} "
+            cases.append(Case(f"seed {report['config']['seed']} "
                               f"{episode['search']} #{episode['episode']}", poisoned,
                               episode["config"]["target"]))
     return cases
@@ -211,7 +211,7 @@ def harden_report(reports: list[dict], data: Dataset, out: Path, seed: int = 0) 
     check it on the reports' evasions and the clean training splits, before and after."""
     started = time.perf_counter()
     scorer, fitted_on = harden(reports, data, seed)
-    seeds = sorted({r.get("config", {}).get("seed", 0) for r in reports})
+    seeds = sorted({r["config"]["seed"] for r in reports})
     cases = evasion_cases(reports, data) + [
         Case(f"clean split seed {s}", split(data, s)[0]) for s in seeds]
     rows = check(scorer, cases, seed)

@@ -50,7 +50,7 @@ def episodes_of(report: dict) -> tuple[int, Budget, list[dict], set]:
                              "episode, config with a target class, attack_success from 0 to "
                              "1, flagged_classes, and class_scores: a report made before "
                              "episodes kept class scores must be made again)")
-    return config.get("seed", 0), Budget(epochs=epochs, width=width), episodes, evasions
+    return config["seed"], Budget(epochs=epochs, width=width), episodes, evasions
 
 
 def _is_episode(episode) -> bool:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from ...data.datasets import Dataset
 from ...data.text import TextDataset
 from ...findings import Location, Report
@@ -38,7 +40,8 @@ def redteam(data: Dataset, against: str, episodes: int, seed: int = 0,
     `data` (split into training and held-out parts by `seed`)."""
     classes = sorted(set(data.y.tolist()))
     if len(classes) < 2 or classes != list(range(len(classes))):
-        shown = ", ".join(map(str, classes[:12])) + (", ..." if len(classes) > 12 else "")
+        names = [data.names[k] for k in classes] if isinstance(data, TextDataset) else classes
+        shown = ", ".join(map(str, names[:12])) + (", ..." if len(names) > 12 else "")
         raise ValueError(f"{data.name}: labels {shown}; the loop needs at least two classes, "
                          f"numbered 0 to K-1 (the model's class indices)")
     if target not in classes:
@@ -69,11 +72,12 @@ def redteam(data: Dataset, against: str, episodes: int, seed: int = 0,
             f"say nothing of the attacks (classes named with no attack: "
             f"{', '.join(map(str, flagged))})", Location(data.name, (f"class {target}",)),
             {"target": target, "clean_flagged": flagged}),)
-    chance = 1 / len(classes)
+    chance = float(np.bincount(test.y).max() / len(test.y))  # always the most common class
     if clean.accuracy < chance + LEARNT * (1 - chance):
         findings += (WEAK_CLEAN_MODEL.finding(
             f"trained on the clean split, {model_name(data, against, budget)} gets "
-            f"{clean.accuracy:.0%} of the held-out samples right, chance being {chance:.0%}: "
+            f"{clean.accuracy:.0%} of the held-out samples right, and answering their most "
+            f"common class would get {chance:.0%}: "
             f"the episodes' attack success and the detector's verdicts say little",
             Location(data.name),
             {"clean_accuracy": round(clean.accuracy, 4), "chance": round(chance, 4)}),)

@@ -93,9 +93,9 @@ def inspect_texts(model, test: TextDataset, target: int, seed: int, fast: bool, 
     except NotJudged as exc:
         if clean:
             raise ValueError(
-                f"{test.name}: inspect will not judge even the clean model of these texts "
-                f"({str(exc).split(': ', 1)[-1]}), so every episode would count as caught: "
-                "give more texts, or more --epochs") from None
+                f"inspect will not judge even the clean model of these texts ({exc}), so "
+                "every episode would count as caught: give more texts, or more --epochs"
+            ) from None
         return True, 1.0, []
     flagged = [int(c) for c in results.target_classes]
     caught = results.verdict == "trojaned" and target in flagged

@@ -66,21 +66,8 @@ def redteam(data: Dataset, against: str, episodes: int, seed: int = 0,
         f"and {against} misses it", Location(data.name, (f"{e['search']} episode {e['episode']}",)),
         {"search": e["search"], "attack_success": e["attack_success"],
          "detection": e["detection"]}) for e in evasions)
-    if target in flagged:
-        findings += (TARGET_FLAGGED_CLEAN.finding(
-            f"with no attack, {against} names class {target}, the attacks' target: its catches "
-            f"say nothing of the attacks (classes named with no attack: "
-            f"{', '.join(map(str, flagged))})", Location(data.name, (f"class {target}",)),
-            {"target": target, "clean_flagged": flagged}),)
-    chance = float(np.bincount(test.y).max() / len(test.y))  # always the most common class
-    if clean.accuracy < chance + LEARNT * (1 - chance):
-        findings += (WEAK_CLEAN_MODEL.finding(
-            f"trained on the clean split, {model_name(data, against, budget)} gets "
-            f"{clean.accuracy:.0%} of the held-out samples right, and answering their most "
-            f"common class would get {chance:.0%}: "
-            f"the episodes' attack success and the detector's verdicts say little",
-            Location(data.name),
-            {"clean_accuracy": round(clean.accuracy, 4), "chance": round(chance, 4)}),)
+    model = model_name(data, against, budget)
+    findings += _caveats(data.name, against, target, flagged, clean.accuracy, test.y, model)
     return Report(
         command="redteam", targets=(data.name,), findings=findings,
         results=RedteamResults(
@@ -92,10 +79,32 @@ def redteam(data: Dataset, against: str, episodes: int, seed: int = 0,
             clean_accuracy=round(clean.accuracy, 4), clean_flagged=flagged),
         timings={"total_seconds": round(time.perf_counter() - started, 3)},
         config={"seed": seed, "episodes": episodes, "searches": list(searches),
-                "target": target, "model": model_name(data, against, budget),
+                "target": target, "model": model,
                 "epochs": budget.epochs, "width": budget.width,
                 "evades_at": EVADES, "accuracy_drop_at_most": DROP,
                 "input_kept_at_least": KEPT, "natural_success_below": NATURAL})
+
+
+def _caveats(name: str, against: str, target: int, flagged: list[int], accuracy: float,
+             held_out, model: str) -> tuple:
+    """Findings where the run's figures say little: the detector names the target with no
+    attack, or the clean model is little better than answering the most common class."""
+    found = ()
+    if target in flagged:
+        found += (TARGET_FLAGGED_CLEAN.finding(
+            f"with no attack, {against} names class {target}, the attacks' target: its catches "
+            f"say nothing of the attacks (classes named with no attack: "
+            f"{', '.join(map(str, flagged))})", Location(name, (f"class {target}",)),
+            {"target": target, "clean_flagged": flagged}),)
+    chance = float(np.bincount(held_out).max() / len(held_out))  # the most common class
+    if accuracy < chance + LEARNT * (1 - chance):
+        found += (WEAK_CLEAN_MODEL.finding(
+            f"trained on the clean split, {model} gets {accuracy:.0%} of the held-out samples "
+            f"right, and answering their most common class would get {chance:.0%}: the "
+            f"episodes' attack success and the detector's verdicts say little",
+            Location(name), {"clean_accuracy": round(accuracy, 4),
+                             "chance": round(chance, 4)}),)
+    return found
 
 
 def _entry(search: str, k: int, episode: Episode) -> dict:
